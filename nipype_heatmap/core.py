@@ -1,0 +1,507 @@
+"""The heatmap computation: a streaming accumulator and the functions built on it.
+
+numpy and nibabel only; no Nipype. The semantics are those of ``SPEC.md`` §1:
+mean or sum, then clipping to the inputs' range, then min-max normalization, in float64,
+written as float32 with the first input's affine and header.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+import nibabel as nb
+import numpy as np
+
+from .io import (
+    AFFINE_TOL_MM,
+    Volume,
+    check_output_filename,
+    conform_to_grid,
+    find_nifti_files,
+    grid_distance_mm,
+    load_volume,
+    prepare_output,
+    save_atomic,
+    warn_duplicates,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_FILENAME = "heatmap_volume.nii.gz"
+
+
+class HeatmapAccumulator:
+    """Accumulate co-registered 3D volumes one at a time into a voxel-wise sum and count.
+
+    The first volume added fixes the reference grid (shape, affine), header and image class.
+    Non-finite values (NaN, +/-Inf) are missing: they add nothing to the sum and are not
+    counted. Partial accumulators built apart (other processes, cluster jobs) combine
+    exactly with :meth:`merge`.
+
+    Attributes
+    ----------
+    n_inputs : int
+        Number of volumes added.
+    sources : list of str
+        The files added, in order.
+    total : numpy.ndarray or None
+        float64 voxel-wise sum of finite values.
+    count : numpy.ndarray or None
+        uint32 voxel-wise number of finite values, or None while every value added so far
+        was finite (then the count is ``n_inputs`` everywhere; this saves memory and time).
+    global_min, global_max : float or None
+        Extremes over all finite input values (None until one has been seen).
+
+    Examples
+    --------
+    >>> acc = HeatmapAccumulator()
+    >>> for path in ["sub-01_mask.nii.gz", "sub-02_mask.nii.gz"]:  # doctest: +SKIP
+    ...     acc.add_file(path)
+    >>> img = acc.finalize(use_mean=True)  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.n_inputs = 0
+        self.sources: list[str] = []
+        self.total: np.ndarray | None = None
+        self.count: np.ndarray | None = None
+        self.global_min: float | None = None
+        self.global_max: float | None = None
+        self.ref_path: str | None = None
+        self.ref_shape: tuple[int, int, int] | None = None
+        self.ref_affine: np.ndarray | None = None
+        self.ref_header: nb.nifti1.Nifti1Header | None = None
+        self.image_class: type = nb.Nifti1Image
+
+    # -- adding -------------------------------------------------------------------------
+    def add_file(self, path: str | os.PathLike[str]) -> tuple[float, float]:
+        """Load one NIfTI file, check it against the reference grid and add it.
+
+        Returns
+        -------
+        tuple of float
+            The file's finite value range (NaN, NaN when it has no finite value).
+
+        Raises
+        ------
+        ValueError
+            If the file cannot be read, is not 3D, or is not on the reference grid.
+        """
+        return self.add_volume(load_volume(path))
+
+    def add_volume(self, volume: Volume) -> tuple[float, float]:
+        """Add a loaded volume, checking it against the reference grid (set by the first).
+
+        Returns the volume's finite value range, as :meth:`add_file`.
+        """
+        if self.ref_shape is None:
+            self._set_reference(volume)
+            data = volume.data
+        else:
+            assert self.ref_affine is not None and self.ref_path is not None
+            data = conform_to_grid(volume, self.ref_shape, self.ref_affine, self.ref_path)
+        return self._accumulate(data, volume.slope, volume.inter, volume.path)
+
+    def _set_reference(self, volume: Volume) -> None:
+        self.ref_path = volume.path
+        self.ref_shape = volume.shape  # type: ignore[assignment]
+        self.ref_affine = volume.affine
+        self.ref_header = volume.header.copy()
+        self.image_class = volume.image_class
+        self.total = np.zeros(volume.shape, dtype=np.float64, order="F")
+
+    def _accumulate(
+        self, data: np.ndarray, slope: float | None, inter: float | None, source: str
+    ) -> tuple[float, float]:
+        assert self.total is not None
+        if slope is not None:
+            values = data.astype(np.float64)
+            if slope != 1.0:
+                values *= slope
+            if inter:
+                values += inter
+        else:
+            values = data
+        lo, hi = _minmax(values)
+        if np.isfinite(lo) and np.isfinite(hi):
+            np.add(self.total, values, out=self.total)
+            if self.count is not None:
+                self.count += np.uint32(1)
+        else:
+            finite = np.isfinite(values)
+            if self.count is None:
+                self.count = np.full(self.total.shape, self.n_inputs, dtype=np.uint32, order="F")
+            np.add(self.total, values, out=self.total, where=finite)
+            self.count += finite
+            n_finite = int(np.count_nonzero(finite))
+            lo, hi = _minmax(values[finite]) if n_finite else (np.nan, np.nan)
+            LOGGER.info(
+                "%s: %d voxel(s) are NaN or infinite and count as missing",
+                source,
+                finite.size - n_finite,
+            )
+        if np.isfinite(lo):
+            self._update_range(float(lo), float(hi))
+        self.n_inputs += 1
+        self.sources.append(source)
+        return float(lo), float(hi)
+
+    def _update_range(self, lo: float, hi: float) -> None:
+        self.global_min = lo if self.global_min is None else min(self.global_min, lo)
+        self.global_max = hi if self.global_max is None else max(self.global_max, hi)
+
+    # -- merging ------------------------------------------------------------------------
+    def merge(self, other: HeatmapAccumulator) -> HeatmapAccumulator:
+        """Add another accumulator's volumes to this one, exactly, and return self.
+
+        The result equals adding ``other``'s files to this accumulator one by one (sums are
+        float64, so it agrees to the last bit whenever the partial sums are exact, as for
+        masks and counts, and to float64 round-off otherwise).
+
+        Raises
+        ------
+        ValueError
+            If ``other`` is on a different grid (shape or affine).
+        """
+        if other.n_inputs == 0:
+            return self
+        if self.n_inputs == 0:
+            self.__dict__.update(copy.deepcopy(vars(other)))
+            return self
+        assert self.total is not None and other.total is not None
+        if other.ref_shape != self.ref_shape:
+            raise ValueError(
+                f"{other.ref_path}: partial heatmap of shape {other.ref_shape} cannot be merged "
+                f"with that of {self.ref_path} {self.ref_shape}; all parts must share one grid"
+            )
+        if grid_distance_mm(other.ref_affine, self.ref_affine, self.ref_shape) > AFFINE_TOL_MM:
+            raise ValueError(
+                f"{other.ref_path}: partial heatmap affine differs from that of "
+                f"{self.ref_path}; all parts must share one grid"
+            )
+        if self.count is None and other.count is not None:
+            self.count = np.full(self.total.shape, self.n_inputs, dtype=np.uint32, order="F")
+        if self.count is not None:
+            self.count += other.count if other.count is not None else np.uint32(other.n_inputs)
+        self.total += other.total
+        if other.global_min is not None:
+            self._update_range(other.global_min, other.global_max)  # type: ignore[arg-type]
+        self.n_inputs += other.n_inputs
+        self.sources.extend(other.sources)
+        return self
+
+    # -- finishing ----------------------------------------------------------------------
+    def aggregate(
+        self,
+        use_mean: bool = True,
+        clip_to_input_range: bool = True,
+        normalize: bool = False,
+    ) -> np.ndarray:
+        """Return the float64 map: mean or sum, then clipping, then normalization.
+
+        Raises
+        ------
+        ValueError
+            If nothing has been added.
+        """
+        if self.n_inputs == 0 or self.total is None:
+            raise ValueError("no input volume was added; nothing to aggregate")
+        if use_mean:
+            if self.count is None:
+                result = self.total / self.n_inputs
+            else:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    result = self.total / self.count
+                result[self.count == 0] = np.nan
+        else:
+            result = self.total.copy()
+        if clip_to_input_range:
+            if self.global_min is None:
+                LOGGER.warning("No finite input value anywhere: clipping skipped")
+            else:
+                np.clip(result, self.global_min, self.global_max, out=result)
+        if normalize:
+            lo, hi = _finite_range(result)
+            if lo is None or lo == hi:
+                LOGGER.info(
+                    "Normalization skipped: the map is constant (%s)",
+                    "no finite value" if lo is None else f"every finite voxel is {lo:g}",
+                )
+            else:
+                result -= lo
+                result /= hi - lo
+        return result
+
+    def finalize(
+        self,
+        use_mean: bool = True,
+        clip_to_input_range: bool = True,
+        normalize: bool = False,
+    ) -> nb.Nifti1Image:
+        """Return the heatmap as a float32 image with the first input's affine and header.
+
+        The header is a copy of the first input's, with data type float32, scaling cleared,
+        ``cal_min``/``cal_max`` set to the map's finite range, a 3D ``dim`` and a ``descrip``
+        saying what was made.
+        """
+        result = self.aggregate(use_mean, clip_to_input_range, normalize).astype(np.float32)
+        assert self.ref_header is not None
+        header = self.ref_header.copy()
+        header.set_data_shape(result.shape)
+        header.set_data_dtype(np.float32)
+        header.set_slope_inter(np.nan, np.nan)
+        lo, hi = _finite_range(result)
+        header["cal_min"], header["cal_max"] = (lo, hi) if lo is not None else (0.0, 0.0)
+        header["descrip"] = describe(self.n_inputs, use_mean, clip_to_input_range, normalize)
+        img = self.image_class(result, self.ref_affine, header)
+        return img
+
+    def summary(self) -> str:
+        """One line on what has been accumulated, for logs."""
+        return (
+            f"{self.n_inputs} volume(s) on grid {self.ref_shape}, input range "
+            f"[{self.global_min}, {self.global_max}], "
+            f"missing values: {'yes' if self.count is not None else 'none'}"
+        )
+
+
+def describe(n_inputs: int, use_mean: bool, clip: bool, normalize: bool) -> bytes:
+    """Return the ``descrip`` header text (at most 80 bytes) for a heatmap."""
+    text = f"nipype_heatmap {'mean' if use_mean else 'sum'} of {n_inputs} volumes"
+    flags = [f for f, on in (("clipped", clip), ("normalized", normalize)) if on]
+    if flags:
+        text += " (" + ", ".join(flags) + ")"
+    return text.encode("ascii")[:80]
+
+
+def _minmax(values: np.ndarray) -> tuple[float, float]:
+    """Min and max; a NaN anywhere in a float array makes both NaN."""
+    if values.size == 0:
+        return np.nan, np.nan
+    return values.min(), values.max()
+
+
+def _finite_range(values: np.ndarray) -> tuple[float | None, float | None]:
+    lo, hi = _minmax(values)
+    if np.isfinite(lo) and np.isfinite(hi):
+        return float(lo), float(hi)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None, None
+    return float(finite.min()), float(finite.max())
+
+
+def compute_heatmap(
+    in_files: Sequence[str | os.PathLike[str]],
+    use_mean: bool = True,
+    clip_to_input_range: bool = True,
+    normalize: bool = False,
+    debug: bool = False,
+    *,
+    progress: bool | None = None,
+) -> nb.Nifti1Image:
+    """Compute the heatmap of an explicit list of files, without writing it.
+
+    Parameters
+    ----------
+    in_files : sequence of str or os.PathLike
+        The 3D NIfTI files, in the order to use; the first one sets the grid and header.
+    use_mean : bool, default=True
+        True for the voxel-wise mean (probability map), False for the sum (count map).
+    clip_to_input_range : bool, default=True
+        Clip the map to ``[min, max]`` of all finite input values.
+    normalize : bool, default=False
+        Min-max scale the finite values of the (clipped) map to ``[0, 1]``.
+    debug : bool, default=False
+        Log per-file value ranges and the final statistics at INFO level (else DEBUG).
+    progress : bool or None, default=None
+        Show a tqdm progress bar on stderr; None shows it only when stderr is a terminal.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        float32 heatmap (a ``Nifti2Image`` when the first input is NIfTI-2).
+
+    Raises
+    ------
+    ValueError
+        If ``in_files`` is empty, or an input cannot be read, is not 3D or is not on the
+        first file's grid (the message names the file).
+    FileNotFoundError
+        If an input does not exist.
+    """
+    files = [os.path.abspath(os.fspath(f)) for f in in_files]
+    if not files:
+        raise ValueError("no input file given; pass at least one 3D NIfTI file")
+    warn_duplicates(files)
+    acc = accumulate_files(files, debug=debug, progress=progress)
+    img = acc.finalize(use_mean, clip_to_input_range, normalize)
+    if debug:
+        data = np.asanyarray(img.dataobj)
+        lo, hi = _finite_range(data)
+        LOGGER.info(
+            "%s; output %s range [%s, %s], %d non-zero voxel(s)",
+            acc.summary(),
+            "mean" if use_mean else "sum",
+            lo,
+            hi,
+            int(np.count_nonzero(np.nan_to_num(data))),
+        )
+    return img
+
+
+def accumulate_files(
+    files: Iterable[str], *, debug: bool = False, progress: bool | None = None
+) -> HeatmapAccumulator:
+    """Add files to a new accumulator one at a time, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    files = list(files)
+    acc = HeatmapAccumulator()
+    level = logging.INFO if debug else logging.DEBUG
+    for path in tqdm(files, desc="heatmap", unit="vol", disable=_no_progress(progress)):
+        lo, hi = acc.add_file(path)
+        LOGGER.log(level, "%s: finite value range [%g, %g]", path, lo, hi)
+    return acc
+
+
+def _no_progress(progress: bool | None) -> bool | None:
+    # tqdm: disable=None turns the bar off when the stream is not a terminal.
+    return None if progress is None else not progress
+
+
+def write_heatmap(
+    in_files: Sequence[str | os.PathLike[str]],
+    out_file: str | os.PathLike[str],
+    use_mean: bool = True,
+    clip_to_input_range: bool = True,
+    normalize: bool = False,
+    debug: bool = False,
+    *,
+    progress: bool | None = None,
+) -> str:
+    """Compute the heatmap of an explicit list of files and write it atomically.
+
+    The output location is checked for writability before any input is read; the file is
+    replaced only after full success, and a failure leaves no partial file.
+
+    Parameters
+    ----------
+    in_files : sequence of str or os.PathLike
+        The 3D NIfTI files, in the order to use; the first one sets the grid and header.
+    out_file : str or os.PathLike
+        Where to write; the name must end in ``.nii`` or ``.nii.gz`` (gzip for ``.gz``).
+        Missing parent folders are created.
+    use_mean, clip_to_input_range, normalize, debug, progress
+        As in :func:`compute_heatmap`.
+
+    Returns
+    -------
+    str
+        The absolute path of the written heatmap.
+
+    Raises
+    ------
+    OSError
+        If the output location is not writable (raised before any input is read).
+    ValueError
+        As in :func:`compute_heatmap`, or if ``out_file`` is one of the inputs.
+    """
+    out_file = prepare_output(out_file)
+    for path in in_files:
+        if os.path.abspath(os.fspath(path)) == out_file or (
+            os.path.exists(out_file) and os.path.samefile(path, out_file)
+        ):
+            raise ValueError(
+                f"{out_file}: the output would overwrite one of the inputs; "
+                "choose another output name or folder"
+            )
+    img = compute_heatmap(
+        in_files, use_mean, clip_to_input_range, normalize, debug, progress=progress
+    )
+    save_atomic(img, out_file)
+    LOGGER.info("Wrote %s", out_file)
+    return out_file
+
+
+def generate_heatmap_volume(
+    nii_folder: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    output_filename: str = DEFAULT_OUTPUT_FILENAME,
+    use_mean: bool = True,
+    clip_to_input_range: bool = True,
+    normalize: bool = False,
+    debug: bool = False,
+    *,
+    progress: bool | None = None,
+) -> str:
+    """Make the voxel-wise mean or sum of all 3D NIfTI files in a folder and save it.
+
+    Parameters
+    ----------
+    nii_folder : str or os.PathLike
+        Folder whose ``*.nii``/``*.nii.gz`` files (not recursive, hidden files skipped) are
+        the inputs, taken in byte order of their names.
+    output_path : str or os.PathLike
+        Folder to write into; created with parents. It may be ``nii_folder`` itself: the
+        output file is then never taken as an input.
+    output_filename : str, default="heatmap_volume.nii.gz"
+        A bare file name ending in ``.nii`` or ``.nii.gz``.
+    use_mean : bool, default=True
+        True for the mean (probability map), False for the sum (count or density map).
+    clip_to_input_range : bool, default=True
+        Clip the map to ``[min, max]`` of all finite input values. For binary masks a
+        clipped sum is the union mask.
+    normalize : bool, default=False
+        Min-max scale the finite values of the (clipped) map to ``[0, 1]``; skipped, with a
+        log line, when the map is constant.
+    debug : bool, default=False
+        Log per-file value ranges and the final statistics at INFO level.
+    progress : bool or None, default=None
+        Show a tqdm progress bar on stderr; None shows it only when stderr is a terminal.
+
+    Returns
+    -------
+    str
+        Absolute path of the written heatmap.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``nii_folder`` is missing, not a folder, or holds no NIfTI file.
+    ValueError
+        If ``output_filename`` is not a bare NIfTI name, or an input cannot be read, is not
+        3D, or is not on the first file's grid (the message names the file).
+    OSError
+        If the output location is not writable (checked before any input is read).
+
+    Examples
+    --------
+    >>> from nipype_heatmap import generate_heatmap_volume
+    >>> generate_heatmap_volume("lesion_masks/", "derivatives/",
+    ...                         "lesion_overlap.nii.gz", use_mean=False,
+    ...                         clip_to_input_range=False)  # doctest: +SKIP
+    '/data/derivatives/lesion_overlap.nii.gz'
+    """
+    check_output_filename(output_filename)
+    out_file = prepare_output(os.path.join(os.fspath(output_path), output_filename))
+    files = find_nifti_files(nii_folder, exclude=out_file)
+    LOGGER.info(
+        "%s %d volume(s) from %s into %s",
+        "Averaging" if use_mean else "Summing",
+        len(files),
+        nii_folder,
+        out_file,
+    )
+    return write_heatmap(
+        files,
+        out_file,
+        use_mean,
+        clip_to_input_range,
+        normalize,
+        debug,
+        progress=progress,
+    )

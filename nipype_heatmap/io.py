@@ -1,0 +1,474 @@
+"""Discovery, loading, validation of one file against a reference grid, and atomic saving.
+
+Nothing here imports Nipype. Every error names the file it is about, says what was expected
+and what was found, and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+LOGGER = logging.getLogger(__name__)
+
+#: File name endings taken as NIfTI inputs (single-file NIfTI-1 or NIfTI-2).
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+#: Largest distance, in millimetres, between the world coordinates of matching grid corners
+#: of two affines that still counts as "the same voxel grid" (float32 header round-off is
+#: about 1e-5 mm at 200 mm from the origin).
+AFFINE_TOL_MM = 1e-4
+
+# What nibabel and the gzip/zlib layers raise for a file that is corrupt, truncated, or not
+# NIfTI. ``gzip.BadGzipFile`` is an OSError; a truncated gzip stream is an EOFError.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    zlib.error,
+    nb.filebasedimages.ImageFileError,
+    nb.spatialimages.HeaderDataError,
+    nb.wrapstruct.WrapStructError,
+)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One input volume, read fully, with its raw stored values and scaling.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the file.
+    data : numpy.ndarray
+        The stored (unscaled) voxel values, 3D.
+    slope, inter : float or None
+        ``scl_slope``/``scl_inter`` to apply; both None when the file is not scaled
+        (NaN or zero slope, or the identity ``1, 0`` that nibabel writes by default).
+    affine : numpy.ndarray
+        The 4x4 voxel-to-world affine nibabel reports for the file.
+    header : nibabel.nifti1.Nifti1Header
+        The file's header (a NIfTI-2 header for NIfTI-2 files).
+    image_class : type
+        ``nibabel.Nifti1Image`` or ``nibabel.Nifti2Image``.
+    """
+
+    path: str
+    data: np.ndarray
+    slope: float | None
+    inter: float | None
+    affine: np.ndarray
+    header: nb.nifti1.Nifti1Header
+    image_class: type
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The 3D shape of the volume."""
+        return tuple(self.data.shape)
+
+
+def is_nifti_name(name: str) -> bool:
+    """Tell whether a file name ends in ``.nii`` or ``.nii.gz`` (case-sensitive, as BIDS)."""
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def find_nifti_files(
+    nii_folder: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """List the NIfTI files directly inside a folder, sorted by name.
+
+    Parameters
+    ----------
+    nii_folder : str or os.PathLike
+        The folder to list (not recursively).
+    exclude : str or os.PathLike, optional
+        A file to leave out even if it is a NIfTI file there (the output of a run that
+        writes into its own input folder).
+
+    Returns
+    -------
+    list of str
+        Absolute paths, sorted by file name in byte order so that the result and the
+        "first file" are the same on every machine and locale.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``nii_folder`` does not exist, is not a folder, or holds no NIfTI file.
+
+    Notes
+    -----
+    Skipped: hidden files (names starting with ``.``, such as macOS ``._x.nii.gz``), anything
+    that is not a regular file after following symlinks (folders, broken links, sockets),
+    and ``exclude``.
+    """
+    folder = Path(nii_folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: input folder does not exist")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder}: input path is not a folder; pass a folder of NIfTI files"
+        )
+    excluded = Path(exclude).absolute() if exclude is not None else None
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or not is_nifti_name(name):
+                continue
+            path = Path(entry.path).absolute()
+            if not path.is_file():  # follows symlinks; drops folders and broken links
+                LOGGER.debug("Skipping %s: not a regular file", path)
+                continue
+            if excluded is not None and _same_file(path, excluded):
+                LOGGER.debug("Skipping %s: it is the output of this run", path)
+                continue
+            found.append(path)
+    if not found:
+        raise FileNotFoundError(
+            f"{folder}: no NIfTI file (*.nii, *.nii.gz) found directly in this folder"
+        )
+    found.sort(key=lambda p: os.fsencode(p.name))
+    return [str(p) for p in found]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def load_volume(path: str | os.PathLike[str]) -> Volume:
+    """Read one NIfTI file fully and check that it holds one 3D volume of numbers.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A single-file NIfTI-1 or NIfTI-2 image (``.nii`` or ``.nii.gz``).
+
+    Returns
+    -------
+    Volume
+        The raw voxel values with the scaling to apply, the affine and the header.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file cannot be read or parsed (corrupt or truncated gzip, not NIfTI), is not
+        3D (a 4D image with one volume counts as 3D), or holds no real numbers.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: input file does not exist")
+    try:
+        img = nb.load(path)
+        if not isinstance(img, nb.Nifti1Image):  # Nifti2Image is a subclass
+            raise ValueError(f"it is a {type(img).__name__}, not a single-file NIfTI image")
+        header = img.header
+        slope, inter = header.get_slope_inter()
+        data = np.asanyarray(img.dataobj.get_unscaled())
+    except _READ_ERRORS as err:
+        raise ValueError(
+            f"{path}: cannot be read as NIfTI ({type(err).__name__}: {err}); "
+            "check that the file is a complete .nii or .nii.gz image"
+        ) from err
+    return make_volume(path, data, slope, inter, img.affine, header, type(img))
+
+
+def make_volume(
+    path: str,
+    data: np.ndarray,
+    slope: float | None,
+    inter: float | None,
+    affine: np.ndarray,
+    header: nb.nifti1.Nifti1Header,
+    image_class: type,
+) -> Volume:
+    """Check the dimensionality and data type of loaded voxels and wrap them in a Volume.
+
+    Raises
+    ------
+    ValueError
+        If the data are not 3D (trailing axes of length 1 are dropped first) or are not
+        real numbers.
+    """
+    shape = data.shape
+    if len(shape) > 3 and all(n == 1 for n in shape[3:]):
+        data = data.reshape(shape[:3], order="A")
+    if data.ndim != 3:
+        raise ValueError(
+            f"{path}: expected a 3D volume (or 4D with one volume), found shape {shape}; "
+            "split 4D series into 3D volumes first (e.g. nibabel.funcs.four_to_three)"
+        )
+    if data.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{path}: data type {data.dtype} is not a real number type; "
+            "only integer and floating-point volumes can be averaged"
+        )
+    if slope is not None and (slope, inter) == (1.0, 0.0):
+        slope = inter = None
+    if slope is not None and inter is None:
+        inter = 0.0
+    return Volume(
+        path, data, slope, inter, np.asarray(affine, dtype=np.float64), header, image_class
+    )
+
+
+def _grid_corners(shape: tuple[int, ...]) -> np.ndarray:
+    """Return the 8 corner voxel indices of a 3D grid as a 4x8 homogeneous array."""
+    ii, jj, kk = np.meshgrid(*[(0, n - 1) for n in shape[:3]], indexing="ij")
+    return np.vstack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(8)])
+
+
+def grid_distance_mm(affine: np.ndarray, ref_affine: np.ndarray, shape: tuple[int, ...]) -> float:
+    """Return the largest world-space distance (mm) between the grids' matching corners."""
+    corners = _grid_corners(shape)
+    diff = (np.asarray(affine) @ corners - np.asarray(ref_affine) @ corners)[:3]
+    return float(np.sqrt((diff**2).sum(axis=0)).max())
+
+
+def conform_to_grid(
+    volume: Volume,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+    ref_path: str,
+) -> np.ndarray:
+    """Return the volume's voxels in the reference grid's voxel order.
+
+    An input whose voxel axes are a permutation and/or flip of the reference's, covering
+    exactly the same world grid, is re-ordered losslessly (a view: no voxel is copied or
+    resampled) and the re-ordering is logged.
+
+    Raises
+    ------
+    ValueError
+        If the shape differs from the reference's (after any lossless re-ordering), or the
+        affine does not describe the reference's voxel grid within ``AFFINE_TOL_MM``.
+    """
+    data = volume.data
+    shape = volume.shape
+    if shape == tuple(ref_shape) and (
+        np.array_equal(volume.affine, ref_affine)
+        or grid_distance_mm(volume.affine, ref_affine, shape) <= AFFINE_TOL_MM
+    ):
+        return data
+
+    reordered = _axis_reordering(volume.affine, shape, ref_affine, ref_shape)
+    if reordered is not None:
+        perm, flips = reordered
+        out = np.transpose(data, perm)
+        for axis in flips:
+            out = np.flip(out, axis=axis)
+        LOGGER.info(
+            "%s: voxel axes re-ordered onto the grid of %s (input axes %s, flipped %s); "
+            "no resampling",
+            volume.path,
+            ref_path,
+            tuple(perm),
+            tuple(flips),
+        )
+        return out
+
+    if shape != tuple(ref_shape):
+        raise ValueError(
+            f"{volume.path}: shape {shape} differs from {ref_path} {tuple(ref_shape)}; "
+            "resample all inputs to one grid first"
+        )
+    distance = grid_distance_mm(volume.affine, ref_affine, shape)
+    raise ValueError(
+        f"{volume.path}: affine {_fmt_affine(volume.affine)} is not on the voxel grid of "
+        f"{ref_path} {_fmt_affine(ref_affine)} (corners up to {distance:.4g} mm apart, "
+        f"tolerance {AFFINE_TOL_MM:g} mm); register and resample all inputs to one grid first"
+    )
+
+
+def _fmt_affine(affine: np.ndarray) -> str:
+    rows = np.asarray(affine)[:3]
+    return "[" + "; ".join(" ".join(f"{v:.6g}" for v in row) for row in rows) + "]"
+
+
+def _axis_reordering(
+    affine: np.ndarray,
+    shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+    ref_shape: tuple[int, ...],
+) -> tuple[tuple[int, int, int], tuple[int, ...]] | None:
+    """Find the transpose and flips that map an input's voxels exactly onto the reference's.
+
+    Returns ``(perm, flips)`` such that ``np.flip(np.transpose(data, perm), flips)`` is in
+    the reference voxel order, or None when no lossless re-ordering exists.
+    """
+    try:
+        vox2vox = np.linalg.inv(affine) @ ref_affine  # reference voxel -> input voxel
+    except np.linalg.LinAlgError:
+        return None
+    rot = vox2vox[:3, :3]
+    signed_perm = np.round(rot)
+    if not np.allclose(rot, signed_perm, atol=1e-3):
+        return None
+    if not (
+        np.all(np.abs(signed_perm).sum(axis=0) == 1)
+        and np.all(np.abs(signed_perm).sum(axis=1) == 1)
+    ):
+        return None
+    perm = tuple(int(np.flatnonzero(signed_perm[:, j])[0]) for j in range(3))
+    if tuple(shape[p] for p in perm) != tuple(ref_shape):
+        return None
+    flips = []
+    exact = np.eye(4)
+    exact[:3, :3] = signed_perm
+    for j, p in enumerate(perm):
+        if signed_perm[p, j] < 0:
+            flips.append(j)
+            exact[p, 3] = shape[p] - 1
+    # The exact voxel mapping must put the input's grid onto the reference's in world space.
+    if grid_distance_mm(affine @ exact, ref_affine, ref_shape) > AFFINE_TOL_MM:
+        return None
+    if perm == (0, 1, 2) and not flips:
+        return None  # same axes: the affine differs by a shift, not a re-ordering
+    return perm, tuple(flips)  # type: ignore[return-value]
+
+
+def check_output_filename(output_filename: str) -> str:
+    """Check that ``output_filename`` is a bare ``.nii``/``.nii.gz`` file name.
+
+    Raises
+    ------
+    ValueError
+        If it contains a folder part, is ``.``/``..``, is hidden or lacks the NIfTI ending.
+    """
+    name = os.fspath(output_filename)
+    seps = [os.sep] + ([os.altsep] if os.altsep else [])
+    if not name or any(s in name for s in seps) or name in (".", ".."):
+        raise ValueError(
+            f"output_filename {name!r} must be a bare file name (no folder part); "
+            "put the folder in output_path"
+        )
+    if name.startswith("."):
+        raise ValueError(
+            f"output_filename {name!r} must not start with '.': hidden files are skipped "
+            "as inputs and easily lost"
+        )
+    stem = next((name[: -len(s)] for s in NIFTI_SUFFIXES if name.endswith(s)), None)
+    if not stem:
+        raise ValueError(
+            f"output_filename {name!r} must end in .nii or .nii.gz, e.g. 'heatmap_volume.nii.gz'"
+        )
+    return name
+
+
+def prepare_output(out_file: str | os.PathLike[str]) -> str:
+    """Create the output folder and prove it writable, before any input is read.
+
+    Parameters
+    ----------
+    out_file : str or os.PathLike
+        Full path of the file to be written; its name must end in ``.nii`` or ``.nii.gz``.
+
+    Returns
+    -------
+    str
+        The absolute output path.
+
+    Raises
+    ------
+    ValueError
+        If the file name is not a ``.nii``/``.nii.gz`` name.
+    OSError
+        If the folder cannot be created or written, or the output path is a folder.
+    """
+    out_file = os.path.abspath(os.fspath(out_file))
+    folder, name = os.path.split(out_file)
+    check_output_filename(name)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise type(err)(
+            err.errno, f"{folder}: cannot create the output folder ({err.strerror})"
+        ) from err
+    if os.path.isdir(out_file):
+        raise IsADirectoryError(
+            f"{out_file}: output path is an existing folder; choose another file name"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nipype_heatmap_probe_", dir=folder)
+    except OSError as err:
+        raise type(err)(
+            err.errno, f"{folder}: output folder is not writable ({err.strerror})"
+        ) from err
+    os.close(fd)
+    os.unlink(probe)
+    return out_file
+
+
+def save_atomic(img: nb.Nifti1Image, out_file: str | os.PathLike[str]) -> str:
+    """Write an image to ``out_file`` atomically.
+
+    The image is serialized to a hidden temporary file in the same folder, flushed to disk
+    and renamed over ``out_file``: an existing file is replaced only after full success, and
+    a failure leaves no partial file behind. gzip (level 1, as nibabel) when the name ends
+    in ``.gz``.
+
+    Returns
+    -------
+    str
+        The absolute path written.
+    """
+    out_file = os.path.abspath(os.fspath(out_file))
+    folder, name = os.path.split(out_file)
+    payload = img.to_bytes()
+    if name.endswith(".gz"):
+        payload = gzip_compress(payload)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fobj:
+            fobj.write(payload)
+            fobj.flush()
+            os.fsync(fobj.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, out_file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return out_file
+
+
+def gzip_compress(payload: bytes) -> bytes:
+    """Gzip ``payload`` at level 1 (nibabel's default), with libdeflate when installed."""
+    try:
+        import deflate
+    except ImportError:
+        return gzip.compress(payload, compresslevel=1, mtime=0)
+    return deflate.gzip_compress(payload, 1)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def warn_duplicates(paths: Iterable[str]) -> None:
+    """Log a warning for every input listed more than once (it would be counted twice)."""
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            LOGGER.warning("%s is listed more than once and is counted each time", path)
+        seen.add(path)
