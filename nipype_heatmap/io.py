@@ -181,7 +181,8 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
         if not isinstance(img, nb.Nifti1Image):  # Nifti2Image is a subclass
             raise ValueError(f"it is a {type(img).__name__}, not a single-file NIfTI image")
         header = img.header
-        slope, inter = header.get_slope_inter()
+        # nibabel moves scl_slope/scl_inter from the loaded header into the array proxy.
+        slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
         data = np.asanyarray(img.dataobj.get_unscaled())
     except _READ_ERRORS as err:
         raise ValueError(

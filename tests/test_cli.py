@@ -1,0 +1,98 @@
+"""The nipype-heatmap command, called in-process through main()."""
+
+from __future__ import annotations
+
+import nibabel as nb
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from nipype_heatmap.cli import main
+
+from .conftest import SHAPE, reference_heatmap
+
+
+def test_folder_to_mean_map(make_nifti, in_dir, tmp_path, capsys):
+    files = [make_nifti(f"m{i}.nii.gz") for i in range(3)]
+    out = tmp_path / "prob.nii.gz"
+    assert main([str(in_dir), "-o", str(out), "-q"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert_allclose(nb.load(out).get_fdata(), reference_heatmap(files), rtol=1e-6)
+
+
+def test_flags_map_to_the_function_options(make_nifti, in_dir, tmp_path):
+    files = [make_nifti(f"m{i}.nii.gz") for i in range(3)]
+    out = tmp_path / "count.nii"
+    assert main([str(in_dir), "-o", str(out), "--sum", "--no-clip", "--normalize", "-q"]) == 0
+    assert_allclose(
+        nb.load(out).get_fdata(), reference_heatmap(files, False, False, True), rtol=1e-6
+    )
+
+
+def test_files_and_folders_mixed_in_given_order(make_nifti, in_dir, tmp_path):
+    first = make_nifti("z_first.nii.gz", folder=tmp_path / "extra")
+    files = [make_nifti(f"m{i}.nii.gz") for i in range(2)]
+    out = tmp_path / "o.nii.gz"
+    assert main([str(first), str(in_dir), "-o", str(out), "-q"]) == 0
+    img = nb.load(out)
+    assert b"of 3 volumes" in img.header["descrip"].tobytes()
+    assert_allclose(img.get_fdata(), reference_heatmap([first, *files]), rtol=1e-6)
+
+
+def test_bad_data_gives_one_line_naming_the_file_and_exit_1(make_nifti, in_dir, tmp_path, capsys):
+    make_nifti("a.nii.gz")
+    bad = make_nifti("b.nii.gz", np.zeros((5, 5, 5), np.uint8))
+    out = tmp_path / "o.nii.gz"
+    assert main([str(in_dir), "-o", str(out), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(bad) in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    make_nifti("b.nii.gz", np.zeros((5, 5, 5), np.uint8))
+    with pytest.raises(ValueError, match="b.nii.gz"):
+        main([str(in_dir), "-o", str(tmp_path / "o.nii.gz"), "--debug", "-q"])
+
+
+def test_missing_input_exits_1(tmp_path, capsys):
+    assert main([str(tmp_path / "nope"), "-o", str(tmp_path / "o.nii.gz")]) == 1
+    assert "nope: no such file or folder" in capsys.readouterr().err
+
+
+def test_unwritable_output_exits_1(make_nifti, in_dir, tmp_path, capsys):
+    make_nifti("a.nii.gz")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main([str(in_dir), "-o", str(blocker / "o.nii.gz"), "-q"]) == 1
+    assert str(blocker) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["x.nii.gz"], ["in/", "-o", "out.txt"], ["--demo", "d", "in/"], ["--bogus"]],
+    ids=["nothing", "no-output", "bad-suffix", "demo-with-input", "unknown-flag"],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_shows_an_example(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "nipype-heatmap masks/ -o" in text
+
+
+def test_output_written_into_input_folder_is_not_read_back(make_nifti, in_dir):
+    make_nifti("a.nii.gz", np.ones(SHAPE, np.uint8))
+    out = in_dir / "count.nii.gz"
+    for _ in range(2):
+        assert main([str(in_dir), "-o", str(out), "--sum", "--no-clip", "-q"]) == 0
+        assert nb.load(out).get_fdata().max() == 1

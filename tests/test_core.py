@@ -1,0 +1,513 @@
+"""The computation: SPEC §1 semantics, header rules, NaN handling, merging, atomic output."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+
+import nibabel as nb
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from nipype_heatmap import core, io
+from nipype_heatmap.core import (
+    HeatmapAccumulator,
+    compute_heatmap,
+    generate_heatmap_volume,
+    write_heatmap,
+)
+
+from .conftest import SHAPE, default_affine, file_digest, reference_heatmap
+
+FLAGS = list(itertools.product([True, False], repeat=3))
+
+
+@pytest.fixture
+def mixed_inputs(make_nifti, rng):
+    """uint8 masks, int16 with scl_slope/scl_inter, and float32 maps, on one grid."""
+    files = [make_nifti(f"a_mask{i}.nii.gz") for i in range(3)]
+    files.append(
+        make_nifti(
+            "b_scaled.nii.gz",
+            rng.integers(-300, 300, SHAPE).astype(np.int16),
+            slope=0.01,
+            inter=0.5,
+        )
+    )
+    files.append(
+        make_nifti("c_prob.nii", rng.random(SHAPE).astype(np.float32) * 3 - 1, dtype=np.float32)
+    )
+    return files
+
+
+@pytest.mark.parametrize(("use_mean", "clip", "normalize"), FLAGS)
+def test_flag_combinations_match_numpy(mixed_inputs, use_mean, clip, normalize):
+    img = compute_heatmap(mixed_inputs, use_mean, clip, normalize)
+    expected = reference_heatmap(mixed_inputs, use_mean, clip, normalize)
+    out = np.asanyarray(img.dataobj)
+    assert out.dtype == np.float32
+    assert_allclose(out, expected.astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+def test_clipping_happens_before_normalization(make_nifti):
+    # Sum of two maps in [0, 1] reaches 2; clipped to 1, then normalized.
+    a = np.zeros(SHAPE, np.float32)
+    b = np.zeros(SHAPE, np.float32)
+    a[0, 0, 0] = b[0, 0, 0] = 1.0
+    a[1, 1, 1] = 0.25
+    files = [make_nifti("a.nii.gz", a), make_nifti("b.nii.gz", b)]
+    out = np.asanyarray(compute_heatmap(files, False, True, True).dataobj)
+    assert out[0, 0, 0] == 1.0  # sum 2 clipped to 1
+    assert out[1, 1, 1] == np.float32(0.25)  # (0.25 - 0) / (1 - 0), not 0.25 / 2
+
+
+def test_finite_mean_is_exactly_sum_over_n(make_nifti, rng):
+    files = [make_nifti(f"p{i}.nii.gz", rng.random(SHAPE).astype(np.float32)) for i in range(7)]
+    total = sum(nb.load(f).get_fdata(dtype=np.float64) for f in files)
+    out = np.asanyarray(compute_heatmap(files, True, False).dataobj)
+    assert_array_equal(out, (total / 7).astype(np.float32))
+
+
+def test_uint8_masks_are_not_quantized_to_the_input_dtype(make_nifti):
+    ones = np.ones(SHAPE, np.uint8)
+    zeros = np.zeros(SHAPE, np.uint8)
+    files = [
+        make_nifti("a.nii.gz", ones),
+        make_nifti("b.nii.gz", zeros),
+        make_nifti("c.nii.gz", zeros),
+    ]
+    img = compute_heatmap(files)
+    assert img.get_data_dtype() == np.float32
+    assert np.asanyarray(img.dataobj)[0, 0, 0] == np.float32(1 / 3)
+
+
+def test_nan_and_inf_are_missing_values(make_nifti):
+    a = np.full(SHAPE, 1.0, np.float32)
+    b = np.full(SHAPE, 3.0, np.float32)
+    c = np.full(SHAPE, 5.0, np.float32)
+    a[0, 0, 0] = np.nan
+    b[0, 0, 0] = np.inf
+    b[1, 0, 0] = -np.inf
+    a[2, 0, 0] = b[2, 0, 0] = c[2, 0, 0] = np.nan  # no finite value at all
+    files = [
+        make_nifti(n, d, dtype=np.float32) for n, d in (("a.nii", a), ("b.nii", b), ("c.nii", c))
+    ]
+    mean = np.asanyarray(compute_heatmap(files, True, False).dataobj)
+    total = np.asanyarray(compute_heatmap(files, False, False).dataobj)
+    assert mean[0, 0, 0] == 5.0  # only c is finite there
+    assert mean[1, 0, 0] == 3.0  # (1 + 5) / 2
+    assert np.isnan(mean[2, 0, 0])
+    assert total[2, 0, 0] == 0.0
+    assert mean[3, 3, 3] == 3.0
+    assert total[1, 0, 0] == 6.0
+
+
+def test_clip_range_ignores_non_finite_values(make_nifti):
+    a = np.full(SHAPE, 2.0, np.float32)
+    a[0, 0, 0] = np.inf
+    b = np.full(SHAPE, 4.0, np.float32)
+    files = [make_nifti("a.nii", a, dtype=np.float32), make_nifti("b.nii", b, dtype=np.float32)]
+    total = np.asanyarray(compute_heatmap(files, False, True).dataobj)
+    assert total.max() == 4.0  # 2 + 4 clipped to the finite max 4, not to inf
+
+
+def test_clipped_sum_of_binary_masks_is_the_union(make_nifti):
+    files = [make_nifti(f"m{i}.nii.gz") for i in range(4)]
+    union = np.any([nb.load(f).get_fdata() > 0 for f in files], axis=0)
+    out = np.asanyarray(compute_heatmap(files, use_mean=False, clip_to_input_range=True).dataobj)
+    assert_array_equal(out, union.astype(np.float32))
+
+
+def test_normalization_skipped_for_constant_map(make_nifti, caplog):
+    files = [make_nifti(f"m{i}.nii.gz", np.ones(SHAPE, np.uint8)) for i in range(2)]
+    with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
+        out = np.asanyarray(compute_heatmap(files, normalize=True).dataobj)
+    assert_array_equal(out, np.ones(SHAPE, np.float32))
+    assert "Normalization skipped" in caplog.text
+
+
+def test_header_keeps_first_input_metadata(make_nifti, rng):
+    def hook(hdr):
+        hdr.set_qform(default_affine(), code=1)
+        hdr.set_sform(default_affine(), code=4)
+        hdr.set_xyzt_units("mm", "sec")
+        hdr.set_dim_info(freq=0, phase=1, slice=2)
+
+    first = make_nifti(
+        "a.nii.gz", rng.integers(0, 200, SHAPE).astype(np.uint8), slope=0.5, header_hook=hook
+    )
+    make_nifti("b.nii.gz")
+    img = nb.load(generate_heatmap_volume(first.parent, first.parent.parent / "out"))
+    hdr = img.header
+    ref = nb.load(first).header
+    assert img.get_data_dtype() == np.float32
+    assert hdr.get_slope_inter() == (None, None)
+    assert_allclose(img.affine, nb.load(first).affine)
+    assert (int(hdr["qform_code"]), int(hdr["sform_code"])) == (1, 4)
+    assert hdr.get_xyzt_units() == ref.get_xyzt_units()
+    assert hdr.get_dim_info() == ref.get_dim_info()
+    assert_allclose(hdr.get_zooms(), ref.get_zooms())
+    data = img.get_fdata()
+    assert (float(hdr["cal_min"]), float(hdr["cal_max"])) == (data.min(), data.max())
+    assert hdr["descrip"].tobytes().rstrip(b"\0") == b"nipype_heatmap mean of 2 volumes (clipped)"
+
+
+def test_output_is_3d_when_first_input_is_4d_with_one_volume(make_nifti, rng):
+    first = make_nifti("a.nii.gz", (rng.random(SHAPE + (1,)) > 0.5).astype(np.uint8))
+    second = make_nifti("b.nii.gz")
+    img = compute_heatmap([first, second])
+    assert img.shape == SHAPE
+    assert img.header["dim"][0] == 3
+
+
+def test_nifti2_first_input_gives_nifti2_output(make_nifti, tmp_path):
+    make_nifti("a.nii.gz", nifti2=True)
+    make_nifti("b.nii.gz")
+    out = generate_heatmap_volume(tmp_path / "inputs", tmp_path / "out")
+    assert type(nb.load(out)) is nb.Nifti2Image
+
+
+def test_descrip_fits_80_bytes():
+    assert len(core.describe(10**9, False, True, True)) <= 80
+
+
+# -- grid validation ---------------------------------------------------------------------
+def test_shape_mismatch_names_offending_file(make_nifti):
+    ref = make_nifti("a.nii.gz")
+    bad = make_nifti("b.nii.gz", np.zeros((7, 8, 10), np.uint8))
+    with pytest.raises(ValueError, match=re.escape(str(bad))) as err:
+        compute_heatmap([ref, bad])
+    assert "(7, 8, 10)" in str(err.value) and "(7, 8, 9)" in str(err.value)
+    assert str(ref) in str(err.value)
+
+
+def test_affine_mismatch_names_offending_file(make_nifti):
+    ref = make_nifti("a.nii.gz")
+    shifted = default_affine()
+    shifted[0, 3] += 1.0  # half a voxel
+    bad = make_nifti("b.nii.gz", affine=shifted)
+    with pytest.raises(ValueError, match=re.escape(str(bad))) as err:
+        compute_heatmap([ref, bad])
+    assert str(ref) in str(err.value) and "resample" in str(err.value)
+
+
+def test_whole_voxel_shift_is_an_error_not_a_reordering(make_nifti):
+    ref = make_nifti("a.nii.gz")
+    shifted = default_affine()
+    shifted[0, 3] += 2.0
+    bad = make_nifti("b.nii.gz", affine=shifted)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        compute_heatmap([ref, bad])
+
+
+def test_affine_within_tolerance_is_accepted(make_nifti):
+    ref = make_nifti("a.nii.gz")
+    nearly = default_affine()
+    nearly[:3, 3] += 2e-5
+    other = make_nifti("b.nii.gz", affine=nearly)
+    assert compute_heatmap([ref, other]).shape == SHAPE
+
+
+def test_flipped_and_permuted_inputs_are_reordered_losslessly(make_nifti, rng, caplog):
+    data = rng.random(SHAPE).astype(np.float32)
+    ref = make_nifti("a.nii.gz", data)
+    affine = default_affine()
+    # Input voxel (i, j, k) of the reordered file holds reference voxel (k, n1-1-j, i):
+    # axes permuted (2, 1, 0) and the middle one flipped, on exactly the same world grid.
+    swapped = np.flip(np.transpose(data, (2, 1, 0)), axis=1)
+    vox = np.zeros((4, 4))
+    vox[0, 2] = vox[2, 0] = 1
+    vox[1, 1] = -1
+    vox[1, 3] = SHAPE[1] - 1
+    vox[3, 3] = 1
+    other = make_nifti("b.nii.gz", swapped.copy(), affine=affine @ vox)
+    with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
+        out = np.asanyarray(compute_heatmap([ref, other], True, False).dataobj)
+    assert_array_equal(out, data)  # mean of data with itself
+    assert "re-ordered" in caplog.text and str(other) in caplog.text
+
+
+def test_4d_with_several_volumes_is_rejected(make_nifti):
+    ref = make_nifti("a.nii.gz")
+    bad = make_nifti("b.nii.gz", np.zeros(SHAPE + (2,), np.uint8))
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*3D"):
+        compute_heatmap([ref, bad])
+
+
+def test_2d_image_is_rejected(make_nifti):
+    bad = make_nifti("a.nii.gz", np.zeros((7, 8), np.uint8))
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*3D"):
+        compute_heatmap([bad])
+
+
+def test_complex_data_is_rejected(make_nifti):
+    bad = make_nifti("a.nii", np.zeros(SHAPE, np.complex64), dtype=np.complex64)
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*real number"):
+        compute_heatmap([bad])
+
+
+# -- unreadable inputs -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated_gzip", "corrupt_gzip", "not_nifti_gz", "not_nifti", "truncated_nii", "empty"],
+)
+def test_unreadable_file_raises_value_error_naming_it(make_nifti, in_dir, damage):
+    make_nifti("a.nii.gz")
+    good = make_nifti("b.nii")
+    if damage == "truncated_gzip":
+        raw = (in_dir / "a.nii.gz").read_bytes()
+        bad = in_dir / "c.nii.gz"
+        bad.write_bytes(raw[: len(raw) // 2])
+    elif damage == "corrupt_gzip":
+        raw = bytearray((in_dir / "a.nii.gz").read_bytes())
+        raw[40:60] = b"\xff" * 20
+        bad = in_dir / "c.nii.gz"
+        bad.write_bytes(bytes(raw))
+    elif damage == "not_nifti_gz":
+        import gzip
+
+        bad = in_dir / "c.nii.gz"
+        bad.write_bytes(gzip.compress(b"this is a text file, not an image" * 20))
+    elif damage == "not_nifti":
+        bad = in_dir / "c.nii"
+        bad.write_text("subject,lesion_volume\n01,3.2\n")
+    elif damage == "truncated_nii":
+        raw = good.read_bytes()
+        bad = in_dir / "c.nii"
+        bad.write_bytes(raw[: len(raw) - 100])
+    else:
+        bad = in_dir / "c.nii.gz"
+        bad.write_bytes(b"")
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        generate_heatmap_volume(in_dir, in_dir.parent / "out")
+    assert not (in_dir.parent / "out" / "heatmap_volume.nii.gz").exists()
+
+
+# -- discovery -------------------------------------------------------------------------
+def test_discovery_sorts_by_bytes_and_skips_non_inputs(make_nifti, in_dir, tmp_path):
+    make_nifti("b.nii.gz")
+    make_nifti("B.nii")
+    make_nifti("a10.nii.gz")
+    make_nifti("a2.nii.gz")
+    (in_dir / "._b.nii.gz").write_bytes(b"\0\5\26\7AppleDouble")  # macOS resource fork
+    make_nifti(".hidden.nii.gz")
+    (in_dir / "sub.nii.gz").mkdir()  # a folder with a NIfTI name
+    (in_dir / "broken.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    (in_dir / "notes.txt").write_text("not an image")
+    (in_dir / "x.nii.gz.bak").write_text("backup")
+    target = make_nifti("linked_target.nii.gz", folder=tmp_path / "elsewhere")
+    (in_dir / "c_link.nii.gz").symlink_to(target)
+    found = [os.path.basename(p) for p in io.find_nifti_files(in_dir)]
+    assert found == ["B.nii", "a10.nii.gz", "a2.nii.gz", "b.nii.gz", "c_link.nii.gz"]
+
+
+def test_missing_folder_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope"))):
+        generate_heatmap_volume(tmp_path / "nope", tmp_path / "out")
+
+
+def test_folder_that_is_a_file_raises_file_not_found(make_nifti, tmp_path):
+    f = make_nifti("a.nii.gz")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        generate_heatmap_volume(f, tmp_path / "out")
+
+
+def test_folder_without_nifti_raises_file_not_found(in_dir, tmp_path):
+    (in_dir / "readme.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="no NIfTI file"):
+        generate_heatmap_volume(in_dir, tmp_path / "out")
+
+
+def test_empty_file_list_raises_value_error(tmp_path):
+    with pytest.raises(ValueError, match="no input file"):
+        write_heatmap([], tmp_path / "out.nii.gz")
+
+
+def test_missing_input_file_raises_file_not_found(make_nifti, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz"):
+        compute_heatmap([make_nifti("a.nii.gz"), tmp_path / "missing.nii.gz"])
+
+
+# -- output ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name", ["sub/out.nii.gz", "../out.nii.gz", "out.mgz", "out", ".nii.gz", "..", ".hidden.nii"]
+)
+def test_bad_output_filename_raises_value_error(make_nifti, in_dir, tmp_path, name, monkeypatch):
+    make_nifti("a.nii.gz")
+    monkeypatch.setattr(io, "load_volume", _must_not_read)
+    with pytest.raises(ValueError, match="output_filename"):
+        generate_heatmap_volume(in_dir, tmp_path / "out", name)
+
+
+def _must_not_read(path):
+    raise AssertionError(f"input {path} was read before the output was checked")
+
+
+def test_unwritable_output_fails_before_reading_inputs(make_nifti, in_dir, tmp_path, monkeypatch):
+    make_nifti("a.nii.gz")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a regular file where a folder is expected")
+    monkeypatch.setattr(io, "load_volume", _must_not_read)
+    monkeypatch.setattr(core, "load_volume", _must_not_read)
+    with pytest.raises(OSError, match=re.escape(str(blocker))):
+        generate_heatmap_volume(in_dir, blocker / "derivatives")
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="running as root: file permissions do not stop root from writing",
+)
+def test_read_only_output_folder_raises_permission_error(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    out = tmp_path / "readonly"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match=re.escape(str(out))):
+            generate_heatmap_volume(in_dir, out)
+    finally:
+        out.chmod(0o755)
+
+
+def test_output_path_that_is_a_folder_raises_os_error(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    (tmp_path / "out" / "heatmap_volume.nii.gz").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match="heatmap_volume.nii.gz"):
+        generate_heatmap_volume(in_dir, tmp_path / "out")
+
+
+def test_output_folder_is_created_with_parents(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    out = generate_heatmap_volume(in_dir, tmp_path / "a" / "b" / "c", "x.nii")
+    assert out == str(tmp_path / "a" / "b" / "c" / "x.nii")
+    assert nb.load(out).shape == SHAPE
+    assert (tmp_path / "a" / "b" / "c" / "x.nii").read_bytes()[344:348] != b"\x1f\x8b\x08\x00"
+
+
+def test_gzip_output_is_gzip_and_uncompressed_is_not(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    gz = generate_heatmap_volume(in_dir, tmp_path, "h.nii.gz")
+    plain = generate_heatmap_volume(in_dir, tmp_path, "h.nii")
+    assert open(gz, "rb").read(2) == b"\x1f\x8b"
+    assert open(plain, "rb").read(2) != b"\x1f\x8b"
+    assert_array_equal(nb.load(gz).get_fdata(), nb.load(plain).get_fdata())
+
+
+def test_output_mode_follows_umask(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    out = generate_heatmap_volume(in_dir, tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_rerun_into_input_folder_is_idempotent(make_nifti, in_dir):
+    files = [make_nifti(f"m{i}.nii.gz") for i in range(3)]
+    first = generate_heatmap_volume(in_dir, in_dir)
+    first_bytes = open(first, "rb").read()
+    second = generate_heatmap_volume(in_dir, in_dir)
+    assert first == second
+    assert open(second, "rb").read() == first_bytes
+    assert_allclose(nb.load(second).get_fdata(), reference_heatmap(files), rtol=1e-6)
+    assert b"of 3 volumes" in nb.load(second).header["descrip"].tobytes()
+
+
+def test_failed_rerun_leaves_previous_output_byte_identical(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    make_nifti("b.nii.gz")
+    out = generate_heatmap_volume(in_dir, tmp_path / "out")
+    before = file_digest(out)
+    make_nifti("c.nii.gz", np.zeros((3, 3, 3), np.uint8))
+    with pytest.raises(ValueError, match="c.nii.gz"):
+        generate_heatmap_volume(in_dir, tmp_path / "out")
+    assert file_digest(out) == before
+    assert os.listdir(tmp_path / "out") == ["heatmap_volume.nii.gz"]  # no temp file left
+
+
+def test_failure_while_writing_leaves_no_partial_file(make_nifti, in_dir, tmp_path, monkeypatch):
+    make_nifti("a.nii.gz")
+
+    def broken(payload):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io, "gzip_compress", broken)
+    with pytest.raises(OSError, match="No space left"):
+        generate_heatmap_volume(in_dir, tmp_path / "out")
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_inputs_are_never_modified(mixed_inputs, tmp_path):
+    before = {f: (file_digest(f), os.stat(f).st_mtime_ns) for f in mixed_inputs}
+    write_heatmap(mixed_inputs, tmp_path / "out.nii.gz", normalize=True)
+    assert {f: (file_digest(f), os.stat(f).st_mtime_ns) for f in mixed_inputs} == before
+
+
+def test_output_that_is_an_input_is_refused(make_nifti, in_dir):
+    a = make_nifti("a.nii.gz")
+    b = make_nifti("b.nii.gz")
+    before = file_digest(a)
+    with pytest.raises(ValueError, match="overwrite one of the inputs"):
+        write_heatmap([a, b], a)
+    assert file_digest(a) == before
+
+
+# -- accumulator -----------------------------------------------------------------------
+@pytest.mark.parametrize("split", [1, 2, 4])
+def test_merged_partials_equal_single_pass(mixed_inputs, make_nifti, split):
+    nan_map = np.full(SHAPE, 0.5, np.float32)
+    nan_map[:2] = np.nan
+    files = [*mixed_inputs, make_nifti("d_nan.nii", nan_map, dtype=np.float32)]
+    single = HeatmapAccumulator()
+    for f in files:
+        single.add_file(f)
+    merged = HeatmapAccumulator()
+    for part in (files[:split], files[split:]):
+        acc = HeatmapAccumulator()
+        for f in part:
+            acc.add_file(f)
+        merged.merge(acc)
+    assert merged.n_inputs == single.n_inputs == len(files)
+    assert merged.sources == [str(f) for f in files]
+    for flags in FLAGS:
+        assert_allclose(merged.aggregate(*flags), single.aggregate(*flags), rtol=1e-12)
+    assert_array_equal(merged.count, single.count)
+
+
+def test_merge_refuses_another_grid(make_nifti):
+    a = HeatmapAccumulator()
+    a.add_file(make_nifti("a.nii.gz"))
+    b = HeatmapAccumulator()
+    b.add_file(make_nifti("b.nii.gz", np.zeros((7, 8, 10), np.uint8)))
+    with pytest.raises(ValueError, match=r"b\.nii\.gz.*one grid"):
+        a.merge(b)
+
+
+def test_aggregate_of_empty_accumulator_raises_value_error():
+    with pytest.raises(ValueError, match="no input volume"):
+        HeatmapAccumulator().aggregate()
+
+
+# -- progress and logging --------------------------------------------------------------
+def test_progress_bar_goes_to_stderr(make_nifti, in_dir, tmp_path, capsys):
+    make_nifti("a.nii.gz")
+    generate_heatmap_volume(in_dir, tmp_path, progress=True)
+    captured = capsys.readouterr()
+    assert "1/1" in captured.err
+    assert captured.out == ""
+
+
+def test_debug_logs_per_file_ranges_and_statistics(mixed_inputs, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
+        write_heatmap(mixed_inputs, tmp_path / "o.nii.gz", debug=True)
+    for f in mixed_inputs:
+        assert f"{f}: finite value range" in caplog.text
+    assert "5 volume(s) on grid (7, 8, 9)" in caplog.text
+
+
+def test_without_debug_statistics_stay_at_debug_level(mixed_inputs, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
+        write_heatmap(mixed_inputs, tmp_path / "o.nii.gz")
+    assert "finite value range" not in caplog.text

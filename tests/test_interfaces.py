@@ -1,0 +1,194 @@
+"""HeatmapVolume: standalone, as a cached Node, after a MapNode and after a JoinNode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import nibabel as nb
+import numpy as np
+import pytest
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+from numpy.testing import assert_allclose
+
+import nipype_heatmap
+from nipype_heatmap.interfaces import HeatmapVolume
+
+from .conftest import SHAPE, reference_heatmap
+
+PLUGINS = [
+    pytest.param("Linear", {}, id="Linear"),
+    pytest.param("MultiProc", {"n_procs": 2}, id="MultiProc"),
+]
+
+
+def test_run_standalone_on_folder(make_nifti, in_dir, tmp_path):
+    files = [make_nifti(f"m{i}.nii.gz") for i in range(3)]
+    (tmp_path / "work").mkdir()
+    res = HeatmapVolume(nii_folder=str(in_dir), use_mean=False, clip_to_input_range=False).run(
+        cwd=str(tmp_path / "work")
+    )
+    out = res.outputs
+    assert out.out_file == str(tmp_path / "work" / "heatmap_volume.nii.gz")
+    assert out.n_inputs == 3
+    assert out.input_files == [str(f) for f in files]
+    assert_allclose(nb.load(out.out_file).get_fdata(), reference_heatmap(files, False, False))
+
+
+def test_run_standalone_on_file_list_keeps_given_order(make_nifti, tmp_path):
+    files = [make_nifti("b.nii.gz"), make_nifti("a.nii.gz")]
+    res = HeatmapVolume(
+        in_files=[str(f) for f in files], normalize=True, output_filename="p.nii"
+    ).run(cwd=str(tmp_path))
+    assert res.outputs.input_files == [str(f) for f in files]
+    assert res.outputs.out_file == str(tmp_path / "p.nii")
+    assert_allclose(
+        nb.load(res.outputs.out_file).get_fdata(),
+        reference_heatmap(files, normalize=True),
+        rtol=1e-6,
+    )
+
+
+def test_folder_and_file_list_are_mutually_exclusive(make_nifti, in_dir, tmp_path):
+    f = make_nifti("a.nii.gz")
+    with pytest.raises(OSError, match="mutually exclusive"):  # Nipype's own xor check
+        HeatmapVolume(nii_folder=str(in_dir), in_files=[str(f)])
+
+
+def test_one_of_folder_or_files_is_required(tmp_path):
+    with pytest.raises(ValueError, match="nii_folder|in_files"):
+        HeatmapVolume().run(cwd=str(tmp_path))
+
+
+def test_bad_output_filename_is_refused(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    with pytest.raises(ValueError, match="output_filename"):
+        HeatmapVolume(nii_folder=str(in_dir), output_filename="../x.nii.gz").run(cwd=str(tmp_path))
+
+
+def test_core_errors_propagate_with_the_file_name(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz")
+    bad = make_nifti("b.nii.gz", np.zeros((3, 3, 3), np.uint8))
+    with pytest.raises(ValueError, match=str(bad)):
+        HeatmapVolume(nii_folder=str(in_dir)).run(cwd=str(tmp_path))
+
+
+def test_import_path_is_stable_for_pickled_results():
+    assert HeatmapVolume.__module__ == "nipype_heatmap.interfaces"
+    assert nipype_heatmap.HeatmapVolume is HeatmapVolume
+
+
+def test_importing_the_package_does_not_import_nipype():
+    code = "import sys, nipype_heatmap; print('nipype' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cached_folder_node_recomputes_when_folder_changes(make_nifti, in_dir, tmp_path):
+    make_nifti("a.nii.gz", np.ones(SHAPE, np.uint8))
+    make_nifti("b.nii.gz", np.ones(SHAPE, np.uint8))
+    node = pe.Node(
+        HeatmapVolume(nii_folder=str(in_dir), use_mean=False, clip_to_input_range=False),
+        name="heatmap",
+        base_dir=str(tmp_path / "work"),
+    )
+    first = node.run()
+    assert first.outputs.n_inputs == 2
+    assert nb.load(first.outputs.out_file).get_fdata().max() == 2
+
+    make_nifti("c.nii.gz", np.ones(SHAPE, np.uint8))  # a subject is added
+    second = node.run()
+    assert second.outputs.n_inputs == 3
+    assert nb.load(second.outputs.out_file).get_fdata().max() == 3
+
+    (in_dir / "a.nii.gz").unlink()  # and one withdrawn
+    third = node.run()
+    assert third.outputs.n_inputs == 2
+
+
+def test_cached_file_list_node_reuses_its_result(make_nifti, tmp_path):
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(2)]
+    node = pe.Node(HeatmapVolume(in_files=files), name="heatmap", base_dir=str(tmp_path))
+    out = node.run().outputs.out_file
+    stamp = os.stat(out).st_mtime_ns
+    assert node.run().outputs.out_file == out
+    assert os.stat(out).st_mtime_ns == stamp  # served from the cache, not recomputed
+
+
+def _threshold(in_file, cutoff):
+    """Binarize a map at ``cutoff`` (a stand-in for a segmentation node)."""
+    import os
+
+    import nibabel as nb
+    import numpy as np
+
+    img = nb.load(in_file)
+    mask = (img.get_fdata() > cutoff).astype(np.uint8)
+    out_file = os.path.abspath(os.path.basename(in_file).replace(".nii", "_mask.nii"))
+    nb.Nifti1Image(mask, img.affine, img.header).to_filename(out_file)
+    return out_file
+
+
+@pytest.fixture
+def prob_maps(make_nifti, rng):
+    return [
+        str(make_nifti(f"sub-{i:02d}.nii.gz", rng.random(SHAPE).astype(np.float32)))
+        for i in range(1, 5)
+    ]
+
+
+def _expected_overlap(prob_maps, cutoff=0.5):
+    return sum((nb.load(f).get_fdata() > cutoff).astype(float) for f in prob_maps)
+
+
+def _workflow(name, base_dir):
+    wf = pe.Workflow(name=name, base_dir=str(base_dir))
+    wf.config["execution"]["poll_sleep_duration"] = 0.1  # MultiProc polls every 2 s otherwise
+    return wf
+
+
+@pytest.mark.parametrize(("plugin", "plugin_args"), PLUGINS)
+def test_after_a_mapnode(prob_maps, tmp_path, plugin, plugin_args):
+    wf = _workflow("map_wf", tmp_path)
+    seg = pe.MapNode(
+        niu.Function(function=_threshold, input_names=["in_file", "cutoff"], output_names=["out"]),
+        iterfield=["in_file"],
+        name="segment",
+    )
+    seg.inputs.in_file = prob_maps
+    seg.inputs.cutoff = 0.5
+    heat = pe.Node(HeatmapVolume(use_mean=False, clip_to_input_range=False), name="heatmap")
+    wf.connect(seg, "out", heat, "in_files")
+    graph = wf.run(plugin=plugin, plugin_args=plugin_args)
+    (node,) = [n for n in graph.nodes() if n.name == "heatmap"]
+    result = node.result.outputs
+    assert result.n_inputs == 4
+    assert_allclose(nb.load(result.out_file).get_fdata(), _expected_overlap(prob_maps))
+
+
+@pytest.mark.parametrize(("plugin", "plugin_args"), PLUGINS)
+def test_after_iterables_and_a_joinnode(prob_maps, tmp_path, plugin, plugin_args):
+    wf = _workflow("join_wf", tmp_path)
+    subjects = pe.Node(niu.IdentityInterface(fields=["in_file"]), name="subjects")
+    subjects.iterables = ("in_file", prob_maps)
+    seg = pe.Node(
+        niu.Function(function=_threshold, input_names=["in_file", "cutoff"], output_names=["out"]),
+        name="segment",
+    )
+    seg.inputs.cutoff = 0.5
+    heat = pe.JoinNode(
+        HeatmapVolume(),
+        joinsource="subjects",
+        joinfield=["in_files"],
+        name="heatmap",
+    )
+    wf.connect([(subjects, seg, [("in_file", "in_file")]), (seg, heat, [("out", "in_files")])])
+    graph = wf.run(plugin=plugin, plugin_args=plugin_args)
+    (node,) = [n for n in graph.nodes() if n.name == "heatmap"]
+    result = node.result.outputs
+    assert result.n_inputs == 4
+    assert_allclose(
+        nb.load(result.out_file).get_fdata(), _expected_overlap(prob_maps) / 4, rtol=1e-6
+    )
