@@ -90,6 +90,27 @@ def _collect_inputs(inputs: Sequence[str], out_file: str) -> list[str]:
     return files
 
 
+def _setup_logging(args: argparse.Namespace) -> None:
+    """Log this package's messages to stderr; leave other libraries' loggers alone."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("nipype_heatmap")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(
+        logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    )
+    if args.demo and not args.debug:
+        # Nipype logs every node of the demo's workflows through its own handler, and
+        # sets its loggers' levels from its config when imported.
+        from nipype import config
+        from nipype import logging as nipype_logging
+
+        config.set("logging", "workflow_level", "WARNING")
+        config.set("logging", "interface_level", "WARNING")
+        nipype_logging.update_logging(config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nipype-heatmap``; return the exit status (0 ok, 1 bad input, 2 usage)."""
     parser = get_parser()
@@ -104,20 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.output.endswith((".nii", ".nii.gz")):
             parser.error(f"-o {args.output}: the output name must end in .nii or .nii.gz")
 
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if args.debug:
-        logging.getLogger("nipype_heatmap").setLevel(logging.DEBUG)
+    _setup_logging(args)
     progress = False if args.quiet else None
 
     try:
         if args.demo:
             from .demo import run_demo
 
-            summary = run_demo(args.demo, progress=progress)
+            summary = run_demo(args.demo)
             print(summary)
             return 0
 

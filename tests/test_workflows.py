@@ -1,0 +1,161 @@
+"""Sample workflows: wiring for every segmenter, docstrings that match, real small runs."""
+
+from __future__ import annotations
+
+import re
+
+import nibabel as nb
+import numpy as np
+import pytest
+from nipype.pipeline import engine as pe
+from nipype.pipeline.engine.utils import generate_expanded_graph
+from numpy.testing import assert_allclose, assert_array_equal
+
+from nipype_heatmap.interfaces import HeatmapVolume
+from workflows import SEGMENTERS, init_lesion_overlap_wf, init_tissue_probability_wf
+from workflows.tissue_probability import _split_tissues
+
+from .conftest import default_affine
+
+BUILDERS = {
+    "tissue": lambda: init_tissue_probability_wf(segmenter="otsu"),
+    "lesion": init_lesion_overlap_wf,
+}
+PLUGINS = [
+    pytest.param("Linear", {}, id="Linear"),
+    pytest.param("MultiProc", {"n_procs": 2}, id="MultiProc"),
+]
+
+
+def _docstring_fields(builder, section):
+    doc = builder.__doc__
+    block = re.search(rf"\n\s*{section}\n\s*-+\n(.*?)(\n\s*\n\s*[A-Z]\w+\n\s*-+\n|\Z)", doc, re.S)
+    assert block, f"{builder.__name__} documents no {section}"
+    return set(re.findall(r"^\s{4}(\w+)\s*$", block.group(1), re.M))
+
+
+@pytest.mark.parametrize(
+    "builder", [init_tissue_probability_wf, init_lesion_overlap_wf], ids=lambda b: b.__name__
+)
+def test_docstring_inputs_and_outputs_match_the_nodes(builder):
+    wf = builder()
+    inputs = set(wf.get_node("inputnode").inputs.copyable_trait_names())
+    outputs = set(wf.get_node("outputnode").inputs.copyable_trait_names())
+    assert _docstring_fields(builder, "Inputs") == inputs
+    assert _docstring_fields(builder, "Outputs") == outputs
+
+
+@pytest.mark.parametrize("segmenter", SEGMENTERS)
+def test_tissue_workflow_wiring(segmenter):
+    wf = init_tissue_probability_wf(segmenter=segmenter, name=f"tpm_{segmenter}_wf")
+    assert wf.name == f"tpm_{segmenter}_wf"
+    flat = wf._create_flat_graph()
+    nodes = {n.name: n for n in flat.nodes()}
+    segment = nodes[f"segment_{segmenter}"]
+    assert isinstance(segment, pe.MapNode)
+    split = nodes["split_tissues"]
+    feeds = {(u.name, v.name): d["connect"] for u, v, d in flat.edges(data=True)}
+    assert feeds[(segment.name, "split_tissues")] == [
+        (
+            {"otsu": "tissue_files", "fast": "partial_volume_files", "atropos": "posteriors"}[
+                segmenter
+            ],
+            "tissue_lists",
+        )
+    ]
+    for tissue in ("csf", "gm", "wm"):
+        heat = nodes[f"{tissue}_heatmap"]
+        assert isinstance(heat.interface, HeatmapVolume)
+        assert heat.interface.inputs.use_mean is True
+        assert feeds[(split.name, heat.name)] == [(tissue, "in_files")]
+        assert ("out_file", f"{tissue}_probability") in feeds[(heat.name, "outputnode")]
+    if segmenter == "fast":
+        assert segment.interface.inputs.number_classes == 3
+        assert feeds[("skull_strip", segment.name)] == [("out", "in_files")]
+    if segmenter == "atropos":
+        assert segment.interface.inputs.number_of_tissue_classes == 3
+        assert segment.interface.inputs.save_posteriors is True
+        assert ("brain_mask", "mask_image") in feeds[("inputnode", segment.name)]
+    # The graph expands (iterables, MapNodes) without needing FSL or ANTs installed.
+    expanded = generate_expanded_graph(flat)
+    assert {n.name for n in expanded.nodes()} >= {"split_tissues", "gm_heatmap"}
+
+
+def test_unknown_segmenter_is_refused():
+    with pytest.raises(ValueError, match="spm"):
+        init_tissue_probability_wf(segmenter="spm")
+
+
+def test_split_tissues_flattens_per_class():
+    nested = [["c1", "g1", "w1"], ["c2", "g2", "w2"]]
+    assert _split_tissues(nested) == (["c1", "c2"], ["g1", "g2"], ["w1", "w2"])
+    with pytest.raises(ValueError, match="one \\[CSF, GM, WM\\] list per subject"):
+        _split_tissues([["c1", "g1"]])
+
+
+@pytest.fixture
+def phantoms(tmp_path, rng):
+    """Three T1w-like phantoms: bright core (WM), mid shell (GM), dark outer shell (CSF)."""
+    shape = (20, 22, 24)
+    center = np.array(shape) / 2 - 0.5
+    grid = np.indices(shape).astype(float)
+    truth = []
+    files = []
+    for index, shift in enumerate((0.0, 1.0, -1.0)):
+        radius = np.sqrt(sum((grid[a] - center[a] - shift * (a == 0)) ** 2 for a in range(3)))
+        labels = np.full(shape, -1)
+        labels[radius < 9] = 0
+        labels[radius < 7] = 1
+        labels[radius < 4] = 2
+        t1 = np.choose(labels + 1, [0.0, 30.0, 60.0, 100.0]) + rng.normal(0, 2, shape)
+        path = tmp_path / f"sub-{index:02d}_T1w.nii.gz"
+        nb.Nifti1Image(t1.astype(np.float32), default_affine()).to_filename(path)
+        files.append(str(path))
+        truth.append(labels)
+    truth = np.array(truth)
+    inside = (truth >= 0).any(axis=0)  # the brain mask: the union of the phantoms
+    truth[(truth < 0) & inside] = 0  # background inside the mask is dark, as CSF
+    mask = tmp_path / "brain_mask.nii.gz"
+    nb.Nifti1Image(inside.astype(np.uint8), default_affine()).to_filename(mask)
+    return files, str(mask), truth
+
+
+@pytest.mark.parametrize(("plugin", "plugin_args"), PLUGINS)
+def test_otsu_tissue_workflow_runs(phantoms, tmp_path, plugin, plugin_args):
+    files, mask, truth = phantoms
+    wf = init_tissue_probability_wf(segmenter="otsu")
+    wf.base_dir = str(tmp_path / "work")
+    wf.config["execution"]["poll_sleep_duration"] = 0.1
+    wf.inputs.inputnode.t1w_files = files
+    wf.inputs.inputnode.brain_mask = mask
+    graph = wf.run(plugin=plugin, plugin_args=plugin_args)
+    # Nipype runs no outputnode (identity nodes are pruned) and keeps only the outputs that
+    # are connected downstream, which are exactly the workflow's outputs.
+    results = {n.name: n.result.outputs for n in graph.nodes()}
+    assert results["gm_heatmap"].n_inputs == 3
+    for index, tissue in enumerate(("csf", "gm", "wm")):
+        expected = (truth == index).mean(axis=0)
+        got = nb.load(results[f"{tissue}_heatmap"].out_file).get_fdata()
+        # Smoothing before Otsu moves a few boundary voxels; the bulk must agree.
+        inside = (truth >= 0).any(axis=0)
+        agreement = np.mean(np.abs(got - expected)[inside] < 1e-6)
+        assert agreement > 0.98, f"{tissue}: {agreement:.2f} of brain voxels agree"
+        assert_allclose(got.sum(), expected.sum(), rtol=0.02)
+
+
+@pytest.mark.parametrize(("plugin", "plugin_args"), PLUGINS)
+def test_lesion_overlap_workflow_runs(make_nifti, tmp_path, plugin, plugin_args):
+    masks = [str(make_nifti(f"sub-{i:02d}_mask.nii.gz")) for i in range(5)]
+    wf = init_lesion_overlap_wf(name="overlap_wf")
+    wf.base_dir = str(tmp_path / "work")
+    wf.config["execution"]["poll_sleep_duration"] = 0.1
+    wf.inputs.inputnode.lesion_masks = masks
+    graph = wf.run(plugin=plugin, plugin_args=plugin_args)
+    results = {n.name: n.result.outputs for n in graph.nodes()}
+    stack = np.array([nb.load(m).get_fdata() for m in masks])
+    count = nb.load(results["overlap_count"].out_file).get_fdata()
+    prob = nb.load(results["lesion_probability"].out_file).get_fdata()
+    assert_array_equal(count, stack.sum(axis=0))
+    assert count.max() == stack.sum(axis=0).max() > 1  # not clipped to the 0..1 input range
+    assert_allclose(prob, stack.mean(axis=0), rtol=1e-6)
+    assert results["overlap_count"].n_inputs == 5

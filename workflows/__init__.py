@@ -1,0 +1,9 @@
+"""Sample workflows: segmentation nodes chained into :class:`HeatmapVolume`.
+
+Copy and adapt them. They are not installed with the package; run them from a clone.
+"""
+
+from .lesion_overlap import init_lesion_overlap_wf
+from .tissue_probability import SEGMENTERS, init_tissue_probability_wf
+
+__all__ = ["SEGMENTERS", "init_lesion_overlap_wf", "init_tissue_probability_wf"]
