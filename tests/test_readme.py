@@ -1,0 +1,43 @@
+"""The README's quick start and CI stay one and the same."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _quick_start_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_quick_start_is_exactly_two_commands():
+    commands = _quick_start_commands()
+    assert len(commands) == 2
+    assert all("\n" not in c for c in commands)
+    assert "--demo" in commands[0] and "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert _quick_start_commands()[1] in ci.splitlines()
+
+
+def test_every_cli_flag_in_the_readme_exists():
+    from nipype_heatmap.cli import get_parser
+
+    known = {s for a in get_parser()._actions for s in a.option_strings}
+    readme = (ROOT / "README.md").read_text()
+    used = set(
+        re.findall(
+            r"(?<![\w-])(--?[a-z][a-z-]*)",
+            " ".join(
+                line for line in readme.splitlines() if "nipype-heatmap" in line or "`--" in line
+            ),
+        )
+    )
+    pip_and_pytest = {"-e", "-m", "-q"} - known
+    assert used - known - pip_and_pytest == set()
