@@ -22,8 +22,9 @@ from .io import (
     conform_to_grid,
     find_nifti_files,
     grid_distance_mm,
-    load_volume,
+    iter_volumes,
     prepare_output,
+    read_volume,
     save_atomic,
     warn_duplicates,
 )
@@ -48,12 +49,20 @@ class HeatmapAccumulator:
     sources : list of str
         The files added, in order.
     total : numpy.ndarray or None
-        float64 voxel-wise sum of finite values.
+        float64 voxel-wise sum of finite values (read-only view of the state; see Notes).
     count : numpy.ndarray or None
         uint32 voxel-wise number of finite values, or None while every value added so far
         was finite (then the count is ``n_inputs`` everywhere; this saves memory and time).
     global_min, global_max : float or None
         Extremes over all finite input values (None until one has been seen).
+
+    Notes
+    -----
+    While every input is an unscaled integer volume (masks, label counts), the sum is kept
+    exactly in the smallest integer type that cannot overflow (uint8 for up to 255 binary
+    masks), promoted as inputs arrive. The first floating-point or scaled input folds it
+    once into the float64 sum, so the order of additions, and therefore every rounding, is
+    that of a plain float64 loop over the same files.
 
     Examples
     --------
@@ -66,7 +75,9 @@ class HeatmapAccumulator:
     def __init__(self) -> None:
         self.n_inputs = 0
         self.sources: list[str] = []
-        self.total: np.ndarray | None = None
+        self._float_total: np.ndarray | None = None
+        self._int_total: np.ndarray | None = None
+        self._int_bounds = (0, 0)  # bounds of any voxel's integer sum, as Python ints
         self.count: np.ndarray | None = None
         self.global_min: float | None = None
         self.global_max: float | None = None
@@ -90,7 +101,7 @@ class HeatmapAccumulator:
         ValueError
             If the file cannot be read, is not 3D, or is not on the reference grid.
         """
-        return self.add_volume(load_volume(path))
+        return self.add_volume(read_volume(path))
 
     def add_volume(self, volume: Volume) -> tuple[float, float]:
         """Add a loaded volume, checking it against the reference grid (set by the first).
@@ -111,12 +122,27 @@ class HeatmapAccumulator:
         self.ref_affine = volume.affine
         self.ref_header = volume.header.copy()
         self.image_class = volume.image_class
-        self.total = np.zeros(volume.shape, dtype=np.float64, order="F")
+
+    @property
+    def total(self) -> np.ndarray | None:
+        """The float64 voxel-wise sum of finite values (None before the first volume)."""
+        if self._int_total is not None:
+            return self._int_total.astype(np.float64, order="F")
+        return self._float_total
+
+    def _float_sum(self) -> np.ndarray:
+        """Return the float64 sum to add into, folding the exact integer sum into it once."""
+        if self._float_total is None:
+            if self._int_total is not None:
+                self._float_total = self._int_total.astype(np.float64, order="F")
+                self._int_total = None
+            else:
+                self._float_total = np.zeros(self.ref_shape, dtype=np.float64, order="F")
+        return self._float_total
 
     def _accumulate(
         self, data: np.ndarray, slope: float | None, inter: float | None, source: str
     ) -> tuple[float, float]:
-        assert self.total is not None
         if slope is not None:
             values = data.astype(np.float64)
             if slope != 1.0:
@@ -125,29 +151,60 @@ class HeatmapAccumulator:
                 values += inter
         else:
             values = data
-        lo, hi = _minmax(values)
-        if np.isfinite(lo) and np.isfinite(hi):
-            np.add(self.total, values, out=self.total)
-            if self.count is not None:
-                self.count += np.uint32(1)
+        lo, hi = _minmax(values)  # one pass each; a NaN makes both NaN
+        if values.dtype.kind in "biu":  # integers are always finite
+            self._add_integers(values, int(lo), int(hi))
+            all_finite = True
+        elif np.isfinite(lo) and np.isfinite(hi):
+            total = self._float_sum()
+            np.add(total, values, out=total)
+            all_finite = True
         else:
-            finite = np.isfinite(values)
-            if self.count is None:
-                self.count = np.full(self.total.shape, self.n_inputs, dtype=np.uint32, order="F")
-            np.add(self.total, values, out=self.total, where=finite)
-            self.count += finite
-            n_finite = int(np.count_nonzero(finite))
-            lo, hi = _minmax(values[finite]) if n_finite else (np.nan, np.nan)
-            LOGGER.info(
-                "%s: %d voxel(s) are NaN or infinite and count as missing",
-                source,
-                finite.size - n_finite,
-            )
+            lo, hi = self._add_with_missing(values, source)
+            all_finite = False
+        if all_finite and self.count is not None:
+            self.count += np.uint32(1)
         if np.isfinite(lo):
             self._update_range(float(lo), float(hi))
         self.n_inputs += 1
         self.sources.append(source)
         return float(lo), float(hi)
+
+    def _add_with_missing(self, values: np.ndarray, source: str) -> tuple[float, float]:
+        """Add the finite values only and count them; return their range."""
+        finite = np.isfinite(values)
+        if self.count is None:
+            self.count = np.full(self.ref_shape, self.n_inputs, dtype=np.uint32, order="F")
+        total = self._float_sum()
+        np.add(total, values, out=total, where=finite)
+        self.count += finite
+        n_finite = int(np.count_nonzero(finite))
+        LOGGER.info(
+            "%s: %d voxel(s) are NaN or infinite and count as missing",
+            source,
+            finite.size - n_finite,
+        )
+        return _minmax(values[finite]) if n_finite else (np.nan, np.nan)
+
+    def _add_integers(self, values: np.ndarray, lo: int, hi: int) -> None:
+        if self._float_total is not None:  # a float input came first: stay in float64
+            np.add(self._float_total, values, out=self._float_total)
+            return
+        low, high = self._int_bounds[0] + min(lo, 0), self._int_bounds[1] + max(hi, 0)
+        dtype = _int_sum_dtype(low, high)
+        if self._int_total is not None:
+            dtype = np.promote_types(self._int_total.dtype, dtype)
+        if dtype.kind not in "iu":  # beyond int64: continue in float64
+            total = self._float_sum()
+            np.add(total, values, out=total)
+            return
+        if self._int_total is None:
+            self._int_total = np.zeros(self.ref_shape, dtype=dtype, order="F")
+        elif self._int_total.dtype != dtype:
+            self._int_total = self._int_total.astype(dtype, order="F")
+        # The bounds prove that no voxel's sum leaves the range of ``dtype``.
+        np.add(self._int_total, values, out=self._int_total, casting="unsafe")
+        self._int_bounds = (low, high)
 
     def _update_range(self, lo: float, hi: float) -> None:
         self.global_min = lo if self.global_min is None else min(self.global_min, lo)
@@ -171,7 +228,6 @@ class HeatmapAccumulator:
         if self.n_inputs == 0:
             self.__dict__.update(copy.deepcopy(vars(other)))
             return self
-        assert self.total is not None and other.total is not None
         if other.ref_shape != self.ref_shape:
             raise ValueError(
                 f"{other.ref_path}: partial heatmap of shape {other.ref_shape} cannot be merged "
@@ -183,10 +239,11 @@ class HeatmapAccumulator:
                 f"{self.ref_path}; all parts must share one grid"
             )
         if self.count is None and other.count is not None:
-            self.count = np.full(self.total.shape, self.n_inputs, dtype=np.uint32, order="F")
+            self.count = np.full(self.ref_shape, self.n_inputs, dtype=np.uint32, order="F")
         if self.count is not None:
             self.count += other.count if other.count is not None else np.uint32(other.n_inputs)
-        self.total += other.total
+        total = self._float_sum()
+        np.add(total, other.total, out=total)
         if other.global_min is not None:
             self._update_range(other.global_min, other.global_max)  # type: ignore[arg-type]
         self.n_inputs += other.n_inputs
@@ -199,30 +256,39 @@ class HeatmapAccumulator:
         use_mean: bool = True,
         clip_to_input_range: bool = True,
         normalize: bool = False,
+        dtype: np.typing.DTypeLike = np.float64,
     ) -> np.ndarray:
-        """Return the float64 map: mean or sum, then clipping, then normalization.
+        """Return the map: mean or sum, then clipping, then normalization.
+
+        Everything is computed in float64. With ``dtype=np.float32`` (and no normalization)
+        the float64 mean or sum is rounded straight into a float32 array and clipped there
+        with float32-rounded bounds; rounding is monotonic, so this equals clipping in
+        float64 and rounding afterwards, bit for bit, without a float64 temporary.
 
         Raises
         ------
         ValueError
             If nothing has been added.
         """
-        if self.n_inputs == 0 or self.total is None:
+        if self.n_inputs == 0 or self.ref_shape is None:
             raise ValueError("no input volume was added; nothing to aggregate")
+        source = self._int_total if self._int_total is not None else self._float_total
+        work = np.dtype(np.float64) if normalize else np.dtype(dtype)
+        result = np.empty(self.ref_shape, dtype=work, order="F")
         if use_mean:
-            if self.count is None:
-                result = self.total / self.n_inputs
-            else:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    result = self.total / self.count
+            denominator = self.n_inputs if self.count is None else self.count
+            with np.errstate(invalid="ignore", divide="ignore"):
+                np.divide(source, denominator, out=result, dtype=np.float64, casting="same_kind")
+            if self.count is not None:
                 result[self.count == 0] = np.nan
         else:
-            result = self.total.copy()
+            np.copyto(result, source, casting="same_kind")
         if clip_to_input_range:
             if self.global_min is None:
                 LOGGER.warning("No finite input value anywhere: clipping skipped")
             else:
-                np.clip(result, self.global_min, self.global_max, out=result)
+                lo, hi = work.type(self.global_min), work.type(self.global_max)
+                np.clip(result, lo, hi, out=result)
         if normalize:
             lo, hi = _finite_range(result)
             if lo is None or lo == hi:
@@ -247,7 +313,9 @@ class HeatmapAccumulator:
         ``cal_min``/``cal_max`` set to the map's finite range, a 3D ``dim`` and a ``descrip``
         saying what was made.
         """
-        result = self.aggregate(use_mean, clip_to_input_range, normalize).astype(np.float32)
+        result = self.aggregate(use_mean, clip_to_input_range, normalize, dtype=np.float32).astype(
+            np.float32, copy=False
+        )
         assert self.ref_header is not None
         header = self.ref_header.copy()
         header.set_data_shape(result.shape)
@@ -256,6 +324,10 @@ class HeatmapAccumulator:
         lo, hi = _finite_range(result)
         header["cal_min"], header["cal_max"] = (lo, hi) if lo is not None else (0.0, 0.0)
         header["descrip"] = describe(self.n_inputs, use_mean, clip_to_input_range, normalize)
+        # A label or statistic intent, or an extension describing the first input's data
+        # (AFNI, CIFTI...), would tell viewers the map is something it is not.
+        header.set_intent("none")
+        header.extensions.clear()
         img = self.image_class(result, self.ref_affine, header)
         return img
 
@@ -275,6 +347,20 @@ def describe(n_inputs: int, use_mean: bool, clip: bool, normalize: bool) -> byte
     if flags:
         text += " (" + ", ".join(flags) + ")"
     return text.encode("ascii")[:80]
+
+
+_INT_SUM_TYPES = tuple(
+    np.dtype(t) for t in ("uint8", "uint16", "uint32", "uint64", "int16", "int32", "int64")
+)
+
+
+def _int_sum_dtype(low: int, high: int) -> np.dtype:
+    """Smallest integer type holding every value in ``[low, high]`` (float64 if none)."""
+    for dtype in _INT_SUM_TYPES:
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    return np.dtype(np.float64)
 
 
 def _minmax(values: np.ndarray) -> tuple[float, float]:
@@ -354,17 +440,42 @@ def compute_heatmap(
 
 
 def accumulate_files(
-    files: Iterable[str], *, debug: bool = False, progress: bool | None = None
+    files: Iterable[str],
+    *,
+    debug: bool = False,
+    progress: bool | None = None,
+    read_ahead: int = 2,
 ) -> HeatmapAccumulator:
-    """Add files to a new accumulator one at a time, with a progress bar."""
-    from tqdm.auto import tqdm
+    """Add files to a new accumulator in order, reading ahead on a second thread.
+
+    Parameters
+    ----------
+    files : iterable of str
+        The files, in order.
+    debug : bool, default=False
+        Log each file's value range at INFO level (else DEBUG).
+    progress : bool or None, default=None
+        tqdm progress bar on stderr; None shows it only on a terminal.
+    read_ahead : int, default=2
+        How many files to read and inflate ahead of the one being added (0: none). Memory
+        holds at most ``read_ahead + 1`` input volumes besides the sums.
+
+    Returns
+    -------
+    HeatmapAccumulator
+    """
+    from tqdm import tqdm
 
     files = list(files)
     acc = HeatmapAccumulator()
     level = logging.INFO if debug else logging.DEBUG
-    for path in tqdm(files, desc="heatmap", unit="vol", disable=_no_progress(progress)):
-        lo, hi = acc.add_file(path)
-        LOGGER.log(level, "%s: finite value range [%g, %g]", path, lo, hi)
+    volumes = iter_volumes(files, read_ahead=read_ahead, workers=min(2, os.cpu_count() or 1))
+    with tqdm(total=len(files), desc="heatmap", unit="vol", disable=_no_progress(progress)) as bar:
+        for volume in volumes:
+            lo, hi = acc.add_volume(volume)
+            del volume
+            LOGGER.log(level, "%s: finite value range [%g, %g]", acc.sources[-1], lo, hi)
+            bar.update()
     return acc
 
 

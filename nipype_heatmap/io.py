@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import logging
 import os
+import sys
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,9 @@ LOGGER = logging.getLogger(__name__)
 
 #: File name endings taken as NIfTI inputs (single-file NIfTI-1 or NIfTI-2).
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+# Deflate's largest possible compression ratio (258-byte matches in 2-bit codes).
+_MAX_DEFLATE_RATIO = 1032
 
 #: Largest distance, in millimetres, between the world coordinates of matching grid corners
 #: of two affines that still counts as "the same voxel grid" (float32 header round-off is
@@ -190,6 +197,99 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
             "check that the file is a complete .nii or .nii.gz image"
         ) from err
     return make_volume(path, data, slope, inter, img.affine, header, type(img))
+
+
+def read_volume(path: str | os.PathLike[str]) -> Volume:
+    """Read one NIfTI file fully, through the fast path when it applies.
+
+    For a single-file NIfTI-1 ``.nii.gz`` in native byte order with a numeric data type, and
+    with libdeflate installed (the ``fast`` extra), the whole file is inflated in one shot
+    with libdeflate (sized by the gzip trailer, checked against deflate's maximum
+    compression ratio and then against the size the header implies), the header is parsed
+    by nibabel and the voxels are viewed in place with ``np.frombuffer``. Anything else (``.nii``, NIfTI-2, big-endian,
+    multi-member gzip, a size that does not add up, any error) goes through
+    :func:`load_volume`, which also produces the error messages. Both give identical values.
+
+    Raises
+    ------
+    As :func:`load_volume`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    volume = _read_fast(path) if path.endswith(".nii.gz") else None
+    return volume if volume is not None else load_volume(path)
+
+
+def _read_fast(path: str) -> Volume | None:
+    try:
+        import deflate
+    except ImportError:
+        return None
+    try:
+        with open(path, "rb") as fobj:
+            raw = fobj.read()
+        # libdeflate sizes its output from the gzip trailer (ISIZE, the length modulo 2**32).
+        # Deflate cannot compress more than 1032:1, so a larger ISIZE means a damaged or
+        # truncated file: leave it to nibabel rather than allocate what the trailer claims.
+        isize = int.from_bytes(raw[-4:], "little") if len(raw) > 18 else 0
+        if not 352 <= isize <= _MAX_DEFLATE_RATIO * len(raw):
+            return None
+        buf = deflate.gzip_decompress(raw)
+        del raw
+        head = buf[:352]
+        if int.from_bytes(head[:4], "little") != 348 or head[344:348] != b"n+1\0":
+            return None
+        header = nb.Nifti1Header(head[:348], check=False)
+        dtype = header.get_data_dtype()
+        if dtype.kind not in "iuf" or (dtype.byteorder == ">") != (sys.byteorder == "big"):
+            return None
+        shape = header.get_data_shape()
+        offset = int(header["vox_offset"])
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if offset < 352 or not shape or len(buf) != offset + nbytes:
+            return None  # another member follows, or a size that does not add up
+        header = nb.Nifti1Header.from_fileobj(io.BytesIO(buf[:offset]), check=True)
+        data = np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset)
+        data = data.reshape(shape, order="F")
+        slope, inter = header.get_slope_inter()
+        affine = header.get_best_affine()
+    except Exception:  # noqa: BLE001 - the plain path re-reads and reports properly
+        LOGGER.debug("%s: fast read failed; falling back to nibabel", path, exc_info=True)
+        return None
+    return make_volume(path, data, slope, inter, affine, header, nb.Nifti1Image)
+
+
+def iter_volumes(paths: Iterable[str], read_ahead: int = 2, workers: int = 2) -> Iterator[Volume]:
+    """Yield the volumes of ``paths`` in order, reading up to ``read_ahead`` files ahead.
+
+    Reading and inflating run on ``workers`` threads (libdeflate and numpy release the GIL)
+    while the caller accumulates. At most ``read_ahead + 1`` volumes are in memory. An error
+    reading a file is raised when that file's turn comes; reads queued behind it are
+    cancelled.
+    """
+    paths = list(paths)
+    if read_ahead < 1 or len(paths) < 2:
+        for path in paths:
+            yield read_volume(path)
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="heatmap-read")
+    queue: deque[Future[Volume]] = deque()
+    pending = iter(paths)
+    try:
+        for path in pending:
+            queue.append(pool.submit(read_volume, path))
+            if len(queue) >= read_ahead:
+                break
+        while queue:
+            volume = queue.popleft().result()
+            nxt = next(pending, None)
+            if nxt is not None:
+                queue.append(pool.submit(read_volume, nxt))
+            yield volume
+            del volume
+    finally:
+        for future in queue:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def make_volume(
@@ -452,12 +552,23 @@ def save_atomic(img: nb.Nifti1Image, out_file: str | os.PathLike[str]) -> str:
 
 
 def gzip_compress(payload: bytes) -> bytes:
-    """Gzip ``payload`` at level 1 (nibabel's default), with libdeflate when installed."""
+    """Gzip ``payload`` at level 1 (nibabel's default level), reproducibly (mtime 0).
+
+    ISA-L when installed (the ``fast`` extra; 5x faster than libdeflate at level 1 for the
+    same size), else libdeflate, else zlib. The result is one gzip member, readable by
+    every NIfTI reader.
+    """
+    try:
+        from isal import igzip
+    except ImportError:
+        pass
+    else:
+        return igzip.compress(payload, 1, mtime=0)
     try:
         import deflate
     except ImportError:
         return gzip.compress(payload, compresslevel=1, mtime=0)
-    return deflate.gzip_compress(payload, 1)
+    return bytes(deflate.gzip_compress(payload, 1))
 
 
 def _umask() -> int:

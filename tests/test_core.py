@@ -337,7 +337,8 @@ def test_missing_input_file_raises_file_not_found(make_nifti, tmp_path):
 )
 def test_bad_output_filename_raises_value_error(make_nifti, in_dir, tmp_path, name, monkeypatch):
     make_nifti("a.nii.gz")
-    monkeypatch.setattr(io, "load_volume", _must_not_read)
+    for module, name in ((io, "load_volume"), (io, "read_volume"), (core, "read_volume")):
+        monkeypatch.setattr(module, name, _must_not_read)
     with pytest.raises(ValueError, match="output_filename"):
         generate_heatmap_volume(in_dir, tmp_path / "out", name)
 
@@ -350,8 +351,8 @@ def test_unwritable_output_fails_before_reading_inputs(make_nifti, in_dir, tmp_p
     make_nifti("a.nii.gz")
     blocker = tmp_path / "a_file"
     blocker.write_text("a regular file where a folder is expected")
-    monkeypatch.setattr(io, "load_volume", _must_not_read)
-    monkeypatch.setattr(core, "load_volume", _must_not_read)
+    for module, name in ((io, "load_volume"), (io, "read_volume"), (core, "read_volume")):
+        monkeypatch.setattr(module, name, _must_not_read)
     with pytest.raises(OSError, match=re.escape(str(blocker))):
         generate_heatmap_volume(in_dir, blocker / "derivatives")
 

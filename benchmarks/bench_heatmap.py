@@ -1,0 +1,241 @@
+"""Whole-process benchmark of nipype_heatmap against the reference loop and the anchors.
+
+Usage::
+
+    python benchmarks/bench_heatmap.py [--repeats 5] [--data DIR] [--quick]
+
+Generates (once, seeded, cached in ``--data``) the two data sets of issue 3 on the MNI 1 mm
+grid (182 x 218 x 182), written by nibabel:
+
+- ``masks``: 100 uint8 binary lesion masks (a few smooth blobs each);
+- ``probs``: 30 float32 probability maps (smooth fields in 0..1 inside a brain-shaped
+  ellipsoid).
+
+Then times, as whole processes (interpreter start-up and imports included), in alternating
+order, each contestant ``--repeats`` times: this package as a function and as the CLI, the
+reference nibabel loop (``reference_loop.py``), nidataset's ``generate_heatmap_volume`` and
+nilearn's ``mean_img`` + save when installed, and the floor (read + inflate every file with
+libdeflate on 2 threads, nothing else). Prints medians, ratios to the reference measured in
+the same run, and each process's peak RSS; then peak RSS of this package for N=10 and N=100.
+Also checks that this package's output equals the reference's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHAPE = (182, 218, 182)
+AFFINE = np.array(
+    [[-1.0, 0, 0, 90], [0, 1.0, 0, -126], [0, 0, 1.0, -72], [0, 0, 0, 1]]
+)  # MNI152 1 mm
+PY = sys.executable
+BIN = Path(PY).parent
+
+
+def _ellipsoid(shape) -> np.ndarray:
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    radii = np.array(shape) * np.array([0.42, 0.45, 0.40])
+    center = np.array(shape) / 2
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, center, radii, strict=True)) <= 1.0
+
+
+def make_masks(folder: Path, n: int, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    brain = _ellipsoid(SHAPE)
+    inside = np.argwhere(brain)
+    for i in range(n):
+        mask = np.zeros(SHAPE, np.uint8)
+        for _ in range(rng.integers(1, 6)):
+            c = inside[rng.integers(len(inside))]
+            r = rng.uniform(3, 12)
+            lo = np.maximum(c - int(r) - 1, 0)
+            hi = np.minimum(c + int(r) + 2, SHAPE)
+            sub = np.ogrid[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+            ball = sum((g - cc) ** 2 for g, cc in zip(sub, c, strict=True)) <= r * r
+            mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] |= ball.astype(np.uint8)
+        nb.Nifti1Image(mask * brain, AFFINE).to_filename(folder / f"sub-{i:03d}_mask.nii.gz")
+
+
+def make_probs(folder: Path, n: int, seed: int = 2) -> None:
+    from scipy.ndimage import gaussian_filter, zoom
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    brain = _ellipsoid(SHAPE)
+    small = tuple(s // 4 for s in SHAPE)
+    for i in range(n):
+        field = gaussian_filter(rng.standard_normal(small), 2.0)
+        field = zoom(field, np.array(SHAPE) / np.array(small), order=1)[
+            : SHAPE[0], : SHAPE[1], : SHAPE[2]
+        ]
+        prob = 1.0 / (1.0 + np.exp(-field / max(field.std(), 1e-6) * 2))
+        prob = (prob * brain).astype(np.float32)
+        nb.Nifti1Image(prob, AFFINE).to_filename(folder / f"sub-{i:03d}_probseg.nii.gz")
+
+
+def ensure_data(root: Path, quick: bool) -> dict[str, Path]:
+    sets = {"masks": (100, make_masks), "probs": (30, make_probs), "masks10": (10, make_masks)}
+    if quick:
+        sets = {"masks": (10, make_masks), "probs": (4, make_probs), "masks10": (3, make_masks)}
+    out = {}
+    for name, (n, maker) in sets.items():
+        folder = root / f"{name}_{n}"
+        if len(list(folder.glob("*.nii.gz"))) != n:
+            print(f"generating {folder} ...", file=sys.stderr)
+            maker(folder, n)
+        out[name] = folder
+    return out
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """Run a command; return wall seconds and the process's own peak RSS in MiB."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+FLOOR = """
+import sys, os, deflate
+from concurrent.futures import ThreadPoolExecutor
+d = sys.argv[1]
+files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith('.nii.gz'))
+def inflate(p):
+    with open(p, 'rb') as f:
+        return len(deflate.gzip_decompress(f.read()))
+with ThreadPoolExecutor(2) as ex:
+    sum(ex.map(inflate, files))
+"""
+
+NIDATASET = """
+import sys
+from nidataset.volume import generate_heatmap_volume
+generate_heatmap_volume(sys.argv[1], sys.argv[2], "nidataset.nii.gz")
+"""
+
+NILEARN = """
+import sys, os
+from nilearn.image import mean_img
+d = sys.argv[1]
+files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith('.nii.gz'))
+mean_img(files, copy_header=True).to_filename(os.path.join(sys.argv[2], 'nilearn.nii.gz'))
+"""
+
+
+def _importable(module: str) -> bool:
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec('{module}') is None)"
+    return subprocess.run([PY, "-c", code]).returncode == 0
+
+
+def contestants(data: Path, out: Path) -> dict[str, list[str]]:
+    cmds = {
+        "nipype_heatmap (function)": [
+            PY,
+            "-c",
+            "import sys; from nipype_heatmap import generate_heatmap_volume as g; "
+            "g(sys.argv[1], sys.argv[2], 'function.nii.gz', progress=False)",
+            str(data),
+            str(out),
+        ],
+        "nipype_heatmap (CLI)": [
+            str(BIN / "nipype-heatmap"),
+            str(data),
+            "-o",
+            str(out / "cli.nii.gz"),
+            "-q",
+        ],
+        "reference nibabel loop": [
+            PY,
+            str(HERE / "reference_loop.py"),
+            str(data),
+            str(out / "ref.nii.gz"),
+        ],
+        "floor: read + inflate (libdeflate, 2 threads)": [PY, "-c", FLOOR, str(data)],
+        "interpreter start-up (python -c pass)": [PY, "-c", "pass"],
+        "start-up + import numpy, nibabel": [PY, "-c", "import numpy, nibabel"],
+    }
+    if _importable("nidataset"):
+        cmds["nidataset generate_heatmap_volume"] = [PY, "-c", NIDATASET, str(data), str(out)]
+    if _importable("nilearn"):
+        cmds["nilearn mean_img + save"] = [PY, "-c", NILEARN, str(data), str(out)]
+    return cmds
+
+
+def bench(name: str, data: Path, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        cmds = contestants(data, out)
+        times: dict[str, list[float]] = {k: [] for k in cmds}
+        rss: dict[str, float] = {k: 0.0 for k in cmds}
+        for _ in range(repeats):
+            for label, cmd in cmds.items():  # alternating: one run of each per round
+                t, m = run(cmd)
+                times[label].append(t)
+                rss[label] = max(rss[label], m)
+        ours = nb.load(out / "function.nii.gz").get_fdata()
+        ref = nb.load(out / "ref.nii.gz").get_fdata()
+        identical = np.array_equal(ours, ref, equal_nan=True)
+    n = len(list(data.glob("*.nii.gz")))
+    ref_median = statistics.median(times["reference nibabel loop"])
+    print(f"\n### {name}: {n} files, {SHAPE}, median of {repeats} alternating runs\n")
+    print("| contestant | median (s) | reference / this | peak RSS (MiB) |")
+    print("| --- | --- | --- | --- |")
+    for label in cmds:
+        med = statistics.median(times[label])
+        print(f"| {label} | {med:.3f} | {ref_median / med:.1f}x | {rss[label]:.0f} |")
+    print(f"\noutput equals the reference loop's, voxel for voxel: {identical}")
+
+
+def memory_scaling(small: Path, large: Path) -> None:
+    print("\n### peak RSS of nipype_heatmap (CLI) against N\n")
+    print("| N | peak RSS (MiB) |")
+    print("| --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for data in (small, large):
+            n = len(list(data.glob("*.nii.gz")))
+            peaks = [
+                run([str(BIN / "nipype-heatmap"), str(data), "-o", f"{tmp}/o.nii.gz", "-q"])[1]
+                for _ in range(3)
+            ]
+            print(f"| {n} | {max(peaks):.0f} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--data", type=Path, default=Path(tempfile.gettempdir()) / "nipype_heatmap_bench"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny data sets, to check the script")
+    args = parser.parse_args()
+    data = ensure_data(args.data, args.quick)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"numpy {np.__version__}, nibabel {nb.__version__}"
+    )
+    bench("lesion masks (uint8)", data["masks"], args.repeats)
+    bench("probability maps (float32)", data["probs"], args.repeats)
+    memory_scaling(data["masks10"], data["masks"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
