@@ -114,7 +114,27 @@ class HeatmapAccumulator:
         else:
             assert self.ref_affine is not None and self.ref_path is not None
             data = conform_to_grid(volume, self.ref_shape, self.ref_affine, self.ref_path)
-        return self._accumulate(data, volume.slope, volume.inter, volume.path)
+        values = _scaled(data, volume.slope, volume.inter)
+        if volume.slope is None and volume.value_range is not None:
+            lo, hi = volume.value_range  # computed by the reader thread
+        else:
+            lo, hi = _minmax(values)  # one pass each; a NaN makes both NaN
+        complete = True  # every voxel has a finite value
+        if values.dtype.kind in "biu":  # integers are always finite
+            self._add_integers(values, int(lo), int(hi))
+        elif np.isfinite(lo) and np.isfinite(hi):
+            total = self._float_sum()
+            np.add(total, values, out=total)
+        else:
+            lo, hi = self._add_with_missing(values, volume.path)
+            complete = False
+        if complete and self.count is not None:
+            self.count += np.uint32(1)
+        if np.isfinite(lo):
+            self._update_range(float(lo), float(hi))
+        self.n_inputs += 1
+        self.sources.append(volume.path)
+        return float(lo), float(hi)
 
     def _set_reference(self, volume: Volume) -> None:
         self.ref_path = volume.path
@@ -139,36 +159,6 @@ class HeatmapAccumulator:
             else:
                 self._float_total = np.zeros(self.ref_shape, dtype=np.float64, order="F")
         return self._float_total
-
-    def _accumulate(
-        self, data: np.ndarray, slope: float | None, inter: float | None, source: str
-    ) -> tuple[float, float]:
-        if slope is not None:
-            values = data.astype(np.float64)
-            if slope != 1.0:
-                values *= slope
-            if inter:
-                values += inter
-        else:
-            values = data
-        lo, hi = _minmax(values)  # one pass each; a NaN makes both NaN
-        if values.dtype.kind in "biu":  # integers are always finite
-            self._add_integers(values, int(lo), int(hi))
-            all_finite = True
-        elif np.isfinite(lo) and np.isfinite(hi):
-            total = self._float_sum()
-            np.add(total, values, out=total)
-            all_finite = True
-        else:
-            lo, hi = self._add_with_missing(values, source)
-            all_finite = False
-        if all_finite and self.count is not None:
-            self.count += np.uint32(1)
-        if np.isfinite(lo):
-            self._update_range(float(lo), float(hi))
-        self.n_inputs += 1
-        self.sources.append(source)
-        return float(lo), float(hi)
 
     def _add_with_missing(self, values: np.ndarray, source: str) -> tuple[float, float]:
         """Add the finite values only and count them; return their range."""
@@ -347,6 +337,18 @@ def describe(n_inputs: int, use_mean: bool, clip: bool, normalize: bool) -> byte
     if flags:
         text += " (" + ", ".join(flags) + ")"
     return text.encode("ascii")[:80]
+
+
+def _scaled(data: np.ndarray, slope: float | None, inter: float | None) -> np.ndarray:
+    """Apply scl_slope/scl_inter in float64, as nibabel's get_fdata does."""
+    if slope is None:
+        return data
+    values = data.astype(np.float64)
+    if slope != 1.0:
+        values *= slope
+    if inter:
+        values += inter
+    return values
 
 
 _INT_SUM_TYPES = tuple(

@@ -113,3 +113,96 @@ class HeatmapVolume(SimpleInterface):
         self._results["n_inputs"] = len(in_files)
         self._results["input_files"] = in_files
         return runtime
+
+
+class _PartialHeatmapInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(
+        File(exists=True),
+        mandatory=True,
+        desc="One chunk of the 3D NIfTI files, in order; the first sets the grid and header.",
+    )
+    out_name = Str(
+        "partial_heatmap.nii.gz",
+        usedefault=True,
+        desc="Bare file name of the partial heatmap (a .nii or .nii.gz file).",
+    )
+
+
+class _PartialHeatmapOutputSpec(TraitedSpec):
+    state_file = File(exists=True, desc="float64 NIfTI of sums and counts, metadata embedded.")
+    n_inputs = traits.Int(desc="How many volumes this chunk holds.")
+
+
+class PartialHeatmap(SimpleInterface):
+    """Accumulate one chunk of inputs into a partial heatmap file, for :class:`MergeHeatmaps`.
+
+    The state file format is documented in :mod:`nipype_heatmap.state`.
+    """
+
+    input_spec = _PartialHeatmapInputSpec
+    output_spec = _PartialHeatmapOutputSpec
+
+    def _run_interface(self, runtime):
+        from .core import accumulate_files
+        from .state import save_state
+
+        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.out_name))
+        files = [os.path.abspath(f) for f in self.inputs.in_files]
+        acc = accumulate_files(files, progress=False)
+        self._results["state_file"] = save_state(acc, out_file)
+        self._results["n_inputs"] = acc.n_inputs
+        return runtime
+
+
+class _MergeHeatmapsInputSpec(BaseInterfaceInputSpec):
+    state_files = InputMultiObject(
+        File(exists=True),
+        mandatory=True,
+        desc="Partial heatmaps from PartialHeatmap, in input order.",
+    )
+    use_mean = traits.Bool(
+        True, usedefault=True, desc="Voxel-wise mean (probability map); False gives the sum."
+    )
+    clip_to_input_range = traits.Bool(
+        True, usedefault=True, desc="Clip the map to the range of all finite input values."
+    )
+    normalize = traits.Bool(
+        False, usedefault=True, desc="Min-max scale the finite values of the map to [0, 1]."
+    )
+    output_filename = Str(
+        DEFAULT_OUTPUT_FILENAME,
+        usedefault=True,
+        desc="Bare file name of the heatmap, ending in .nii or .nii.gz.",
+    )
+
+
+class MergeHeatmaps(SimpleInterface):
+    """Merge partial heatmaps exactly and write the final map, as :class:`HeatmapVolume`.
+
+    Outputs are those of :class:`HeatmapVolume`: the same map, ``n_inputs`` and
+    ``input_files`` as a single node over all the chunks' files.
+    """
+
+    input_spec = _MergeHeatmapsInputSpec
+    output_spec = _HeatmapVolumeOutputSpec
+
+    def _run_interface(self, runtime):
+        from .io import prepare_output, save_atomic
+        from .state import merge_states
+
+        out_file = prepare_output(
+            os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        )
+        acc = merge_states(self.inputs.state_files)
+        img = acc.finalize(
+            self.inputs.use_mean, self.inputs.clip_to_input_range, self.inputs.normalize
+        )
+        self._results["out_file"] = save_atomic(img, out_file)
+        self._results["n_inputs"] = acc.n_inputs
+        self._results["input_files"] = acc.sources
+        IFLOGGER.info(
+            "MergeHeatmaps: %d partial(s), %d volume(s)",
+            len(self.inputs.state_files),
+            acc.n_inputs,
+        )
+        return runtime

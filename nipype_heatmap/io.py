@@ -7,6 +7,7 @@ and what was found, and what to do.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import logging
@@ -69,6 +70,9 @@ class Volume:
         The file's header (a NIfTI-2 header for NIfTI-2 files).
     image_class : type
         ``nibabel.Nifti1Image`` or ``nibabel.Nifti2Image``.
+    value_range : tuple of float, optional
+        ``(min, max)`` of ``data`` when already computed (by a reader thread); NaN, NaN
+        when it holds a NaN.
     """
 
     path: str
@@ -78,6 +82,7 @@ class Volume:
     affine: np.ndarray
     header: nb.nifti1.Nifti1Header
     image_class: type
+    value_range: tuple[float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -184,7 +189,7 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: input file does not exist")
     try:
-        img = nb.load(path)
+        img = _load_verified(path)
         if not isinstance(img, nb.Nifti1Image):  # Nifti2Image is a subclass
             raise ValueError(f"it is a {type(img).__name__}, not a single-file NIfTI image")
         header = img.header
@@ -206,9 +211,10 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
     with libdeflate installed (the ``fast`` extra), the whole file is inflated in one shot
     with libdeflate (sized by the gzip trailer, checked against deflate's maximum
     compression ratio and then against the size the header implies), the header is parsed
-    by nibabel and the voxels are viewed in place with ``np.frombuffer``. Anything else (``.nii``, NIfTI-2, big-endian,
-    multi-member gzip, a size that does not add up, any error) goes through
-    :func:`load_volume`, which also produces the error messages. Both give identical values.
+    by nibabel and the voxels are viewed in place with ``np.frombuffer``. Anything else
+    (``.nii``, NIfTI-2, other byte order, multi-member gzip, a size that does not add up, any
+    error) goes through :func:`load_volume`, which also produces the error messages. Both
+    give identical values.
 
     Raises
     ------
@@ -276,20 +282,51 @@ def iter_volumes(paths: Iterable[str], read_ahead: int = 2, workers: int = 2) ->
     pending = iter(paths)
     try:
         for path in pending:
-            queue.append(pool.submit(read_volume, path))
+            queue.append(pool.submit(_read_with_range, path))
             if len(queue) >= read_ahead:
                 break
         while queue:
             volume = queue.popleft().result()
             nxt = next(pending, None)
             if nxt is not None:
-                queue.append(pool.submit(read_volume, nxt))
+                queue.append(pool.submit(_read_with_range, nxt))
             yield volume
             del volume
     finally:
         for future in queue:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_with_range(path: str) -> Volume:
+    """Read a volume and, off the caller's thread, the range of its stored values."""
+    volume = read_volume(path)
+    if volume.data.size == 0:
+        return volume
+    return dataclasses.replace(
+        volume, value_range=(volume.data.min().item(), volume.data.max().item())
+    )
+
+
+def _load_verified(path: str) -> nb.spatialimages.SpatialImage:
+    """Load an image with nibabel, checking a gzip file's integrity first.
+
+    nibabel stops reading a ``.nii.gz`` after the voxels, so it never checks the gzip CRC
+    and length, and a damaged file can load as silently wrong values. Here the whole
+    stream (every member) is inflated by Python's gzip, which verifies them, and the image
+    is parsed from those bytes.
+    """
+    if not path.endswith(".gz"):
+        return nb.load(path)
+    with open(path, "rb") as fobj:
+        raw = gzip.decompress(fobj.read())
+    size = raw[:4]
+    klass = (
+        nb.Nifti2Image
+        if 540 in (int.from_bytes(size, "little"), int.from_bytes(size, "big"))
+        else nb.Nifti1Image
+    )
+    return klass.from_bytes(raw)
 
 
 def make_volume(

@@ -4,6 +4,12 @@ Copy and adapt them. They are not installed with the package; run them from a cl
 """
 
 from .lesion_overlap import init_lesion_overlap_wf
+from .scaled_heatmap import init_scaled_heatmap_wf
 from .tissue_probability import SEGMENTERS, init_tissue_probability_wf
 
-__all__ = ["SEGMENTERS", "init_lesion_overlap_wf", "init_tissue_probability_wf"]
+__all__ = [
+    "SEGMENTERS",
+    "init_lesion_overlap_wf",
+    "init_scaled_heatmap_wf",
+    "init_tissue_probability_wf",
+]

@@ -1,0 +1,206 @@
+"""Map-reduce heatmaps: partial states, exact merges, and the chunked workflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import nibabel as nb
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from nipype_heatmap.core import HeatmapAccumulator, compute_heatmap
+from nipype_heatmap.interfaces import HeatmapVolume, MergeHeatmaps, PartialHeatmap
+from nipype_heatmap.state import load_state, merge_states, read_metadata, save_state
+from workflows import init_scaled_heatmap_wf
+from workflows.scaled_heatmap import _split_chunks
+
+from .conftest import SHAPE
+
+PLUGINS = [
+    pytest.param("Linear", {}, id="Linear"),
+    pytest.param("MultiProc", {"n_procs": 2}, id="MultiProc"),
+]
+
+
+@pytest.fixture
+def mixed_nan_inputs(make_nifti, rng):
+    """Masks, a scaled int16 map and float32 maps with NaN and Inf, on one grid."""
+    files = [make_nifti(f"a{i}.nii.gz") for i in range(3)]
+    files.append(
+        make_nifti(
+            "b.nii.gz", rng.integers(-50, 50, SHAPE).astype(np.int16), slope=0.02, inter=0.1
+        )
+    )
+    for i in range(3):
+        data = rng.random(SHAPE).astype(np.float32)
+        data[rng.random(SHAPE) < 0.2] = np.nan
+        data[0, 0, i] = np.inf
+        files.append(make_nifti(f"c{i}.nii.gz", data))
+    return [str(f) for f in files]
+
+
+def _accumulate(files):
+    acc = HeatmapAccumulator()
+    for f in files:
+        acc.add_file(f)
+    return acc
+
+
+def test_state_round_trip(mixed_nan_inputs, tmp_path):
+    acc = _accumulate(mixed_nan_inputs)
+    state = save_state(acc, tmp_path / "part.nii.gz")
+    meta = json.loads(read_metadata(state))
+    assert meta["Format"] == "nipype_heatmap.partial" and meta["FormatVersion"] == 1
+    assert meta["Sources"] == mixed_nan_inputs
+    img = nb.load(state)  # inspectable with any NIfTI tool
+    assert img.shape == (*SHAPE, 2) and img.get_data_dtype() == np.float64
+    back = load_state(state)
+    assert back.n_inputs == acc.n_inputs and back.sources == acc.sources
+    assert (back.global_min, back.global_max) == (acc.global_min, acc.global_max)
+    assert_array_equal(back.total, acc.total)
+    assert_array_equal(back.count, acc.count)
+    assert back.ref_header.binaryblock == acc.ref_header.binaryblock
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7])
+@pytest.mark.parametrize("flags", [(True, True, False), (False, False, False), (True, True, True)])
+def test_merged_states_equal_single_pass(mixed_nan_inputs, tmp_path, chunk_size, flags):
+    chunks = _split_chunks(mixed_nan_inputs, chunk_size)
+    states = [
+        save_state(_accumulate(chunk), tmp_path / f"p{i}.nii.gz") for i, chunk in enumerate(chunks)
+    ]
+    merged = merge_states(states).finalize(*flags)
+    single = compute_heatmap(mixed_nan_inputs, *flags)
+    assert_allclose(
+        np.asanyarray(merged.dataobj), np.asanyarray(single.dataobj), rtol=1e-6, atol=1e-7
+    )
+    assert merged.header["descrip"] == single.header["descrip"]
+    assert_array_equal(merged.affine, single.affine)
+
+
+def test_merged_masks_are_exact(make_nifti, tmp_path):
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(6)]
+    states = [
+        save_state(_accumulate(files[i : i + 2]), tmp_path / f"p{i}.nii.gz") for i in (0, 2, 4)
+    ]
+    merged = merge_states(states).finalize(False, False)
+    assert_array_equal(np.asanyarray(merged.dataobj), compute_heatmap(files, False, False).dataobj)
+
+
+def test_state_of_another_grid_is_named(make_nifti, tmp_path):
+    a = save_state(_accumulate([make_nifti("a.nii.gz")]), tmp_path / "a_state.nii.gz")
+    other = make_nifti("b.nii.gz", np.zeros((7, 8, 10), np.uint8))
+    b = save_state(_accumulate([other]), tmp_path / "b_state.nii.gz")
+    with pytest.raises(ValueError, match=re.escape(str(b)) + ".*one grid"):
+        merge_states([a, b])
+
+
+def _rewrite_metadata(state, change):
+    img = nb.load(state)
+    meta = json.loads(read_metadata(state))
+    text = change(meta)
+    img.header.extensions.clear()
+    if text is not None:
+        img.header.extensions.append(nb.nifti1.Nifti1Extension(6, text.encode()))
+    nb.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header).to_filename(state)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["missing", "no_metadata", "bad_json", "other_format", "newer_version", "truncated", "shape"],
+)
+def test_corrupt_state_gives_a_clear_error(make_nifti, tmp_path, damage):
+    state = save_state(_accumulate([make_nifti("a.nii.gz")]), tmp_path / "s.nii.gz")
+    if damage == "missing":
+        os.unlink(state)
+    elif damage == "no_metadata":
+        _rewrite_metadata(state, lambda meta: None)
+    elif damage == "bad_json":
+        _rewrite_metadata(state, lambda meta: '{"Format": "nipype_heatmap.partial", oops')
+    elif damage == "other_format":
+        _rewrite_metadata(
+            state, lambda meta: json.dumps({**meta, "Format": "x nipype_heatmap.partial"})
+        )
+    elif damage == "newer_version":
+        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "FormatVersion": 99}))
+    elif damage == "truncated":
+        raw = open(state, "rb").read()
+        open(state, "wb").write(raw[: len(raw) // 2])
+    else:
+        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "Shape": [7, 8, 10]}))
+    expected = FileNotFoundError if damage == "missing" else ValueError
+    with pytest.raises(expected, match=re.escape(str(state))):
+        load_state(state)
+
+
+def test_merge_of_nothing_is_refused():
+    with pytest.raises(ValueError, match="nothing to merge"):
+        merge_states([])
+
+
+def test_split_chunks():
+    assert _split_chunks(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
+    assert _split_chunks(["a", "b"], 5) == [["a", "b"]]
+    with pytest.raises(ValueError, match="no input"):
+        _split_chunks([], 2)
+
+
+def test_chunk_size_must_be_positive():
+    with pytest.raises(ValueError, match="chunk_size"):
+        init_scaled_heatmap_wf(chunk_size=0)
+
+
+def test_partial_and_merge_interfaces(mixed_nan_inputs, tmp_path):
+    states = []
+    for i, chunk in enumerate(_split_chunks(mixed_nan_inputs, 3)):
+        cwd = tmp_path / f"part{i}"
+        cwd.mkdir()
+        res = PartialHeatmap(in_files=chunk).run(cwd=str(cwd))
+        assert res.outputs.n_inputs == len(chunk)
+        states.append(res.outputs.state_file)
+    (tmp_path / "merge").mkdir()
+    out = MergeHeatmaps(state_files=states, use_mean=False).run(cwd=str(tmp_path / "merge"))
+    assert out.outputs.n_inputs == len(mixed_nan_inputs)
+    assert out.outputs.input_files == mixed_nan_inputs
+    assert_allclose(
+        nb.load(out.outputs.out_file).get_fdata(),
+        compute_heatmap(mixed_nan_inputs, use_mean=False).get_fdata(),
+        rtol=1e-6,
+    )
+
+
+def run_scaled_and_single(files, tmp_path, chunk_size, plugin, plugin_args):
+    """Run the map-reduce workflow and a single HeatmapVolume node; return both outputs."""
+    wf = init_scaled_heatmap_wf(chunk_size=chunk_size, name=f"scaled_{chunk_size}_wf")
+    wf.base_dir = str(tmp_path / "work")
+    wf.config["execution"]["poll_sleep_duration"] = 0.1
+    wf.inputs.inputnode.in_files = files
+    graph = wf.run(plugin=plugin, plugin_args=plugin_args)
+    (merge,) = [n for n in graph.nodes() if n.name == "merge_heatmaps"]
+    cwd = tmp_path / "single"
+    cwd.mkdir(exist_ok=True)
+    single = HeatmapVolume(in_files=files).run(cwd=str(cwd)).outputs
+    return merge.result.outputs, single
+
+
+def assert_same_heatmap(scaled, single):
+    assert scaled.n_inputs == single.n_inputs
+    assert scaled.input_files == single.input_files
+    a, b = nb.load(scaled.out_file), nb.load(single.out_file)
+    assert_allclose(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj), rtol=1e-6, atol=1e-7)
+    for field in ("dim", "pixdim", "qform_code", "sform_code", "srow_x", "xyzt_units", "descrip"):
+        assert_array_equal(a.header[field], b.header[field])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 100])
+@pytest.mark.parametrize(("plugin", "plugin_args"), PLUGINS)
+def test_scaled_workflow_equals_single_node(
+    mixed_nan_inputs, tmp_path, chunk_size, plugin, plugin_args
+):
+    scaled, single = run_scaled_and_single(
+        mixed_nan_inputs, tmp_path, chunk_size, plugin, plugin_args
+    )
+    assert_same_heatmap(scaled, single)
