@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 from collections.abc import Iterable, Sequence
 
 import nibabel as nb
@@ -466,13 +467,11 @@ def accumulate_files(
     -------
     HeatmapAccumulator
     """
-    from tqdm import tqdm
-
     files = list(files)
     acc = HeatmapAccumulator()
     level = logging.INFO if debug else logging.DEBUG
     volumes = iter_volumes(files, read_ahead=read_ahead, workers=min(2, os.cpu_count() or 1))
-    with tqdm(total=len(files), desc="heatmap", unit="vol", disable=_no_progress(progress)) as bar:
+    with _progress_bar(len(files), progress) as bar:
         for volume in volumes:
             lo, hi = acc.add_volume(volume)
             del volume
@@ -481,9 +480,28 @@ def accumulate_files(
     return acc
 
 
-def _no_progress(progress: bool | None) -> bool | None:
-    # tqdm: disable=None turns the bar off when the stream is not a terminal.
-    return None if progress is None else not progress
+def _progress_bar(total: int, progress: bool | None):
+    """A tqdm bar on stderr, or a no-op (tqdm is not even imported) when none is shown."""
+    if progress is None:
+        progress = sys.stderr is not None and sys.stderr.isatty()
+    if not progress:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="heatmap", unit="vol", file=sys.stderr)
+
+
+class _NoBar:
+    """Stands in for a tqdm bar that is not shown."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        """Do nothing."""
 
 
 def write_heatmap(
