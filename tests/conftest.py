@@ -20,6 +20,19 @@ def default_affine() -> np.ndarray:
     return affine
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM cluster for this session, or a skip that says why not."""
+    from .slurm_cluster import ClusterUnavailable, start_cluster
+
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    except ClusterUnavailable as err:
+        pytest.skip(f"no SLURM cluster: {err}")
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261121)

@@ -172,11 +172,11 @@ def test_partial_and_merge_interfaces(mixed_nan_inputs, tmp_path):
     )
 
 
-def run_scaled_and_single(files, tmp_path, chunk_size, plugin, plugin_args):
+def run_scaled_and_single(files, tmp_path, chunk_size, plugin, plugin_args, poll_sleep=0.1):
     """Run the map-reduce workflow and a single HeatmapVolume node; return both outputs."""
     wf = init_scaled_heatmap_wf(chunk_size=chunk_size, name=f"scaled_{chunk_size}_wf")
     wf.base_dir = str(tmp_path / "work")
-    wf.config["execution"]["poll_sleep_duration"] = 0.1
+    wf.config["execution"]["poll_sleep_duration"] = poll_sleep
     wf.inputs.inputnode.in_files = files
     graph = wf.run(plugin=plugin, plugin_args=plugin_args)
     (merge,) = [n for n in graph.nodes() if n.name == "merge_heatmaps"]
@@ -204,3 +204,16 @@ def test_scaled_workflow_equals_single_node(
         mixed_nan_inputs, tmp_path, chunk_size, plugin, plugin_args
     )
     assert_same_heatmap(scaled, single)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_scaled_workflow_on_a_real_slurm_cluster(slurm_cluster, mixed_nan_inputs, tmp_path):
+    plugin_args = {"sbatch_args": "--ntasks=1 --cpus-per-task=1 --mem=1G", "max_tries": 2}
+    scaled, single = run_scaled_and_single(
+        mixed_nan_inputs, tmp_path, 3, "SLURM", plugin_args, poll_sleep=0.5
+    )
+    assert_same_heatmap(scaled, single)
+    # The chunks really ran as SLURM jobs: each MapNode subnode wrote a batch script.
+    scripts = list((tmp_path / "work").rglob("batchscript_*.sh"))
+    assert len(scripts) >= 3, f"expected SLURM batch scripts, found {scripts}"
