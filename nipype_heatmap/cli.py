@@ -122,7 +122,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logger.setLevel(
         logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     )
-    if args.demo and not args.debug:
+    if getattr(args, "demo", None) and not args.debug:
         # Nipype logs every node of the demo's workflows through its own handler, and
         # sets its loggers' levels from its config when imported.
         from nipype import config

@@ -206,3 +206,104 @@ class MergeHeatmaps(SimpleInterface):
             acc.n_inputs,
         )
         return runtime
+
+
+class _SelectBIDSInputsInputSpec(BaseInterfaceInputSpec):
+    bids_dir = Directory(exists=True, mandatory=True, desc="Root of a BIDS (derivatives) dataset.")
+    space = Str(desc="space entity the inputs must have (e.g. MNI152NLin2009cAsym).")
+    label = Str(desc="label entity the inputs must have (e.g. lesion, GM).")
+    desc = Str(desc="desc entity the inputs must have.")
+    suffix = Str("mask", usedefault=True, desc="BIDS suffix of the inputs (mask, probseg...).")
+    participant_label = traits.List(Str(), desc="Subjects to include (default: all found).")
+
+
+class _SelectBIDSInputsOutputSpec(TraitedSpec):
+    in_files = OutputMultiObject(File(exists=True), desc="The selected files, sorted by path.")
+    selection = traits.Any(desc="The BIDSSelection (dataset root, subjects, entities).")
+    subjects = traits.List(Str(), desc="Subjects found.")
+
+
+class SelectBIDSInputs(SimpleInterface):
+    """Select a group heatmap's inputs from a BIDS dataset by entities (needs pybids).
+
+    Refuses a selection that mixes spaces or resolutions, that is empty, or that misses
+    subjects asked for; the error names the files or subjects.
+    """
+
+    input_spec = _SelectBIDSInputsInputSpec
+    output_spec = _SelectBIDSInputsOutputSpec
+    _always_run = True  # the dataset's listing is not in Nipype's hash of bids_dir
+
+    def _run_interface(self, runtime):
+        from .bids import select_bids_inputs
+
+        def value(name):
+            v = getattr(self.inputs, name)
+            return v if isdefined(v) and v != [] else None
+
+        selection = select_bids_inputs(
+            self.inputs.bids_dir,
+            space=value("space"),
+            label=value("label"),
+            desc=value("desc"),
+            suffix=self.inputs.suffix,
+            participant_label=value("participant_label"),
+        )
+        self._results["in_files"] = selection.files
+        self._results["selection"] = selection
+        self._results["subjects"] = selection.subjects
+        return runtime
+
+
+class _HeatmapDerivativesSinkInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="The heatmap to store.")
+    selection = traits.Any(mandatory=True, desc="The BIDSSelection its inputs came from.")
+    output_dir = Directory(mandatory=True, desc="Root of the derivatives dataset to write.")
+    use_mean = traits.Bool(True, usedefault=True, desc="Whether the map is a mean (else a sum).")
+    clip_to_input_range = traits.Bool(True, usedefault=True, desc="Whether it was clipped.")
+    normalize = traits.Bool(False, usedefault=True, desc="Whether it was normalized.")
+    out_desc = Str(desc="desc entity of the map (default: mean, count or union, +norm).")
+    generate_report = traits.Bool(
+        False, usedefault=True, desc="Also write the PNG/SVG mosaic and the HTML report."
+    )
+    underlay = File(exists=True, desc="Anatomical underlay for the report.")
+
+
+class _HeatmapDerivativesSinkOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="The map, BIDS-named, in the derivatives dataset.")
+    out_sidecar = File(exists=True, desc="Its JSON sidecar (Sources, parameters).")
+    out_report = File(desc="The HTML report, when asked for.")
+    out_figures = OutputMultiObject(File(exists=True), desc="PNG and SVG mosaic, when asked for.")
+
+
+class HeatmapDerivativesSink(SimpleInterface):
+    """Write a group heatmap into a BIDS derivatives dataset, with sidecar and provenance.
+
+    A group-level sink: unlike niworkflows' ``DerivativesDataSink``, it names files without a
+    subject entity (``space-X_label-Y_desc-mean_probseg.nii.gz`` at the dataset root).
+    """
+
+    input_spec = _HeatmapDerivativesSinkInputSpec
+    output_spec = _HeatmapDerivativesSinkOutputSpec
+    _always_run = True  # writes outside its working directory
+
+    def _run_interface(self, runtime):
+        from .bids import write_group_derivative
+
+        outputs = write_group_derivative(
+            self.inputs.in_file,
+            self.inputs.output_dir,
+            self.inputs.selection,
+            use_mean=self.inputs.use_mean,
+            clip_to_input_range=self.inputs.clip_to_input_range,
+            normalize=self.inputs.normalize,
+            desc=self.inputs.out_desc if isdefined(self.inputs.out_desc) else None,
+            generate_report=self.inputs.generate_report,
+            underlay=self.inputs.underlay if isdefined(self.inputs.underlay) else None,
+        )
+        self._results["out_file"] = outputs.out_file
+        self._results["out_sidecar"] = outputs.sidecar
+        if outputs.report_html:
+            self._results["out_report"] = outputs.report_html
+            self._results["out_figures"] = outputs.figures
+        return runtime

@@ -12,7 +12,13 @@ from nipype.pipeline.engine.utils import generate_expanded_graph
 from numpy.testing import assert_allclose, assert_array_equal
 
 from nipype_heatmap.interfaces import HeatmapVolume
-from workflows import SEGMENTERS, init_lesion_overlap_wf, init_tissue_probability_wf
+from workflows import (
+    SEGMENTERS,
+    init_bids_heatmap_wf,
+    init_lesion_overlap_wf,
+    init_scaled_heatmap_wf,
+    init_tissue_probability_wf,
+)
 from workflows.tissue_probability import _split_tissues
 
 from .conftest import default_affine
@@ -35,10 +41,17 @@ def _docstring_fields(builder, section):
 
 
 @pytest.mark.parametrize(
-    "builder", [init_tissue_probability_wf, init_lesion_overlap_wf], ids=lambda b: b.__name__
+    ("builder", "kwargs"),
+    [
+        (init_tissue_probability_wf, {}),
+        (init_lesion_overlap_wf, {}),
+        (init_scaled_heatmap_wf, {"chunk_size": 10}),
+        (init_bids_heatmap_wf, {"space": "MNI152NLin2009cAsym", "label": "lesion"}),
+    ],
+    ids=lambda b: getattr(b, "__name__", ""),
 )
-def test_docstring_inputs_and_outputs_match_the_nodes(builder):
-    wf = builder()
+def test_docstring_inputs_and_outputs_match_the_nodes(builder, kwargs):
+    wf = builder(**kwargs)
     inputs = set(wf.get_node("inputnode").inputs.copyable_trait_names())
     outputs = set(wf.get_node("outputnode").inputs.copyable_trait_names())
     assert _docstring_fields(builder, "Inputs") == inputs

@@ -1,0 +1,123 @@
+"""fMRIPrep-style group derivative: select from BIDS -> HeatmapVolume -> BIDS derivatives sink."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from nipype_heatmap.interfaces import HeatmapDerivativesSink, HeatmapVolume, SelectBIDSInputs
+
+
+def init_bids_heatmap_wf(
+    *,
+    space: str,
+    label: str | None = None,
+    suffix: str = "mask",
+    desc: str | None = None,
+    participant_label: Sequence[str] | None = None,
+    use_mean: bool = True,
+    clip_to_input_range: bool = True,
+    normalize: bool = False,
+    generate_report: bool = False,
+    name: str = "bids_heatmap_wf",
+) -> pe.Workflow:
+    """Build a workflow that turns BIDS inputs into a group heatmap BIDS derivative.
+
+    ``select_inputs`` picks the files by entities with pybids (refusing mixed spaces, empty
+    selections and missing subjects), ``heatmap`` aggregates them, and ``ds_heatmap``
+    writes the map, its JSON sidecar (Sources as BIDS URIs, parameters) and
+    ``dataset_description.json`` into the derivatives dataset, plus the visual report when
+    asked.
+
+    Parameters
+    ----------
+    space : str
+        ``space`` entity of the inputs (and of the map).
+    label : str, optional
+        ``label`` entity (e.g. ``lesion``, ``GM``).
+    suffix : str, default="mask"
+        Suffix of the inputs.
+    desc : str, optional
+        ``desc`` entity of the inputs.
+    participant_label : sequence of str, optional
+        Subjects to include; all found otherwise.
+    use_mean, clip_to_input_range, normalize : bool
+        As for :class:`~nipype_heatmap.interfaces.HeatmapVolume`.
+    generate_report : bool, default=False
+        Write the PNG/SVG mosaic and the HTML report beside the map.
+    name : str, default="bids_heatmap_wf"
+        Name of the workflow.
+
+    Inputs
+    ------
+    bids_dir
+        Root of the BIDS (derivatives) dataset holding the inputs.
+    output_dir
+        Root of the derivatives dataset to write.
+    underlay
+        Optional anatomical image for the report.
+
+    Outputs
+    -------
+    out_file
+        The map in the derivatives dataset.
+    out_sidecar
+        Its JSON sidecar.
+    out_report
+        The HTML report (when ``generate_report``).
+    n_inputs
+        Number of inputs aggregated.
+    subjects
+        Subjects found.
+
+    Examples
+    --------
+    >>> wf = init_bids_heatmap_wf(space="MNI152NLin2009cAsym", label="lesion")
+    >>> wf.inputs.inputnode.bids_dir = "derivatives/lesions"
+    >>> wf.inputs.inputnode.output_dir = "derivatives/nipype_heatmap"
+    >>> wf.run()  # doctest: +SKIP
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=["bids_dir", "output_dir", "underlay"]), name="inputnode"
+    )
+    outputnode = pe.Node(
+        niu.IdentityInterface(
+            fields=["out_file", "out_sidecar", "out_report", "n_inputs", "subjects"]
+        ),
+        name="outputnode",
+    )
+    select_inputs = pe.Node(SelectBIDSInputs(space=space, suffix=suffix), name="select_inputs")
+    for entity, value in (("label", label), ("desc", desc)):
+        if value:
+            setattr(select_inputs.inputs, entity, value)
+    if participant_label:
+        select_inputs.inputs.participant_label = list(participant_label)
+    flags = {
+        "use_mean": use_mean,
+        "clip_to_input_range": clip_to_input_range,
+        "normalize": normalize,
+    }
+    heatmap = pe.Node(HeatmapVolume(**flags), name="heatmap")
+    ds_heatmap = pe.Node(
+        HeatmapDerivativesSink(generate_report=generate_report, **flags),
+        name="ds_heatmap",
+        run_without_submitting=True,
+    )
+    # fmt: off
+    workflow.connect([
+        (inputnode, select_inputs, [("bids_dir", "bids_dir")]),
+        (inputnode, ds_heatmap, [("output_dir", "output_dir"), ("underlay", "underlay")]),
+        (select_inputs, heatmap, [("in_files", "in_files")]),
+        (select_inputs, ds_heatmap, [("selection", "selection")]),
+        (select_inputs, outputnode, [("subjects", "subjects")]),
+        (heatmap, ds_heatmap, [("out_file", "in_file")]),
+        (heatmap, outputnode, [("n_inputs", "n_inputs")]),
+        (ds_heatmap, outputnode, [("out_file", "out_file"),
+                                  ("out_sidecar", "out_sidecar"),
+                                  ("out_report", "out_report")]),
+    ])
+    # fmt: on
+    return workflow
