@@ -88,6 +88,38 @@ class HeatmapAccumulator:
         self.ref_header: nb.nifti1.Nifti1Header | None = None
         self.image_class: type = nb.Nifti1Image
 
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        total: np.ndarray,
+        count: np.ndarray | None,
+        n_inputs: int,
+        sources: Sequence[str],
+        global_range: tuple[float, float] | None,
+        ref_path: str,
+        ref_affine: np.ndarray,
+        ref_header: nb.nifti1.Nifti1Header,
+        image_class: type = nb.Nifti1Image,
+    ) -> HeatmapAccumulator:
+        """Rebuild an accumulator from its parts (a saved partial heatmap).
+
+        ``total`` may be a read-only view; it is copied only if more is added to it.
+        """
+        acc = cls()
+        acc.n_inputs = n_inputs
+        acc.sources = list(sources)
+        acc._float_total = total
+        acc.count = count
+        if global_range is not None:
+            acc.global_min, acc.global_max = global_range
+        acc.ref_path = ref_path
+        acc.ref_shape = tuple(total.shape)  # type: ignore[assignment]
+        acc.ref_affine = np.asarray(ref_affine, dtype=np.float64)
+        acc.ref_header = ref_header
+        acc.image_class = image_class
+        return acc
+
     # -- adding -------------------------------------------------------------------------
     def add_file(self, path: str | os.PathLike[str]) -> tuple[float, float]:
         """Load one NIfTI file, check it against the reference grid and add it.
@@ -153,6 +185,8 @@ class HeatmapAccumulator:
 
     def _float_sum(self) -> np.ndarray:
         """Return the float64 sum to add into, folding the exact integer sum into it once."""
+        if self._float_total is not None and not self._float_total.flags.writeable:
+            self._float_total = np.array(self._float_total, order="F")  # a loaded view
         if self._float_total is None:
             if self._int_total is not None:
                 self._float_total = self._int_total.astype(np.float64, order="F")

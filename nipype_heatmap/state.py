@@ -32,6 +32,7 @@ Readers refuse a file of another ``Format`` or a newer ``FormatVersion``.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import zlib
@@ -42,7 +43,7 @@ import numpy as np
 
 from . import __version__
 from .core import HeatmapAccumulator
-from .io import save_atomic
+from .io import check_output_filename, read_nifti_data, write_atomic
 
 FORMAT = "nipype_heatmap.partial"
 FORMAT_VERSION = 1
@@ -54,11 +55,11 @@ ECODE_COMMENT = 6
 
 def read_metadata(state_file: str | os.PathLike[str]) -> str:
     """Return the JSON metadata embedded in a partial heatmap, as text."""
-    return _metadata_text(nb.load(state_file), Path(state_file))
+    return _metadata_text(nb.load(state_file).header, Path(state_file))
 
 
-def _metadata_text(img: nb.Nifti1Image, path: Path) -> str:
-    for ext in img.header.extensions:
+def _metadata_text(header: nb.Nifti1Header, path: Path) -> str:
+    for ext in header.extensions:
         if ext.get_code() == ECODE_COMMENT:
             content = ext.get_content()
             text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
@@ -70,6 +71,9 @@ def _metadata_text(img: nb.Nifti1Image, path: Path) -> str:
 def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> str:
     """Write an accumulator as a partial heatmap file (see the module docstring), atomically.
 
+    The sum and the count stream from the accumulator's memory into the compressor: no
+    4D copy of them is ever made.
+
     Raises
     ------
     ValueError
@@ -77,17 +81,7 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     """
     if acc.n_inputs == 0 or acc.ref_shape is None or acc.ref_header is None:
         raise ValueError("cannot save an empty partial heatmap: no volume was added")
-    total = acc.total
-    count = (
-        acc.count.astype(np.float64)
-        if acc.count is not None
-        else np.full(acc.ref_shape, float(acc.n_inputs))
-    )
-    data = np.stack([total, count], axis=-1)
-    img = nb.Nifti1Image(data, acc.ref_affine)
-    img.header.set_data_dtype(np.float64)
-    img.header.set_xyzt_units(*acc.ref_header.get_xyzt_units())
-    img.header["descrip"] = f"nipype_heatmap partial: sum, count of {acc.n_inputs}".encode()[:80]
+    check_output_filename(os.path.basename(os.fspath(state_file)))
     meta = {
         "Format": FORMAT,
         "FormatVersion": FORMAT_VERSION,
@@ -102,10 +96,33 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
         "ReferenceHeader": base64.b64encode(acc.ref_header.binaryblock).decode("ascii"),
         "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
     }
-    img.header.extensions.append(
+    header = nb.Nifti1Header()
+    header.set_data_shape((*acc.ref_shape, 2))
+    header.set_data_dtype(np.float64)
+    header.set_qform(acc.ref_affine, code="aligned")
+    header.set_sform(acc.ref_affine, code="aligned")
+    header.set_xyzt_units(*acc.ref_header.get_xyzt_units())
+    header["descrip"] = f"nipype_heatmap partial: sum, count of {acc.n_inputs}".encode()[:80]
+    header.extensions.append(
         nb.nifti1.Nifti1Extension(ECODE_COMMENT, json.dumps(meta, indent=1).encode("utf-8"))
     )
-    return save_atomic(img, state_file)
+    head = io.BytesIO()
+    header.write_to(head)  # header, extensions; vox_offset is set to where they end
+    assert head.tell() == int(header["vox_offset"])
+    return write_atomic([head.getvalue(), *_volume_bytes(acc)], state_file)
+
+
+def _volume_bytes(acc: HeatmapAccumulator, block: int = 1 << 20):
+    """The sum then the count, as float64 bytes in NIfTI (Fortran) order, a block at a time."""
+    total = acc.total.reshape(-1, order="F")  # a view: the sum is Fortran-contiguous
+    yield memoryview(total).cast("B")
+    count = acc.count.reshape(-1, order="F") if acc.count is not None else None
+    for start in range(0, total.size, block):
+        stop = min(start + block, total.size)
+        if count is None:
+            yield np.full(stop - start, float(acc.n_inputs)).tobytes()
+        else:
+            yield count[start:stop].astype(np.float64).tobytes()
 
 
 def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
@@ -116,19 +133,17 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
     FileNotFoundError
         If the file is missing.
     ValueError
-        If either is corrupt, of another format or a newer version, or they disagree
-        (shape, affine, number of volumes). The message names the file.
+        If it is corrupt, of another format or a newer version, or its data disagree with
+        its metadata (shape, affine, number of volumes). The message names the file.
     """
     path = Path(state_file).absolute()
     if not path.exists():
         raise FileNotFoundError(f"{path}: partial heatmap file is missing")
+    header, data = read_nifti_data(path)  # ValueError naming the file if unreadable
     try:
-        img = nb.load(path)
-        meta = json.loads(_metadata_text(img, path))
+        meta = json.loads(_metadata_text(header, path))
     except ValueError as err:
         raise ValueError(f"{path}: unreadable partial heatmap metadata ({err})") from err
-    except (OSError, EOFError, nb.filebasedimages.ImageFileError) as err:
-        raise ValueError(f"{path}: corrupt partial heatmap ({type(err).__name__}: {err})") from err
     if not isinstance(meta, dict) or meta.get("Format") != FORMAT:
         raise ValueError(f"{path}: not a nipype_heatmap partial heatmap (Format != {FORMAT})")
     if meta.get("FormatVersion") != FORMAT_VERSION:
@@ -137,39 +152,36 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
             f"{FORMAT_VERSION}; merge with the nipype_heatmap version that wrote it"
         )
     try:
-        data = np.asanyarray(img.dataobj, dtype=np.float64)
         shape = tuple(int(n) for n in meta["Shape"])
         affine = np.asarray(meta["Affine"], dtype=np.float64)
         klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[meta["ImageClass"]]
-        header = klass.header_class(base64.b64decode(meta["ReferenceHeader"]))
+        ref_header = klass.header_class(base64.b64decode(meta["ReferenceHeader"]))
         n_inputs = int(meta["NInputs"])
         sources = [str(s) for s in meta["Sources"]]
-    except (KeyError, TypeError, ValueError, OSError, EOFError, zlib.error) as err:
+        global_min, global_max = meta["GlobalMin"], meta["GlobalMax"]
+    except (KeyError, TypeError, ValueError, zlib.error) as err:
         raise ValueError(f"{path}: corrupt partial heatmap ({type(err).__name__}: {err})") from err
-    if data.shape != (*shape, 2):
+    if data.shape != (*shape, 2) or data.dtype != np.float64:
         raise ValueError(
-            f"{path}: data shape {data.shape} does not match its metadata's {(*shape, 2)}"
+            f"{path}: data {data.shape} {data.dtype} do not match its metadata's "
+            f"{(*shape, 2)} float64"
         )
-    if not np.allclose(img.affine, affine, atol=1e-4):
+    if not np.allclose(header.get_best_affine(), affine, atol=1e-4):
         raise ValueError(f"{path}: affine differs from the one its metadata records")
     count = data[..., 1]
-    if len(sources) != n_inputs or (count.size and count.max() > n_inputs) or count.min() < 0:
+    if len(sources) != n_inputs or count.max() > n_inputs or count.min() < 0:
         raise ValueError(f"{path}: counts and sources disagree with NInputs={n_inputs}")
-
-    acc = HeatmapAccumulator()
-    acc.n_inputs = n_inputs
-    acc.sources = sources
-    acc.ref_path = meta.get("ReferencePath") or (sources[0] if sources else str(path))
-    acc.ref_shape = shape  # type: ignore[assignment]
-    acc.ref_affine = affine
-    acc.ref_header = header
-    acc.image_class = klass
-    acc.global_min = None if meta["GlobalMin"] is None else float(meta["GlobalMin"])
-    acc.global_max = None if meta["GlobalMax"] is None else float(meta["GlobalMax"])
-    acc._float_total = np.asfortranarray(data[..., 0])
-    if not np.all(count == n_inputs):
-        acc.count = np.asfortranarray(count.astype(np.uint32))
-    return acc
+    return HeatmapAccumulator.from_parts(
+        total=data[..., 0],
+        count=None if np.all(count == n_inputs) else count.astype(np.uint32, order="F"),
+        n_inputs=n_inputs,
+        sources=sources,
+        global_range=None if global_min is None else (float(global_min), float(global_max)),
+        ref_path=meta.get("ReferencePath") or sources[0],
+        ref_affine=affine,
+        ref_header=ref_header,
+        image_class=klass,
+    )
 
 
 def merge_states(state_files) -> HeatmapAccumulator:
@@ -191,4 +203,5 @@ def merge_states(state_files) -> HeatmapAccumulator:
             merged.merge(part)
         except ValueError as err:
             raise ValueError(f"{state_file}: {err}") from err
+        del part  # one partial in memory at a time, not two
     return merged

@@ -431,10 +431,11 @@ def test_failed_rerun_leaves_previous_output_byte_identical(make_nifti, in_dir, 
 def test_failure_while_writing_leaves_no_partial_file(make_nifti, in_dir, tmp_path, monkeypatch):
     make_nifti("a.nii.gz")
 
-    def broken(payload):
-        raise OSError(28, "No space left on device")
+    class FullDisk:
+        def compress(self, chunk):
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(io, "gzip_compress", broken)
+    monkeypatch.setattr(io, "_gzip_compressor", FullDisk)
     with pytest.raises(OSError, match="No space left"):
         generate_heatmap_volume(in_dir, tmp_path / "out")
     assert os.listdir(tmp_path / "out") == []
