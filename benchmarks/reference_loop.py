@@ -16,19 +16,10 @@ import nibabel as nb
 import numpy as np
 
 
-def main(argv: list[str]) -> int:
-    folder, out_file = argv[0], argv[1]
-    use_mean = "--sum" not in argv
-    clip = "--no-clip" not in argv
-    normalize = "--normalize" in argv
-    files = sorted(
-        (
-            os.path.join(folder, f)
-            for f in os.listdir(folder)
-            if f.endswith((".nii", ".nii.gz")) and not f.startswith(".")
-        ),
-        key=os.fsencode,
-    )
+def reference_heatmap(
+    files: list[str], use_mean: bool = True, clip: bool = True, normalize: bool = False
+) -> np.ndarray:
+    """SPEC's heatmap of ``files`` as a plain sequential nibabel loop; float32 result."""
     first = nb.load(files[0])
     total = np.zeros(first.shape[:3])
     count = np.zeros(first.shape[:3])
@@ -48,9 +39,26 @@ def main(argv: list[str]) -> int:
         vals = out[np.isfinite(out)]
         if vals.size and vals.max() > vals.min():
             out = (out - vals.min()) / (vals.max() - vals.min())
+    return out.astype(np.float32)
+
+
+def main(argv: list[str]) -> int:
+    folder, out_file = argv[0], argv[1]
+    files = sorted(
+        (
+            os.path.join(folder, f)
+            for f in os.listdir(folder)
+            if f.endswith((".nii", ".nii.gz")) and not f.startswith(".")
+        ),
+        key=os.fsencode,
+    )
+    out = reference_heatmap(
+        files, "--sum" not in argv, "--no-clip" not in argv, "--normalize" in argv
+    )
+    first = nb.load(files[0])
     header = first.header.copy()
     header.set_data_dtype(np.float32)
-    nb.Nifti1Image(out.astype(np.float32), first.affine, header).to_filename(out_file)
+    nb.Nifti1Image(out, first.affine, header).to_filename(out_file)
     return 0
 
 

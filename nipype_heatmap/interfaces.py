@@ -29,19 +29,7 @@ from .io import check_output_filename, find_nifti_files
 IFLOGGER = logging.getLogger("nipype.interface")
 
 
-class _HeatmapVolumeInputSpec(BaseInterfaceInputSpec):
-    nii_folder = Directory(
-        exists=True,
-        mandatory=True,
-        xor=["in_files"],
-        desc="Folder whose .nii/.nii.gz files (sorted by name) are the inputs.",
-    )
-    in_files = InputMultiObject(
-        File(exists=True),
-        mandatory=True,
-        xor=["nii_folder"],
-        desc="3D NIfTI files on one grid, in the order to use; the first sets the header.",
-    )
+class _HeatmapOptionsInputSpec(BaseInterfaceInputSpec):
     use_mean = traits.Bool(
         True, usedefault=True, desc="Voxel-wise mean (probability map); False gives the sum."
     )
@@ -55,6 +43,21 @@ class _HeatmapVolumeInputSpec(BaseInterfaceInputSpec):
         DEFAULT_OUTPUT_FILENAME,
         usedefault=True,
         desc="Bare file name of the heatmap, ending in .nii or .nii.gz.",
+    )
+
+
+class _HeatmapVolumeInputSpec(_HeatmapOptionsInputSpec):
+    nii_folder = Directory(
+        exists=True,
+        mandatory=True,
+        xor=["in_files"],
+        desc="Folder whose .nii/.nii.gz files (sorted by name) are the inputs.",
+    )
+    in_files = InputMultiObject(
+        File(exists=True),
+        mandatory=True,
+        xor=["nii_folder"],
+        desc="3D NIfTI files on one grid, in the order to use; the first sets the header.",
     )
     debug = traits.Bool(
         False, usedefault=True, desc="Log per-file value ranges and final statistics."
@@ -154,25 +157,11 @@ class PartialHeatmap(SimpleInterface):
         return runtime
 
 
-class _MergeHeatmapsInputSpec(BaseInterfaceInputSpec):
+class _MergeHeatmapsInputSpec(_HeatmapOptionsInputSpec):
     state_files = InputMultiObject(
         File(exists=True),
         mandatory=True,
         desc="Partial heatmaps from PartialHeatmap, in input order.",
-    )
-    use_mean = traits.Bool(
-        True, usedefault=True, desc="Voxel-wise mean (probability map); False gives the sum."
-    )
-    clip_to_input_range = traits.Bool(
-        True, usedefault=True, desc="Clip the map to the range of all finite input values."
-    )
-    normalize = traits.Bool(
-        False, usedefault=True, desc="Min-max scale the finite values of the map to [0, 1]."
-    )
-    output_filename = Str(
-        DEFAULT_OUTPUT_FILENAME,
-        usedefault=True,
-        desc="Bare file name of the heatmap, ending in .nii or .nii.gz.",
     )
 
 

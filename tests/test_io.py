@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
+from benchmarks.reference_loop import reference_heatmap
 from nipype_heatmap import io
 from nipype_heatmap.core import HeatmapAccumulator, compute_heatmap
 
@@ -41,30 +42,6 @@ def _write(path, data, *, slope=None, inter=None, big_endian=False, nifti2=False
         img.header.set_slope_inter(slope, inter)
     img.to_filename(path)
     return path
-
-
-def plain_loop(files, use_mean=True, clip=True, normalize=False):
-    """The reference algorithm as a plain sequential nibabel loop (benchmarks/reference_loop)."""
-    first = nb.load(files[0])
-    total = np.zeros(first.shape[:3])
-    count = np.zeros(first.shape[:3])
-    lo, hi = np.inf, -np.inf
-    for path in files:
-        data = nb.load(path).get_fdata().reshape(first.shape[:3])
-        finite = np.isfinite(data)
-        total += np.where(finite, data, 0.0)
-        count += finite
-        if finite.any():
-            lo, hi = min(lo, data[finite].min()), max(hi, data[finite].max())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(count > 0, total / count, np.nan) if use_mean else total
-    if clip:
-        out = np.clip(out, lo, hi)
-    if normalize:
-        vals = out[np.isfinite(out)]
-        if vals.size and vals.max() > vals.min():
-            out = (out - vals.min()) / (vals.max() - vals.min())
-    return out.astype(np.float32)
 
 
 def _bits(array):
@@ -170,7 +147,7 @@ def test_fast_path_equals_plain_loop_bit_for_bit(tmp_path, rng, case, use_mean, 
             )
         )
     fast = np.asanyarray(compute_heatmap(files, use_mean, clip, normalize).dataobj)
-    assert_array_equal(_bits(fast), _bits(plain_loop(files, use_mean, clip, normalize)))
+    assert_array_equal(_bits(fast), _bits(reference_heatmap(files, use_mean, clip, normalize)))
 
 
 def test_integer_sum_is_promoted_before_it_overflows(tmp_path):
