@@ -188,20 +188,24 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: input file does not exist")
+    img, data = _load_nifti(path)
+    # nibabel moves scl_slope/scl_inter from the loaded header into the array proxy.
+    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    return make_volume(path, data, slope, inter, img.affine, img.header, type(img))
+
+
+def _load_nifti(path: str) -> tuple[nb.Nifti1Image, np.ndarray]:
+    """The plain nibabel path: the image and its stored voxels, errors naming the file."""
     try:
         img = _load_verified(path)
         if not isinstance(img, nb.Nifti1Image):  # Nifti2Image is a subclass
             raise ValueError(f"it is a {type(img).__name__}, not a single-file NIfTI image")
-        header = img.header
-        # nibabel moves scl_slope/scl_inter from the loaded header into the array proxy.
-        slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
-        data = np.asanyarray(img.dataobj.get_unscaled())
+        return img, np.asanyarray(img.dataobj.get_unscaled())
     except _READ_ERRORS as err:
         raise ValueError(
             f"{path}: cannot be read as NIfTI ({type(err).__name__}: {err}); "
             "check that the file is a complete .nii or .nii.gz image"
         ) from err
-    return make_volume(path, data, slope, inter, img.affine, header, type(img))
 
 
 def read_volume(path: str | os.PathLike[str]) -> Volume:
@@ -244,11 +248,8 @@ def read_nifti_data(path: str | os.PathLike[str]) -> tuple[nb.Nifti1Header, np.n
     fast = _inflate_nifti1(path) if path.endswith(".nii.gz") else None
     if fast is not None:
         return fast
-    try:
-        img = _load_verified(path)
-        return img.header, np.asanyarray(img.dataobj.get_unscaled())
-    except _READ_ERRORS as err:
-        raise ValueError(f"{path}: cannot be read as NIfTI ({type(err).__name__}: {err})") from err
+    img, data = _load_nifti(path)
+    return img.header, data
 
 
 def _inflate_nifti1(path: str) -> tuple[nb.Nifti1Header, np.ndarray] | None:
