@@ -350,6 +350,6 @@ def _link_to(dataset_root: str, out_dir: Path) -> str:
 
 
 def _write_json(path: Path, content: dict) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
+    from .io import write_atomic
+
+    write_atomic([(json.dumps(content, indent=2) + "\n").encode("utf-8")], path)

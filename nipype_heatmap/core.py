@@ -26,6 +26,7 @@ from .io import (
     iter_volumes,
     prepare_output,
     read_volume,
+    same_file,
     save_atomic,
     warn_duplicates,
 )
@@ -577,9 +578,7 @@ def write_heatmap(
     """
     out_file = prepare_output(out_file)
     for path in in_files:
-        if os.path.abspath(os.fspath(path)) == out_file or (
-            os.path.exists(out_file) and os.path.samefile(path, out_file)
-        ):
+        if same_file(path, out_file):
             raise ValueError(
                 f"{out_file}: the output would overwrite one of the inputs; "
                 "choose another output name or folder"

@@ -143,7 +143,7 @@ def find_nifti_files(
             if not path.is_file():  # follows symlinks; drops folders and broken links
                 LOGGER.debug("Skipping %s: not a regular file", path)
                 continue
-            if excluded is not None and _same_file(path, excluded):
+            if excluded is not None and same_file(path, excluded):
                 LOGGER.debug("Skipping %s: it is the output of this run", path)
                 continue
             found.append(path)
@@ -155,7 +155,9 @@ def find_nifti_files(
     return [str(p) for p in found]
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Tell whether two paths name one file (same path, or a link to it); never raises."""
+    a, b = Path(a).absolute(), Path(b).absolute()
     if a == b:
         return True
     try:
@@ -326,8 +328,8 @@ def iter_volumes(paths: Iterable[str], read_ahead: int = 2, workers: int = 2) ->
 def _read_with_range(path: str) -> Volume:
     """Read a volume and, off the caller's thread, the range of its stored values."""
     volume = read_volume(path)
-    if volume.data.size == 0:
-        return volume
+    if volume.data.size == 0 or volume.slope is not None:
+        return volume  # a scaled volume's range is taken after scaling, by the caller
     return dataclasses.replace(
         volume, value_range=(volume.data.min().item(), volume.data.max().item())
     )
