@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 EXAMPLES = """\
 examples:
@@ -112,11 +112,21 @@ def _reuse_freed_memory() -> None:
     mallopt(m_arena_max, 1)
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
-    """Log this package's messages to stderr; leave other libraries' loggers alone."""
+def _setup_logging(args: argparse.Namespace) -> Callable[[], None]:
+    """Log this package's messages to stderr; leave other libraries' loggers alone.
+
+    Returns a function that puts the package logger back as it was, so that ``main`` can
+    be called in-process (tests, notebooks) without leaving a handler behind.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logger = logging.getLogger("nipype_heatmap")
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+
+    def restore() -> None:
+        logger.handlers[:], logger.propagate, level = saved
+        logger.setLevel(level)
+
     logger.handlers[:] = [handler]
     logger.propagate = False
     logger.setLevel(
@@ -128,9 +138,19 @@ def _setup_logging(args: argparse.Namespace) -> None:
         from nipype import config
         from nipype import logging as nipype_logging
 
-        config.set("logging", "workflow_level", "WARNING")
-        config.set("logging", "interface_level", "WARNING")
+        levels = {key: config.get("logging", key) for key in ("workflow_level", "interface_level")}
+        for key in levels:
+            config.set("logging", key, "WARNING")
         nipype_logging.update_logging(config)
+
+        def restore_all() -> None:
+            restore()
+            for key, level in levels.items():
+                config.set("logging", key, level)
+            nipype_logging.update_logging(config)
+
+        return restore_all
+    return restore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,24 +167,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.output.endswith((".nii", ".nii.gz")):
             parser.error(f"-o {args.output}: the output name must end in .nii or .nii.gz")
 
-    _setup_logging(args)
-    _reuse_freed_memory()
     progress = False if args.quiet else None
 
-    try:
+    def job() -> str:
         if args.demo:
             from .demo import run_demo
 
-            summary = run_demo(args.demo)
-            print(summary)
-            return 0
-
+            return run_demo(args.demo)
         from .core import write_heatmap
 
         out_file = os.path.abspath(args.output)
-        files = _collect_inputs(args.inputs, out_file)
-        written = write_heatmap(
-            files,
+        return write_heatmap(
+            _collect_inputs(args.inputs, out_file),
             out_file,
             use_mean=args.use_mean,
             clip_to_input_range=args.clip_to_input_range,
@@ -172,15 +186,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             debug=args.debug,
             progress=progress,
         )
-    except (ValueError, OSError, ImportError) as err:
-        if args.debug:
-            raise
-        print(f"nipype-heatmap: error: {err}", file=sys.stderr)
-        return 1
+
+    return run_reporting_errors("nipype-heatmap", job, args)
+
+
+def run_reporting_errors(prog: str, job: Callable[[], str], args: argparse.Namespace) -> int:
+    """Run a command's job, print its result, and map every failure to an exit status.
+
+    Logging goes to stderr for the job's duration (``--debug``, ``-q``). Bad data,
+    unwritable outputs and missing extras give one line on stderr and status 1; anything
+    unexpected too (with a request to report it); Ctrl-C gives 130. No traceback is shown
+    unless ``--debug``.
+    """
+    debug = args.debug
+    restore_logging = _setup_logging(args)
+    _reuse_freed_memory()
+    try:
+        result = job()
     except KeyboardInterrupt:
-        print("nipype-heatmap: interrupted; no output written", file=sys.stderr)
+        print(f"{prog}: interrupted; no output written", file=sys.stderr)
         return 130
-    print(written)
+    except (ValueError, OSError, ImportError) as err:
+        if debug:
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - the command line never shows a bare traceback
+        if debug:
+            raise
+        print(
+            f"{prog}: error: unexpected {type(err).__name__}: {err} "
+            "(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        restore_logging()
+    print(result)
     return 0
 
 

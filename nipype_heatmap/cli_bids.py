@@ -8,7 +8,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from .cli import _reuse_freed_memory, _setup_logging
+from .cli import run_reporting_errors
 
 EXAMPLES = """\
 examples:
@@ -60,9 +60,8 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nipype-heatmap-bids``; return the exit status."""
     args = get_parser().parse_args(argv)
-    _setup_logging(args)
-    _reuse_freed_memory()
-    try:
+
+    def job() -> str:
         from .bids import select_bids_inputs, write_group_derivative
         from .core import write_heatmap
 
@@ -96,15 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 underlay=args.anat,
                 **flags,
             )
-    except (ValueError, OSError, ImportError) as err:
-        if args.debug:
-            raise
-        print(f"nipype-heatmap-bids: error: {err}", file=sys.stderr)
-        return 1
-    print(outputs.out_file)
-    if outputs.report_html:
-        print(outputs.report_html)
-    return 0
+        return "\n".join(filter(None, [outputs.out_file, outputs.report_html]))
+
+    return run_reporting_errors("nipype-heatmap-bids", job, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

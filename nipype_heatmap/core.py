@@ -17,12 +17,10 @@ import nibabel as nb
 import numpy as np
 
 from .io import (
-    AFFINE_TOL_MM,
+    Grid,
     Volume,
     check_output_filename,
-    conform_to_grid,
     find_nifti_files,
-    grid_distance_mm,
     iter_volumes,
     prepare_output,
     read_volume,
@@ -83,11 +81,24 @@ class HeatmapAccumulator:
         self.count: np.ndarray | None = None
         self.global_min: float | None = None
         self.global_max: float | None = None
-        self.ref_path: str | None = None
-        self.ref_shape: tuple[int, int, int] | None = None
-        self.ref_affine: np.ndarray | None = None
+        self.grid: Grid | None = None
         self.ref_header: nb.nifti1.Nifti1Header | None = None
         self.image_class: type = nb.Nifti1Image
+
+    @property
+    def ref_shape(self) -> tuple[int, int, int] | None:
+        """Shape of the reference grid (None before the first volume)."""
+        return None if self.grid is None else self.grid.shape
+
+    @property
+    def ref_affine(self) -> np.ndarray | None:
+        """Affine of the reference grid (None before the first volume)."""
+        return None if self.grid is None else self.grid.affine
+
+    @property
+    def ref_path(self) -> str | None:
+        """The file that set the reference grid and header (None before the first volume)."""
+        return None if self.grid is None else self.grid.source
 
     @classmethod
     def from_parts(
@@ -114,9 +125,7 @@ class HeatmapAccumulator:
         acc.count = count
         if global_range is not None:
             acc.global_min, acc.global_max = global_range
-        acc.ref_path = ref_path
-        acc.ref_shape = tuple(total.shape)  # type: ignore[assignment]
-        acc.ref_affine = np.asarray(ref_affine, dtype=np.float64)
+        acc.grid = Grid(tuple(total.shape), ref_affine, ref_path)  # type: ignore[arg-type]
         acc.ref_header = ref_header
         acc.image_class = image_class
         return acc
@@ -142,12 +151,11 @@ class HeatmapAccumulator:
 
         Returns the volume's finite value range, as :meth:`add_file`.
         """
-        if self.ref_shape is None:
+        if self.grid is None:
             self._set_reference(volume)
             data = volume.data
         else:
-            assert self.ref_affine is not None and self.ref_path is not None
-            data = conform_to_grid(volume, self.ref_shape, self.ref_affine, self.ref_path)
+            data = self.grid.conform(volume.data, volume.affine, volume.path)
         values = _scaled(data, volume.slope, volume.inter)
         if volume.slope is None and volume.value_range is not None:
             lo, hi = volume.value_range  # computed by the reader thread
@@ -171,9 +179,7 @@ class HeatmapAccumulator:
         return float(lo), float(hi)
 
     def _set_reference(self, volume: Volume) -> None:
-        self.ref_path = volume.path
-        self.ref_shape = volume.shape  # type: ignore[assignment]
-        self.ref_affine = volume.affine
+        self.grid = Grid(volume.shape, volume.affine, volume.path)  # type: ignore[arg-type]
         self.ref_header = volume.header.copy()
         self.image_class = volume.image_class
 
@@ -220,7 +226,7 @@ class HeatmapAccumulator:
         dtype = _int_sum_dtype(low, high)
         if self._int_total is not None:
             dtype = np.promote_types(self._int_total.dtype, dtype)
-        if dtype.kind not in "iu":  # beyond int64: continue in float64
+        if dtype.kind not in "iu":  # beyond exact float64 integers: continue as the loop does
             total = self._float_sum()
             np.add(total, values, out=total)
             return
@@ -244,6 +250,9 @@ class HeatmapAccumulator:
         float64, so it agrees to the last bit whenever the partial sums are exact, as for
         masks and counts, and to float64 round-off otherwise).
 
+        A part on the same grid in another voxel order (its first file flipped or permuted)
+        is re-ordered losslessly onto this one's, as inputs are.
+
         Raises
         ------
         ValueError
@@ -254,22 +263,23 @@ class HeatmapAccumulator:
         if self.n_inputs == 0:
             self.__dict__.update(copy.deepcopy(vars(other)))
             return self
-        if other.ref_shape != self.ref_shape:
-            raise ValueError(
-                f"{other.ref_path}: partial heatmap of shape {other.ref_shape} cannot be merged "
-                f"with that of {self.ref_path} {self.ref_shape}; all parts must share one grid"
-            )
-        if grid_distance_mm(other.ref_affine, self.ref_affine, self.ref_shape) > AFFINE_TOL_MM:
-            raise ValueError(
-                f"{other.ref_path}: partial heatmap affine differs from that of "
-                f"{self.ref_path}; all parts must share one grid"
-            )
-        if self.count is None and other.count is not None:
+        assert self.grid is not None and other.grid is not None
+        # A part whose first file had flipped or permuted axes on the same grid is
+        # re-ordered losslessly, exactly as such an input is; any other grid is an error.
+        other_total = self.grid.conform(
+            other.total, other.grid.affine, other.grid.source, "partial heatmap"
+        )
+        other_count = (
+            None
+            if other.count is None
+            else self.grid.conform(other.count, other.grid.affine, other.grid.source)
+        )
+        if self.count is None and other_count is not None:
             self.count = np.full(self.ref_shape, self.n_inputs, dtype=np.uint32, order="F")
         if self.count is not None:
-            self.count += other.count if other.count is not None else np.uint32(other.n_inputs)
+            self.count += other_count if other_count is not None else np.uint32(other.n_inputs)
         total = self._float_sum()
-        np.add(total, other.total, out=total)
+        np.add(total, other_total, out=total)
         if other.global_min is not None:
             self._update_range(other.global_min, other.global_max)  # type: ignore[arg-type]
         self.n_inputs += other.n_inputs
@@ -388,12 +398,22 @@ def _scaled(data: np.ndarray, slope: float | None, inter: float | None) -> np.nd
 
 
 _INT_SUM_TYPES = tuple(
-    np.dtype(t) for t in ("uint8", "uint16", "uint32", "uint64", "int16", "int32", "int64")
+    np.dtype(t) for t in ("uint8", "uint16", "uint32", "int16", "int32", "int64")
 )
+
+#: Integer sums are kept exactly only while every partial sum is an integer that float64
+#: represents exactly; beyond it the plain float64 loop rounds, and so must we.
+_EXACT_FLOAT_INT = 2**53
 
 
 def _int_sum_dtype(low: int, high: int) -> np.dtype:
-    """Smallest integer type holding every value in ``[low, high]`` (float64 if none)."""
+    """Smallest integer type holding every value in ``[low, high]``.
+
+    float64 when the bounds leave ``[-2**53, 2**53]``: past that, a float64 loop rounds
+    (and an integer sum could even wrap), so the sum continues in float64 as the loop does.
+    """
+    if low < -_EXACT_FLOAT_INT or high > _EXACT_FLOAT_INT:
+        return np.dtype(np.float64)
     for dtype in _INT_SUM_TYPES:
         info = np.iinfo(dtype)
         if info.min <= low and high <= info.max:

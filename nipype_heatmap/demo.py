@@ -198,6 +198,10 @@ def run_demo(
     for wf in (tissue_wf, lesion_wf):
         LOGGER.info("Running %s with the %s plugin", wf.name, plugin)
         wf.config["execution"]["poll_sleep_duration"] = 0.2
+        # Crash reports go beside the demo's outputs, readable as text, never into the
+        # folder the command was started from.
+        wf.config["execution"]["crashdump_dir"] = str(out_dir / "logs")
+        wf.config["execution"]["crashfile_format"] = "txt"
         graph = wf.run(plugin=plugin, plugin_args=plugin_args)
         # Identity nodes (outputnode) are pruned from the executed graph: read the heatmaps.
         results.update({node.name: node.result.outputs for node in graph.nodes()})

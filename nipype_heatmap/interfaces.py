@@ -7,7 +7,9 @@ break cached working directories.
 
 from __future__ import annotations
 
+import logging as _logging
 import os
+from contextlib import contextmanager
 
 from nipype import logging
 from nipype.interfaces.base import (
@@ -29,6 +31,54 @@ from .io import check_output_filename, find_nifti_files
 IFLOGGER = logging.getLogger("nipype.interface")
 
 
+class _AbsolutePathMixin:
+    """Make a path absolute when it is set, keeping its links (``resolve=True`` would
+    follow symlinks, and a BIDS or DataLad dataset's file names must stay its own).
+
+    A relative path is taken relative to where the user sets it, not to the node's
+    working directory, where the interface runs.
+    """
+
+    def validate(self, objekt, name, value, return_pathlike=False):
+        value = super().validate(objekt, name, value, return_pathlike=False)
+        return os.path.abspath(value)
+
+
+class AbsFile(_AbsolutePathMixin, File):
+    """A ``File`` trait whose relative paths are made absolute where they are set."""
+
+
+class AbsDirectory(_AbsolutePathMixin, Directory):
+    """A ``Directory`` trait whose relative paths are made absolute where they are set."""
+
+
+class _ToNipypeLog(_logging.Handler):
+    """Hand this package's log records to Nipype's interface logger (and its handlers)."""
+
+    def emit(self, record: _logging.LogRecord) -> None:
+        if IFLOGGER.isEnabledFor(record.levelno):
+            IFLOGGER.handle(record)
+
+
+@contextmanager
+def core_logs_in_nipype(debug: bool = False):
+    """Within the block, this package's log records appear in Nipype's interface log.
+
+    With ``debug``, the package's INFO records (per-file ranges, statistics) are let through.
+    """
+    logger = _logging.getLogger("nipype_heatmap")
+    handler = _ToNipypeLog()
+    old_level = logger.level
+    logger.addHandler(handler)
+    if debug:
+        logger.setLevel(_logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 class _HeatmapOptionsInputSpec(BaseInterfaceInputSpec):
     use_mean = traits.Bool(
         True, usedefault=True, desc="Voxel-wise mean (probability map); False gives the sum."
@@ -47,20 +97,23 @@ class _HeatmapOptionsInputSpec(BaseInterfaceInputSpec):
 
 
 class _HeatmapVolumeInputSpec(_HeatmapOptionsInputSpec):
-    nii_folder = Directory(
+    nii_folder = AbsDirectory(
         exists=True,
         mandatory=True,
         xor=["in_files"],
         desc="Folder whose .nii/.nii.gz files (sorted by name) are the inputs.",
     )
     in_files = InputMultiObject(
-        File(exists=True),
+        AbsFile(exists=True),
         mandatory=True,
         xor=["nii_folder"],
         desc="3D NIfTI files on one grid, in the order to use; the first sets the header.",
     )
     debug = traits.Bool(
-        False, usedefault=True, desc="Log per-file value ranges and final statistics."
+        False,
+        usedefault=True,
+        nohash=True,
+        desc="Log per-file value ranges and final statistics (does not change the map).",
     )
 
 
@@ -110,7 +163,8 @@ class HeatmapVolume(SimpleInterface):
             in_files = find_nifti_files(self.inputs.nii_folder, exclude=out_file)
         else:
             in_files = [os.path.abspath(f) for f in self.inputs.in_files]
-        out_file = write_heatmap(in_files, out_file, **options)
+        with core_logs_in_nipype(self.inputs.debug):
+            out_file = write_heatmap(in_files, out_file, **options)
         IFLOGGER.info("HeatmapVolume: %d volume(s) -> %s", len(in_files), out_file)
         self._results["out_file"] = out_file
         self._results["n_inputs"] = len(in_files)
@@ -120,7 +174,7 @@ class HeatmapVolume(SimpleInterface):
 
 class _PartialHeatmapInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(
-        File(exists=True),
+        AbsFile(exists=True),
         mandatory=True,
         desc="One chunk of the 3D NIfTI files, in order; the first sets the grid and header.",
     )
@@ -151,7 +205,8 @@ class PartialHeatmap(SimpleInterface):
 
         out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.out_name))
         files = [os.path.abspath(f) for f in self.inputs.in_files]
-        acc = accumulate_files(files, progress=False)
+        with core_logs_in_nipype():
+            acc = accumulate_files(files, progress=False)
         self._results["state_file"] = save_state(acc, out_file)
         self._results["n_inputs"] = acc.n_inputs
         return runtime
@@ -159,7 +214,7 @@ class PartialHeatmap(SimpleInterface):
 
 class _MergeHeatmapsInputSpec(_HeatmapOptionsInputSpec):
     state_files = InputMultiObject(
-        File(exists=True),
+        AbsFile(exists=True),
         mandatory=True,
         desc="Partial heatmaps from PartialHeatmap, in input order.",
     )
@@ -182,7 +237,8 @@ class MergeHeatmaps(SimpleInterface):
         out_file = prepare_output(
             os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
         )
-        acc = merge_states(self.inputs.state_files)
+        with core_logs_in_nipype():
+            acc = merge_states(self.inputs.state_files)
         img = acc.finalize(
             self.inputs.use_mean, self.inputs.clip_to_input_range, self.inputs.normalize
         )
@@ -198,7 +254,9 @@ class MergeHeatmaps(SimpleInterface):
 
 
 class _SelectBIDSInputsInputSpec(BaseInterfaceInputSpec):
-    bids_dir = Directory(exists=True, mandatory=True, desc="Root of a BIDS (derivatives) dataset.")
+    bids_dir = AbsDirectory(
+        exists=True, mandatory=True, desc="Root of a BIDS (derivatives) dataset."
+    )
     space = Str(desc="space entity the inputs must have (e.g. MNI152NLin2009cAsym).")
     label = Str(desc="label entity the inputs must have (e.g. lesion, GM).")
     desc = Str(desc="desc entity the inputs must have.")
@@ -245,9 +303,9 @@ class SelectBIDSInputs(SimpleInterface):
 
 
 class _HeatmapDerivativesSinkInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="The heatmap to store.")
+    in_file = AbsFile(exists=True, mandatory=True, desc="The heatmap to store.")
     selection = traits.Any(mandatory=True, desc="The BIDSSelection its inputs came from.")
-    output_dir = Directory(mandatory=True, desc="Root of the derivatives dataset to write.")
+    output_dir = AbsDirectory(mandatory=True, desc="Root of the derivatives dataset to write.")
     use_mean = traits.Bool(True, usedefault=True, desc="Whether the map is a mean (else a sum).")
     clip_to_input_range = traits.Bool(True, usedefault=True, desc="Whether it was clipped.")
     normalize = traits.Bool(False, usedefault=True, desc="Whether it was normalized.")
@@ -255,7 +313,7 @@ class _HeatmapDerivativesSinkInputSpec(BaseInterfaceInputSpec):
     generate_report = traits.Bool(
         False, usedefault=True, desc="Also write the PNG/SVG mosaic and the HTML report."
     )
-    underlay = File(exists=True, desc="Anatomical underlay for the report.")
+    underlay = AbsFile(exists=True, desc="Anatomical underlay for the report.")
 
 
 class _HeatmapDerivativesSinkOutputSpec(TraitedSpec):

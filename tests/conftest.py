@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import nibabel as nb
@@ -68,7 +69,8 @@ def make_nifti(in_dir: Path, rng: np.random.Generator):
         if data is None:
             data = (rng.random(SHAPE) > 0.6).astype(dtype)
         klass = nb.Nifti2Image if nifti2 else nb.Nifti1Image
-        img = klass(np.asarray(data), default_affine() if affine is None else affine)
+        data = np.asarray(data)
+        img = klass(data, default_affine() if affine is None else affine, dtype=data.dtype)
         img.header.set_data_dtype(np.asarray(data).dtype)
         if slope is not None:
             img.header.set_slope_inter(slope, inter if inter is not None else 0.0)
@@ -104,3 +106,73 @@ def reference_heatmap(files, use_mean=True, clip=True, normalize=False) -> np.nd
         if vals.size and vals.max() > vals.min():
             out = (out - vals.min()) / (vals.max() - vals.min())
     return out
+
+
+@pytest.fixture(autouse=True)
+def _nipype_crashfiles_in_tmp(tmp_path_factory, monkeypatch):
+    """Point Nipype's crash files at a temporary folder, never the working directory."""
+    from nipype import config
+
+    crash_dir = tmp_path_factory.mktemp("crash")
+    old = config.get("execution", "crashdump_dir", None)
+    config.set("execution", "crashdump_dir", str(crash_dir))
+    yield
+    if old is None:
+        config._sections["execution"].pop("crashdump_dir", None)  # noqa: SLF001
+    else:
+        config.set("execution", "crashdump_dir", old)
+
+
+UNPRIVILEGED_UID = 65534  # "nobody" on Debian
+
+
+def run_unprivileged(code: str) -> str:
+    """Run Python code as an unprivileged user; return its standard output.
+
+    Root ignores file permissions, and CI runs as root: permission checks are tested as
+    "nobody" (through ``setpriv``). The code gets ``WORK``, a fresh folder it may write in.
+    As a non-root user, it runs as that user. Skips, saying why, where neither is possible.
+    """
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import textwrap
+
+    work = tempfile.mkdtemp(prefix="nipype_heatmap_unpriv_")
+    try:
+        os.chmod(work, 0o777)
+        prefix: list[str] = []
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("running as root without setpriv (util-linux): cannot drop to nobody")
+            prefix = [
+                setpriv,
+                f"--reuid={UNPRIVILEGED_UID}",
+                f"--regid={UNPRIVILEGED_UID}",
+                "--clear-groups",
+            ]
+        script = f"WORK = {work!r}\n" + textwrap.dedent(code)
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": root, "HOME": work}
+        probe = subprocess.run(
+            [*prefix, sys.executable, "-c", "import nipype_heatmap"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=work,
+        )
+        if probe.returncode != 0:
+            pytest.skip(f"the unprivileged user cannot run this Python: {probe.stderr[-300:]}")
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=work,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

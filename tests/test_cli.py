@@ -96,3 +96,54 @@ def test_output_written_into_input_folder_is_not_read_back(make_nifti, in_dir):
     for _ in range(2):
         assert main([str(in_dir), "-o", str(out), "--sum", "--no-clip", "-q"]) == 0
         assert nb.load(out).get_fdata().max() == 1
+
+
+def test_output_named_like_an_input_exits_1_and_keeps_the_input(make_nifti, in_dir, capsys):
+    make_nifti("sub-01_mask.nii.gz")
+    make_nifti("sub-02_mask.nii.gz")
+    target = in_dir / "sub-01_mask.nii.gz"
+    before = target.read_bytes()
+    assert main([str(in_dir), "-o", str(target), "-q"]) == 1
+    assert "overwrite one of the inputs" in capsys.readouterr().err
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(RuntimeError("boom"), 1), (MemoryError("too big"), 1), (KeyboardInterrupt(), 130)],
+    ids=["unexpected", "memory", "ctrl_c"],
+)
+def test_no_traceback_for_any_failure(
+    make_nifti, in_dir, tmp_path, capsys, monkeypatch, error, status
+):
+    from nipype_heatmap import core
+
+    make_nifti("a.nii.gz")
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(core, "write_heatmap", failing)
+    assert main([str(in_dir), "-o", str(tmp_path / "o.nii.gz"), "-q"]) == status
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("nipype-heatmap: ")
+
+
+def test_quiet_hides_the_progress_bar(make_nifti, in_dir, tmp_path, capsys, monkeypatch):
+    make_nifti("a.nii.gz")
+    make_nifti("b.nii.gz")
+    seen = {}
+    from nipype_heatmap import core
+
+    real = core.write_heatmap
+
+    def spy(*args, **kwargs):
+        seen["progress"] = kwargs.get("progress")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "write_heatmap", spy)
+    assert main([str(in_dir), "-o", str(tmp_path / "q.nii.gz"), "-q"]) == 0
+    assert seen["progress"] is False
+    assert main([str(in_dir), "-o", str(tmp_path / "v.nii.gz")]) == 0
+    assert seen["progress"] is None  # shown when stderr is a terminal

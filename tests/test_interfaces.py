@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -192,3 +193,64 @@ def test_after_iterables_and_a_joinnode(prob_maps, tmp_path, plugin, plugin_args
     assert_allclose(
         nb.load(result.out_file).get_fdata(), _expected_overlap(prob_maps) / 4, rtol=1e-6
     )
+
+
+# -- Nipype hygiene -----------------------------------------------------------------------
+def test_relative_paths_resolve_where_the_user_is(make_nifti, in_dir, tmp_path, monkeypatch):
+    files = [make_nifti(f"m{i}.nii.gz") for i in range(2)]
+    monkeypatch.chdir(tmp_path)
+    by_folder = HeatmapVolume(nii_folder="inputs")
+    by_files = HeatmapVolume(in_files=[os.path.join("inputs", f.name) for f in files])
+    assert by_folder.inputs.nii_folder == str(in_dir)
+    assert by_files.inputs.in_files == [str(f) for f in files]
+    work = tmp_path / "work"
+    work.mkdir()
+    for interface in (by_folder, by_files):
+        res = interface.run(cwd=str(work))  # runs elsewhere, still finds its inputs
+        assert res.outputs.n_inputs == 2
+
+
+def test_relative_symlinked_input_keeps_its_own_name(make_nifti, tmp_path, monkeypatch):
+    target = make_nifti("a.nii.gz")
+    (tmp_path / "link.nii.gz").symlink_to(target)
+    monkeypatch.chdir(tmp_path)
+    hm = HeatmapVolume(in_files=["link.nii.gz"])
+    assert hm.inputs.in_files == [str(tmp_path / "link.nii.gz")]
+
+
+def test_debug_does_not_change_the_node_hash(make_nifti, in_dir):
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(2)]
+    plain = HeatmapVolume(in_files=files)
+    debug = HeatmapVolume(in_files=files, debug=True)
+    assert plain.inputs.get_hashval()[1] == debug.inputs.get_hashval()[1]
+    other = HeatmapVolume(in_files=files, use_mean=False)
+    assert plain.inputs.get_hashval()[1] != other.inputs.get_hashval()[1]
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_node_log_shows_core_messages(make_nifti, tmp_path, debug):
+    a = str(make_nifti("a.nii.gz"))
+    b = str(make_nifti("b.nii.gz"))
+    records = _Records()
+    nipype_log = logging.getLogger("nipype.interface")
+    nipype_log.addHandler(records)
+    try:
+        node = pe.Node(HeatmapVolume(in_files=[a, b, a], debug=debug), name="heatmap")
+        node.base_dir = str(tmp_path / "work")
+        node.run()
+    finally:
+        nipype_log.removeHandler(records)
+    text = "\n".join(records.messages)
+    assert f"{a} is listed more than once" in text  # a warning: always shown
+    assert ("finite value range" in text) == debug  # per-file ranges: only with debug
+    assert ("output mean range" in text) == debug
+    assert logging.getLogger("nipype_heatmap").handlers == []  # nothing left attached

@@ -110,7 +110,18 @@ def _rewrite_metadata(state, change):
 
 @pytest.mark.parametrize(
     "damage",
-    ["missing", "no_metadata", "bad_json", "other_format", "newer_version", "truncated", "shape"],
+    [
+        "missing",
+        "no_metadata",
+        "bad_json",
+        "other_format",
+        "newer_version",
+        "truncated",
+        "shape",
+        "affine",
+        "sources_count",
+        "count_above_n",
+    ],
 )
 def test_corrupt_state_gives_a_clear_error(make_nifti, tmp_path, damage):
     state = save_state(_accumulate([make_nifti("a.nii.gz")]), tmp_path / "s.nii.gz")
@@ -129,8 +140,16 @@ def test_corrupt_state_gives_a_clear_error(make_nifti, tmp_path, damage):
     elif damage == "truncated":
         raw = open(state, "rb").read()
         open(state, "wb").write(raw[: len(raw) // 2])
-    else:
+    elif damage == "shape":
         _rewrite_metadata(state, lambda meta: json.dumps({**meta, "Shape": [7, 8, 10]}))
+    elif damage == "affine":  # same shape, the metadata's grid moved by 1 mm
+        moved = np.asarray(json.loads(read_metadata(state))["Affine"])
+        moved[0, 3] += 1.0
+        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "Affine": moved.tolist()}))
+    elif damage == "sources_count":
+        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "Sources": ["a", "b"]}))
+    else:
+        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "NInputs": 0, "Sources": []}))
     expected = FileNotFoundError if damage == "missing" else ValueError
     with pytest.raises(expected, match=re.escape(str(state))):
         load_state(state)
@@ -217,3 +236,43 @@ def test_scaled_workflow_on_a_real_slurm_cluster(slurm_cluster, mixed_nan_inputs
     # The chunks really ran as SLURM jobs: each MapNode subnode wrote a batch script.
     scripts = list((tmp_path / "work").rglob("batchscript_*.sh"))
     assert len(scripts) >= 3, f"expected SLURM batch scripts, found {scripts}"
+
+
+def _flipped_copy(path, out):
+    """The same image stored with its first voxel axis flipped, on the same world grid."""
+    img = nb.load(path)
+    data = np.flip(np.asanyarray(img.dataobj), axis=0).copy()
+    flip = np.eye(4)
+    flip[0, 0] = -1
+    flip[0, 3] = img.shape[0] - 1
+    nb.Nifti1Image(data, img.affine @ flip, dtype=data.dtype).to_filename(out)
+    return str(out)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3])
+def test_chunks_starting_with_a_reoriented_file_merge_like_a_single_node(
+    mixed_nan_inputs, tmp_path, chunk_size
+):
+    files = list(mixed_nan_inputs)
+    for index in range(1, len(files), 2):  # every other file stored flipped
+        files[index] = _flipped_copy(files[index], tmp_path / f"flipped{index}.nii.gz")
+    states = []
+    for start in range(0, len(files), chunk_size):
+        acc = _accumulate(files[start : start + chunk_size])
+        states.append(save_state(acc, tmp_path / f"part{start}.nii.gz"))
+    merged = merge_states(states).finalize()
+    single = compute_heatmap(files)
+    assert_allclose(merged.get_fdata(), single.get_fdata(), rtol=1e-6, equal_nan=True)
+    assert_array_equal(merged.affine, single.affine)
+
+
+def test_partial_of_a_shifted_grid_is_refused_naming_it(make_nifti, tmp_path):
+    a = _accumulate([make_nifti("a.nii.gz")])
+    shifted = np.eye(4) * 2
+    shifted[3, 3] = 1
+    shifted[:3, 3] = [-6.0, -8.0, -8.5]  # half a voxel off the grid of a
+    b = _accumulate([make_nifti("b.nii.gz", affine=shifted)])
+    first = save_state(a, tmp_path / "a_part.nii.gz")
+    second = save_state(b, tmp_path / "b_part.nii.gz")
+    with pytest.raises(ValueError, match=re.escape(str(second))):
+        merge_states([first, second])

@@ -1,0 +1,51 @@
+"""Optional dependencies, through one mechanism: nibabel's ``optional_package``.
+
+Light modules (the fast gzip libraries) are looked up here once; heavy ones (pybids,
+matplotlib, nilearn) only when a function needs them, through :func:`require`, so that
+``import nipype_heatmap`` stays light.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from nibabel.optpkg import optional_package
+
+#: libdeflate (one-shot gzip inflate). A dependency; the zlib path is used without it.
+deflate, have_deflate, _ = optional_package("deflate")
+#: ISA-L (fast gzip compression). A dependency; zlib is used without it.
+isal_zlib, have_isal, _ = optional_package("isal.isal_zlib")
+
+#: Which extra of ``nipype_heatmap`` brings each optional module.
+EXTRAS = {
+    "bids": "bids",
+    "matplotlib": "report",
+    "nilearn": "report",
+    "scipy": "demo",
+    "skimage": "demo",
+}
+
+
+def require(name: str, purpose: str) -> ModuleType:
+    """Import an optional module or raise an ImportError that says which extra to install.
+
+    Parameters
+    ----------
+    name : str
+        The module to import (``"bids"``, ``"nilearn.plotting"``...).
+    purpose : str
+        What needs it, for the message (``"the BIDS layer"``).
+
+    Raises
+    ------
+    ImportError
+        If the module cannot be imported.
+    """
+    module, have, _ = optional_package(name)
+    if not have:
+        extra = EXTRAS.get(name.split(".")[0], "all")
+        raise ImportError(
+            f"{purpose} needs the Python package {name.split('.')[0]!r}: "
+            f"pip install 'nipype_heatmap[{extra}]'"
+        )
+    return module

@@ -1,0 +1,403 @@
+"""Reading NIfTI files: one byte path, one validated header step, and read-ahead threads.
+
+Every read goes through the same three steps, whatever the file's name or the libraries
+installed:
+
+1. :func:`read_file_bytes` reads the whole file. Whether it is gzip is decided by its first
+   bytes (the gzip magic), never by its name, and every gzip stream is verified (CRC and
+   length of every member). libdeflate inflates a plain single-member file in one shot;
+   everything else (several members, padding, damage) goes through Python's ``gzip``, so
+   both accept exactly the same files.
+2. :func:`parse_header` is the one validated header step: the NIfTI-1/NIfTI-2 magic, the
+   dimensions (3D, no zero or negative axis, data present in the file), a real-number data
+   type, finite scaling, a finite and invertible affine. Any failure is a ``ValueError``
+   naming the file, raised before any voxel is used.
+3. The voxels are a view into the bytes (``np.frombuffer``), in native byte order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import logging
+import os
+import zlib
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import nibabel as nb
+import numpy as np
+
+from .._optional import deflate, have_deflate
+
+LOGGER = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+# Deflate's largest possible compression ratio (258-byte matches in 2-bit codes).
+_MAX_DEFLATE_RATIO = 1032
+
+# sizeof_hdr and magic of the two single-file NIfTI formats.
+_NIFTI_KINDS = {
+    348: (b"n+1\0", nb.Nifti1Header, nb.Nifti1Image),
+    540: (b"n+2\0", nb.Nifti2Header, nb.Nifti2Image),
+}
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One input volume, read fully, with its raw stored values and scaling.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the file.
+    data : numpy.ndarray
+        The stored (unscaled) voxel values, 3D, native byte order.
+    slope, inter : float or None
+        ``scl_slope``/``scl_inter`` to apply; both None when the file is not scaled
+        (NaN, infinite or zero slope, or the identity ``1, 0``), as nibabel reads them.
+    affine : numpy.ndarray
+        The 4x4 voxel-to-world affine nibabel reports for the file.
+    header : nibabel.nifti1.Nifti1Header
+        The file's header (a ``Nifti2Header`` for NIfTI-2 files).
+    image_class : type
+        ``nibabel.Nifti1Image`` or ``nibabel.Nifti2Image``.
+    value_range : tuple of float, optional
+        ``(min, max)`` of ``data`` when already computed (by a reader thread); NaN, NaN
+        when it holds a NaN.
+    """
+
+    path: str
+    data: np.ndarray
+    slope: float | None
+    inter: float | None
+    affine: np.ndarray
+    header: nb.nifti1.Nifti1Header
+    image_class: type
+    value_range: tuple[float, float] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The 3D shape of the volume."""
+        return tuple(self.data.shape)
+
+
+def read_file_bytes(path: str) -> bytes:
+    """Return a file's content, inflated and verified when it is gzip (by its magic bytes).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If a gzip stream is damaged, truncated, or followed by anything but zero padding.
+    OSError
+        If the file cannot be read (permissions, I/O error).
+    """
+    try:
+        with open(path, "rb") as fobj:
+            raw = fobj.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: input file does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a NIfTI file") from None
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    fast = _inflate_one_member(raw)
+    if fast is not None:
+        return fast
+    try:  # every member, each checked against its CRC32 and length
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(
+            f"{path}: damaged gzip data ({type(err).__name__}: {err}); "
+            "the file is truncated or corrupt: copy or export it again"
+        ) from err
+
+
+def _inflate_one_member(raw: bytes) -> bytes | None:
+    """libdeflate one-shot inflate of a file that is exactly one gzip member, else None.
+
+    libdeflate sizes its output from the trailer (ISIZE, the length modulo 2**32) and
+    verifies the first member's CRC32 and length. The result is taken only when the file's
+    last 8 bytes are that member's trailer, i.e. nothing follows the member: several
+    members, padding or junk are left to Python's ``gzip``, which handles or refuses them.
+    """
+    if not have_deflate or len(raw) <= 18:
+        return None
+    isize = int.from_bytes(raw[-4:], "little")
+    # Deflate cannot compress more than 1032:1: a larger ISIZE means a damaged file; do not
+    # allocate what it claims.
+    if not 0 < isize <= _MAX_DEFLATE_RATIO * len(raw):
+        return None
+    try:
+        out = deflate.gzip_decompress(raw)
+    except deflate.DeflateError:
+        return None
+    if len(out) != isize or int.from_bytes(raw[-8:-4], "little") != deflate.crc32(out):
+        return None
+    return out
+
+
+def parse_header(path: str, buf: bytes) -> nb.nifti1.Nifti1Header:
+    """The one validated header step: parse and check a NIfTI header against its bytes.
+
+    Parameters
+    ----------
+    path : str
+        The file, for messages.
+    buf : bytes
+        The whole (inflated) file content.
+
+    Returns
+    -------
+    nibabel.nifti1.Nifti1Header
+        The header (``Nifti2Header`` for NIfTI-2), parsed as ``nibabel.load`` parses it
+        (``check=True``), with extensions.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it is not a single-file NIfTI-1/NIfTI-2 image, its header is
+        invalid (dimensions, data type, scaling, quaternion, affine), or the file holds
+        fewer voxel bytes than the header promises.
+    """
+    try:
+        with np.errstate(all="ignore"):  # NaN fields are reported below, not warned about
+            header = _parse_header(buf)
+            _check_header(header, len(buf))
+    except _NotNifti as err:
+        raise ValueError(f"{path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - any parser failure is "invalid header"
+        raise ValueError(
+            f"{path}: invalid NIfTI header ({err}); "
+            "the file is damaged or was written by a broken tool"
+        ) from err
+    return header
+
+
+class _NotNifti(Exception):
+    """The bytes are not a single-file NIfTI image at all."""
+
+
+def _parse_header(buf: bytes) -> nb.nifti1.Nifti1Header:
+    for size, (magic, header_class, _) in _NIFTI_KINDS.items():
+        for order in ("little", "big"):
+            if int.from_bytes(buf[:4], order) != size or len(buf) < size:
+                continue
+            offset = 344 if size == 348 else 4
+            if buf[offset : offset + 4] != magic:
+                raise _NotNifti(
+                    f"not a single-file NIfTI image (magic {bytes(buf[offset : offset + 4])!r}, "
+                    f"expected {magic!r}); .hdr/.img pairs and ANALYZE files are not read: "
+                    "convert them to .nii or .nii.gz first"
+                )
+            return header_class.from_fileobj(io.BytesIO(buf), check=True)
+    if len(buf) < 348:
+        raise _NotNifti(f"not a NIfTI image: {len(buf)} bytes, shorter than any NIfTI header")
+    raise _NotNifti(
+        "not a NIfTI-1 or NIfTI-2 image (no NIfTI header size at its start); "
+        "convert it to .nii or .nii.gz first (e.g. with nibabel or mrconvert)"
+    )
+
+
+def _check_header(header: nb.nifti1.Nifti1Header, nbytes: int) -> None:
+    dims = header["dim"]
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7:
+        raise ValueError(f"dim[0] = {ndim}, not a number of axes between 1 and 7")
+    shape = tuple(int(n) for n in dims[1 : ndim + 1])
+    if any(n <= 0 for n in shape):
+        raise ValueError(f"an axis of length zero or less in shape {shape}")
+    dtype = header.get_data_dtype()  # raises for an unknown datatype code
+    offset = int(header.get_data_offset())
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if offset < header.sizeof_hdr or offset + need > nbytes:
+        raise ValueError(
+            f"shape {shape} of {dtype} needs {need} voxel bytes at offset {offset}, but the "
+            f"file holds {nbytes} bytes in all (truncated, or absurd dimensions)"
+        )
+    header.get_slope_inter()  # raises for a valid slope with a NaN or infinite intercept
+    affines = {"best": header.get_best_affine()}
+    if header["qform_code"] > 0:  # a qform in force must be valid even when the sform wins
+        affines["qform"] = header.get_qform()  # raises for an invalid quaternion
+    for name, affine in affines.items():
+        if not np.all(np.isfinite(affine)):
+            raise ValueError(
+                f"the {name} affine holds NaN or infinite values (check pixdim, the "
+                "quaternion and the sform)"
+            )
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise ValueError(
+                f"the {name} affine is singular (a zero voxel size or collapsed axes): the "
+                "voxel grid has no defined position in space"
+            )
+
+
+def read_nifti_data(path: str | os.PathLike[str]) -> tuple[nb.nifti1.Nifti1Header, np.ndarray]:
+    """Return a NIfTI file's validated header and stored (unscaled) voxels, any number of axes.
+
+    The array is a read-only view into one buffer, in native byte order (a copy only for
+    files written in the other byte order).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file cannot be read as NIfTI (the message names it and says why).
+    """
+    path = os.path.abspath(os.fspath(path))
+    buf = read_file_bytes(path)
+    header = parse_header(path, buf)
+    dtype = header.get_data_dtype()
+    shape = header.get_data_shape()
+    count = int(np.prod(shape, dtype=np.int64))
+    data = np.frombuffer(buf, dtype=dtype, count=count, offset=int(header.get_data_offset()))
+    if not dtype.isnative:
+        data = data.astype(dtype.newbyteorder("="))
+    return header, data.reshape(shape, order="F")
+
+
+def read_header(path: str | os.PathLike[str]) -> nb.nifti1.Nifti1Header:
+    """Return a NIfTI file's header only, reading as little of the file as possible.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be opened.
+    ValueError
+        If it is not a NIfTI-1/NIfTI-2 file (or its header cannot be parsed).
+    """
+    path = os.path.abspath(os.fspath(path))
+    with open(path, "rb") as fobj:
+        try:
+            if fobj.read(2) == GZIP_MAGIC:
+                fobj.seek(0)
+                with gzip.GzipFile(fileobj=fobj) as gz:
+                    head = gz.read(540)
+            else:
+                fobj.seek(0)
+                head = fobj.read(540)
+            return _parse_header(head)
+        except Exception as err:  # noqa: BLE001 - whatever fails, it is no readable header
+            raise ValueError(f"{path}: not a readable NIfTI header ({err})") from err
+
+
+def read_volume(path: str | os.PathLike[str]) -> Volume:
+    """Read one NIfTI file fully and check that it holds one 3D volume of real numbers.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A single-file NIfTI-1 or NIfTI-2 image, gzip-compressed or not (by content).
+
+    Returns
+    -------
+    Volume
+        The raw voxel values with the scaling to apply, the affine and the header.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file cannot be read or parsed (see :func:`parse_header`), is not 3D (a 4D
+        image with one volume counts as 3D), or holds no real numbers.
+    """
+    path = os.path.abspath(os.fspath(path))
+    header, data = read_nifti_data(path)
+    klass = _NIFTI_KINDS[header.sizeof_hdr][2]
+    slope, inter = header.get_slope_inter()
+    return make_volume(path, data, slope, inter, header.get_best_affine(), header, klass)
+
+
+#: The plain name of the loader, kept for callers of earlier versions.
+load_volume = read_volume
+
+
+def make_volume(
+    path: str,
+    data: np.ndarray,
+    slope: float | None,
+    inter: float | None,
+    affine: np.ndarray,
+    header: nb.nifti1.Nifti1Header,
+    image_class: type,
+) -> Volume:
+    """Check the dimensionality and data type of loaded voxels and wrap them in a Volume.
+
+    Raises
+    ------
+    ValueError
+        If the data are not 3D (trailing axes of length 1 are dropped first) or are not
+        real numbers.
+    """
+    shape = data.shape
+    if len(shape) > 3 and all(n == 1 for n in shape[3:]):
+        data = data.reshape(shape[:3], order="A")
+    if data.ndim != 3:
+        raise ValueError(
+            f"{path}: expected a 3D volume (or 4D with one volume), found shape {shape}; "
+            "split 4D series into 3D volumes first (e.g. nibabel.funcs.four_to_three)"
+        )
+    if data.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{path}: data type {data.dtype} is not a real number type; "
+            "only integer and floating-point volumes can be averaged"
+        )
+    if slope is not None and (slope, inter) == (1.0, 0.0):
+        slope = inter = None
+    if slope is not None and inter is None:
+        inter = 0.0
+    return Volume(
+        path, data, slope, inter, np.asarray(affine, dtype=np.float64), header, image_class
+    )
+
+
+def iter_volumes(paths: Iterable[str], read_ahead: int = 2, workers: int = 2) -> Iterator[Volume]:
+    """Yield the volumes of ``paths`` in order, reading up to ``read_ahead`` files ahead.
+
+    Reading and inflating run on ``workers`` threads (libdeflate, zlib and numpy release the
+    GIL) while the caller accumulates. At most ``read_ahead + 1`` volumes are in memory. An
+    error reading a file is raised when that file's turn comes; reads queued behind it are
+    cancelled.
+    """
+    paths = list(paths)
+    if read_ahead < 1 or len(paths) < 2:
+        for path in paths:
+            yield read_volume(path)
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="heatmap-read")
+    queue: deque[Future[Volume]] = deque()
+    pending = iter(paths)
+    try:
+        for path in pending:
+            queue.append(pool.submit(_read_with_range, path))
+            if len(queue) >= read_ahead:
+                break
+        while queue:
+            volume = queue.popleft().result()
+            nxt = next(pending, None)
+            if nxt is not None:
+                queue.append(pool.submit(_read_with_range, nxt))
+            yield volume
+            del volume
+    finally:
+        for future in queue:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_with_range(path: str) -> Volume:
+    """Read a volume and, off the caller's thread, the range of its stored values."""
+    volume = read_volume(path)
+    if volume.slope is not None:
+        return volume  # a scaled volume's range is taken after scaling, by the caller
+    return dataclasses.replace(
+        volume, value_range=(volume.data.min().item(), volume.data.max().item())
+    )

@@ -1,0 +1,286 @@
+"""Writing outputs: name checks, the writability probe, and one atomic writer for every file.
+
+The writer never leaves a file that outlives its process. Where the system allows it
+(Linux, ``O_TMPFILE``), the bytes go to an unnamed file in the output folder, which gets a
+name only when complete, just before the rename over the output. Elsewhere, a hidden named
+temporary file is used. Either way, the writer holds an exclusive ``flock`` on its temporary
+file until the rename, and :func:`prepare_output` removes this output's temporary files
+whose writer is gone (a process killed between naming and renaming, or on a system without
+``O_TMPFILE``): a lock still held means a running writer, whose file is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable
+
+import nibabel as nb
+
+from .._optional import have_isal, isal_zlib
+from .discovery import NIFTI_SUFFIXES
+
+LOGGER = logging.getLogger(__name__)
+
+_PART_SUFFIX = ".part"
+
+
+def check_output_filename(output_filename: str) -> str:
+    """Check that ``output_filename`` is a bare ``.nii``/``.nii.gz`` file name.
+
+    Raises
+    ------
+    ValueError
+        If it contains a folder part, is ``.``/``..``, is hidden or lacks the NIfTI ending.
+
+    Examples
+    --------
+    >>> check_output_filename("lesion_count.nii.gz")
+    'lesion_count.nii.gz'
+    """
+    name = os.fspath(output_filename)
+    seps = [os.sep] + ([os.altsep] if os.altsep else [])
+    if not name or any(s in name for s in seps) or name in (".", ".."):
+        raise ValueError(
+            f"output_filename {name!r} must be a bare file name (no folder part); "
+            "put the folder in output_path"
+        )
+    if name.startswith("."):
+        raise ValueError(
+            f"output_filename {name!r} must not start with '.': hidden files are skipped "
+            "as inputs and easily lost"
+        )
+    stem = next((name[: -len(s)] for s in NIFTI_SUFFIXES if name.endswith(s)), None)
+    if not stem:
+        raise ValueError(
+            f"output_filename {name!r} must end in .nii or .nii.gz, e.g. 'heatmap_volume.nii.gz'"
+        )
+    return name
+
+
+def prepare_output(out_file: str | os.PathLike[str]) -> str:
+    """Create the output folder and prove it writable, before any input is read.
+
+    Also removes temporary files of earlier writes of this same output whose writer is gone
+    (see the module docstring); a running writer's file is never touched.
+
+    Parameters
+    ----------
+    out_file : str or os.PathLike
+        Full path of the file to be written; its name must end in ``.nii`` or ``.nii.gz``.
+
+    Returns
+    -------
+    str
+        The absolute output path.
+
+    Raises
+    ------
+    ValueError
+        If the file name is not a ``.nii``/``.nii.gz`` name.
+    OSError
+        If the folder cannot be created or written, or the output path is a folder. The
+        message names the path.
+    """
+    out_file = os.path.abspath(os.fspath(out_file))
+    folder, name = os.path.split(out_file)
+    check_output_filename(name)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise type(err)(
+            err.errno, f"{folder}: cannot create the output folder ({err.strerror})"
+        ) from err
+    if os.path.isdir(out_file):
+        raise IsADirectoryError(
+            errno.EISDIR, f"{out_file}: output path is an existing folder; choose another name"
+        )
+    try:  # unnamed where the system allows it: nothing to clean up, even after a kill
+        with tempfile.TemporaryFile(prefix=".nipype_heatmap_probe_", dir=folder):
+            pass
+    except OSError as err:
+        raise type(err)(
+            err.errno, f"{folder}: output folder is not writable ({err.strerror})"
+        ) from err
+    remove_stale_temporaries(out_file)
+    return out_file
+
+
+def _temp_prefix(out_file: str) -> str:
+    return f".{os.path.basename(out_file)}."
+
+
+def remove_stale_temporaries(out_file: str | os.PathLike[str]) -> list[str]:
+    """Remove temporary files of ``out_file`` left by writers that no longer run.
+
+    A writer holds an exclusive ``flock`` on its temporary file until it renames it; a file
+    whose lock can be taken has no writer. Returns the paths removed.
+    """
+    out_file = os.path.abspath(os.fspath(out_file))
+    folder = os.path.dirname(out_file)
+    prefix = _temp_prefix(out_file)
+    removed: list[str] = []
+    try:
+        with os.scandir(folder) as entries:
+            candidates = [
+                e.path
+                for e in entries
+                if e.name.startswith(prefix) and e.name.endswith(_PART_SUFFIX)
+            ]
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            LOGGER.debug("%s: temporary file of a running writer; left alone", path)
+            continue
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            removed.append(path)
+            LOGGER.info("Removed %s, left behind by an interrupted write", path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def save_atomic(img: nb.Nifti1Image, out_file: str | os.PathLike[str]) -> str:
+    """Write an image to ``out_file`` atomically (see :func:`write_atomic`).
+
+    Returns
+    -------
+    str
+        The absolute path written.
+    """
+    return write_atomic([img.to_bytes()], out_file)
+
+
+def write_atomic(chunks: Iterable[bytes | memoryview], out_file: str | os.PathLike[str]) -> str:
+    """Write buffers, in order, to ``out_file`` atomically; gzip when it ends in ``.gz``.
+
+    The bytes go to a temporary file in the same folder (unnamed where the system allows
+    it), which is flushed to disk and renamed over ``out_file``: an existing file is
+    replaced only after full success, and a failure leaves no file behind. Compression
+    streams (level 1, as nibabel; ISA-L when installed, else zlib; one gzip member with
+    mtime 0, so the same content gives the same bytes), so large data never needs a second
+    copy in memory.
+
+    Returns
+    -------
+    str
+        The absolute path written.
+
+    Raises
+    ------
+    OSError
+        Naming ``out_file``, if it cannot be written (full disk, file-size limit, I/O
+        error); the previous file, if any, is unchanged.
+    """
+    out_file = os.path.abspath(os.fspath(out_file))
+    folder, name = os.path.split(out_file)
+    compressor = _gzip_compressor() if name.endswith(".gz") else None
+    fd, tmp = _open_temporary(out_file)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as fobj:
+            for chunk in chunks:
+                fobj.write(compressor.compress(chunk) if compressor else chunk)
+            if compressor:
+                fobj.write(compressor.flush())
+            fobj.flush()
+            os.fsync(fd)
+        os.fchmod(fd, 0o666 & ~_umask())
+        if tmp is None:  # unnamed: give it a name only now that it is complete
+            tmp = _link_unnamed(fd, out_file)
+        os.replace(tmp, out_file)
+        tmp = None
+    except OSError as err:
+        raise type(err)(
+            err.errno,
+            f"{out_file}: cannot write the output ({err.strerror}); "
+            "any previous file there is unchanged",
+        ) from err
+    finally:
+        os.close(fd)  # releases the lock
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    _fsync_folder(folder)
+    return out_file
+
+
+def _open_temporary(out_file: str) -> tuple[int, str | None]:
+    """Open a locked temporary file beside ``out_file``: ``(fd, None)`` if unnamed."""
+    folder = os.path.dirname(out_file)
+    if _unnamed_files_possible():
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError:  # the file system does not support unnamed files
+            pass
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd, None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(out_file), suffix=_PART_SUFFIX, dir=folder)
+    except OSError as err:
+        raise type(err)(
+            err.errno, f"{out_file}: cannot create a temporary file ({err.strerror})"
+        ) from err
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd, tmp
+
+
+def _unnamed_files_possible() -> bool:
+    """Whether unnamed files can be made and linked here (Linux ``O_TMPFILE`` and /proc)."""
+    return hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+def _link_unnamed(fd: int, out_file: str) -> str:
+    """Give an unnamed (``O_TMPFILE``) file a hidden temporary name beside ``out_file``."""
+    folder = os.path.dirname(out_file)
+    # A folder descriptor makes os.link call linkat(AT_SYMLINK_FOLLOW), which follows the
+    # /proc magic link to the unnamed file; plain link() would try to link the link itself.
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for _ in range(100):
+            name = f"{_temp_prefix(out_file)}{os.urandom(6).hex()}{_PART_SUFFIX}"
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder_fd, follow_symlinks=True)
+            except FileExistsError:
+                continue
+            return os.path.join(folder, name)
+    finally:
+        os.close(folder_fd)
+    raise FileExistsError(errno.EEXIST, f"{out_file}: no free temporary name")
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename durable (best effort: not every system can open a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _gzip_compressor():
+    """A streaming gzip compressor at level 1: ISA-L (5x faster than zlib and libdeflate at
+    this level for the same size) when importable, else zlib."""
+    backend = isal_zlib if have_isal else zlib
+    return backend.compressobj(1, backend.DEFLATED, 31)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,369 @@
+"""The one read path: gzip by content, verified; one validated header step; read-ahead."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import re
+
+import nibabel as nb
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from benchmarks.reference_loop import reference_heatmap
+from nipype_heatmap import io
+from nipype_heatmap.core import compute_heatmap
+from nipype_heatmap.io import reading
+
+from .conftest import SHAPE, default_affine
+
+DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"]
+
+
+@pytest.fixture(params=["libdeflate", "zlib"])
+def inflater(request, monkeypatch):
+    """Run a test once through libdeflate and once through Python's gzip (zlib)."""
+    if request.param == "libdeflate":
+        if not reading.have_deflate:
+            pytest.skip("libdeflate (the 'deflate' package) is not importable here")
+    else:
+        monkeypatch.setattr(reading, "have_deflate", False)
+    return request.param
+
+
+def _random(rng, dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return (rng.standard_normal(SHAPE) * 10).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -1000), min(info.max, 1000), SHAPE).astype(dtype)
+
+
+def _write(path, data, *, slope=None, inter=None, big_endian=False, nifti2=False):
+    klass = nb.Nifti2Image if nifti2 else nb.Nifti1Image
+    img = klass(data, default_affine(), dtype=data.dtype)
+    if big_endian:
+        header = img.header.as_byteswapped(">")
+        img = klass(data, default_affine(), header)
+    img.header.set_data_dtype(data.dtype)
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter)
+    img.to_filename(path)
+    return path
+
+
+def _bits(array):
+    return np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+
+
+# -- the same values as nibabel, on every kind of file -----------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scaled", [False, True], ids=["raw", "scaled"])
+def test_read_equals_nibabel(tmp_path, rng, inflater, dtype, scaled):
+    data = _random(rng, dtype)
+    slope, inter = (0.37, -2.5) if scaled else (None, None)
+    path = _write(tmp_path / "a.nii.gz", data, slope=slope, inter=inter)
+    volume = io.read_volume(path)
+    img = nb.load(path)
+    assert volume.data.dtype == img.get_data_dtype()
+    assert_array_equal(volume.data, np.asanyarray(img.dataobj.get_unscaled()))
+    expected = (None, None) if not scaled else (img.dataobj.slope, img.dataobj.inter)
+    assert (volume.slope, volume.inter) == expected
+    assert_array_equal(volume.affine, img.affine)
+    assert volume.image_class is nb.Nifti1Image
+
+
+@pytest.mark.parametrize(
+    "case", ["uncompressed", "big_endian", "nifti2", "multi_member", "extension", "4d_t1"]
+)
+def test_unusual_files_read_like_nibabel(tmp_path, rng, inflater, case):
+    data = _random(rng, "int16")
+    path = tmp_path / ("a.nii" if case == "uncompressed" else "a.nii.gz")
+    if case == "big_endian":
+        _write(path, data, slope=0.5, inter=1.0, big_endian=True)
+    elif case == "nifti2":
+        _write(path, data, nifti2=True)
+    elif case == "4d_t1":
+        _write(path, data[..., None])
+    elif case == "extension":
+        img = nb.Nifti1Image(data, default_affine())
+        img.header.extensions.append(nb.nifti1.Nifti1Extension(6, b"an AFNI-like comment"))
+        img.to_filename(path)
+    elif case == "multi_member":
+        raw = nb.Nifti1Image(data, default_affine()).to_bytes()
+        path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    else:
+        _write(path, data)
+    volume = io.read_volume(path)
+    assert volume.data.dtype.isnative
+    assert_array_equal(volume.data, nb.load(path).dataobj.get_unscaled().reshape(SHAPE))
+    assert_array_equal(volume.affine, nb.load(path).affine)
+    assert volume.image_class is type(nb.load(path))
+
+
+# -- gzip is decided by content and always verified (issue: name-case bypass) ----------
+@pytest.mark.parametrize("name", ["a.nii.gz", "a.NII.GZ", "a.nii.GZ", "a.nii", "a.img"])
+def test_corrupt_gzip_is_refused_whatever_its_name(make_nifti, tmp_path, inflater, name):
+    good = make_nifti("good.nii.gz", np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE))
+    raw = bytearray(good.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 16] = b"\x00" * 16
+    bad = tmp_path / name
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        io.read_volume(bad)
+
+
+@pytest.mark.parametrize("name", ["a.NII.GZ", "a.nii"])
+def test_intact_gzip_under_any_name_reads_correctly(make_nifti, tmp_path, inflater, name):
+    good = make_nifti("good.nii.gz", np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE))
+    other = tmp_path / name
+    other.write_bytes(good.read_bytes())
+    assert_array_equal(io.read_volume(other).data, io.read_volume(good).data)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "huge_trailer", "empty_member"])
+def test_damaged_gzip_is_a_value_error_naming_the_file(make_nifti, inflater, damage):
+    path = make_nifti("a.nii.gz", np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE))
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) * 2 // 3]
+    elif damage == "corrupt":
+        raw[len(raw) // 2 : len(raw) // 2 + 16] = b"\x00" * 16
+    elif damage == "huge_trailer":
+        raw[-4:] = (2**32 - 1).to_bytes(4, "little")  # claims 4 GiB: must not be allocated
+    else:
+        raw = bytearray(gzip.compress(b""))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        io.read_volume(path)
+
+
+@pytest.mark.parametrize(
+    ("tail", "accepted"),
+    [(b"", True), (b"\0" * 16, True), (b"trailing junk!", False), (b"\x1f\x8b junk", False)],
+    ids=["nothing", "zero_padding", "junk", "junk_with_magic"],
+)
+def test_both_inflaters_accept_exactly_the_same_files(make_nifti, monkeypatch, tail, accepted):
+    path = make_nifti("a.nii.gz", np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE))
+    path.write_bytes(path.read_bytes() + tail)
+    outcomes = []
+    for fast in (True, False):
+        monkeypatch.setattr(reading, "have_deflate", fast and reading.have_deflate)
+        try:
+            outcomes.append(io.read_volume(path).data.sum())
+        except ValueError as err:
+            assert str(path) in str(err)
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0] != "refused") == accepted
+
+
+def test_libdeflate_is_used_for_a_plain_file(make_nifti, monkeypatch):
+    if not reading.have_deflate:
+        pytest.skip("libdeflate (the 'deflate' package) is not importable here")
+    path = make_nifti("a.nii.gz")
+    calls = []
+    real = reading.deflate.gzip_decompress
+    monkeypatch.setattr(
+        reading.deflate, "gzip_decompress", lambda raw: calls.append(1) or real(raw)
+    )
+    io.read_volume(path)
+    assert calls == [1]
+
+
+# -- one validated header step: every malformed header is a ValueError naming the file -
+def _header_case(path, field, value, *, gz):
+    """Write a valid float32 image, then set one raw header field to ``value``."""
+    data = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    img = nb.Nifti1Image(data, default_affine())
+    img.header.set_qform(default_affine(), code=1)
+    raw = bytearray(img.to_bytes())
+    hdr = nb.Nifti1Header(bytes(raw[:348]))
+    hdr[field] = value
+    raw[:348] = hdr.binaryblock
+    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    return path
+
+
+MALFORMED = {
+    "invalid_quaternion": ("quatern_b", 2.0),
+    "nan_scl_inter": ("scl_inter", np.nan),
+    "inf_scl_inter": ("scl_inter", np.inf),
+    "nan_sform": ("srow_x", [np.nan, 0, 0, 0]),
+    "singular_sform": ("srow_x", [0, 0, 0, 0]),
+    "nan_pixdim": ("pixdim", [1, np.nan, 2, 2, 1, 1, 1, 1]),
+    "absurd_dims": ("dim", [3, 30000, 30000, 30000, 1, 1, 1, 1]),
+    "zero_length_axis": ("dim", [3, 7, 0, 9, 1, 1, 1, 1]),
+    "negative_axis": ("dim", [3, 7, -8, 9, 1, 1, 1, 1]),
+    "bad_ndim": ("dim", [9, 7, 8, 9, 1, 1, 1, 1]),
+    "unknown_datatype": ("datatype", 1234),
+}
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["nii.gz", "nii"])
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_header_is_a_value_error_before_any_work(tmp_path, inflater, case, gz):
+    field, value = MALFORMED[case]
+    if case in ("nan_sform", "singular_sform"):
+        hook = {"sform_code": 1}
+    elif case == "nan_pixdim":
+        hook = {"sform_code": 0}
+    else:
+        hook = {}
+    bad = _header_case(tmp_path / ("bad.nii.gz" if gz else "bad.nii"), field, value, gz=gz)
+    for key, val in hook.items():  # the field must be in force to matter
+        raw = bad.read_bytes()
+        raw = bytearray(gzip.decompress(raw) if gz else raw)
+        hdr = nb.Nifti1Header(bytes(raw[:348]))
+        hdr[key] = val
+        raw[:348] = hdr.binaryblock
+        bad.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        io.read_volume(bad)
+
+
+def test_foreign_format_is_a_value_error_not_an_import_error(tmp_path):
+    minc2 = tmp_path / "brain.mnc"
+    minc2.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 2000)  # the HDF5 signature of MINC2
+    analyze = tmp_path / "pair.nii"
+    img = nb.Nifti1Pair(np.zeros(SHAPE, np.uint8), default_affine())
+    analyze.write_bytes(img.header.binaryblock + b"\0" * 10000)
+    for bad in (minc2, analyze):
+        with pytest.raises(ValueError, match=re.escape(str(bad))):
+            io.read_volume(bad)
+
+
+def _fuzzed_files(tmp_path, rng, n_cases):
+    """Yield (case, files): a valid first input, then one whose header bytes are damaged."""
+    base = (rng.random(SHAPE) * 10).astype(np.float32)
+    img = nb.Nifti1Image(base, default_affine())
+    img.header.set_qform(default_affine(), code=1)
+    img.header.set_sform(default_affine(), code=1)
+    first = tmp_path / "first.nii"
+    img.to_filename(first)
+    raw = img.to_bytes()
+    layout = nb.Nifti1Header.template_dtype
+    fields = [name for name in layout.names if name not in ("sizeof_hdr", "magic")]
+    for case in range(n_cases):
+        header = bytearray(raw[:348])
+        for field in rng.choice(fields, size=rng.integers(1, 4), replace=False):
+            start = layout.fields[field][1]
+            size = layout[field].itemsize
+            if rng.random() < 0.5:  # random bytes
+                header[start : start + size] = rng.bytes(size)
+            else:  # a plausible but wrong value: flip one element to an extreme
+                values = np.frombuffer(bytes(header[start : start + size]), layout[field]).copy()
+                if values.dtype.kind in "iuf":
+                    extremes = [0, -1, 1, 2**15 - 1] + (
+                        [np.nan, np.inf, -np.inf, 1e30] if values.dtype.kind == "f" else []
+                    )
+                    flat = values.reshape(-1)
+                    flat[rng.integers(flat.size)] = rng.choice(extremes)
+                    header[start : start + size] = values.tobytes()
+        path = tmp_path / f"fuzz{case:03d}.nii"
+        path.write_bytes(bytes(header) + raw[348:])
+        yield case, [str(first), str(path)]
+
+
+def test_fuzzed_headers_give_the_reference_result_or_a_value_error(tmp_path, rng):
+    """Damage header fields at random: the result is the plain nibabel loop's, or a
+    ValueError that names the damaged file; nothing else ever escapes."""
+    outcomes = {"same": 0, "refused": 0}
+    for case, files in _fuzzed_files(tmp_path, rng, n_cases=300):
+        try:
+            ours = np.asanyarray(compute_heatmap(files).dataobj)
+        except ValueError as err:
+            assert files[1] in str(err), f"case {case}: error does not name the file: {err}"
+            outcomes["refused"] += 1
+            continue
+        except Exception as err:  # noqa: BLE001 - this is what the test is about
+            pytest.fail(f"case {case}: {type(err).__name__} escaped: {err}")
+        try:
+            with np.errstate(all="ignore"):
+                expected = reference_heatmap(files)
+        except Exception as err:  # noqa: BLE001
+            pytest.fail(f"case {case}: we accepted a file nibabel cannot read ({err})")
+        assert_array_equal(_bits(ours), _bits(expected), err_msg=f"case {case}")
+        outcomes["same"] += 1
+    # The fuzzing must exercise both outcomes, or it proves nothing.
+    assert outcomes["same"] > 20 and outcomes["refused"] > 20, outcomes
+
+
+# -- values: bit for bit the plain loop -----------------------------------------------
+CASES = {
+    "masks": lambda rng: [(rng.random(SHAPE) > 0.7).astype(np.uint8) for _ in range(4)],
+    "int16_scaled": lambda rng: [_random(rng, "int16") for _ in range(3)],
+    "float32_nan": lambda rng: [
+        np.where(rng.random(SHAPE) > 0.1, rng.random(SHAPE), np.nan).astype(np.float32)
+        for _ in range(3)
+    ],
+    "mixed_order": lambda rng: [
+        (rng.random(SHAPE) > 0.5).astype(np.uint8),
+        rng.random(SHAPE).astype(np.float32),
+        _random(rng, "int16"),
+        (rng.random(SHAPE) > 0.5).astype(np.uint8),
+        rng.random(SHAPE).astype(np.float64),
+    ],
+    "big_endian_mix": lambda rng: [_random(rng, "int16"), _random(rng, "float32")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(
+    ("use_mean", "clip", "normalize"), list(itertools.product([True, False], repeat=3))
+)
+def test_result_equals_plain_loop_bit_for_bit(tmp_path, rng, case, use_mean, clip, normalize):
+    arrays = CASES[case](rng)
+    files = []
+    for index, data in enumerate(arrays):
+        scaled = case == "int16_scaled" or (case == "mixed_order" and data.dtype == np.int16)
+        files.append(
+            str(
+                _write(
+                    tmp_path / f"f{index}.nii.gz",
+                    data,
+                    slope=0.125 * (index + 1) if scaled else None,
+                    inter=index - 1.5 if scaled else None,
+                    big_endian=case == "big_endian_mix" and index == 0,
+                )
+            )
+        )
+    fast = np.asanyarray(compute_heatmap(files, use_mean, clip, normalize).dataobj)
+    assert_array_equal(_bits(fast), _bits(reference_heatmap(files, use_mean, clip, normalize)))
+
+
+# -- read-ahead ---------------------------------------------------------------------------
+def test_read_ahead_yields_in_order_and_stops_on_error(tmp_path):
+    paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(6)]
+    bad = tmp_path / "v3.nii.gz"
+    bad.write_bytes(b"not a gzip file")
+    seen = []
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        for volume in io.iter_volumes(paths, read_ahead=2):
+            seen.append(int(volume.data.max()))
+    assert seen == [0, 1, 2]
+
+
+def test_read_ahead_is_bounded(tmp_path, monkeypatch):
+    paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(8)]
+    started = []
+    real = reading._read_with_range
+    monkeypatch.setattr(reading, "_read_with_range", lambda p: started.append(p) or real(p))
+    consumed = 0
+    for _ in io.iter_volumes(paths, read_ahead=2):
+        consumed += 1
+        # the one being used, plus at most read_ahead behind it
+        assert len(started) <= consumed + 2
+    assert consumed == 8
+
+
+def test_read_ahead_of_zero_reads_in_the_calling_thread(tmp_path):
+    paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(3)]
+    assert [int(v.data.max()) for v in io.iter_volumes(paths, read_ahead=0)] == [0, 1, 2]
+
+
+def test_read_header_reads_gzip_and_plain(make_nifti):
+    for name in ("a.nii.gz", "b.nii"):
+        path = make_nifti(name)
+        assert io.read_header(path).get_data_shape() == SHAPE

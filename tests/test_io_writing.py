@@ -1,0 +1,232 @@
+"""Writing: atomic, named errors, no temporary file that outlives its process, checks first."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gzip
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from nipype_heatmap import io
+from nipype_heatmap.core import generate_heatmap_volume, write_heatmap
+from nipype_heatmap.io import writing
+
+from .conftest import file_digest, run_unprivileged
+
+
+@pytest.fixture(params=["unnamed", "named"])
+def temp_kind(request, monkeypatch):
+    """Write through an unnamed (O_TMPFILE) temporary file, and through a named one."""
+    if request.param == "unnamed":
+        if not writing._unnamed_files_possible():
+            pytest.skip("this system cannot make unnamed files (O_TMPFILE and /proc)")
+    else:
+        monkeypatch.setattr(writing, "_unnamed_files_possible", lambda: False)
+    return request.param
+
+
+def test_gzip_output_is_reproducible(tmp_path, temp_kind):
+    payload = os.urandom(1000) * 50
+    first = io.write_atomic([payload[:7], memoryview(payload)[7:]], tmp_path / "a.bin.gz")
+    data = open(first, "rb").read()
+    assert gzip.decompress(data) == payload
+    assert data[4:8] == b"\0\0\0\0"  # mtime 0: the same map gives the same bytes
+    second = io.write_atomic([payload], tmp_path / "b.bin.gz")
+    assert open(second, "rb").read() == data
+    assert sorted(os.listdir(tmp_path)) == ["a.bin.gz", "b.bin.gz"]
+
+
+def test_write_replaces_an_existing_file_only_when_complete(tmp_path, temp_kind):
+    out = tmp_path / "out.nii"
+    out.write_bytes(b"old map")
+
+    def chunks():
+        yield b"new "
+        assert out.read_bytes() == b"old map", "the old file changed before the write ended"
+        yield b"map"
+
+    io.write_atomic(chunks(), out)
+    assert out.read_bytes() == b"new map"
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
+def test_write_failure_names_the_output_and_keeps_the_old_one(
+    make_nifti, in_dir, tmp_path, monkeypatch, temp_kind, code
+):
+    make_nifti("a.nii.gz")
+    out = generate_heatmap_volume(in_dir, tmp_path / "out")
+    before = file_digest(out)
+
+    def failing_fsync(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(writing.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match=re.escape(out)) as info:
+        generate_heatmap_volume(in_dir, tmp_path / "out")
+    assert info.value.errno == code
+    assert os.strerror(code) in str(info.value)
+    assert file_digest(out) == before
+    assert os.listdir(tmp_path / "out") == ["heatmap_volume.nii.gz"]
+
+
+def test_file_size_limit_names_the_output(make_nifti, in_dir, tmp_path):
+    """A real EFBIG from the kernel (RLIMIT_FSIZE), in a child process."""
+    make_nifti("a.nii.gz")
+    out_dir = tmp_path / "out"
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+        from nipype_heatmap.core import generate_heatmap_volume
+        try:
+            generate_heatmap_volume({str(in_dir)!r}, {str(out_dir)!r}, "big.nii")
+        except OSError as err:
+            print("ERRNO", err.errno, err)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert f"ERRNO {errno.EFBIG}" in done.stdout, done.stdout + done.stderr
+    assert str(out_dir / "big.nii") in done.stdout
+    assert os.listdir(out_dir) == []
+
+
+_SLOW_WRITER = """
+import os, sys, time
+from nipype_heatmap.io import writing
+if sys.argv[3] == "named":
+    writing._unnamed_files_possible = lambda: False
+def chunks():
+    yield b"x" * 4096
+    open(sys.argv[2], "w").close()  # tell the parent we are writing
+    time.sleep(60)
+    yield b"never"
+writing.write_atomic(chunks(), sys.argv[1])
+"""
+
+
+def _kill_while_writing(out, ready, kind):
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(out), str(ready), kind])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, "the writer died before writing"
+            assert time.monotonic() < deadline, "the writer never started writing"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+def test_a_killed_writer_leaves_nothing_behind(tmp_path, temp_kind):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "map.nii"
+    out.write_bytes(b"previous map")
+    _kill_while_writing(out, tmp_path / "ready", temp_kind)
+    assert out.read_bytes() == b"previous map"
+    leftovers = sorted(set(os.listdir(out_dir)) - {"map.nii"})
+    if temp_kind == "unnamed":
+        assert leftovers == []  # an unnamed file dies with its process
+    else:
+        assert len(leftovers) == 1  # a named temporary file stays ...
+    io.prepare_output(out)  # ... until the next run of this output removes it
+    assert os.listdir(out_dir) == ["map.nii"]
+
+
+def test_a_running_writer_s_temporary_file_is_never_removed(tmp_path):
+    out = tmp_path / "map.nii.gz"
+    live = tmp_path / ".map.nii.gz.abc123.part"
+    stale = tmp_path / ".map.nii.gz.def456.part"
+    other = tmp_path / ".other.nii.gz.abc123.part"
+    for path in (live, stale, other):
+        path.write_bytes(b"partial")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a running writer holds it
+    try:
+        removed = io.remove_stale_temporaries(out)
+    finally:
+        os.close(fd)
+    assert removed == [str(stale)]
+    assert live.exists() and other.exists() and not stale.exists()
+
+
+def test_prepare_output_leaves_no_probe_file(tmp_path):
+    io.prepare_output(tmp_path / "out.nii.gz")
+    assert os.listdir(tmp_path) == []
+
+
+# -- checks before any input is read ----------------------------------------------------
+@pytest.fixture
+def no_reading(monkeypatch):
+    """Fail the test if any input voxel file is read."""
+    from nipype_heatmap.io import reading
+
+    def must_not_read(path):
+        raise AssertionError(f"input {path} was read before the output was checked")
+
+    monkeypatch.setattr(reading, "read_file_bytes", must_not_read)
+
+
+def test_output_under_a_regular_file_fails_before_reading(
+    make_nifti, in_dir, tmp_path, no_reading
+):
+    make_nifti("a.nii.gz")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a regular file where a folder is expected")
+    with pytest.raises(OSError, match=re.escape(str(blocker))):
+        generate_heatmap_volume(in_dir, blocker / "derivatives")
+
+
+def test_output_that_is_a_folder_fails_before_reading(make_nifti, in_dir, tmp_path, no_reading):
+    make_nifti("a.nii.gz")
+    (tmp_path / "out" / "heatmap_volume.nii.gz").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match="heatmap_volume.nii.gz"):
+        generate_heatmap_volume(in_dir, tmp_path / "out")
+    with pytest.raises(IsADirectoryError, match="heatmap_volume.nii.gz"):
+        write_heatmap([in_dir / "a.nii.gz"], tmp_path / "out" / "heatmap_volume.nii.gz")
+
+
+def test_read_only_output_folder_fails_before_reading_as_an_unprivileged_user():
+    """Permissions do not stop root, and CI runs as root: run this as 'nobody'."""
+    result = run_unprivileged(
+        """
+        import os, numpy as np, nibabel as nb
+        from nipype_heatmap import core
+        from nipype_heatmap.io import reading
+        inputs = os.path.join(WORK, "inputs")
+        os.mkdir(inputs)
+        for i in range(2):
+            nb.Nifti1Image(np.ones((7, 8, 9), np.uint8), np.eye(4)).to_filename(
+                os.path.join(inputs, f"m{i}.nii.gz"))
+        read = []
+        real = reading.read_file_bytes
+        reading.read_file_bytes = lambda p: read.append(p) or real(p)
+        out = os.path.join(WORK, "readonly")
+        os.mkdir(out)
+        os.chmod(out, 0o555)
+        for call in (lambda: core.generate_heatmap_volume(inputs, out),
+                     lambda: core.write_heatmap([os.path.join(inputs, "m0.nii.gz")],
+                                                os.path.join(out, "x.nii.gz"))):
+            try:
+                call()
+            except PermissionError as err:
+                print("PermissionError:", err)
+        print("READ:", read)
+        print("LISTING:", os.listdir(out))
+        """
+    )
+    lines = result.splitlines()
+    errors = [line for line in lines if line.startswith("PermissionError:")]
+    assert len(errors) == 2, result
+    assert all("readonly" in line and "not writable" in line for line in errors), result
+    assert "READ: []" in lines, result
+    assert "LISTING: []" in lines, result
