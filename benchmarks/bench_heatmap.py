@@ -249,6 +249,15 @@ def main() -> int:
         f"Python {platform.python_version()}, numpy {np.__version__}, "
         f"nibabel {nb.__version__}"
     )
+    # Which read and write path this install takes (a plain ``pip install`` brings both).
+    from nipype_heatmap._optional import have_deflate, have_isal
+
+    print(
+        "read path: "
+        + ("libdeflate one-shot inflate" if have_deflate else "zlib (deflate not importable)")
+        + "; write path: "
+        + ("ISA-L" if have_isal else "zlib (isal not importable)")
+    )
     bench("lesion masks (uint8)", data["masks"], args.repeats)
     bench("probability maps (float32)", data["probs"], args.repeats)
     memory_scaling(data["masks10"], data["masks"])

@@ -28,10 +28,9 @@ SHAPE = (64, 64, 64)
 
 RUNNER = """
 import json, resource, sys, time
-sys.path.insert(0, {root!r})
 from nipype.pipeline import engine as pe
 from nipype_heatmap.interfaces import HeatmapVolume
-from workflows import init_scaled_heatmap_wf
+from nipype_heatmap.workflows import init_scaled_heatmap_wf
 mode, data, work, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 files = sorted(str(p) for p in __import__("pathlib").Path(data).glob("*.nii.gz"))
 t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The reference algorithm: SPEC's semantics as a plain nibabel loop, for benchmarks and checks.
+"""The reference algorithm: docs/semantics.md as a plain nibabel loop, for benchmarks and checks.
 
 Usage: python reference_loop.py IN_FOLDER OUT_FILE [--sum] [--no-clip] [--normalize]
 
@@ -17,9 +17,12 @@ import numpy as np
 
 
 def reference_heatmap(
-    files: list[str], use_mean: bool = True, clip: bool = True, normalize: bool = False
+    files: list[str],
+    use_mean: bool = True,
+    clip_to_input_range: bool = True,
+    normalize: bool = False,
 ) -> np.ndarray:
-    """SPEC's heatmap of ``files`` as a plain sequential nibabel loop; float32 result."""
+    """The heatmap (docs/semantics.md §3-§4) of ``files`` as a plain nibabel loop; float32."""
     first = nb.load(files[0])
     total = np.zeros(first.shape[:3])
     count = np.zeros(first.shape[:3])
@@ -33,7 +36,7 @@ def reference_heatmap(
             lo, hi = min(lo, data[finite].min()), max(hi, data[finite].max())
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(count > 0, total / count, np.nan) if use_mean else total
-    if clip:
+    if clip_to_input_range:
         out = np.clip(out, lo, hi)
     if normalize:
         vals = out[np.isfinite(out)]

@@ -199,14 +199,14 @@ class DerivativeOutputs:
 
 
 def write_group_derivative(
-    heatmap_file: str | os.PathLike[str],
+    in_file: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
     selection: BIDSSelection,
     *,
     use_mean: bool = True,
     clip_to_input_range: bool = True,
     normalize: bool = False,
-    desc: str | None = None,
+    out_desc: str | None = None,
     dataset_link: str = "input",
     generate_report: bool = False,
     underlay: str | os.PathLike[str] | None = None,
@@ -215,7 +215,7 @@ def write_group_derivative(
 
     Parameters
     ----------
-    heatmap_file : str or os.PathLike
+    in_file : str or os.PathLike
         The heatmap (from :class:`HeatmapVolume` or :func:`write_heatmap`).
     output_dir : str or os.PathLike
         Root of the derivatives dataset; created with ``dataset_description.json`` and a
@@ -224,7 +224,7 @@ def write_group_derivative(
         The inputs, as selected (their order is the heatmap's).
     use_mean, clip_to_input_range, normalize : bool
         How the map was made (recorded; they also choose the default ``desc``).
-    desc : str, optional
+    out_desc : str, optional
         ``desc`` entity of the map; default from :func:`map_desc`.
     dataset_link : str, default="input"
         Name of the input dataset in ``DatasetLinks`` (BIDS URIs ``bids:<link>:<path>``).
@@ -258,10 +258,10 @@ def write_group_derivative(
                 "into their own folder (e.g. derivatives/nipype_heatmap)"
             )
     stem = derivative_name(
-        selection.entities, desc or map_desc(use_mean, clip_to_input_range, normalize)
+        selection.entities, out_desc or map_desc(use_mean, clip_to_input_range, normalize)
     )
     uris = [f"bids:{dataset_link}:{selection.relpath(f)}" for f in selection.files]
-    img = nb.load(heatmap_file)
+    img = nb.load(in_file)
     data = np.asanyarray(img.dataobj)
     finite = data[np.isfinite(data)]
     aggregation = "mean" if use_mean else "sum"

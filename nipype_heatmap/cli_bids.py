@@ -50,7 +50,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--normalize", action="store_true", help="min-max scale to [0, 1]")
     parser.add_argument("--out-desc", help="desc entity of the map (default: mean/count/union)")
     parser.add_argument("--report", action="store_true", help="write the visual report")
-    parser.add_argument("--anat", help="anatomical underlay for the report")
+    parser.add_argument(
+        "--underlay",
+        "--anat",  # the earlier name, still accepted
+        dest="underlay",
+        metavar="UNDERLAY",
+        help="anatomical image to draw the report over (resampled to the map's grid)",
+    )
     parser.add_argument("--debug", action="store_true", help="tracebacks and statistics")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -90,9 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 heatmap,
                 args.output_dir,
                 selection,
-                desc=args.out_desc,
+                out_desc=args.out_desc,
                 generate_report=args.report,
-                underlay=args.anat,
+                underlay=args.underlay,
                 **flags,
             )
         return "\n".join(filter(None, [outputs.out_file, outputs.report_html]))

@@ -1,6 +1,6 @@
 """The heatmap computation: a streaming accumulator and the functions built on it.
 
-numpy and nibabel only; no Nipype. The semantics are those of ``SPEC.md`` §1:
+numpy and nibabel only; no Nipype. The semantics are written in ``docs/semantics.md`` (§3-§5):
 mean or sum, then clipping to the inputs' range, then min-max normalization, in float64,
 written as float32 with the first input's affine and header.
 """
@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import nibabel as nb
 import numpy as np
 
+from ._docs import fill_doc
 from .io import (
     Grid,
     Volume,
@@ -67,9 +68,11 @@ class HeatmapAccumulator:
     Examples
     --------
     >>> acc = HeatmapAccumulator()
-    >>> for path in ["sub-01_mask.nii.gz", "sub-02_mask.nii.gz"]:  # doctest: +SKIP
-    ...     acc.add_file(path)
-    >>> img = acc.finalize(use_mean=True)  # doctest: +SKIP
+    >>> for path in mask_files:
+    ...     value_range = acc.add_file(path)
+    >>> img = acc.finalize(use_mean=True)
+    >>> img.shape, acc.n_inputs, img.get_data_dtype().name
+    ((7, 8, 9), 3, 'float32')
     """
 
     def __init__(self) -> None:
@@ -376,10 +379,10 @@ class HeatmapAccumulator:
         )
 
 
-def describe(n_inputs: int, use_mean: bool, clip: bool, normalize: bool) -> bytes:
+def describe(n_inputs: int, use_mean: bool, clip_to_input_range: bool, normalize: bool) -> bytes:
     """Return the ``descrip`` header text (at most 80 bytes) for a heatmap."""
     text = f"nipype_heatmap {'mean' if use_mean else 'sum'} of {n_inputs} volumes"
-    flags = [f for f, on in (("clipped", clip), ("normalized", normalize)) if on]
+    flags = [f for f, on in (("clipped", clip_to_input_range), ("normalized", normalize)) if on]
     if flags:
         text += " (" + ", ".join(flags) + ")"
     return text.encode("ascii")[:80]
@@ -438,6 +441,7 @@ def _finite_range(values: np.ndarray) -> tuple[float | None, float | None]:
     return float(finite.min()), float(finite.max())
 
 
+@fill_doc
 def compute_heatmap(
     in_files: Sequence[str | os.PathLike[str]],
     use_mean: bool = True,
@@ -451,18 +455,12 @@ def compute_heatmap(
 
     Parameters
     ----------
-    in_files : sequence of str or os.PathLike
-        The 3D NIfTI files, in the order to use; the first one sets the grid and header.
-    use_mean : bool, default=True
-        True for the voxel-wise mean (probability map), False for the sum (count map).
-    clip_to_input_range : bool, default=True
-        Clip the map to ``[min, max]`` of all finite input values.
-    normalize : bool, default=False
-        Min-max scale the finite values of the (clipped) map to ``[0, 1]``.
-    debug : bool, default=False
-        Log per-file value ranges and the final statistics at INFO level (else DEBUG).
-    progress : bool or None, default=None
-        Show a tqdm progress bar on stderr; None shows it only when stderr is a terminal.
+    %(in_files)s
+    %(use_mean)s
+    %(clip_to_input_range)s
+    %(normalize)s
+    %(debug)s
+    %(progress)s
 
     Returns
     -------
@@ -559,6 +557,7 @@ class _NoBar:
         """Do nothing."""
 
 
+@fill_doc
 def write_heatmap(
     in_files: Sequence[str | os.PathLike[str]],
     out_file: str | os.PathLike[str],
@@ -576,8 +575,7 @@ def write_heatmap(
 
     Parameters
     ----------
-    in_files : sequence of str or os.PathLike
-        The 3D NIfTI files, in the order to use; the first one sets the grid and header.
+    %(in_files)s
     out_file : str or os.PathLike
         Where to write; the name must end in ``.nii`` or ``.nii.gz`` (gzip for ``.gz``).
         Missing parent folders are created.
@@ -611,6 +609,7 @@ def write_heatmap(
     return out_file
 
 
+@fill_doc
 def generate_heatmap_volume(
     nii_folder: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
@@ -632,20 +631,12 @@ def generate_heatmap_volume(
     output_path : str or os.PathLike
         Folder to write into; created with parents. It may be ``nii_folder`` itself: the
         output file is then never taken as an input.
-    output_filename : str, default="heatmap_volume.nii.gz"
-        A bare file name ending in ``.nii`` or ``.nii.gz``.
-    use_mean : bool, default=True
-        True for the mean (probability map), False for the sum (count or density map).
-    clip_to_input_range : bool, default=True
-        Clip the map to ``[min, max]`` of all finite input values. For binary masks a
-        clipped sum is the union mask.
-    normalize : bool, default=False
-        Min-max scale the finite values of the (clipped) map to ``[0, 1]``; skipped, with a
-        log line, when the map is constant.
-    debug : bool, default=False
-        Log per-file value ranges and the final statistics at INFO level.
-    progress : bool or None, default=None
-        Show a tqdm progress bar on stderr; None shows it only when stderr is a terminal.
+    %(output_filename)s
+    %(use_mean)s
+    %(clip_to_input_range)s
+    %(normalize)s
+    %(debug)s
+    %(progress)s
 
     Returns
     -------
@@ -665,10 +656,11 @@ def generate_heatmap_volume(
     Examples
     --------
     >>> from nipype_heatmap import generate_heatmap_volume
-    >>> generate_heatmap_volume("lesion_masks/", "derivatives/",
-    ...                         "lesion_overlap.nii.gz", use_mean=False,
-    ...                         clip_to_input_range=False)  # doctest: +SKIP
-    '/data/derivatives/lesion_overlap.nii.gz'
+    >>> out = generate_heatmap_volume("lesion_masks", "derivatives",
+    ...                               "lesion_overlap.nii.gz", use_mean=False,
+    ...                               clip_to_input_range=False)
+    >>> out  # doctest: +ELLIPSIS
+    '.../derivatives/lesion_overlap.nii.gz'
     """
     check_output_filename(output_filename)
     out_file = prepare_output(os.path.join(os.fspath(output_path), output_filename))

@@ -5,18 +5,16 @@ wheel; nothing is downloaded. Each subject gets a smooth random deformation, an 
 non-uniformity field and noise on the T1 (seeded, reproducible), and lesion masks as smooth
 blobs inside its white matter near a few shared "hotspots", so that lesions overlap.
 
-``run_demo`` builds the cohort, runs the sample tissue-probability and lesion-overlap
-workflows from the repository's ``workflows/`` folder and summarizes the maps.
+``run_demo`` builds the cohort, runs the tissue-probability and lesion-overlap workflows
+of :mod:`nipype_heatmap.workflows` and summarizes the maps.
 Needs the ``demo`` extra: ``pip install 'nipype_heatmap[demo]'``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,22 +138,6 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> str:
     return str(path)
 
 
-def _import_workflows():
-    """Import the sample workflows from the clone this package was installed from."""
-    try:
-        return importlib.import_module("workflows")
-    except ImportError:
-        pass
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "workflows" / "__init__.py").exists():
-        raise ImportError(
-            "the demo runs the sample workflows in the repository's workflows/ folder, which "
-            "is not installed; install from a clone with pip install -e '.[demo]'"
-        )
-    sys.path.insert(0, str(root))
-    return importlib.import_module("workflows")
-
-
 def run_demo(
     out_dir: str | os.PathLike[str],
     n_subjects: int = 12,
@@ -182,16 +164,17 @@ def run_demo(
         A short human-readable summary (where the maps are, voxels with p >= 0.5 per
         tissue, the maximum lesion overlap, the GM map's correlation with the template).
     """
+    from .workflows import init_lesion_overlap_wf, init_tissue_probability_wf
+
     out_dir = Path(out_dir).absolute()
-    workflows = _import_workflows()
     cohort = make_demo_cohort(out_dir / "cohort", n_subjects=n_subjects, seed=seed)
     plugin_args = {"n_procs": os.cpu_count() or 1} if plugin == "MultiProc" else {}
 
-    tissue_wf = workflows.init_tissue_probability_wf(segmenter="otsu")
+    tissue_wf = init_tissue_probability_wf(segmenter="otsu")
     tissue_wf.base_dir = str(out_dir / "work")
     tissue_wf.inputs.inputnode.t1w_files = cohort.t1w_files
     tissue_wf.inputs.inputnode.brain_mask = cohort.brain_mask
-    lesion_wf = workflows.init_lesion_overlap_wf()
+    lesion_wf = init_lesion_overlap_wf()
     lesion_wf.base_dir = str(out_dir / "work")
     lesion_wf.inputs.inputnode.lesion_masks = cohort.lesion_masks
     results = {}

@@ -24,11 +24,20 @@ from nipype.interfaces.base import (
     isdefined,
     traits,
 )
+from packaging.version import Version
 
+from . import __version__
+from ._docs import SHORT
 from .core import DEFAULT_OUTPUT_FILENAME, write_heatmap
 from .io import check_output_filename, find_nifti_files
 
 IFLOGGER = logging.getLogger("nipype.interface")
+
+#: Peak memory (GB) of one heatmap node on the MNI 1 mm grid (182 x 218 x 182), as measured
+#: in the README's benchmarks (0.28 GB for float32 maps; 0.27 GB for a PartialHeatmap job,
+#: 0.23 GB for MergeHeatmaps), for Nipype's ``mem_gb=``. It grows with the number of
+#: voxels, not with the number of inputs: multiply by 8 for a 0.5 mm grid.
+MEM_GB = 0.3
 
 
 class _AbsolutePathMixin:
@@ -79,21 +88,22 @@ def core_logs_in_nipype(debug: bool = False):
         logger.setLevel(old_level)
 
 
-class _HeatmapOptionsInputSpec(BaseInterfaceInputSpec):
-    use_mean = traits.Bool(
-        True, usedefault=True, desc="Voxel-wise mean (probability map); False gives the sum."
-    )
-    clip_to_input_range = traits.Bool(
-        True, usedefault=True, desc="Clip the map to the range of all finite input values."
-    )
-    normalize = traits.Bool(
-        False, usedefault=True, desc="Min-max scale the finite values of the map to [0, 1]."
-    )
-    output_filename = Str(
-        DEFAULT_OUTPUT_FILENAME,
-        usedefault=True,
-        desc="Bare file name of the heatmap, ending in .nii or .nii.gz.",
-    )
+class _SpecBase(BaseInterfaceInputSpec):
+    """Input specs whose deprecated names are checked against this package's version."""
+
+    # Nipype compares a trait's ``deprecated=`` release with ``package_version``.
+    package_version = Version(__version__)
+
+
+#: The release that drops the deprecated input names below.
+_DROP_ALIASES_IN = "1.0"
+
+
+class _HeatmapOptionsInputSpec(_SpecBase):
+    use_mean = traits.Bool(True, usedefault=True, desc=SHORT["use_mean"])
+    clip_to_input_range = traits.Bool(True, usedefault=True, desc=SHORT["clip_to_input_range"])
+    normalize = traits.Bool(False, usedefault=True, desc=SHORT["normalize"])
+    output_filename = Str(DEFAULT_OUTPUT_FILENAME, usedefault=True, desc=SHORT["output_filename"])
 
 
 class _HeatmapVolumeInputSpec(_HeatmapOptionsInputSpec):
@@ -109,12 +119,7 @@ class _HeatmapVolumeInputSpec(_HeatmapOptionsInputSpec):
         xor=["nii_folder"],
         desc="3D NIfTI files on one grid, in the order to use; the first sets the header.",
     )
-    debug = traits.Bool(
-        False,
-        usedefault=True,
-        nohash=True,
-        desc="Log per-file value ranges and final statistics (does not change the map).",
-    )
+    debug = traits.Bool(False, usedefault=True, nohash=True, desc=SHORT["debug"])
 
 
 class _HeatmapVolumeOutputSpec(TraitedSpec):
@@ -135,10 +140,12 @@ class HeatmapVolume(SimpleInterface):
     --------
     >>> from nipype_heatmap.interfaces import HeatmapVolume
     >>> hm = HeatmapVolume(nii_folder="lesion_masks", use_mean=False,
-    ...                    clip_to_input_range=False)  # doctest: +SKIP
-    >>> res = hm.run(cwd="/tmp/overlap")  # doctest: +SKIP
-    >>> res.outputs.out_file  # doctest: +SKIP
-    '/tmp/overlap/heatmap_volume.nii.gz'
+    ...                    clip_to_input_range=False)
+    >>> res = hm.run()  # writes into the current folder; run(cwd=...) to choose
+    >>> res.outputs.out_file  # doctest: +ELLIPSIS
+    '.../heatmap_volume.nii.gz'
+    >>> res.outputs.n_inputs
+    3
     """
 
     input_spec = _HeatmapVolumeInputSpec
@@ -172,21 +179,27 @@ class HeatmapVolume(SimpleInterface):
         return runtime
 
 
-class _PartialHeatmapInputSpec(BaseInterfaceInputSpec):
+class _PartialHeatmapInputSpec(_SpecBase):
     in_files = InputMultiObject(
         AbsFile(exists=True),
         mandatory=True,
         desc="One chunk of the 3D NIfTI files, in order; the first sets the grid and header.",
     )
-    out_name = Str(
+    output_filename = Str(
         "partial_heatmap.nii.gz",
         usedefault=True,
         desc="Bare file name of the partial heatmap (a .nii or .nii.gz file).",
     )
+    out_name = Str(
+        deprecated=_DROP_ALIASES_IN,
+        new_name="output_filename",
+        desc="Deprecated name of output_filename.",
+    )
 
 
 class _PartialHeatmapOutputSpec(TraitedSpec):
-    state_file = File(exists=True, desc="float64 NIfTI of sums and counts, metadata embedded.")
+    out_file = File(exists=True, desc="float64 NIfTI of sums and counts, metadata embedded.")
+    state_file = File(exists=True, desc="Deprecated name of out_file (the same file).")
     n_inputs = traits.Int(desc="How many volumes this chunk holds.")
 
 
@@ -203,20 +216,26 @@ class PartialHeatmap(SimpleInterface):
         from .core import accumulate_files
         from .state import save_state
 
-        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.out_name))
+        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
         files = [os.path.abspath(f) for f in self.inputs.in_files]
         with core_logs_in_nipype():
             acc = accumulate_files(files, progress=False)
-        self._results["state_file"] = save_state(acc, out_file)
+        self._results["out_file"] = self._results["state_file"] = save_state(acc, out_file)
         self._results["n_inputs"] = acc.n_inputs
         return runtime
 
 
 class _MergeHeatmapsInputSpec(_HeatmapOptionsInputSpec):
-    state_files = InputMultiObject(
+    in_files = InputMultiObject(
         AbsFile(exists=True),
         mandatory=True,
         desc="Partial heatmaps from PartialHeatmap, in input order.",
+    )
+    state_files = InputMultiObject(
+        AbsFile(exists=True),
+        deprecated=_DROP_ALIASES_IN,
+        new_name="in_files",
+        desc="Deprecated name of in_files.",
     )
 
 
@@ -238,7 +257,7 @@ class MergeHeatmaps(SimpleInterface):
             os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
         )
         with core_logs_in_nipype():
-            acc = merge_states(self.inputs.state_files)
+            acc = merge_states(self.inputs.in_files)
         img = acc.finalize(
             self.inputs.use_mean, self.inputs.clip_to_input_range, self.inputs.normalize
         )
@@ -247,13 +266,13 @@ class MergeHeatmaps(SimpleInterface):
         self._results["input_files"] = acc.sources
         IFLOGGER.info(
             "MergeHeatmaps: %d partial(s), %d volume(s)",
-            len(self.inputs.state_files),
+            len(self.inputs.in_files),
             acc.n_inputs,
         )
         return runtime
 
 
-class _SelectBIDSInputsInputSpec(BaseInterfaceInputSpec):
+class _SelectBIDSInputsInputSpec(_SpecBase):
     bids_dir = AbsDirectory(
         exists=True, mandatory=True, desc="Root of a BIDS (derivatives) dataset."
     )
@@ -302,7 +321,7 @@ class SelectBIDSInputs(SimpleInterface):
         return runtime
 
 
-class _HeatmapDerivativesSinkInputSpec(BaseInterfaceInputSpec):
+class _HeatmapDerivativesSinkInputSpec(_SpecBase):
     in_file = AbsFile(exists=True, mandatory=True, desc="The heatmap to store.")
     selection = traits.Any(mandatory=True, desc="The BIDSSelection its inputs came from.")
     output_dir = AbsDirectory(mandatory=True, desc="Root of the derivatives dataset to write.")
@@ -344,7 +363,7 @@ class HeatmapDerivativesSink(SimpleInterface):
             use_mean=self.inputs.use_mean,
             clip_to_input_range=self.inputs.clip_to_input_range,
             normalize=self.inputs.normalize,
-            desc=self.inputs.out_desc if isdefined(self.inputs.out_desc) else None,
+            out_desc=self.inputs.out_desc if isdefined(self.inputs.out_desc) else None,
             generate_report=self.inputs.generate_report,
             underlay=self.inputs.underlay if isdefined(self.inputs.underlay) else None,
         )

@@ -53,7 +53,7 @@ def _slices(data: np.ndarray, axis: int, n: int) -> list[int]:
 
 
 def make_report(
-    heatmap_file: str | os.PathLike[str],
+    in_file: str | os.PathLike[str],
     figure_stem: str | os.PathLike[str],
     *,
     html_file: str | os.PathLike[str],
@@ -68,7 +68,7 @@ def make_report(
 
     Parameters
     ----------
-    heatmap_file : str or os.PathLike
+    in_file : str or os.PathLike
         The map.
     figure_stem : str or os.PathLike
         Path without extension for ``.png`` and ``.svg`` (folders created).
@@ -93,7 +93,7 @@ def make_report(
         Paths of the ``png``, ``svg`` and ``html`` files.
     """
     plt = _matplotlib()
-    img = nb.load(heatmap_file)
+    img = nb.load(in_file)
     data = np.asanyarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3])
     back = _underlay(img, underlay)
     finite = data[np.isfinite(data)]

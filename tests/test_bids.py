@@ -17,7 +17,7 @@ from nipype_heatmap.bids import select_bids_inputs, write_group_derivative
 from nipype_heatmap.cli_bids import main
 from nipype_heatmap.core import compute_heatmap
 from nipype_heatmap.interfaces import HeatmapDerivativesSink
-from workflows import init_bids_heatmap_wf
+from nipype_heatmap.workflows import init_bids_heatmap_wf
 
 from .conftest import SHAPE, default_affine
 

@@ -1,4 +1,4 @@
-"""The computation: SPEC §1 semantics, header rules, NaN handling, merging, atomic output."""
+"""The computation: docs/semantics.md §3-§5, header rules, NaN handling, merging, atomic output."""
 
 from __future__ import annotations
 

@@ -12,14 +12,14 @@ from nipype.pipeline.engine.utils import generate_expanded_graph
 from numpy.testing import assert_allclose, assert_array_equal
 
 from nipype_heatmap.interfaces import HeatmapVolume
-from workflows import (
+from nipype_heatmap.workflows import (
     SEGMENTERS,
     init_bids_heatmap_wf,
     init_lesion_overlap_wf,
     init_scaled_heatmap_wf,
     init_tissue_probability_wf,
 )
-from workflows.tissue_probability import _split_tissues
+from nipype_heatmap.workflows.tissue_probability import _split_tissues
 
 from .conftest import default_affine
 
@@ -172,3 +172,22 @@ def test_lesion_overlap_workflow_runs(make_nifti, tmp_path, plugin, plugin_args)
     assert count.max() == stack.sum(axis=0).max() > 1  # not clipped to the 0..1 input range
     assert_allclose(prob, stack.mean(axis=0), rtol=1e-6)
     assert results["overlap_count"].n_inputs == 5
+
+
+@pytest.mark.slow
+def test_sample_script_runs_on_a_folder_of_masks(make_nifti, in_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for i in range(3):
+        make_nifti(f"sub-{i:02d}_mask.nii.gz")
+    script = Path(__file__).resolve().parent.parent / "workflows" / "run_lesion_overlap.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(in_dir), str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "overlap_count" in done.stdout and "lesion_count.nii.gz" in done.stdout

@@ -14,8 +14,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from nipype_heatmap.core import HeatmapAccumulator, compute_heatmap
 from nipype_heatmap.interfaces import HeatmapVolume, MergeHeatmaps, PartialHeatmap
 from nipype_heatmap.state import load_state, merge_states, read_metadata, save_state
-from workflows import init_scaled_heatmap_wf
-from workflows.scaled_heatmap import _split_chunks
+from nipype_heatmap.workflows import init_scaled_heatmap_wf
+from nipype_heatmap.workflows.scaled_heatmap import _split_chunks
 
 from .conftest import SHAPE
 
@@ -179,9 +179,10 @@ def test_partial_and_merge_interfaces(mixed_nan_inputs, tmp_path):
         cwd.mkdir()
         res = PartialHeatmap(in_files=chunk).run(cwd=str(cwd))
         assert res.outputs.n_inputs == len(chunk)
-        states.append(res.outputs.state_file)
+        assert res.outputs.state_file == res.outputs.out_file  # the deprecated name
+        states.append(res.outputs.out_file)
     (tmp_path / "merge").mkdir()
-    out = MergeHeatmaps(state_files=states, use_mean=False).run(cwd=str(tmp_path / "merge"))
+    out = MergeHeatmaps(in_files=states, use_mean=False).run(cwd=str(tmp_path / "merge"))
     assert out.outputs.n_inputs == len(mixed_nan_inputs)
     assert out.outputs.input_files == mixed_nan_inputs
     assert_allclose(
@@ -276,3 +277,15 @@ def test_partial_of_a_shifted_grid_is_refused_naming_it(make_nifti, tmp_path):
     second = save_state(b, tmp_path / "b_part.nii.gz")
     with pytest.raises(ValueError, match=re.escape(str(second))):
         merge_states([first, second])
+
+
+def test_deprecated_input_names_still_work_with_a_warning(make_nifti, tmp_path):
+    mask = str(make_nifti("a.nii.gz"))
+    with pytest.warns(UserWarning, match="out_name.*deprecated.*output_filename"):
+        partial = PartialHeatmap(in_files=[mask], out_name="chunk.nii.gz")
+    assert partial.inputs.output_filename == "chunk.nii.gz"
+    state = partial.run(cwd=str(tmp_path)).outputs.out_file
+    assert state.endswith("chunk.nii.gz")
+    with pytest.warns(UserWarning, match="state_files.*deprecated.*in_files"):
+        merge = MergeHeatmaps(state_files=[state])
+    assert merge.inputs.in_files == [state]

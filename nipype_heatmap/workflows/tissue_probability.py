@@ -5,7 +5,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from nipype_heatmap.interfaces import HeatmapVolume
+from ..interfaces import MEM_GB, HeatmapVolume
 
 #: Segmentation steps the workflow can use. "otsu" runs anywhere (scikit-image);
 #: "fast" needs FSL and "atropos" needs ANTs on the PATH.
@@ -83,6 +83,7 @@ def init_tissue_probability_wf(
         tissue: pe.Node(
             HeatmapVolume(use_mean=True, output_filename=f"label-{tissue.upper()}_probseg.nii.gz"),
             name=f"{tissue}_heatmap",
+            mem_gb=MEM_GB,
         )
         for tissue in TISSUES
     }
@@ -164,7 +165,7 @@ def init_tissue_probability_wf(
 
 def _otsu_segment(in_file, brain_mask):
     """Segment one T1w image into CSF, GM and WM masks (runs in the node's folder)."""
-    from nipype_heatmap.segment import otsu_tissue_masks
+    from nipype_heatmap.workflows.segment import otsu_tissue_masks
 
     return otsu_tissue_masks(in_file, brain_mask)
 

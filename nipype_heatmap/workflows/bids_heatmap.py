@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from nipype_heatmap.interfaces import HeatmapDerivativesSink, HeatmapVolume, SelectBIDSInputs
+from ..interfaces import MEM_GB, HeatmapDerivativesSink, HeatmapVolume, SelectBIDSInputs
 
 
 def init_bids_heatmap_wf(
@@ -100,7 +100,7 @@ def init_bids_heatmap_wf(
         "clip_to_input_range": clip_to_input_range,
         "normalize": normalize,
     }
-    heatmap = pe.Node(HeatmapVolume(**flags), name="heatmap")
+    heatmap = pe.Node(HeatmapVolume(**flags), name="heatmap", mem_gb=MEM_GB)
     ds_heatmap = pe.Node(
         HeatmapDerivativesSink(generate_report=generate_report, **flags),
         name="ds_heatmap",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from nipype_heatmap.interfaces import MergeHeatmaps, PartialHeatmap
+from ..interfaces import MEM_GB, MergeHeatmaps, PartialHeatmap
 
 
 def init_scaled_heatmap_wf(
@@ -54,9 +54,11 @@ def init_scaled_heatmap_wf(
 
     Examples
     --------
-    >>> wf = init_scaled_heatmap_wf(chunk_size=200)
-    >>> wf.inputs.inputnode.in_files = mask_files  # doctest: +SKIP
-    >>> wf.run(plugin="SLURM", plugin_args={"sbatch_args": "--mem=2G -t 30"})  # doctest: +SKIP
+    >>> wf = init_scaled_heatmap_wf(chunk_size=2)
+    >>> wf.inputs.inputnode.in_files = mask_files
+    >>> wf.base_dir = "work"
+    >>> graph = wf.run()  # locally; on a cluster, e.g.:
+    >>> wf.run(plugin="SLURM", plugin_args={"sbatch_args": "--mem=1G -t 30"})  # doctest: +SKIP
     """
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive number of files, not {chunk_size!r}")
@@ -73,7 +75,9 @@ def init_scaled_heatmap_wf(
         name="split_chunks",
     )
     split_chunks.inputs.chunk_size = int(chunk_size)
-    partial = pe.MapNode(PartialHeatmap(), iterfield=["in_files"], name="partial_heatmap")
+    partial = pe.MapNode(
+        PartialHeatmap(), iterfield=["in_files"], name="partial_heatmap", mem_gb=MEM_GB
+    )
     merge = pe.Node(
         MergeHeatmaps(
             use_mean=use_mean,
@@ -82,12 +86,13 @@ def init_scaled_heatmap_wf(
             output_filename=output_filename,
         ),
         name="merge_heatmaps",
+        mem_gb=MEM_GB,
     )
     # fmt: off
     workflow.connect([
         (inputnode, split_chunks, [("in_files", "in_files")]),
         (split_chunks, partial, [("chunks", "in_files")]),
-        (partial, merge, [("state_file", "state_files")]),
+        (partial, merge, [("out_file", "in_files")]),
         (merge, outputnode, [("out_file", "out_file"),
                              ("n_inputs", "n_inputs"),
                              ("input_files", "input_files")]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from nipype_heatmap.interfaces import HeatmapVolume
+from ..interfaces import MEM_GB, HeatmapVolume
 
 
 def init_lesion_overlap_wf(*, name: str = "lesion_overlap_wf") -> pe.Workflow:
@@ -37,8 +37,9 @@ def init_lesion_overlap_wf(*, name: str = "lesion_overlap_wf") -> pe.Workflow:
     Examples
     --------
     >>> wf = init_lesion_overlap_wf()
-    >>> wf.inputs.inputnode.lesion_masks = ["sub-01_mask.nii.gz", "sub-02_mask.nii.gz"]
-    >>> wf.run()  # doctest: +SKIP
+    >>> wf.inputs.inputnode.lesion_masks = mask_files
+    >>> wf.base_dir = "work"
+    >>> graph = wf.run()
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["lesion_masks"]), name="inputnode")
@@ -53,10 +54,12 @@ def init_lesion_overlap_wf(*, name: str = "lesion_overlap_wf") -> pe.Workflow:
             output_filename="lesion_count.nii.gz",
         ),
         name="overlap_count",
+        mem_gb=MEM_GB,
     )
     lesion_probability = pe.Node(
         HeatmapVolume(use_mean=True, output_filename="lesion_probability.nii.gz"),
         name="lesion_probability",
+        mem_gb=MEM_GB,
     )
     # fmt: off
     workflow.connect([

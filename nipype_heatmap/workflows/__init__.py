@@ -1,6 +1,8 @@
-"""Sample workflows: segmentation nodes chained into :class:`HeatmapVolume`.
+"""Workflow builders: ``init_<name>_wf(*, ..., name=...)`` with ``inputnode``/``outputnode``.
 
-Copy and adapt them. They are not installed with the package; run them from a clone.
+Importable from any install (``from nipype_heatmap.workflows import ...``), as sMRIPrep and
+fMRIPrep keep theirs. The repository's top-level ``workflows/`` folder has short sample
+scripts that build and run these on your own data.
 """
 
 from .bids_heatmap import init_bids_heatmap_wf

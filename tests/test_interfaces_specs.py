@@ -1,0 +1,206 @@
+# ruff: noqa: E501  (trait descriptions are quoted whole)
+"""Spec tests for every interface, as nipype's generated ``test_auto_*`` files do.
+
+Each trait's metadata is written out here; a change to a mandatory flag, an xor, a default
+or a description must be made on purpose, in both places.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from nipype_heatmap import interfaces
+
+KEYS = ("mandatory", "xor", "usedefault", "nohash", "deprecated", "new_name", "desc")
+
+INPUTS = {
+    "HeatmapVolume": {
+        "clip_to_input_range": {
+            "usedefault": True,
+            "desc": "Clip the map to the range of all finite input values.",
+            "default": True,
+        },
+        "debug": {
+            "usedefault": True,
+            "nohash": True,
+            "desc": "Log per-file value ranges and final statistics (does not change the map).",
+            "default": False,
+        },
+        "in_files": {
+            "mandatory": True,
+            "xor": ["nii_folder"],
+            "desc": "3D NIfTI files on one grid, in the order to use; the first sets the header.",
+        },
+        "nii_folder": {
+            "mandatory": True,
+            "xor": ["in_files"],
+            "desc": "Folder whose .nii/.nii.gz files (sorted by name) are the inputs.",
+            "exists": True,
+        },
+        "normalize": {
+            "usedefault": True,
+            "desc": "Min-max scale the finite values of the map to [0, 1].",
+            "default": False,
+        },
+        "output_filename": {
+            "usedefault": True,
+            "desc": "Bare file name of the heatmap, ending in .nii or .nii.gz.",
+            "default": "heatmap_volume.nii.gz",
+        },
+        "use_mean": {
+            "usedefault": True,
+            "desc": "Voxel-wise mean (probability map); False gives the sum (count map).",
+            "default": True,
+        },
+    },
+    "PartialHeatmap": {
+        "in_files": {
+            "mandatory": True,
+            "desc": "One chunk of the 3D NIfTI files, in order; the first sets the grid and header.",
+        },
+        "out_name": {
+            "deprecated": "1.0",
+            "new_name": "output_filename",
+            "desc": "Deprecated name of output_filename.",
+        },
+        "output_filename": {
+            "usedefault": True,
+            "desc": "Bare file name of the partial heatmap (a .nii or .nii.gz file).",
+            "default": "partial_heatmap.nii.gz",
+        },
+    },
+    "MergeHeatmaps": {
+        "clip_to_input_range": {
+            "usedefault": True,
+            "desc": "Clip the map to the range of all finite input values.",
+            "default": True,
+        },
+        "in_files": {
+            "mandatory": True,
+            "desc": "Partial heatmaps from PartialHeatmap, in input order.",
+        },
+        "normalize": {
+            "usedefault": True,
+            "desc": "Min-max scale the finite values of the map to [0, 1].",
+            "default": False,
+        },
+        "output_filename": {
+            "usedefault": True,
+            "desc": "Bare file name of the heatmap, ending in .nii or .nii.gz.",
+            "default": "heatmap_volume.nii.gz",
+        },
+        "state_files": {
+            "deprecated": "1.0",
+            "new_name": "in_files",
+            "desc": "Deprecated name of in_files.",
+        },
+        "use_mean": {
+            "usedefault": True,
+            "desc": "Voxel-wise mean (probability map); False gives the sum (count map).",
+            "default": True,
+        },
+    },
+    "SelectBIDSInputs": {
+        "bids_dir": {
+            "mandatory": True,
+            "desc": "Root of a BIDS (derivatives) dataset.",
+            "exists": True,
+        },
+        "desc": {"desc": "desc entity the inputs must have."},
+        "label": {"desc": "label entity the inputs must have (e.g. lesion, GM)."},
+        "participant_label": {"desc": "Subjects to include (default: all found)."},
+        "space": {"desc": "space entity the inputs must have (e.g. MNI152NLin2009cAsym)."},
+        "suffix": {
+            "usedefault": True,
+            "desc": "BIDS suffix of the inputs (mask, probseg...).",
+            "default": "mask",
+        },
+    },
+    "HeatmapDerivativesSink": {
+        "clip_to_input_range": {
+            "usedefault": True,
+            "desc": "Whether it was clipped.",
+            "default": True,
+        },
+        "generate_report": {
+            "usedefault": True,
+            "desc": "Also write the PNG/SVG mosaic and the HTML report.",
+            "default": False,
+        },
+        "in_file": {"mandatory": True, "desc": "The heatmap to store.", "exists": True},
+        "normalize": {"usedefault": True, "desc": "Whether it was normalized.", "default": False},
+        "out_desc": {"desc": "desc entity of the map (default: mean, count or union, +norm)."},
+        "output_dir": {"mandatory": True, "desc": "Root of the derivatives dataset to write."},
+        "selection": {"mandatory": True, "desc": "The BIDSSelection its inputs came from."},
+        "underlay": {"desc": "Anatomical underlay for the report.", "exists": True},
+        "use_mean": {
+            "usedefault": True,
+            "desc": "Whether the map is a mean (else a sum).",
+            "default": True,
+        },
+    },
+}
+OUTPUTS = {
+    "HeatmapVolume": {
+        "input_files": {"desc": "The files used, in order."},
+        "n_inputs": {"desc": "How many volumes went into the heatmap."},
+        "out_file": {"desc": "The float32 heatmap, in the node's working directory."},
+    },
+    "PartialHeatmap": {
+        "n_inputs": {"desc": "How many volumes this chunk holds."},
+        "out_file": {"desc": "float64 NIfTI of sums and counts, metadata embedded."},
+        "state_file": {"desc": "Deprecated name of out_file (the same file)."},
+    },
+    "MergeHeatmaps": {
+        "input_files": {"desc": "The files used, in order."},
+        "n_inputs": {"desc": "How many volumes went into the heatmap."},
+        "out_file": {"desc": "The float32 heatmap, in the node's working directory."},
+    },
+    "SelectBIDSInputs": {
+        "in_files": {"desc": "The selected files, sorted by path."},
+        "selection": {"desc": "The BIDSSelection (dataset root, subjects, entities)."},
+        "subjects": {"desc": "Subjects found."},
+    },
+    "HeatmapDerivativesSink": {
+        "out_figures": {"desc": "PNG and SVG mosaic, when asked for."},
+        "out_file": {"desc": "The map, BIDS-named, in the derivatives dataset."},
+        "out_report": {"desc": "The HTML report, when asked for."},
+        "out_sidecar": {"desc": "Its JSON sidecar (Sources, parameters)."},
+    },
+}
+
+
+def _metadata(trait) -> dict:
+    found = {key: getattr(trait, key) for key in KEYS if getattr(trait, key, None)}
+    exists = getattr(trait.trait_type, "exists", None)
+    if exists:
+        found["exists"] = exists
+    if trait.usedefault:
+        found["default"] = trait.default
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_input_spec(name):
+    spec = getattr(interfaces, name).input_spec()
+    traits = {
+        n: spec.trait(n) for n in spec.copyable_trait_names() if n not in ("args", "environ")
+    }
+    assert {n: _metadata(t) for n, t in traits.items()} == INPUTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUTS))
+def test_output_spec(name):
+    spec = getattr(interfaces, name).output_spec()
+    assert {n: {"desc": spec.trait(n).desc} for n in spec.copyable_trait_names()} == OUTPUTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_every_path_input_is_made_absolute_where_it_is_set(name):
+    spec = getattr(interfaces, name).input_spec()
+    for trait_name in spec.copyable_trait_names():
+        trait = spec.trait(trait_name)
+        kinds = [trait.trait_type, *[t.trait_type for t in (trait.inner_traits or ())]]
+        for kind in kinds:
+            if type(kind).__name__ in ("File", "Directory"):
+                pytest.fail(f"{name}.{trait_name} is a plain {type(kind).__name__}")
