@@ -1,24 +1,22 @@
-"""BIDS in, BIDS derivatives out: select inputs by entities, write a group-level derivative.
+"""BIDS in: pick the inputs of a group map from a BIDS (derivatives) dataset, strictly.
 
-Selection uses pybids (the ``bids`` extra), imported only when called. Writing needs only
-the standard library, nibabel and this package.
+Selection uses pybids (the ``bids`` extra), imported only when called. The rules, in the
+order they are checked (each failure is an error that names the files, and writes nothing):
 
-A group map is written at the root of a derivatives dataset, with no subject entity (BIDS
-makes it optional for ``probseg``)::
+1. Files match the suffix, the ``.nii``/``.nii.gz`` extension, every entity asked for (flags
+   or an fMRIPrep-style filter file) and, when given, the participants. Files without a
+   subject entity (group maps such as this tool's own outputs) are never inputs.
+2. Every entity other than subject, session (and run, with ``several_per_subject``) has one
+   value across the selection, or is absent everywhere: no anat masks averaged with func
+   masks, no GM with WM, no two resolutions. The error says which entity, which values, an
+   example file of each, and the flag that picks one.
+3. Exactly one file per subject and session, unless ``several_per_subject`` (then every
+   file counts once, so a subject with more files weighs more: the error says so).
+4. Every participant asked for has a file.
 
-    OUTPUT_DIR/
-      dataset_description.json    # DatasetType "derivative", GeneratedBy, SourceDatasets
-      README.md
-      .bidsignore                  # figures and *.html (the visual report)
-      space-MNI152NLin2009cAsym_label-lesion_desc-mean_probseg.nii.gz
-      space-MNI152NLin2009cAsym_label-lesion_desc-mean_probseg.json
-      figures/space-..._desc-mean_probseg.{png,svg}
-      space-..._desc-mean_probseg.html
-
-The ``desc`` says what the map is: ``mean`` (probability: the fraction of inputs), ``count``
-(an unclipped sum), ``union`` (a sum clipped to the input range), with ``norm`` appended when
-min-max normalized. The sidecar lists every input as a BIDS URI (``bids:<link>:<path>``, the
-link declared in ``DatasetLinks``), the parameters and the missing-value rule.
+The result, :class:`BIDSSelection`, converts to a plain dict (``as_dict``) so that it
+travels between Nipype nodes as hash-transparent data. Writing the derivative is in
+:mod:`nipype_heatmap.derivatives`.
 """
 
 from __future__ import annotations
@@ -27,125 +25,236 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import __version__
+from ._optional import require
 
 LOGGER = logging.getLogger(__name__)
 
-BIDS_VERSION = "1.10.0"
-
-MISSING_VALUE_RULE = (
-    "NaN and infinite input values are missing: they add nothing, and the mean at a voxel "
-    "divides by the number of inputs with a finite value there. A voxel with no finite "
-    "input value is NaN in a mean and 0 in a sum."
-)
-
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
+
+#: pybids entity names, in BIDS file-name order, with their file-name keys. These are the
+#: entities that distinguish one selection from another (subject and session excluded).
+ENTITY_KEYS = {
+    "task": "task",
+    "acquisition": "acq",
+    "ceagent": "ce",
+    "reconstruction": "rec",
+    "direction": "dir",
+    "run": "run",
+    "echo": "echo",
+    "space": "space",
+    "res": "res",
+    "den": "den",
+    "label": "label",
+    "desc": "desc",
+}
+
+#: The command-line flag that picks one value of an entity.
+_FLAGS = {
+    "datatype": "--datatype",
+    "space": "--space",
+    "res": "--res",
+    "label": "--label",
+    "desc": "--desc",
+    "task": "--task",
+    "acquisition": "--acquisition",
+    "run": "--run",
+    "session": "--session",
+}
+
+#: Entities never compared across the selection: whose file it is, and which repetition
+#: (several runs of one subject are the "one file per subject" rule's business).
+_PER_SUBJECT = ("subject", "session", "run", "extension")
 
 
 @dataclass
 class BIDSSelection:
-    """The inputs picked from a BIDS dataset, and what was asked for."""
+    """The inputs picked from a BIDS dataset, and what they have in common.
+
+    Attributes
+    ----------
+    files : list of str
+        Absolute paths, sorted.
+    dataset_root : str
+        Root of the dataset they come from.
+    subjects : list of str
+        Subject labels (without ``sub-``), sorted.
+    entities : dict
+        The entities every file shares (pybids names: ``space``, ``res``, ``label``...), plus
+        ``suffix`` and ``datatype``; they name the derivative.
+    dataset_name : str
+        The input dataset's ``Name`` (from its ``dataset_description.json``).
+    generated_by : list of dict
+        The input dataset's ``GeneratedBy`` (carried into the derivative's provenance).
+    several_per_subject : bool
+        Whether several files per subject and session were allowed.
+    """
 
     files: list[str]
     dataset_root: str
     subjects: list[str]
     entities: dict[str, str] = field(default_factory=dict)
+    dataset_name: str = ""
+    generated_by: list[dict[str, Any]] = field(default_factory=list)
+    several_per_subject: bool = False
 
     def relpath(self, path: str) -> str:
         """Path of an input relative to its dataset's root (for BIDS URIs)."""
-        return Path(path).resolve().relative_to(Path(self.dataset_root).resolve()).as_posix()
+        return Path(path).absolute().relative_to(Path(self.dataset_root).absolute()).as_posix()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The selection as plain data (JSON-able, hash-transparent in Nipype)."""
+        return asdict(self)
+
+    @classmethod
+    def from_any(cls, value: BIDSSelection | Mapping[str, Any]) -> BIDSSelection:
+        """Accept a selection or its :meth:`as_dict` form."""
+        return value if isinstance(value, cls) else cls(**dict(value))
 
 
-def _check_label(name: str, value: str | None) -> None:
-    if value is not None and not _LABEL_RE.match(value):
+def check_label(name: str, value: str | None) -> None:
+    """Raise ValueError unless ``value`` is a BIDS label (letters and digits only)."""
+    if value is not None and not _LABEL_RE.match(str(value)):
         raise ValueError(f"{name} {value!r} is not a BIDS label (letters and digits only)")
+
+
+def load_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an fMRIPrep-style BIDS filter file: a JSON object of entity filters.
+
+    Either ``{"datatype": "anat", "res": "2"}`` or, as fMRIPrep writes it, one query named
+    ``"heatmap"``: ``{"heatmap": {...}}``. A value may be a string, a list of strings (any
+    of them), ``null`` (the entity must be absent) or ``"*"`` (the entity must be present).
+
+    Raises
+    ------
+    ValueError
+        If the file is not such a JSON object (the message names it).
+    """
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable JSON filter file ({err})") from err
+    if isinstance(content, dict) and isinstance(content.get("heatmap"), dict):
+        content = content["heatmap"]
+    if not isinstance(content, dict) or not all(isinstance(k, str) for k in content):
+        raise ValueError(f"{path}: a BIDS filter file is a JSON object of entity filters")
+    return content
+
+
+def _query_value(value: Any) -> Any:
+    from bids.layout import Query
+
+    if value is None:
+        return Query.NONE
+    if value == "*":
+        return Query.ANY
+    return value
 
 
 def select_bids_inputs(
     bids_dir: str | os.PathLike[str],
     *,
+    suffix: str = "mask",
     space: str | None = None,
+    res: str | None = None,
     label: str | None = None,
     desc: str | None = None,
-    suffix: str = "mask",
+    datatype: str | None = None,
+    session: str | Sequence[str] | None = None,
+    task: str | None = None,
+    run: str | int | None = None,
+    acquisition: str | None = None,
+    bids_filters: Mapping[str, Any] | None = None,
     participant_label: Sequence[str] | None = None,
-    derivatives: Sequence[str | os.PathLike[str]] | bool = False,
+    several_per_subject: bool = False,
 ) -> BIDSSelection:
-    """Pick the 3D inputs of a group heatmap from a BIDS or BIDS-derivatives dataset.
+    """Pick the 3D inputs of a group map from a BIDS or BIDS-derivatives dataset.
 
     Parameters
     ----------
     bids_dir : str or os.PathLike
-        Root of the dataset (raw, or a derivatives dataset such as lesion masks).
-    space, label, desc : str, optional
-        Entity values the files must have (``space-<space>`` etc.).
+        Root of the dataset (raw, or a derivatives dataset such as fMRIPrep's outputs).
     suffix : str, default="mask"
-        BIDS suffix of the files (``mask``, ``probseg``, ``dseg``...).
+        BIDS suffix of the files (``mask``, ``probseg``, ``dseg``, ``T1w``...).
+    space, res, label, desc, datatype, session, task, run, acquisition : str, optional
+        Entity values the files must have.
+    bids_filters : mapping, optional
+        More entity filters, as in an fMRIPrep filter file (:func:`load_filter_file`);
+        the named arguments win over it.
     participant_label : sequence of str, optional
         Subjects to include (with or without ``sub-``); all found otherwise.
-    derivatives : sequence of paths or bool, default=False
-        Derivatives datasets to index with a raw ``bids_dir`` (pybids' ``derivatives``).
+    several_per_subject : bool, default=False
+        Allow several files per subject and session (e.g. every run's mask). Each file then
+        counts once, so a subject with more files weighs more in the map.
 
     Returns
     -------
     BIDSSelection
-        Files sorted by path, the dataset root, the subjects found.
 
     Raises
     ------
     FileNotFoundError
         If ``bids_dir`` is not a BIDS dataset, or nothing matches.
     ValueError
-        If the selection mixes spaces or resolutions (naming the files of each), or
-        subjects asked for have no matching file (naming them).
+        If the selection breaks a rule of the module docstring (naming the files), or a
+        value is not a BIDS label.
     ImportError
         If pybids is not installed (``pip install 'nipype_heatmap[bids]'``).
     """
-    try:
-        from bids import BIDSLayout
-    except ImportError as err:
-        raise ImportError(
-            "selecting inputs from BIDS needs pybids: pip install 'nipype_heatmap[bids]'"
-        ) from err
+    require("bids", "selecting inputs from BIDS")
+    from bids import BIDSLayout
+    from bids.layout import Query
+
     root = Path(bids_dir).absolute()
-    description = root / "dataset_description.json"
-    if not description.is_file():
+    description_file = root / "dataset_description.json"
+    if not description_file.is_file():
         raise FileNotFoundError(f"{root}: not a BIDS dataset (no dataset_description.json)")
-    for name, value in (("space", space), ("label", label), ("desc", desc), ("suffix", suffix)):
-        _check_label(name, value)
-    is_derivative = json.loads(description.read_text()).get("DatasetType") == "derivative"
-    layout = BIDSLayout(
-        root, validate=False, is_derivative=is_derivative, derivatives=derivatives or False
-    )
-    query = {"suffix": suffix, "extension": [".nii.gz", ".nii"]}
-    query.update({k: v for k, v in (("space", space), ("label", label), ("desc", desc)) if v})
+    description = json.loads(description_file.read_text())
+
+    query: dict[str, Any] = {k: _query_value(v) for k, v in (bids_filters or {}).items()}
+    named = {
+        "space": space,
+        "res": res,
+        "label": label,
+        "desc": desc,
+        "datatype": datatype,
+        "session": session,
+        "task": task,
+        "run": run,
+        "acquisition": acquisition,
+    }
+    for name, value in named.items():
+        if value is not None:
+            values = [value] if isinstance(value, (str, int)) else list(value)
+            for one in values:
+                check_label(name, str(one))
+            if name == "run":  # pybids matches runs as integers
+                values = [int(v) for v in values]
+            query[name] = values[0] if len(values) == 1 else values
+    check_label("suffix", suffix)
+    query["suffix"] = suffix
+    query["extension"] = [".nii.gz", ".nii"]
     asked = [p.removeprefix("sub-") for p in participant_label] if participant_label else None
-    if asked:
-        query["subject"] = asked
+    query["subject"] = asked if asked else Query.ANY  # no subject entity: never an input
+
+    layout = BIDSLayout(
+        root,
+        validate=False,
+        is_derivative=description.get("DatasetType") == "derivative",
+    )
     found = layout.get(return_type="object", **query)
-    described = ", ".join(f"{k}={v}" for k, v in query.items())
+    described = ", ".join(f"{k}={_show(v)}" for k, v in query.items())
     if not found:
         raise FileNotFoundError(f"{root}: no file matches {described}")
 
-    groups: dict[tuple[str, str], list[str]] = {}
-    for bids_file in found:
-        entities = bids_file.get_entities()
-        key = (str(entities.get("space", "-")), str(entities.get("res", "-")))
-        groups.setdefault(key, []).append(bids_file.path)
-    if len(groups) > 1:
-        listing = "; ".join(
-            f"space-{s} res-{r}: {len(files)} file(s), e.g. {sorted(files)[0]}"
-            for (s, r), files in sorted(groups.items())
-        )
-        raise ValueError(
-            f"{root}: the selection mixes spaces or resolutions ({listing}); "
-            "pick one with --space (and a res entity), or resample the inputs"
-        )
-    subjects = sorted({str(f.get_entities().get("subject")) for f in found} - {"None"})
+    records = [(f.path, f.get_entities(metadata=False)) for f in found]
+    _refuse_mixed_entities(root, records)
+    _refuse_several_per_subject(root, records, several_per_subject)
+    subjects = sorted({str(e["subject"]) for _, e in records})
     if asked:
         missing = sorted(set(asked) - set(subjects))
         if missing:
@@ -153,203 +262,71 @@ def select_bids_inputs(
                 f"{root}: no file matches {described} for subject(s) "
                 f"{', '.join('sub-' + m for m in missing)}; found {len(subjects)} subject(s)"
             )
+    shared = {  # what every file has, with one value: it names the derivative
+        name: str(records[0][1][name])
+        for name in (*ENTITY_KEYS, "suffix", "datatype")
+        if len({str(e.get(name)) for _, e in records}) == 1 and name in records[0][1]
+    }
     LOGGER.info(
         "Selected %d file(s) from %s for %d subject(s): %s",
-        len(found),
+        len(records),
         root,
         len(subjects),
         " ".join(subjects),
     )
-    (space_found, res_found) = next(iter(groups))
-    entities = {"space": space_found} if space_found != "-" else {}
-    if res_found != "-":
-        entities["res"] = res_found
-    if label:
-        entities["label"] = label
     return BIDSSelection(
-        files=sorted(f.path for f in found),
+        files=sorted(path for path, _ in records),
         dataset_root=str(root),
         subjects=subjects,
-        entities=entities,
+        entities=shared,
+        dataset_name=str(description.get("Name", root.name)),
+        generated_by=list(description.get("GeneratedBy", [])),
+        several_per_subject=several_per_subject,
     )
 
 
-def map_desc(use_mean: bool, clip_to_input_range: bool, normalize: bool) -> str:
-    """The ``desc`` entity naming what a map is: mean, count or union, +norm."""
-    desc = "mean" if use_mean else ("union" if clip_to_input_range else "count")
-    return desc + ("norm" if normalize else "")
+def _show(value: Any) -> str:
+    return value.name if hasattr(value, "name") and not isinstance(value, str) else str(value)
 
 
-def derivative_name(entities: dict[str, str], desc: str, suffix: str = "probseg") -> str:
-    """Build the BIDS file stem ``space-X[_res-R][_label-L]_desc-D_<suffix>``."""
-    parts = [f"{k}-{entities[k]}" for k in ("space", "res", "label") if entities.get(k)]
-    _check_label("desc", desc)
-    return "_".join([*parts, f"desc-{desc}", suffix])
-
-
-@dataclass
-class DerivativeOutputs:
-    """Paths written by :func:`write_group_derivative`."""
-
-    out_file: str
-    sidecar: str
-    dataset_description: str
-    report_html: str | None = None
-    figures: list[str] = field(default_factory=list)
-
-
-def write_group_derivative(
-    in_file: str | os.PathLike[str],
-    output_dir: str | os.PathLike[str],
-    selection: BIDSSelection,
-    *,
-    use_mean: bool = True,
-    clip_to_input_range: bool = True,
-    normalize: bool = False,
-    out_desc: str | None = None,
-    dataset_link: str = "input",
-    generate_report: bool = False,
-    underlay: str | os.PathLike[str] | None = None,
-) -> DerivativeOutputs:
-    """Copy a heatmap into a BIDS derivatives dataset, with its sidecar and provenance.
-
-    Parameters
-    ----------
-    in_file : str or os.PathLike
-        The heatmap (from :class:`HeatmapVolume` or :func:`write_heatmap`).
-    output_dir : str or os.PathLike
-        Root of the derivatives dataset; created with ``dataset_description.json`` and a
-        README when new. An existing raw (non-derivative) dataset there is refused.
-    selection : BIDSSelection
-        The inputs, as selected (their order is the heatmap's).
-    use_mean, clip_to_input_range, normalize : bool
-        How the map was made (recorded; they also choose the default ``desc``).
-    out_desc : str, optional
-        ``desc`` entity of the map; default from :func:`map_desc`.
-    dataset_link : str, default="input"
-        Name of the input dataset in ``DatasetLinks`` (BIDS URIs ``bids:<link>:<path>``).
-    generate_report : bool, default=False
-        Also write the visual report (PNG, SVG, HTML; needs the ``report`` extra).
-    underlay : str or os.PathLike, optional
-        Anatomical image for the report, on the map's grid or resampled to it.
-
-    Returns
-    -------
-    DerivativeOutputs
-
-    Raises
-    ------
-    ValueError
-        If ``output_dir`` holds a raw BIDS dataset, or a label is not alphanumeric.
-    """
-    import nibabel as nb
-    import numpy as np
-
-    from .io import save_atomic
-
-    _check_label("dataset_link", dataset_link)
-    out_dir = Path(output_dir).absolute()
-    existing = out_dir / "dataset_description.json"
-    if existing.exists():
-        dataset_type = json.loads(existing.read_text()).get("DatasetType", "raw")
-        if dataset_type != "derivative":
-            raise ValueError(
-                f"{existing}: {out_dir} is a {dataset_type} BIDS dataset; write derivatives "
-                "into their own folder (e.g. derivatives/nipype_heatmap)"
+def _refuse_mixed_entities(root: Path, records: list[tuple[str, dict[str, Any]]]) -> None:
+    """Every entity but the subject's and session's has one value (or none) everywhere."""
+    names = sorted({n for _, e in records for n in e} - set(_PER_SUBJECT))
+    order = ["datatype", "space", "res", "label", "desc", "task", "acquisition"]
+    names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
+    for name in names:
+        groups: dict[str, list[str]] = {}
+        for path, entities in records:
+            groups.setdefault(str(entities.get(name, "(none)")), []).append(path)
+        if len(groups) > 1:
+            listing = "; ".join(
+                f"{name}={value}: {len(paths)} file(s), e.g. {sorted(paths)[0]}"
+                for value, paths in sorted(groups.items())
             )
-    stem = derivative_name(
-        selection.entities, out_desc or map_desc(use_mean, clip_to_input_range, normalize)
-    )
-    uris = [f"bids:{dataset_link}:{selection.relpath(f)}" for f in selection.files]
-    img = nb.load(in_file)
-    data = np.asanyarray(img.dataobj)
-    finite = data[np.isfinite(data)]
-    aggregation = "mean" if use_mean else "sum"
-    label = selection.entities.get("label", "the selected")
-    space = selection.entities.get("space", "native")
-    sidecar = {
-        "Description": (
-            f"Voxel-wise {aggregation} of {len(uris)} {label} volumes in {space} space"
-            + (" (the fraction of inputs at each voxel)" if use_mean else "")
-            + (", clipped to the inputs' value range" if clip_to_input_range else "")
-            + (", min-max normalized to [0, 1]" if normalize else "")
-            + ". Made with nipype_heatmap."
-        ),
-        "Sources": uris,
-        "SpatialReference": uris[0],
-        "Aggregation": aggregation,
-        "ClipToInputRange": bool(clip_to_input_range),
-        "Normalized": bool(normalize),
-        "NumberOfInputs": len(uris),
-        "Subjects": selection.subjects,
-        "MissingValues": MISSING_VALUE_RULE,
-        "ValueRange": [float(finite.min()), float(finite.max())] if finite.size else None,
-    }
+            flag = _FLAGS.get(name, "--bids-filter-file")
+            raise ValueError(
+                f"{root}: the selection mixes {name} values ({listing}); these are different "
+                f"maps: pick one with {flag}"
+            )
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not existing.exists():
-        _write_json(
-            existing,
-            {
-                "Name": "nipype_heatmap group maps",
-                "BIDSVersion": BIDS_VERSION,
-                "DatasetType": "derivative",
-                "GeneratedBy": [
-                    {
-                        "Name": "nipype_heatmap",
-                        "Version": __version__,
-                        "Description": "Voxel-wise mean or sum of many co-registered volumes.",
-                    }
-                ],
-                "SourceDatasets": [{"URL": f"bids:{dataset_link}"}],
-                "DatasetLinks": {dataset_link: _link_to(selection.dataset_root, out_dir)},
-            },
+
+def _refuse_several_per_subject(
+    root: Path, records: list[tuple[str, dict[str, Any]]], several_per_subject: bool
+) -> None:
+    """One file per subject and session, unless asked otherwise."""
+    per_subject: dict[tuple[str, str], list[str]] = {}
+    for path, entities in records:
+        key = (str(entities["subject"]), str(entities.get("session", "")))
+        per_subject.setdefault(key, []).append(path)
+    crowded = {key: paths for key, paths in per_subject.items() if len(paths) > 1}
+    if crowded and not several_per_subject:
+        listing = "; ".join(
+            f"sub-{sub}{'_ses-' + ses if ses else ''}: {', '.join(sorted(paths))}"
+            for (sub, ses), paths in sorted(crowded.items())
         )
-    readme = out_dir / "README.md"
-    if not readme.exists():
-        readme.write_text(
-            "# nipype_heatmap group maps\n\nGroup-level maps (voxel-wise mean or sum of many "
-            "co-registered volumes) made with nipype_heatmap. Each map's JSON sidecar lists "
-            "its inputs (`Sources`) and parameters.\n"
+        raise ValueError(
+            f"{root}: {len(crowded)} subject(s) have several matching files ({listing}); "
+            "narrow the selection (--run, --task, --acquisition, --bids-filter-file), or pass "
+            "--several-per-subject to count every file, so that subjects with more files "
+            "weigh more"
         )
-    ignore = out_dir / ".bidsignore"
-    if not ignore.exists():
-        ignore.write_text("figures\n*.html\n")
-
-    out_file = Path(save_atomic(img, out_dir / f"{stem}.nii.gz"))
-    sidecar_file = out_dir / f"{stem}.json"
-    _write_json(sidecar_file, sidecar)
-    outputs = DerivativeOutputs(str(out_file), str(sidecar_file), str(existing))
-    if generate_report:
-        from .report import make_report
-
-        report = make_report(
-            str(out_file),
-            out_dir / "figures" / stem,
-            html_file=out_dir / f"{stem}.html",
-            underlay=underlay,
-            sources=uris,
-            parameters={k: v for k, v in sidecar.items() if k not in ("Sources", "Description")},
-            title=stem,
-            units="probability (fraction of inputs)"
-            if use_mean and not normalize
-            else ("normalized value" if normalize else "count (number of inputs)"),
-        )
-        outputs.report_html = report["html"]
-        outputs.figures = [report["png"], report["svg"]]
-    LOGGER.info("Wrote %s (%d inputs)", out_file, len(uris))
-    return outputs
-
-
-def _link_to(dataset_root: str, out_dir: Path) -> str:
-    """A relative path from the derivatives folder to the input dataset, else a file URI."""
-    try:
-        return os.path.relpath(dataset_root, out_dir)
-    except ValueError:  # another drive on Windows
-        return Path(dataset_root).as_uri()
-
-
-def _write_json(path: Path, content: dict) -> None:
-    from .io import write_atomic
-
-    write_atomic([(json.dumps(content, indent=2) + "\n").encode("utf-8")], path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -12,12 +13,17 @@ from .cli import run_reporting_errors
 
 EXAMPLES = """\
 examples:
-  # lesion probability map of all subjects' masks, as a BIDS derivative with a report
+  # GM probability map from fMRIPrep outputs, 2 mm MNI grid, with a report
+  nipype-heatmap-bids derivatives/fmriprep derivatives/nipype_heatmap group \\
+      --suffix probseg --label GM --space MNI152NLin2009cAsym --res 2 --datatype anat --report
+  # brain coverage of the resting-state runs: every run of every subject counts
+  nipype-heatmap-bids derivatives/fmriprep derivatives/nipype_heatmap group \\
+      --desc brain --datatype func --task rest --space MNI152NLin2009cAsym --res 2 \\
+      --several-per-subject
+  # lesion overlap count for three subjects; the same filters from a file
   nipype-heatmap-bids derivatives/lesions derivatives/nipype_heatmap group \\
-      --space MNI152NLin2009cAsym --label lesion --suffix mask --report
-  # overlap count for three subjects
-  nipype-heatmap-bids derivatives/lesions derivatives/nipype_heatmap group \\
-      --space MNI152NLin2009cAsym --label lesion --participant-label 01 02 03 --sum --no-clip
+      --label lesion --participant-label 01 02 03 --sum --no-clip \\
+      --bids-filter-file filters.json   # {"space": "MNI152NLin2009cAsym", "res": "2"}
 
 exit status: 0 on success, 1 on a bad selection or bad data (nothing is written), 2 on
 usage errors.
@@ -30,34 +36,62 @@ def get_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="nipype-heatmap-bids",
-        description="Group heatmap (voxel-wise mean or sum) of BIDS inputs, written as a BIDS "
-        "derivative with a JSON sidecar, dataset_description.json and optional report.",
+        description="Group map (voxel-wise mean or sum) of BIDS inputs, written as a BIDS "
+        "derivative with a JSON sidecar, dataset_description.json and an optional report.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("bids_dir", help="BIDS or BIDS-derivatives dataset holding the inputs")
     parser.add_argument("output_dir", help="derivatives dataset to write (created)")
     parser.add_argument("analysis_level", choices=["group"], help="only 'group' exists")
-    parser.add_argument("--space", required=True, help="space entity of the inputs")
-    parser.add_argument("--label", help="label entity of the inputs (e.g. lesion, GM)")
-    parser.add_argument("--desc", help="desc entity of the inputs")
-    parser.add_argument("--suffix", default="mask", help="suffix of the inputs (default: mask)")
-    parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="subjects")
+    select = parser.add_argument_group(
+        "selection (one value per entity, one file per subject and session)"
+    )
+    select.add_argument("--suffix", default="mask", help="suffix of the inputs (default: mask)")
+    for entity, help_text in (
+        ("space", "space entity (e.g. MNI152NLin2009cAsym)"),
+        ("res", "res entity (e.g. 2)"),
+        ("label", "label entity (e.g. lesion, GM)"),
+        ("desc", "desc entity of the inputs (e.g. brain)"),
+        ("datatype", "datatype (anat, func, dwi...)"),
+        ("session", "session label"),
+        ("task", "task label"),
+        ("run", "run index"),
+        ("acquisition", "acq entity"),
+    ):
+        select.add_argument(f"--{entity}", help=help_text)
+    select.add_argument(
+        "--bids-filter-file",
+        metavar="FILE",
+        help="JSON object of entity filters, as fMRIPrep's (null: entity absent; '*': present)",
+    )
+    select.add_argument("--participant-label", nargs="+", metavar="LABEL", help="subjects")
+    select.add_argument(
+        "--several-per-subject",
+        action="store_true",
+        help="allow several files per subject and session (e.g. every run); each file "
+        "counts once, so subjects with more files weigh more",
+    )
     parser.add_argument("--sum", dest="use_mean", action="store_false", help="sum, not mean")
     parser.add_argument(
         "--no-clip", dest="clip_to_input_range", action="store_false", help="do not clip"
     )
     parser.add_argument("--normalize", action="store_true", help="min-max scale to [0, 1]")
-    parser.add_argument("--out-desc", help="desc entity of the map (default: mean/count/union)")
+    parser.add_argument("--out-desc", help="desc entity of the map (default: automatic)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a map of the same name made from other inputs or parameters",
+    )
     parser.add_argument("--report", action="store_true", help="write the visual report")
     parser.add_argument(
         "--underlay",
         "--anat",  # the earlier name, still accepted
         dest="underlay",
         metavar="UNDERLAY",
-        help="anatomical image to draw the report over (resampled to the map's grid)",
+        help="anatomical image to draw the report over",
     )
-    parser.add_argument("--debug", action="store_true", help="tracebacks and statistics")
+    parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -65,19 +99,25 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nipype-heatmap-bids``; return the exit status."""
-    args = get_parser().parse_args(argv)
+    argv_used = list(sys.argv[1:] if argv is None else argv)
+    args = get_parser().parse_args(argv_used)
 
     def job() -> str:
-        from .bids import select_bids_inputs, write_group_derivative
+        from .bids import load_filter_file, select_bids_inputs
         from .core import write_heatmap
+        from .derivatives import write_group_derivative
 
+        entities = ("space", "res", "label", "desc", "datatype", "session", "task", "run")
         selection = select_bids_inputs(
             args.bids_dir,
-            space=args.space,
-            label=args.label,
-            desc=args.desc,
             suffix=args.suffix,
+            acquisition=args.acquisition,
+            bids_filters=load_filter_file(args.bids_filter_file)
+            if args.bids_filter_file
+            else None,
             participant_label=args.participant_label,
+            several_per_subject=args.several_per_subject,
+            **{name: getattr(args, name) for name in entities},
         )
         flags = {
             "use_mean": args.use_mean,
@@ -97,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.output_dir,
                 selection,
                 out_desc=args.out_desc,
+                overwrite=args.overwrite,
+                command=" ".join(["nipype-heatmap-bids", *map(shlex.quote, argv_used)]),
                 generate_report=args.report,
                 underlay=args.underlay,
                 **flags,

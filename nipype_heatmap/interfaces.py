@@ -272,28 +272,52 @@ class MergeHeatmaps(SimpleInterface):
         return runtime
 
 
+#: Entity filters of SelectBIDSInputs and init_bids_heatmap_wf: name -> description.
+BIDS_ENTITY_FILTERS = {
+    "space": "space entity the inputs must have (e.g. MNI152NLin2009cAsym).",
+    "res": "res entity the inputs must have (e.g. 2).",
+    "label": "label entity the inputs must have (e.g. lesion, GM).",
+    "desc": "desc entity the inputs must have (e.g. brain).",
+    "datatype": "datatype the inputs must have (anat, func, dwi...).",
+    "session": "session the inputs must have.",
+    "task": "task entity the inputs must have.",
+    "run": "run entity the inputs must have.",
+    "acquisition": "acq entity the inputs must have.",
+}
+
+
 class _SelectBIDSInputsInputSpec(_SpecBase):
     bids_dir = AbsDirectory(
         exists=True, mandatory=True, desc="Root of a BIDS (derivatives) dataset."
     )
-    space = Str(desc="space entity the inputs must have (e.g. MNI152NLin2009cAsym).")
-    label = Str(desc="label entity the inputs must have (e.g. lesion, GM).")
-    desc = Str(desc="desc entity the inputs must have.")
     suffix = Str("mask", usedefault=True, desc="BIDS suffix of the inputs (mask, probseg...).")
+    bids_filters = traits.Dict(
+        Str(), traits.Any(), desc="More entity filters, as in an fMRIPrep BIDS filter file."
+    )
     participant_label = traits.List(Str(), desc="Subjects to include (default: all found).")
+    several_per_subject = traits.Bool(
+        False,
+        usedefault=True,
+        desc="Allow several files per subject and session (each counts once).",
+    )
+
+
+for _entity, _desc in BIDS_ENTITY_FILTERS.items():
+    _SelectBIDSInputsInputSpec.add_class_trait(_entity, Str(desc=_desc))
 
 
 class _SelectBIDSInputsOutputSpec(TraitedSpec):
     in_files = OutputMultiObject(File(exists=True), desc="The selected files, sorted by path.")
-    selection = traits.Any(desc="The BIDSSelection (dataset root, subjects, entities).")
+    selection = traits.Dict(desc="The selection as plain data (BIDSSelection.as_dict()).")
     subjects = traits.List(Str(), desc="Subjects found.")
 
 
 class SelectBIDSInputs(SimpleInterface):
-    """Select a group heatmap's inputs from a BIDS dataset by entities (needs pybids).
+    """Select a group map's inputs from a BIDS dataset by entities (needs pybids).
 
-    Refuses a selection that mixes spaces or resolutions, that is empty, or that misses
-    subjects asked for; the error names the files or subjects.
+    The rules (one value per entity, one file per subject and session, every participant
+    asked for present) are those of :func:`nipype_heatmap.bids.select_bids_inputs`; a
+    broken rule is an error naming the files.
     """
 
     input_spec = _SelectBIDSInputsInputSpec
@@ -305,32 +329,40 @@ class SelectBIDSInputs(SimpleInterface):
 
         def value(name):
             v = getattr(self.inputs, name)
-            return v if isdefined(v) and v != [] else None
+            return v if isdefined(v) and v not in ([], {}) else None
 
         selection = select_bids_inputs(
             self.inputs.bids_dir,
-            space=value("space"),
-            label=value("label"),
-            desc=value("desc"),
             suffix=self.inputs.suffix,
+            bids_filters=value("bids_filters"),
             participant_label=value("participant_label"),
+            several_per_subject=self.inputs.several_per_subject,
+            **{name: value(name) for name in BIDS_ENTITY_FILTERS},
         )
         self._results["in_files"] = selection.files
-        self._results["selection"] = selection
+        self._results["selection"] = selection.as_dict()
         self._results["subjects"] = selection.subjects
         return runtime
 
 
 class _HeatmapDerivativesSinkInputSpec(_SpecBase):
     in_file = AbsFile(exists=True, mandatory=True, desc="The heatmap to store.")
-    selection = traits.Any(mandatory=True, desc="The BIDSSelection its inputs came from.")
+    selection = traits.Dict(
+        mandatory=True, desc="The selection its inputs came from (SelectBIDSInputs)."
+    )
     output_dir = AbsDirectory(mandatory=True, desc="Root of the derivatives dataset to write.")
     use_mean = traits.Bool(True, usedefault=True, desc="Whether the map is a mean (else a sum).")
     clip_to_input_range = traits.Bool(True, usedefault=True, desc="Whether it was clipped.")
     normalize = traits.Bool(False, usedefault=True, desc="Whether it was normalized.")
-    out_desc = Str(desc="desc entity of the map (default: mean, count or union, +norm).")
+    out_desc = Str(desc="desc entity of the map, replacing the automatic one.")
+    overwrite = traits.Bool(
+        False,
+        usedefault=True,
+        desc="Replace a map of the same name made from other inputs or parameters.",
+    )
+    command = Str(desc="What made the map (command line or workflow), for provenance.")
     generate_report = traits.Bool(
-        False, usedefault=True, desc="Also write the PNG/SVG mosaic and the HTML report."
+        False, usedefault=True, desc="Also write the figure and the HTML report."
     )
     underlay = AbsFile(exists=True, desc="Anatomical underlay for the report.")
 
@@ -339,14 +371,15 @@ class _HeatmapDerivativesSinkOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="The map, BIDS-named, in the derivatives dataset.")
     out_sidecar = File(exists=True, desc="Its JSON sidecar (Sources, parameters).")
     out_report = File(desc="The HTML report, when asked for.")
-    out_figures = OutputMultiObject(File(exists=True), desc="PNG and SVG mosaic, when asked for.")
+    out_figures = OutputMultiObject(File(exists=True), desc="The report's figure, when asked for.")
 
 
 class HeatmapDerivativesSink(SimpleInterface):
     """Write a group heatmap into a BIDS derivatives dataset, with sidecar and provenance.
 
     A group-level sink: unlike niworkflows' ``DerivativesDataSink``, it names files without a
-    subject entity (``space-X_label-Y_desc-mean_probseg.nii.gz`` at the dataset root).
+    subject entity, at the dataset root; names, overwriting and provenance follow
+    :mod:`nipype_heatmap.derivatives`.
     """
 
     input_spec = _HeatmapDerivativesSinkInputSpec
@@ -354,7 +387,11 @@ class HeatmapDerivativesSink(SimpleInterface):
     _always_run = True  # writes outside its working directory
 
     def _run_interface(self, runtime):
-        from .bids import write_group_derivative
+        from .derivatives import write_group_derivative
+
+        def optional(name):
+            v = getattr(self.inputs, name)
+            return v if isdefined(v) else None
 
         outputs = write_group_derivative(
             self.inputs.in_file,
@@ -363,9 +400,11 @@ class HeatmapDerivativesSink(SimpleInterface):
             use_mean=self.inputs.use_mean,
             clip_to_input_range=self.inputs.clip_to_input_range,
             normalize=self.inputs.normalize,
-            out_desc=self.inputs.out_desc if isdefined(self.inputs.out_desc) else None,
+            out_desc=optional("out_desc"),
+            overwrite=self.inputs.overwrite,
+            command=optional("command") or "nipype_heatmap.interfaces.HeatmapDerivativesSink",
             generate_report=self.inputs.generate_report,
-            underlay=self.inputs.underlay if isdefined(self.inputs.underlay) else None,
+            underlay=optional("underlay"),
         )
         self._results["out_file"] = outputs.out_file
         self._results["out_sidecar"] = outputs.sidecar

@@ -1,55 +1,68 @@
-"""A visual report a person can judge at a glance: mosaic, colorbar, histogram, HTML page.
+"""A visual report a neuroimager can trust, built on nilearn's plotting.
 
-matplotlib comes with the ``report`` extra and is imported only here, with the non-GUI Agg
-backend. Without an anatomical underlay the map is drawn over its own field of view (the
-grid of the inputs, in gray where the map is defined) so the extent is still visible.
+nilearn (the ``report`` extra) draws what hand-made mosaics get wrong: orientation labels
+(L/R), cut coordinates in millimetres, cuts through the map's peaks (so a small blob is not
+missed between evenly spaced slices), a threshold under which the underlay shows, and an
+interactive viewer. The page is one self-contained HTML file (figure inline, viewer inline,
+no network), with the tool version, date, command line and a readable parameter table.
+There is no SVG: nilearn's slices are raster images, and an SVG wrapping PNGs is not a
+vector figure.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import html
 import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import nibabel as nb
 import numpy as np
 
+from ._optional import require
 
-def _matplotlib():
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError(
-            "the visual report needs matplotlib: pip install 'nipype_heatmap[report]'"
-        ) from err
+#: Readable names of the sidecar fields shown in the parameter table.
+_PARAMETER_NAMES = {
+    "Aggregation": "aggregation (mean: probability; sum: count)",
+    "ClipToInputRange": "clipped to the inputs' value range",
+    "Normalized": "min-max normalized to [0, 1]",
+    "SeveralFilesPerSubject": "several files per subject allowed",
+    "NumberOfInputs": "number of inputs",
+    "Subjects": "subjects",
+    "SpatialReference": "spatial reference",
+    "Resolution": "resolution",
+    "ValueRange": "value range of the map",
+    "MissingValues": "missing values (NaN, Inf)",
+}
+
+
+def _plotting():
+    require("matplotlib", "the visual report")
+    import matplotlib
+
     matplotlib.use("Agg", force=True)
+    require("nilearn", "the visual report")
     import matplotlib.pyplot as plt
+    from nilearn import plotting
 
-    return plt
-
-
-def _underlay(heatmap: nb.Nifti1Image, underlay: str | os.PathLike[str] | None) -> np.ndarray:
-    data = np.asanyarray(heatmap.dataobj, dtype=np.float32)
-    if underlay is None:
-        return np.isfinite(data).astype(np.float32) * 0.35  # the grid's field of view
-    anat = nb.load(underlay)
-    if anat.shape[:3] != heatmap.shape[:3] or not np.allclose(anat.affine, heatmap.affine):
-        from nibabel.processing import resample_from_to
-
-        anat = resample_from_to(anat, (heatmap.shape[:3], heatmap.affine), order=1)
-    values = anat.get_fdata(dtype=np.float32).reshape(heatmap.shape[:3])
-    lo, hi = np.percentile(values[np.isfinite(values)], [2, 98])
-    return np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1)
+    return plt, plotting
 
 
-def _slices(data: np.ndarray, axis: int, n: int) -> list[int]:
-    """n slice indices through the part of ``axis`` where the map is non-zero."""
-    support = np.nan_to_num(data) != 0
-    other = tuple(a for a in range(3) if a != axis)
-    hits = np.flatnonzero(support.any(axis=other))
-    lo, hi = (hits[0], hits[-1]) if hits.size else (0, data.shape[axis] - 1)
-    return [int(round(v)) for v in np.linspace(lo, hi, n + 2)[1:-1]]
+def _display_images(
+    img: nb.Nifti1Image, underlay: str | os.PathLike[str] | None
+) -> tuple[nb.Nifti1Image, nb.Nifti1Image | None]:
+    """The map with NaN as 0 (nilearn cannot cut through NaN), and the underlay if any.
+
+    Without an underlay, none is drawn: nilearn's default MNI template would be a lie for
+    a map in another space.
+    """
+    data = np.asanyarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3])
+    shown = nb.Nifti1Image(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), img.affine)
+    return shown, (nb.load(underlay) if underlay is not None else None)
 
 
 def make_report(
@@ -59,122 +72,182 @@ def make_report(
     html_file: str | os.PathLike[str],
     underlay: str | os.PathLike[str] | None = None,
     sources: list[str] | None = None,
-    parameters: dict | None = None,
+    parameters: Mapping[str, Any] | None = None,
     title: str = "",
     units: str = "value",
-    n_slices: int = 6,
+    command: str | None = None,
+    threshold: float | None = None,
+    n_cuts: int = 6,
 ) -> dict[str, str]:
-    """Draw the heatmap as an axial/coronal/sagittal mosaic with a histogram.
+    """Draw a map in three orientations over an underlay and write an HTML page about it.
 
     Parameters
     ----------
     in_file : str or os.PathLike
         The map.
     figure_stem : str or os.PathLike
-        Path without extension for ``.png`` and ``.svg`` (folders created).
+        Path without extension of the ``.png`` figure (folders created).
     html_file : str or os.PathLike
-        A small self-contained HTML page: the figure inline, the parameters, the inputs.
+        The self-contained HTML page.
     underlay : str or os.PathLike, optional
-        Anatomical image (resampled to the map's grid when needed).
+        Anatomical image (nilearn resamples it for display); else none is drawn.
     sources : list of str, optional
         The inputs, listed on the page.
-    parameters : dict, optional
-        Shown in a table on the page and in the figure's title line.
+    parameters : mapping, optional
+        Shown in a table on the page.
     title : str
-        Figure title.
+        Title of the figure and the page.
     units : str
         Colorbar label (e.g. "probability (fraction of inputs)" or "count").
-    n_slices : int, default=6
-        Slices per row.
+    command : str, optional
+        The command line that made the map, shown on the page.
+    threshold : float, optional
+        Values at or below it are transparent; default: just above 0, so that every
+        voxel with a value shows and the underlay shows everywhere else.
+    n_cuts : int, default=6
+        Cuts per orientation, placed through the map's peaks.
 
     Returns
     -------
     dict
-        Paths of the ``png``, ``svg`` and ``html`` files.
+        Paths of the ``png`` and ``html`` files.
     """
-    plt = _matplotlib()
-    img = nb.load(in_file)
-    data = np.asanyarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3])
-    back = _underlay(img, underlay)
-    finite = data[np.isfinite(data)]
-    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    shown = np.ma.masked_where(~np.isfinite(data) | (data <= 0), data)
-    params = parameters or {}
-    n_inputs = params.get("NumberOfInputs", "?")
+    from . import __version__
 
-    fig = plt.figure(figsize=(2.0 * n_slices + 1.5, 9.5), facecolor="black")
-    grid = fig.add_gridspec(
-        4, n_slices + 1, height_ratios=[1, 1, 1, 0.9], width_ratios=[1] * n_slices + [0.12]
-    )
-    image = None
-    for row, (axis, name) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
-        for col, index in enumerate(_slices(data, axis, n_slices)):
-            ax = fig.add_subplot(grid[row, col])
-            take = [slice(None)] * 3
-            take[axis] = index
-            ax.imshow(np.rot90(back[tuple(take)]), cmap="gray", vmin=0, vmax=1)
-            image = ax.imshow(
-                np.rot90(shown[tuple(take)]), cmap="hot", vmin=0, vmax=vmax, alpha=0.85
-            )
-            ax.set_axis_off()
-            ax.set_title(f"{name} {index}", color="white", fontsize=8)
-    colorbar_ax = fig.add_subplot(grid[0:3, n_slices])
-    if image is not None:
-        colorbar = fig.colorbar(image, cax=colorbar_ax)
-        colorbar.set_label(units, color="white")
-        colorbar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
-    hist_ax = fig.add_subplot(grid[3, : n_slices // 2 + 1])
-    nonzero = finite[finite != 0]
+    plt, plotting = _plotting()
+    img = nb.load(in_file)
+    shown, background = _display_images(img, underlay)
+    values = np.asanyarray(shown.dataobj)
+    vmax = float(values.max()) if values.max() > 0 else 1.0
+    threshold = threshold if threshold is not None else min(1e-6, vmax / 1000)
+
+    fig = plt.figure(figsize=(14, 11), facecolor="black")
+    rows = fig.add_gridspec(4, 1, height_ratios=[1, 1, 1, 0.8], hspace=0.08)
+    for row, (direction, name) in enumerate((("z", "axial"), ("y", "coronal"), ("x", "sagittal"))):
+        ax = fig.add_subplot(rows[row])
+        if values.max() > threshold:
+            cuts = plotting.find_cut_slices(shown, direction=direction, n_cuts=n_cuts)
+        else:
+            cuts = n_cuts
+        plotting.plot_stat_map(
+            shown,
+            bg_img=background,
+            display_mode=direction,
+            cut_coords=cuts,
+            threshold=threshold,
+            vmin=0,
+            vmax=vmax,
+            cmap="hot",
+            symmetric_cbar=False,
+            colorbar=row == 0,
+            black_bg=True,
+            dim=0,
+            annotate=True,
+            title=f"{name} cuts (mm)",
+            axes=ax,
+            figure=fig,
+        )
+    fig.suptitle(f"{title}\ncolour: {units}", color="white", fontsize=13)
+    hist_ax = fig.add_subplot(rows[3])
+    nonzero = values[values > threshold]
     if nonzero.size:
-        hist_ax.hist(nonzero, bins=50, color="orange")
+        hist_ax.hist(nonzero, bins=60, color="orange")
         hist_ax.set_yscale("log")
-    hist_ax.set_xlabel(f"non-zero {units}", color="white")
+    hist_ax.set_xlabel(f"{units}, voxels above the threshold {threshold:g}", color="white")
     hist_ax.set_ylabel("voxels", color="white")
     hist_ax.tick_params(colors="white")
     hist_ax.set_facecolor("#111111")
-    flags = "\n".join(
-        f"{k}: {params[k]}"
-        for k in ("Aggregation", "ClipToInputRange", "Normalized")
-        if k in params
-    )
-    info_ax = fig.add_subplot(grid[3, n_slices // 2 + 1 :])
-    info_ax.set_axis_off()
-    info_ax.text(
-        0.0,
-        0.9,
-        f"{n_inputs} inputs\n{flags}\n{int(nonzero.size)} non-zero voxels\n"
-        f"range {float(finite.min()) if finite.size else 0:.3g} to {vmax:.3g}\n"
-        f"underlay: {Path(underlay).name if underlay else 'none (field of view)'}",
-        color="white",
-        va="top",
-        fontsize=10,
-        family="monospace",
-    )
-    fig.suptitle(title, color="white", fontsize=12)
 
     stem = Path(figure_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    png, svg = str(stem) + ".png", str(stem) + ".svg"
-    fig.savefig(png, dpi=90, facecolor="black")
-    fig.savefig(svg, facecolor="black")
+    png = str(stem) + ".png"
+    fig.savefig(png, dpi=80, facecolor="black")
     plt.close(fig)
 
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in params.items()
+    with warnings.catch_warnings():  # a map without zeros has nothing to hide: fine
+        warnings.filterwarnings("ignore", message="Threshold given was", category=UserWarning)
+        viewer = plotting.view_img(
+            shown,
+            bg_img=background if background is not None else False,
+            threshold=threshold,
+            vmax=vmax,
+            cmap="hot",
+            symmetric_cmap=False,
+            black_bg=True,
+            dim=0,
+            title=None,
+            colorbar=True,
+        )
+    page = _page(
+        title=title,
+        units=units,
+        png=Path(png),
+        viewer=viewer.get_iframe(width=960, height=470),
+        parameters=parameters or {},
+        sources=sources or [],
+        command=command,
+        version=__version__,
+        underlay=underlay,
+        threshold=threshold,
     )
-    items = "".join(f"<li>{html.escape(s)}</li>" for s in sources or [])
-    encoded = base64.b64encode(Path(png).read_bytes()).decode("ascii")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
-th{{text-align:left;padding-right:1em}}img{{max-width:100%}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p>{html.escape(str(n_inputs))} inputs. Colour: {html.escape(units)}.</p>
-<img alt="heatmap mosaic" src="data:image/png;base64,{encoded}">
-<h2>Parameters</h2><table>{rows}</table>
-<details><summary>Inputs ({len(sources or [])})</summary><ol>{items}</ol></details>
-<p>Made with nipype_heatmap.</p></body></html>
-"""
     Path(html_file).write_text(page)
-    return {"png": png, "svg": svg, "html": str(html_file)}
+    return {"png": png, "html": str(html_file)}
+
+
+def _page(
+    *,
+    title: str,
+    units: str,
+    png: Path,
+    viewer: str,
+    parameters: Mapping[str, Any],
+    sources: list[str],
+    command: str | None,
+    version: str,
+    underlay: str | os.PathLike[str] | None,
+    threshold: float,
+) -> str:
+    esc = html.escape
+    rows = "".join(
+        f"<tr><th>{esc(_PARAMETER_NAMES.get(k, k))}</th><td>{esc(_show(v))}</td></tr>"
+        for k, v in parameters.items()
+        if k != "GeneratedBy"
+    )
+    items = "".join(f"<li>{esc(s)}</li>" for s in sources)
+    encoded = base64.b64encode(png.read_bytes()).decode("ascii")
+    made = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    background = Path(underlay).name if underlay else "none (no anatomical image was given)"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em}}
+table{{border-collapse:collapse}} th,td{{text-align:left;padding:.25em 1em .25em 0;
+vertical-align:top;border-bottom:1px solid #ddd}} img{{max-width:100%}}
+code{{background:#f4f4f4;padding:.1em .3em;word-break:break-all}} .meta{{color:#444}}
+</style></head>
+<body><h1>{esc(title)}</h1>
+<p class="meta">nipype_heatmap {esc(version)} &middot; {esc(made)}</p>
+<p class="meta">Command: <code>{esc(command or "(not recorded)")}</code></p>
+<p>Colour: {esc(units)}; voxels at or below {threshold:g} are transparent.
+Underlay: {esc(background)}. Cuts are in millimetres, through the map's peaks;
+L and R mark the subject's left and right.</p>
+<img alt="the map in axial, coronal and sagittal cuts, with a histogram"
+ src="data:image/png;base64,{encoded}">
+<h2>Explore</h2>
+{viewer}
+<h2>Parameters</h2><table>{rows}</table>
+<h2>Inputs ({len(sources)})</h2><details><summary>show</summary><ol>{items}</ol></details>
+</body></html>
+"""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_show(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_show(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

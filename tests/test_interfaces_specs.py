@@ -101,20 +101,32 @@ INPUTS = {
         },
     },
     "SelectBIDSInputs": {
+        "acquisition": {"desc": "acq entity the inputs must have."},
         "bids_dir": {
             "mandatory": True,
             "desc": "Root of a BIDS (derivatives) dataset.",
             "exists": True,
         },
-        "desc": {"desc": "desc entity the inputs must have."},
+        "bids_filters": {"desc": "More entity filters, as in an fMRIPrep BIDS filter file."},
+        "datatype": {"desc": "datatype the inputs must have (anat, func, dwi...)."},
+        "desc": {"desc": "desc entity the inputs must have (e.g. brain)."},
         "label": {"desc": "label entity the inputs must have (e.g. lesion, GM)."},
         "participant_label": {"desc": "Subjects to include (default: all found)."},
+        "res": {"desc": "res entity the inputs must have (e.g. 2)."},
+        "run": {"desc": "run entity the inputs must have."},
+        "session": {"desc": "session the inputs must have."},
+        "several_per_subject": {
+            "usedefault": True,
+            "desc": "Allow several files per subject and session (each counts once).",
+            "default": False,
+        },
         "space": {"desc": "space entity the inputs must have (e.g. MNI152NLin2009cAsym)."},
         "suffix": {
             "usedefault": True,
             "desc": "BIDS suffix of the inputs (mask, probseg...).",
             "default": "mask",
         },
+        "task": {"desc": "task entity the inputs must have."},
     },
     "HeatmapDerivativesSink": {
         "clip_to_input_range": {
@@ -122,16 +134,25 @@ INPUTS = {
             "desc": "Whether it was clipped.",
             "default": True,
         },
+        "command": {"desc": "What made the map (command line or workflow), for provenance."},
         "generate_report": {
             "usedefault": True,
-            "desc": "Also write the PNG/SVG mosaic and the HTML report.",
+            "desc": "Also write the figure and the HTML report.",
             "default": False,
         },
         "in_file": {"mandatory": True, "desc": "The heatmap to store.", "exists": True},
         "normalize": {"usedefault": True, "desc": "Whether it was normalized.", "default": False},
-        "out_desc": {"desc": "desc entity of the map (default: mean, count or union, +norm)."},
+        "out_desc": {"desc": "desc entity of the map, replacing the automatic one."},
         "output_dir": {"mandatory": True, "desc": "Root of the derivatives dataset to write."},
-        "selection": {"mandatory": True, "desc": "The BIDSSelection its inputs came from."},
+        "overwrite": {
+            "usedefault": True,
+            "desc": "Replace a map of the same name made from other inputs or parameters.",
+            "default": False,
+        },
+        "selection": {
+            "mandatory": True,
+            "desc": "The selection its inputs came from (SelectBIDSInputs).",
+        },
         "underlay": {"desc": "Anatomical underlay for the report.", "exists": True},
         "use_mean": {
             "usedefault": True,
@@ -158,11 +179,11 @@ OUTPUTS = {
     },
     "SelectBIDSInputs": {
         "in_files": {"desc": "The selected files, sorted by path."},
-        "selection": {"desc": "The BIDSSelection (dataset root, subjects, entities)."},
+        "selection": {"desc": "The selection as plain data (BIDSSelection.as_dict())."},
         "subjects": {"desc": "Subjects found."},
     },
     "HeatmapDerivativesSink": {
-        "out_figures": {"desc": "PNG and SVG mosaic, when asked for."},
+        "out_figures": {"desc": "The report's figure, when asked for."},
         "out_file": {"desc": "The map, BIDS-named, in the derivatives dataset."},
         "out_report": {"desc": "The HTML report, when asked for."},
         "out_sidecar": {"desc": "Its JSON sidecar (Sources, parameters)."},

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
@@ -12,28 +13,32 @@ from ..interfaces import MEM_GB, HeatmapDerivativesSink, HeatmapVolume, SelectBI
 
 def init_bids_heatmap_wf(
     *,
-    space: str,
+    space: str | None = None,
     label: str | None = None,
     suffix: str = "mask",
     desc: str | None = None,
     participant_label: Sequence[str] | None = None,
+    bids_filters: Mapping[str, Any] | None = None,
+    several_per_subject: bool = False,
     use_mean: bool = True,
     clip_to_input_range: bool = True,
     normalize: bool = False,
+    overwrite: bool = False,
     generate_report: bool = False,
     name: str = "bids_heatmap_wf",
 ) -> pe.Workflow:
     """Build a workflow that turns BIDS inputs into a group heatmap BIDS derivative.
 
-    ``select_inputs`` picks the files by entities with pybids (refusing mixed spaces, empty
-    selections and missing subjects), ``heatmap`` aggregates them, and ``ds_heatmap``
-    writes the map, its JSON sidecar (Sources as BIDS URIs, parameters) and
-    ``dataset_description.json`` into the derivatives dataset, plus the visual report when
-    asked.
+    ``select_inputs`` picks the files by entities with pybids (one value per entity, one
+    file per subject and session, every participant present: see
+    :mod:`nipype_heatmap.bids`), ``heatmap`` aggregates them, and ``ds_heatmap`` writes the
+    map, its JSON sidecar and ``dataset_description.json`` into the derivatives dataset,
+    plus the visual report when asked (names and provenance: see
+    :mod:`nipype_heatmap.derivatives`).
 
     Parameters
     ----------
-    space : str
+    space : str, optional
         ``space`` entity of the inputs (and of the map).
     label : str, optional
         ``label`` entity (e.g. ``lesion``, ``GM``).
@@ -43,10 +48,17 @@ def init_bids_heatmap_wf(
         ``desc`` entity of the inputs.
     participant_label : sequence of str, optional
         Subjects to include; all found otherwise.
+    bids_filters : mapping, optional
+        More entity filters (``res``, ``datatype``, ``session``, ``task``, ``run``,
+        ``acquisition``...), as in an fMRIPrep BIDS filter file.
+    several_per_subject : bool, default=False
+        Allow several files per subject and session (each counts once).
     use_mean, clip_to_input_range, normalize : bool
         As for :class:`~nipype_heatmap.interfaces.HeatmapVolume`.
+    overwrite : bool, default=False
+        Replace a map of the same name made from other inputs or parameters.
     generate_report : bool, default=False
-        Write the PNG/SVG mosaic and the HTML report beside the map.
+        Write the figure and the HTML report beside the map.
     name : str, default="bids_heatmap_wf"
         Name of the workflow.
 
@@ -89,10 +101,15 @@ def init_bids_heatmap_wf(
         ),
         name="outputnode",
     )
-    select_inputs = pe.Node(SelectBIDSInputs(space=space, suffix=suffix), name="select_inputs")
-    for entity, value in (("label", label), ("desc", desc)):
+    select_inputs = pe.Node(
+        SelectBIDSInputs(suffix=suffix, several_per_subject=several_per_subject),
+        name="select_inputs",
+    )
+    for entity, value in (("space", space), ("label", label), ("desc", desc)):
         if value:
             setattr(select_inputs.inputs, entity, value)
+    if bids_filters:
+        select_inputs.inputs.bids_filters = dict(bids_filters)
     if participant_label:
         select_inputs.inputs.participant_label = list(participant_label)
     flags = {
@@ -102,7 +119,12 @@ def init_bids_heatmap_wf(
     }
     heatmap = pe.Node(HeatmapVolume(**flags), name="heatmap", mem_gb=MEM_GB)
     ds_heatmap = pe.Node(
-        HeatmapDerivativesSink(generate_report=generate_report, **flags),
+        HeatmapDerivativesSink(
+            generate_report=generate_report,
+            overwrite=overwrite,
+            command=f"nipype_heatmap.workflows.init_bids_heatmap_wf(name={name!r})",
+            **flags,
+        ),
         name="ds_heatmap",
         run_without_submitting=True,
     )

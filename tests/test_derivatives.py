@@ -1,0 +1,291 @@
+"""BIDS out: names that never collide, no silent overwrite, provenance that resolves,
+validator-clean datasets, and the command and workflow that write them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from nipype_heatmap.bids import select_bids_inputs
+from nipype_heatmap.cli_bids import main
+from nipype_heatmap.core import compute_heatmap, write_heatmap
+from nipype_heatmap.derivatives import derivative_stem, map_kind, write_group_derivative
+from nipype_heatmap.interfaces import HeatmapDerivativesSink
+from nipype_heatmap.workflows import init_bids_heatmap_wf
+
+from .conftest import SHAPE
+from .test_bids import FMRIPREP, SPACE, _save, make_fmriprep_like
+
+pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
+
+
+@pytest.fixture
+def datasets(tmp_path, rng):
+    """An fMRIPrep-like dataset and a second one of lesion masks, side by side."""
+    fmriprep = make_fmriprep_like(tmp_path / "derivatives" / "fmriprep", rng)
+    lesions = tmp_path / "derivatives" / "lesions"
+    lesions.mkdir()
+    (lesions / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "lesion tracings",
+                "BIDSVersion": "1.10.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "ITK-SNAP", "Version": "4.0"}],
+            }
+        )
+    )
+    for sub in ("01", "02", "03"):
+        mask = (rng.random(SHAPE) > 0.7).astype(np.uint8)
+        _save(
+            lesions / f"sub-{sub}" / "anat" / f"sub-{sub}_space-{SPACE}_label-lesion_mask.nii.gz",
+            mask,
+        )
+    return fmriprep, lesions
+
+
+def validator_errors(dataset):
+    """Run the official BIDS validator; return its errors (an empty list when clean)."""
+    beside = Path(sys.executable).with_name("bids-validator-deno")  # venv not on PATH
+    exe = str(beside) if beside.exists() else shutil.which("bids-validator-deno")
+    if exe is None:
+        pytest.skip("bids-validator-deno is not installed (it is in the 'test' extra)")
+    run = subprocess.run(
+        [exe, str(dataset), "--format", "json"], capture_output=True, text=True, timeout=300
+    )
+    report = json.loads(run.stdout)
+    return [
+        f"{i['code']} {i.get('location', '')}: {i.get('issueMessage', '')[:200]}"
+        for i in report["issues"]["issues"]
+        if i["severity"] == "error"
+    ]
+
+
+def _write(selection, out_dir, tmp_path, **flags):
+    heatmap = write_heatmap(
+        selection.files,
+        tmp_path / "tmp" / "h.nii.gz",
+        **{
+            k: v for k, v in flags.items() if k in ("use_mean", "clip_to_input_range", "normalize")
+        },
+    )
+    return write_group_derivative(heatmap, out_dir, selection, **flags)
+
+
+# -- names -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("use_mean", "clip", "normalize", "suffix", "expected"),
+    [
+        (True, True, False, "mask", ("mean", "probseg")),
+        (True, True, False, "probseg", ("mean", "probseg")),
+        (True, True, False, "T1w", ("mean", "heatmap")),
+        (True, True, True, "mask", ("meanNorm", "heatmap")),
+        (False, True, False, "mask", ("union", "mask")),
+        (False, True, False, "probseg", ("clippedSum", "heatmap")),
+        (False, False, False, "mask", ("count", "heatmap")),
+        (False, False, False, "probseg", ("sum", "heatmap")),
+        (False, False, True, "mask", ("countNorm", "heatmap")),
+    ],
+)
+def test_only_probabilities_are_named_probseg(use_mean, clip, normalize, suffix, expected):
+    assert map_kind(use_mean, clip, normalize, suffix) == expected
+
+
+def test_different_selections_never_share_a_name(datasets):
+    fmriprep, _ = datasets
+    selections = [
+        select_bids_inputs(fmriprep, desc="brain", datatype="anat", res="2"),
+        select_bids_inputs(fmriprep, desc="brain", datatype="anat", res="1"),
+        select_bids_inputs(fmriprep, desc="brain", datatype="func", res="2", run="1"),
+        select_bids_inputs(
+            fmriprep, desc="brain", datatype="func", res="2", several_per_subject=True
+        ),
+        select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM"),
+        select_bids_inputs(fmriprep, suffix="probseg", res="2", label="WM"),
+    ]
+    names = []
+    for selection in selections:
+        for flags in ({}, {"use_mean": False}, {"use_mean": False, "clip_to_input_range": False}):
+            names.append(derivative_stem(selection.entities, **flags))
+    assert len(set(names)) == len(names), names
+    assert names[0] == f"space-{SPACE}_res-2_desc-meanBrainMask_probseg"
+    assert names[6] == f"task-rest_run-1_space-{SPACE}_res-2_desc-meanBrainMask_probseg"
+    assert names[9] == f"task-rest_space-{SPACE}_res-2_desc-meanBrainMask_probseg"
+
+
+def test_an_existing_map_from_other_inputs_is_not_replaced(datasets, tmp_path):
+    fmriprep, _ = datasets
+    out = tmp_path / "group"
+    everyone = select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM")
+    first = _write(everyone, out, tmp_path)
+    before = Path(first.out_file).read_bytes()
+    _write(everyone, out, tmp_path)  # a re-run with the same inputs: fine
+    some = select_bids_inputs(
+        fmriprep, suffix="probseg", res="2", label="GM", participant_label=["01", "02"]
+    )
+    with pytest.raises(FileExistsError, match="Sources differ.*--overwrite"):
+        _write(some, out, tmp_path)
+    assert Path(first.out_file).read_bytes() == before
+    replaced = _write(some, out, tmp_path, overwrite=True)
+    assert json.loads(Path(replaced.sidecar).read_text())["NumberOfInputs"] == 2
+
+
+# -- provenance --------------------------------------------------------------------------
+def test_provenance_resolves_for_two_input_datasets(datasets, tmp_path):
+    fmriprep, lesions = datasets
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    gm = _write(
+        select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM"),
+        out,
+        tmp_path,
+        command="test gm",
+    )
+    lesion = _write(
+        select_bids_inputs(lesions, label="lesion"),
+        out,
+        tmp_path,
+        use_mean=False,
+        clip_to_input_range=False,
+    )
+    description = json.loads((out / "dataset_description.json").read_text())
+    links = description["DatasetLinks"]
+    assert links == {"fmriprep": "../fmriprep", "lesions": "../lesions"}
+    assert {s["URL"] for s in description["SourceDatasets"]} == {"bids:fmriprep:", "bids:lesions:"}
+    assert description["GeneratedBy"][0]["Name"] == "nipype_heatmap"
+    assert FMRIPREP in description["GeneratedBy"]
+    assert {"Name": "ITK-SNAP", "Version": "4.0"} in description["GeneratedBy"]
+    for outputs, link, n in ((gm, "fmriprep", 4), (lesion, "lesions", 3)):
+        sidecar = json.loads(Path(outputs.sidecar).read_text())
+        assert len(sidecar["Sources"]) == n
+        for uri in sidecar["Sources"]:
+            scheme, name, relative = uri.split(":", 2)
+            assert (scheme, name) == ("bids", link)
+            assert (out / links[name] / relative).resolve().is_file()
+        assert sidecar["SpatialReference"] == SPACE
+    gm_sidecar = json.loads(Path(gm.sidecar).read_text())
+    assert gm_sidecar["Resolution"] == {"2": "voxels of 2 x 2 x 2 mm"}
+    assert gm_sidecar["GeneratedBy"][0]["CommandLine"] == "test gm"
+    assert "Resolution" not in json.loads(Path(lesion.sidecar).read_text())
+    assert lesion.out_file.endswith(f"space-{SPACE}_label-lesion_desc-countMask_heatmap.nii.gz")
+    assert validator_errors(out) == []
+
+
+def test_a_link_name_taken_by_another_dataset_gets_a_new_name(datasets, tmp_path, rng):
+    fmriprep, _ = datasets
+    elsewhere = make_fmriprep_like(tmp_path / "site2" / "fmriprep", rng)
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    _write(select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM"), out, tmp_path)
+    second = _write(
+        select_bids_inputs(elsewhere, suffix="probseg", res="2", label="WM"), out, tmp_path
+    )
+    links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
+    assert links["fmriprep"] == "../fmriprep" and links["fmriprep2"] == "../../site2/fmriprep"
+    assert json.loads(Path(second.sidecar).read_text())["Sources"][0].startswith("bids:fmriprep2:")
+
+
+def test_stale_root_map_is_not_an_input_and_writing_into_the_input_is_refused(datasets, tmp_path):
+    fmriprep, _ = datasets
+    selection = select_bids_inputs(fmriprep, desc="brain", datatype="anat", res="2")
+    with pytest.raises(ValueError, match="inside the input dataset"):
+        _write(selection, fmriprep, tmp_path)
+    with pytest.raises(ValueError, match="inside the input dataset"):
+        _write(selection, fmriprep / "group", tmp_path)
+    inner = _write(selection, fmriprep / "derivatives" / "nipype_heatmap", tmp_path)
+    assert Path(inner.out_file).exists()
+    again = select_bids_inputs(fmriprep, desc="brain", datatype="anat", res="2")
+    assert again.files == selection.files
+
+
+def test_refuses_to_write_into_a_raw_dataset(datasets, tmp_path):
+    fmriprep, _ = datasets
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    with pytest.raises(ValueError, match="raw BIDS dataset"):
+        _write(select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM"), raw, tmp_path)
+
+
+# -- the command, the interface, the workflow ----------------------------------------------
+def test_command_with_report_is_validator_clean(datasets, tmp_path, capsys):
+    fmriprep, _ = datasets
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(fmriprep), str(out), "group", "--suffix", "probseg", "--label", "GM", "--res", "2"]
+    assert main([*argv, "--space", SPACE, "--report", "-q"]) == 0
+    stem = f"space-{SPACE}_res-2_label-GM_desc-meanProbseg_probseg"
+    printed = capsys.readouterr().out
+    assert str(out / f"{stem}.nii.gz") in printed and str(out / f"{stem}.html") in printed
+    selection = select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM")
+    assert_allclose(
+        nb.load(out / f"{stem}.nii.gz").get_fdata(), compute_heatmap(selection.files).get_fdata()
+    )
+    sidecar = json.loads((out / f"{stem}.json").read_text())
+    assert sidecar["GeneratedBy"][0]["CommandLine"].startswith("nipype-heatmap-bids ")
+    assert "--label GM" in sidecar["GeneratedBy"][0]["CommandLine"]
+    assert (out / "figures" / f"{stem}.png").stat().st_size > 20_000
+    assert not list((out / "figures").glob("*.svg"))
+    assert validator_errors(out) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--participant-label", "01", "09"], "sub-09"),
+        (["--label", "CSF"], "no file matches"),
+        ([], "mixes label values"),
+    ],
+    ids=["missing-subject", "empty", "mixed-labels"],
+)
+def test_command_errors_write_nothing(datasets, tmp_path, capsys, extra, message):
+    fmriprep, _ = datasets
+    out = tmp_path / "out"
+    argv = [str(fmriprep), str(out), "group", "--suffix", "probseg", "--res", "2"]
+    if extra and extra[0] == "--participant-label":
+        extra = [*extra, "--label", "GM"]
+    assert main([*argv, *extra, "-q"]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_sink_interface_takes_the_selection_as_plain_data(datasets, tmp_path):
+    fmriprep, _ = datasets
+    selection = select_bids_inputs(fmriprep, suffix="probseg", res="2", label="WM")
+    heatmap = tmp_path / "h.nii.gz"
+    compute_heatmap(selection.files, normalize=True).to_filename(heatmap)
+    res = HeatmapDerivativesSink(
+        in_file=str(heatmap),
+        selection=selection.as_dict(),
+        output_dir=str(tmp_path / "deriv"),
+        normalize=True,
+    ).run(cwd=str(tmp_path))
+    assert res.outputs.out_file.endswith(
+        f"space-{SPACE}_res-2_label-WM_desc-meanNormProbseg_heatmap.nii.gz"
+    )
+    assert json.loads(open(res.outputs.out_sidecar).read())["Normalized"] is True
+
+
+def test_workflow_writes_a_validator_clean_derivative(datasets, tmp_path):
+    fmriprep, _ = datasets
+    wf = init_bids_heatmap_wf(
+        space=SPACE,
+        desc="brain",
+        bids_filters={"datatype": "func", "res": "2"},
+        several_per_subject=True,
+        generate_report=True,
+    )
+    wf.base_dir = str(tmp_path / "work")
+    wf.inputs.inputnode.bids_dir = str(fmriprep)
+    wf.inputs.inputnode.output_dir = str(tmp_path / "deriv")
+    wf.run()
+    stem = f"task-rest_space-{SPACE}_res-2_desc-meanBrainMask_probseg"
+    sidecar = json.loads((tmp_path / "deriv" / f"{stem}.json").read_text())
+    assert sidecar["NumberOfInputs"] == 8 and sidecar["SeveralFilesPerSubject"] is True
+    assert (tmp_path / "deriv" / f"{stem}.html").exists()
+    assert validator_errors(tmp_path / "deriv") == []
