@@ -16,8 +16,10 @@ order, each contestant ``--repeats`` times: this package as a function and as th
 reference nibabel loop (``reference_loop.py``), nidataset's ``generate_heatmap_volume`` and
 nilearn's ``mean_img`` + save when installed, and the floor (read + inflate every file with
 libdeflate on 2 threads, nothing else). Prints medians, ratios to the reference measured in
-the same run, and each process's peak RSS; then peak RSS of this package for N=10 and N=100.
-Also checks that this package's output equals the reference's.
+the same run, and each process's peak RSS; the command on 1 and 2 cores (``taskset``) and a
+projection to 8, 16 and 32 cores from the measured per-core throughput, with the memory and
+disk floors; then peak RSS of this package for N=10 and N=100. Also checks that this
+package's output equals the reference's.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def contestants(data: Path, out: Path) -> dict[str, list[str]]:
     return cmds
 
 
-def bench(name: str, data: Path, repeats: int) -> None:
+def bench(name: str, data: Path, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         cmds = contestants(data, out)
@@ -212,6 +214,104 @@ def bench(name: str, data: Path, repeats: int) -> None:
         med = statistics.median(times[label])
         print(f"| {label} | {med:.3f} | {ref_median / med:.1f}x | {rss[label]:.0f} |")
     print(f"\nthis package's output vs the reference loop's (float32 data): {identical}")
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    cli = medians["nipype_heatmap (CLI)"]
+    floor = medians["floor: read + inflate (libdeflate, 2 threads)"]
+    startup = medians["start-up + import numpy, nibabel"]
+    print(f"\nCLI / (floor + start-up): {cli / (floor + startup):.2f}")
+    if "nidataset generate_heatmap_volume" in medians:
+        print(f"nidataset / CLI: {medians['nidataset generate_heatmap_volume'] / cli:.1f}x")
+    return medians
+
+
+def core_scaling(name: str, data: Path, repeats: int) -> dict[int, float]:
+    """The CLI on 1 and on 2 cores (taskset), alternating; returns the medians."""
+    cpus = sorted(os.sched_getaffinity(0))
+    counts = [1, 2] if len(cpus) >= 2 else [1]
+    times: dict[int, list[float]] = {k: [] for k in counts}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            for k in counts:
+                cores = ",".join(str(c) for c in cpus[:k])
+                cmd = ["taskset", "-c", cores, str(BIN / "nipype-heatmap"), str(data)]
+                times[k].append(run([*cmd, "-o", f"{tmp}/o.nii.gz", "-q"])[0])
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    line = " | ".join(f"{k} core(s): {medians[k]:.3f} s" for k in counts)
+    speedup = f", speed-up {medians[1] / medians[2]:.2f}x" if 2 in medians else ""
+    print(f"\n{name}, CLI under taskset, median of {repeats}: {line}{speedup}")
+    return medians
+
+
+def work_speedup(medians: dict[int, float], startup: float) -> str:
+    """Speed-up of the part that can scale: the whole run less the start-up and imports."""
+    if 2 not in medians:
+        return "n/a (one core)"
+    return f"{(medians[1] - startup) / (medians[2] - startup):.2f}x"
+
+
+PROJECTION_CORES = (1, 2, 8, 16, 32)
+
+
+def projection(name: str, data: Path, medians: dict[int, float], startup: float) -> None:
+    """Project the CLI's time to more cores from the measured per-core throughput.
+
+    Work per file on one core is (t1 - start-up) / N; with k cores the reading, inflating
+    and adding split k ways, at the parallel efficiency measured from 1 to 2 cores. Two
+    floors bind instead: the disk (compressed bytes / read bandwidth) and memory bandwidth
+    (the inflated bytes read and the float64 sum read and written, per file).
+    """
+    files = sorted(data.glob("*.nii.gz"))
+    n = len(files)
+    compressed = sum(f.stat().st_size for f in files)
+    inflated = int(np.prod(SHAPE)) * nb.load(files[0]).get_data_dtype().itemsize * n
+    work1 = medians[1] - startup
+    efficiency = (work1 / (medians[2] - startup)) / 2 if 2 in medians else 1.0
+    mem_bw = _memory_bandwidth()
+    print(
+        f"\nprojection for {name}: {n} files, {compressed / 2**20:.0f} MiB compressed, "
+        f"{inflated / 2**20:.0f} MiB inflated; measured 1->2 core efficiency "
+        f"{efficiency:.2f}, memory bandwidth ~{mem_bw / 2**30:.1f} GiB/s (numpy copy)"
+    )
+    print(
+        "\n| cores | compute (s) | memory floor (s) | disk floor at 0.5 / 2 GB/s (s) | "
+        "projected (s) | bound by |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    # Bytes moved per run: the inflated inputs, and the sum read and written once per file
+    # (an integer sum as narrow as the inputs for masks; float64 otherwise).
+    itemsize = nb.load(files[0]).get_data_dtype().itemsize
+    sum_bytes = itemsize if nb.load(files[0]).get_data_dtype().kind in "iu" else 8
+    touched = inflated + 2 * sum_bytes * int(np.prod(SHAPE)) * n
+    for k in PROJECTION_CORES:
+        compute = work1 / (k * (efficiency if k > 1 else 1.0))
+        memory = touched / mem_bw
+        disk_slow, disk_fast = compressed / 0.5e9, compressed / 2e9
+        bound = max(compute, memory, disk_fast)
+        which = {compute: "cores", memory: "memory bandwidth", disk_fast: "disk"}[bound]
+        print(
+            f"| {k} | {compute:.3f} | {memory:.3f} | {disk_slow:.3f} / {disk_fast:.3f} | "
+            f"{startup + bound:.3f} | {which} |"
+        )
+
+
+MEMORY_BANDWIDTH = """
+import time, numpy as np
+a = np.ones(64 << 20, np.uint8)
+b = np.empty_like(a)
+best = float("inf")
+for _ in range(5):
+    start = time.perf_counter()
+    np.copyto(b, a)
+    best = min(best, time.perf_counter() - start)
+print(2 * a.nbytes / best)
+"""
+
+
+def _memory_bandwidth() -> float:
+    """Bytes per second of a large numpy copy (read + write), one thread, in a child (a
+    large allocation here would raise every later child's reported peak RSS)."""
+    done = subprocess.run([PY, "-c", MEMORY_BANDWIDTH], capture_output=True, text=True)
+    return float(done.stdout.strip())
 
 
 def memory_scaling(small: Path, large: Path) -> None:
@@ -258,8 +358,15 @@ def main() -> int:
         + "; write path: "
         + ("ISA-L" if have_isal else "zlib (isal not importable)")
     )
-    bench("lesion masks (uint8)", data["masks"], args.repeats)
-    bench("probability maps (float32)", data["probs"], args.repeats)
+    for label, key in (("lesion masks (uint8)", "masks"), ("probability maps (float32)", "probs")):
+        medians = bench(label, data[key], args.repeats)
+        cores = core_scaling(label, data[key], args.repeats)
+        startup = medians["start-up + import numpy, nibabel"]
+        print(
+            f"speed-up 1 -> 2 cores without the start-up ({startup:.3f} s): "
+            f"{work_speedup(cores, startup)}"
+        )
+        projection(label, data[key], cores, startup)
     memory_scaling(data["masks10"], data["masks"])
     return 0
 

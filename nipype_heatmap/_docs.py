@@ -15,6 +15,7 @@ SHORT = {
     "normalize": "Min-max scale the finite values of the map to [0, 1].",
     "output_filename": "Bare file name of the heatmap, ending in .nii or .nii.gz.",
     "debug": "Log per-file value ranges and final statistics (does not change the map).",
+    "num_threads": "Threads to use; Nipype's plugins reserve this many cores (not hashed).",
 }
 
 #: numpydoc parameter entries, filled into docstrings by :func:`fill_doc`.
@@ -33,6 +34,10 @@ docdict = {
     "progress": """progress : bool or None, default=None
         Show a tqdm progress bar on stderr; None shows it only when stderr is a
         terminal.""",
+    "num_threads": """num_threads : int or None, default=None
+        Threads for reading, inflating and adding; None uses every CPU this process may
+        use (its affinity mask, a cgroup quota, ``SLURM_CPUS_PER_TASK``), and more than
+        that is never used. The result is the same for any number.""",
     "in_files": """in_files : sequence of str or os.PathLike
         The 3D NIfTI files, in the order to use; the first one sets the grid and
         header.""",

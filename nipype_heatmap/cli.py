@@ -66,6 +66,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="log warnings only, no progress bar"
     )
+    add_nprocs_option(parser)
     parser.add_argument(
         "--demo",
         metavar="OUTPUT_DIR",
@@ -74,6 +75,19 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def add_nprocs_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--nprocs`` option (as fMRIPrep's), shared by both commands."""
+    parser.add_argument(
+        "--nprocs",
+        "--num-threads",
+        dest="num_threads",
+        type=int,
+        metavar="N",
+        help="threads to use (default: every CPU this process may use: its affinity mask, "
+        "a cgroup quota, SLURM_CPUS_PER_TASK); the map is the same for any N",
+    )
 
 
 def _collect_inputs(inputs: Sequence[str], out_file: str) -> list[str]:
@@ -185,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             normalize=args.normalize,
             debug=args.debug,
             progress=progress,
+            num_threads=args.num_threads,
         )
 
     return run_reporting_errors("nipype-heatmap", job, args)

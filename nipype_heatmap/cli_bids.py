@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from .cli import run_reporting_errors
+from .cli import add_nprocs_option, run_reporting_errors
 
 EXAMPLES = """\
 examples:
@@ -91,6 +91,7 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="UNDERLAY",
         help="anatomical image to draw the report over",
     )
+    add_nprocs_option(parser)
     parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -130,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.path.join(tmp, "heatmap.nii.gz"),
                 debug=args.debug,
                 progress=False if args.quiet else None,
+                num_threads=args.num_threads,
                 **flags,
             )
             outputs = write_group_derivative(

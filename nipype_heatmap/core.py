@@ -29,6 +29,7 @@ from .io import (
     save_atomic,
     warn_duplicates,
 )
+from .parallel import SlabPool, resolve_num_threads
 
 LOGGER = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ class HeatmapAccumulator:
     ((7, 8, 9), 3, 'float32')
     """
 
-    def __init__(self) -> None:
+    def __init__(self, num_threads: int = 1) -> None:
+        self.num_threads = max(1, int(num_threads))
+        self._pool: SlabPool | None = None
         self.n_inputs = 0
         self.sources: list[str] = []
         self._float_total: np.ndarray | None = None
@@ -152,34 +155,59 @@ class HeatmapAccumulator:
     def add_volume(self, volume: Volume) -> tuple[float, float]:
         """Add a loaded volume, checking it against the reference grid (set by the first).
 
-        Returns the volume's finite value range, as :meth:`add_file`.
+        Returns the volume's finite value range, as :meth:`add_file`. The voxel-wise work
+        runs on ``num_threads`` threads, one slab of the grid each (see
+        :mod:`nipype_heatmap.parallel`): every voxel gets the same operations, in the same
+        order, as with one thread.
         """
         if self.grid is None:
             self._set_reference(volume)
             data = volume.data
         else:
             data = self.grid.conform(volume.data, volume.affine, volume.path)
-        values = _scaled(data, volume.slope, volume.inter)
+        pool = self._slab_pool()
+        parts = None  # the scaled values of each slab, for a scaled volume
         if volume.slope is None and volume.value_range is not None:
             lo, hi = volume.value_range  # computed by the reader thread
+        elif volume.slope is None:
+            lo, hi = _combined_range(pool.map(lambda i, s: _minmax(data[s])))
         else:
-            lo, hi = _minmax(values)  # one pass each; a NaN makes both NaN
+            scaled = pool.map(lambda i, s: _scaled_with_range(data[s], volume.slope, volume.inter))
+            parts = [values for values, _, _ in scaled]
+            lo, hi = _combined_range([(a, b) for _, a, b in scaled])
+
+        def values_of(index: int, slab: tuple[slice, ...]) -> np.ndarray:
+            return data[slab] if parts is None else parts[index]
+
+        kind = data.dtype.kind if parts is None else parts[0].dtype.kind
         complete = True  # every voxel has a finite value
-        if values.dtype.kind in "biu":  # integers are always finite
-            self._add_integers(values, int(lo), int(hi))
+        if kind in "biu":  # integers are always finite
+            self._add_integers(values_of, int(lo), int(hi))
         elif np.isfinite(lo) and np.isfinite(hi):
-            total = self._float_sum()
-            np.add(total, values, out=total)
+            self._add_floats(values_of)
         else:
-            lo, hi = self._add_with_missing(values, volume.path)
+            lo, hi = self._add_with_missing(values_of, volume.path)
             complete = False
         if complete and self.count is not None:
-            self.count += np.uint32(1)
+            count = self.count
+            pool.map(lambda i, s: np.add(count[s], np.uint32(1), out=count[s]))
         if np.isfinite(lo):
             self._update_range(float(lo), float(hi))
         self.n_inputs += 1
         self.sources.append(volume.path)
         return float(lo), float(hi)
+
+    def _slab_pool(self) -> SlabPool:
+        if self._pool is None:
+            assert self.ref_shape is not None
+            self._pool = SlabPool(self.ref_shape, self.num_threads)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the accumulator's worker threads (they restart if more is added)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _set_reference(self, volume: Volume) -> None:
         self.grid = Grid(volume.shape, volume.affine, volume.path)  # type: ignore[arg-type]
@@ -205,40 +233,60 @@ class HeatmapAccumulator:
                 self._float_total = np.zeros(self.ref_shape, dtype=np.float64, order="F")
         return self._float_total
 
-    def _add_with_missing(self, values: np.ndarray, source: str) -> tuple[float, float]:
+    def _add_with_missing(self, values_of, source: str) -> tuple[float, float]:
         """Add the finite values only and count them; return their range."""
-        finite = np.isfinite(values)
         if self.count is None:
             self.count = np.full(self.ref_shape, self.n_inputs, dtype=np.uint32, order="F")
-        total = self._float_sum()
-        np.add(total, values, out=total, where=finite)
-        self.count += finite
-        n_finite = int(np.count_nonzero(finite))
+        total, count = self._float_sum(), self.count
+
+        def add(index: int, slab: tuple[slice, ...]) -> tuple[int, float, float]:
+            values = values_of(index, slab)
+            finite = np.isfinite(values)
+            np.add(total[slab], values, out=total[slab], where=finite)
+            np.add(count[slab], finite, out=count[slab], casting="unsafe")
+            n_finite = int(np.count_nonzero(finite))
+            lo, hi = _minmax(values[finite]) if n_finite else (np.nan, np.nan)
+            return n_finite, lo, hi
+
+        results = self._slab_pool().map(add)
+        n_finite = sum(n for n, _, _ in results)
+        n_voxels = int(np.prod(self.ref_shape))
         LOGGER.info(
             "%s: %d voxel(s) are NaN or infinite and count as missing",
             source,
-            finite.size - n_finite,
+            n_voxels - n_finite,
         )
-        return _minmax(values[finite]) if n_finite else (np.nan, np.nan)
+        ranges = [(lo, hi) for n, lo, hi in results if n]
+        return _combined_range(ranges) if ranges else (np.nan, np.nan)
 
-    def _add_integers(self, values: np.ndarray, lo: int, hi: int) -> None:
+    def _add_floats(self, values_of) -> None:
+        """Add complete values into the float64 sum, slab by slab."""
+        total = self._float_sum()
+        self._slab_pool().map(lambda i, s: np.add(total[s], values_of(i, s), out=total[s]))
+
+    def _add_integers(self, values_of, lo: int, hi: int) -> None:
         if self._float_total is not None:  # a float input came first: stay in float64
-            np.add(self._float_total, values, out=self._float_total)
+            self._add_floats(values_of)
             return
         low, high = self._int_bounds[0] + min(lo, 0), self._int_bounds[1] + max(hi, 0)
         dtype = _int_sum_dtype(low, high)
         if self._int_total is not None:
             dtype = np.promote_types(self._int_total.dtype, dtype)
         if dtype.kind not in "iu":  # beyond exact float64 integers: continue as the loop does
-            total = self._float_sum()
-            np.add(total, values, out=total)
+            self._add_floats(values_of)
             return
         if self._int_total is None:
             self._int_total = np.zeros(self.ref_shape, dtype=dtype, order="F")
         elif self._int_total.dtype != dtype:
             self._int_total = self._int_total.astype(dtype, order="F")
-        # The bounds prove that no voxel's sum leaves the range of ``dtype``.
-        np.add(self._int_total, values, out=self._int_total, casting="unsafe")
+        # The bounds prove that no voxel's sum leaves the range of ``dtype``. A narrow
+        # integer add (masks) is too quick to pay for handing slabs to other threads: the
+        # reader threads, inflating the next files, have the cores.
+        int_total = self._int_total
+        pool = self._slab_pool() if dtype.itemsize >= 4 else SlabPool(self.ref_shape, 1)
+        pool.map(
+            lambda i, s: np.add(int_total[s], values_of(i, s), out=int_total[s], casting="unsafe")
+        )
         self._int_bounds = (low, high)
 
     def _update_range(self, lo: float, hi: float) -> None:
@@ -264,7 +312,10 @@ class HeatmapAccumulator:
         if other.n_inputs == 0:
             return self
         if self.n_inputs == 0:
-            self.__dict__.update(copy.deepcopy(vars(other)))
+            threads = self.num_threads
+            state = {k: v for k, v in vars(other).items() if k != "_pool"}
+            self.__dict__.update(copy.deepcopy(state))
+            self.num_threads, self._pool = threads, None
             return self
         assert self.grid is not None and other.grid is not None
         # A part whose first file had flipped or permuted axes on the same grid is
@@ -424,6 +475,22 @@ def _int_sum_dtype(low: int, high: int) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _scaled_with_range(
+    data: np.ndarray, slope: float | None, inter: float | None
+) -> tuple[np.ndarray, float, float]:
+    """Scaled values of a slab and their range (NaN, NaN if a NaN is among them)."""
+    values = _scaled(data, slope, inter)
+    lo, hi = _minmax(values)
+    return values, lo, hi
+
+
+def _combined_range(ranges: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Range of slab ranges; a NaN in any makes both NaN, as ``_minmax`` of the whole."""
+    if any(lo != lo or hi != hi for lo, hi in ranges):  # NaN is the one value != itself
+        return np.nan, np.nan
+    return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+
+
 def _minmax(values: np.ndarray) -> tuple[float, float]:
     """Min and max; a NaN anywhere in a float array makes both NaN."""
     if values.size == 0:
@@ -450,6 +517,7 @@ def compute_heatmap(
     debug: bool = False,
     *,
     progress: bool | None = None,
+    num_threads: int | None = None,
 ) -> nb.Nifti1Image:
     """Compute the heatmap of an explicit list of files, without writing it.
 
@@ -461,6 +529,7 @@ def compute_heatmap(
     %(normalize)s
     %(debug)s
     %(progress)s
+    %(num_threads)s
 
     Returns
     -------
@@ -479,7 +548,7 @@ def compute_heatmap(
     if not files:
         raise ValueError("no input file given; pass at least one 3D NIfTI file")
     warn_duplicates(files)
-    acc = accumulate_files(files, debug=debug, progress=progress)
+    acc = accumulate_files(files, debug=debug, progress=progress, num_threads=num_threads)
     img = acc.finalize(use_mean, clip_to_input_range, normalize)
     if debug:
         data = np.asanyarray(img.dataobj)
@@ -495,14 +564,16 @@ def compute_heatmap(
     return img
 
 
+@fill_doc
 def accumulate_files(
     files: Iterable[str],
     *,
     debug: bool = False,
     progress: bool | None = None,
-    read_ahead: int = 2,
+    num_threads: int | None = None,
+    read_ahead: int | None = None,
 ) -> HeatmapAccumulator:
-    """Add files to a new accumulator in order, reading ahead on a second thread.
+    """Add files to a new accumulator in order, reading ahead on other threads.
 
     Parameters
     ----------
@@ -512,24 +583,36 @@ def accumulate_files(
         Log each file's value range at INFO level (else DEBUG).
     progress : bool or None, default=None
         tqdm progress bar on stderr; None shows it only on a terminal.
-    read_ahead : int, default=2
-        How many files to read and inflate ahead of the one being added (0: none). Memory
-        holds at most ``read_ahead + 1`` input volumes besides the sums.
+    %(num_threads)s
+    read_ahead : int, optional
+        How many files to read and inflate ahead of the one being added (0: none);
+        default: the number of threads, at least 2.
 
     Returns
     -------
     HeatmapAccumulator
+
+    Notes
+    -----
+    Memory: at most ``read_ahead + 1`` input volumes as stored (plus, for scaled inputs,
+    one float64 copy of the volume being added), the float64 sum, and a uint32 count once
+    an input has a missing value; it does not grow with the number of files.
     """
     files = list(files)
-    acc = HeatmapAccumulator()
+    threads = resolve_num_threads(num_threads)
+    ahead = max(2, threads) if read_ahead is None else read_ahead
+    acc = HeatmapAccumulator(num_threads=threads)
     level = logging.INFO if debug else logging.DEBUG
-    volumes = iter_volumes(files, read_ahead=read_ahead, workers=min(2, os.cpu_count() or 1))
-    with _progress_bar(len(files), progress) as bar:
-        for volume in volumes:
-            lo, hi = acc.add_volume(volume)
-            del volume
-            LOGGER.log(level, "%s: finite value range [%g, %g]", acc.sources[-1], lo, hi)
-            bar.update()
+    volumes = iter_volumes(files, read_ahead=ahead, workers=threads)
+    try:
+        with _progress_bar(len(files), progress) as bar:
+            for volume in volumes:
+                lo, hi = acc.add_volume(volume)
+                del volume
+                LOGGER.log(level, "%s: finite value range [%g, %g]", acc.sources[-1], lo, hi)
+                bar.update()
+    finally:
+        acc.close()
     return acc
 
 
@@ -567,6 +650,7 @@ def write_heatmap(
     debug: bool = False,
     *,
     progress: bool | None = None,
+    num_threads: int | None = None,
 ) -> str:
     """Compute the heatmap of an explicit list of files and write it atomically.
 
@@ -579,7 +663,7 @@ def write_heatmap(
     out_file : str or os.PathLike
         Where to write; the name must end in ``.nii`` or ``.nii.gz`` (gzip for ``.gz``).
         Missing parent folders are created.
-    use_mean, clip_to_input_range, normalize, debug, progress
+    use_mean, clip_to_input_range, normalize, debug, progress, num_threads
         As in :func:`compute_heatmap`.
 
     Returns
@@ -602,7 +686,13 @@ def write_heatmap(
                 "choose another output name or folder"
             )
     img = compute_heatmap(
-        in_files, use_mean, clip_to_input_range, normalize, debug, progress=progress
+        in_files,
+        use_mean,
+        clip_to_input_range,
+        normalize,
+        debug,
+        progress=progress,
+        num_threads=num_threads,
     )
     save_atomic(img, out_file)
     LOGGER.info("Wrote %s", out_file)
@@ -620,6 +710,7 @@ def generate_heatmap_volume(
     debug: bool = False,
     *,
     progress: bool | None = None,
+    num_threads: int | None = None,
 ) -> str:
     """Make the voxel-wise mean or sum of all 3D NIfTI files in a folder and save it.
 
@@ -637,6 +728,7 @@ def generate_heatmap_volume(
     %(normalize)s
     %(debug)s
     %(progress)s
+    %(num_threads)s
 
     Returns
     -------
@@ -680,4 +772,5 @@ def generate_heatmap_volume(
         normalize,
         debug,
         progress=progress,
+        num_threads=num_threads,
     )

@@ -33,11 +33,21 @@ from .io import check_output_filename, find_nifti_files
 
 IFLOGGER = logging.getLogger("nipype.interface")
 
-#: Peak memory (GB) of one heatmap node on the MNI 1 mm grid (182 x 218 x 182), as measured
-#: in the README's benchmarks (0.28 GB for float32 maps; 0.27 GB for a PartialHeatmap job,
-#: 0.23 GB for MergeHeatmaps), for Nipype's ``mem_gb=``. It grows with the number of
-#: voxels, not with the number of inputs: multiply by 8 for a 0.5 mm grid.
+#: Peak memory (GB) of one single-threaded heatmap node on the MNI 1 mm grid
+#: (182 x 218 x 182), as measured in the README's benchmarks (0.28 GB for float32 maps;
+#: 0.27 GB for a PartialHeatmap job, 0.23 GB for MergeHeatmaps), for Nipype's ``mem_gb=``.
+#: It grows with the number of voxels, not with the number of inputs: multiply by 8 for a
+#: 0.5 mm grid. Use :func:`mem_gb` for a node with several threads.
 MEM_GB = 0.3
+
+
+def mem_gb(num_threads: int = 1) -> float:
+    """Memory estimate (GB) of a heatmap node with ``num_threads`` threads, MNI 1 mm grid.
+
+    Each thread keeps one more float32 volume (and its compressed bytes) in flight: about
+    0.06 GB at 1 mm, on top of :data:`MEM_GB` for one thread.
+    """
+    return round(MEM_GB + 0.06 * (max(1, num_threads) - 1), 2)
 
 
 class _AbsolutePathMixin:
@@ -120,6 +130,7 @@ class _HeatmapVolumeInputSpec(_HeatmapOptionsInputSpec):
         desc="3D NIfTI files on one grid, in the order to use; the first sets the header.",
     )
     debug = traits.Bool(False, usedefault=True, nohash=True, desc=SHORT["debug"])
+    num_threads = traits.Int(1, usedefault=True, nohash=True, desc=SHORT["num_threads"])
 
 
 class _HeatmapVolumeOutputSpec(TraitedSpec):
@@ -164,6 +175,7 @@ class HeatmapVolume(SimpleInterface):
             "normalize": self.inputs.normalize,
             "debug": self.inputs.debug,
             "progress": False,  # node logs are files, not terminals
+            "num_threads": self.inputs.num_threads,
         }
         out_file = os.path.join(runtime.cwd, name)
         if isdefined(self.inputs.nii_folder):
@@ -185,6 +197,7 @@ class _PartialHeatmapInputSpec(_SpecBase):
         mandatory=True,
         desc="One chunk of the 3D NIfTI files, in order; the first sets the grid and header.",
     )
+    num_threads = traits.Int(1, usedefault=True, nohash=True, desc=SHORT["num_threads"])
     output_filename = Str(
         "partial_heatmap.nii.gz",
         usedefault=True,
@@ -219,7 +232,7 @@ class PartialHeatmap(SimpleInterface):
         out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
         files = [os.path.abspath(f) for f in self.inputs.in_files]
         with core_logs_in_nipype():
-            acc = accumulate_files(files, progress=False)
+            acc = accumulate_files(files, progress=False, num_threads=self.inputs.num_threads)
         self._results["out_file"] = self._results["state_file"] = save_state(acc, out_file)
         self._results["n_inputs"] = acc.n_inputs
         return runtime

@@ -42,6 +42,12 @@ INPUTS = {
             "desc": "Min-max scale the finite values of the map to [0, 1].",
             "default": False,
         },
+        "num_threads": {
+            "usedefault": True,
+            "nohash": True,
+            "desc": "Threads to use; Nipype's plugins reserve this many cores (not hashed).",
+            "default": 1,
+        },
         "output_filename": {
             "usedefault": True,
             "desc": "Bare file name of the heatmap, ending in .nii or .nii.gz.",
@@ -57,6 +63,12 @@ INPUTS = {
         "in_files": {
             "mandatory": True,
             "desc": "One chunk of the 3D NIfTI files, in order; the first sets the grid and header.",
+        },
+        "num_threads": {
+            "usedefault": True,
+            "nohash": True,
+            "desc": "Threads to use; Nipype's plugins reserve this many cores (not hashed).",
+            "default": 1,
         },
         "out_name": {
             "deprecated": "1.0",

@@ -22,6 +22,7 @@ import gzip
 import io
 import logging
 import os
+import struct
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -196,7 +197,14 @@ def _parse_header(buf: bytes) -> nb.nifti1.Nifti1Header:
                     f"expected {magic!r}); .hdr/.img pairs and ANALYZE files are not read: "
                     "convert them to .nii or .nii.gz first"
                 )
-            return header_class.from_fileobj(io.BytesIO(buf), check=True)
+            # Only the header and its extensions, which end at vox_offset (a float32 at
+            # byte 108 of NIfTI-1, an int64 at byte 168 of NIfTI-2): copying the voxels
+            # into a BytesIO would cost as much as inflating them.
+            fmt = ("<" if order == "little" else ">") + ("f" if size == 348 else "q")
+            where = 108 if size == 348 else 168
+            vox_offset = struct.unpack_from(fmt, buf, where)[0]
+            end = int(vox_offset) if 0 < vox_offset < len(buf) else len(buf)
+            return header_class.from_fileobj(io.BytesIO(buf[: max(end, size)]), check=True)
     if len(buf) < 348:
         raise _NotNifti(f"not a NIfTI image: {len(buf)} bytes, shorter than any NIfTI header")
     raise _NotNifti(

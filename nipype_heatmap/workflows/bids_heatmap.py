@@ -8,7 +8,7 @@ from typing import Any
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces import MEM_GB, HeatmapDerivativesSink, HeatmapVolume, SelectBIDSInputs
+from ..interfaces import HeatmapDerivativesSink, HeatmapVolume, SelectBIDSInputs, mem_gb
 
 
 def init_bids_heatmap_wf(
@@ -25,6 +25,7 @@ def init_bids_heatmap_wf(
     normalize: bool = False,
     overwrite: bool = False,
     generate_report: bool = False,
+    num_threads: int = 1,
     name: str = "bids_heatmap_wf",
 ) -> pe.Workflow:
     """Build a workflow that turns BIDS inputs into a group heatmap BIDS derivative.
@@ -59,6 +60,8 @@ def init_bids_heatmap_wf(
         Replace a map of the same name made from other inputs or parameters.
     generate_report : bool, default=False
         Write the figure and the HTML report beside the map.
+    num_threads : int, default=1
+        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.
     name : str, default="bids_heatmap_wf"
         Name of the workflow.
 
@@ -117,7 +120,9 @@ def init_bids_heatmap_wf(
         "clip_to_input_range": clip_to_input_range,
         "normalize": normalize,
     }
-    heatmap = pe.Node(HeatmapVolume(**flags), name="heatmap", mem_gb=MEM_GB)
+    heatmap = pe.Node(
+        HeatmapVolume(num_threads=num_threads, **flags), name="heatmap", mem_gb=mem_gb(num_threads)
+    )
     ds_heatmap = pe.Node(
         HeatmapDerivativesSink(
             generate_report=generate_report,

@@ -5,10 +5,12 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces import MEM_GB, HeatmapVolume
+from ..interfaces import HeatmapVolume, mem_gb
 
 
-def init_lesion_overlap_wf(*, name: str = "lesion_overlap_wf") -> pe.Workflow:
+def init_lesion_overlap_wf(
+    *, num_threads: int = 1, name: str = "lesion_overlap_wf"
+) -> pe.Workflow:
     """Build a workflow that maps where binary lesion masks overlap.
 
     Two :class:`~nipype_heatmap.interfaces.HeatmapVolume` nodes read the same list: one sums
@@ -17,6 +19,8 @@ def init_lesion_overlap_wf(*, name: str = "lesion_overlap_wf") -> pe.Workflow:
 
     Parameters
     ----------
+    num_threads : int, default=1
+        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.
     name : str, default="lesion_overlap_wf"
         Name of the workflow.
 
@@ -52,14 +56,17 @@ def init_lesion_overlap_wf(*, name: str = "lesion_overlap_wf") -> pe.Workflow:
             use_mean=False,
             clip_to_input_range=False,
             output_filename="lesion_count.nii.gz",
+            num_threads=num_threads,
         ),
         name="overlap_count",
-        mem_gb=MEM_GB,
+        mem_gb=mem_gb(num_threads),
     )
     lesion_probability = pe.Node(
-        HeatmapVolume(use_mean=True, output_filename="lesion_probability.nii.gz"),
+        HeatmapVolume(
+            use_mean=True, output_filename="lesion_probability.nii.gz", num_threads=num_threads
+        ),
         name="lesion_probability",
-        mem_gb=MEM_GB,
+        mem_gb=mem_gb(num_threads),
     )
     # fmt: off
     workflow.connect([

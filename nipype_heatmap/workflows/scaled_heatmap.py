@@ -5,7 +5,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces import MEM_GB, MergeHeatmaps, PartialHeatmap
+from ..interfaces import MergeHeatmaps, PartialHeatmap, mem_gb
 
 
 def init_scaled_heatmap_wf(
@@ -15,6 +15,7 @@ def init_scaled_heatmap_wf(
     clip_to_input_range: bool = True,
     normalize: bool = False,
     output_filename: str = "heatmap_volume.nii.gz",
+    num_threads: int = 1,
     name: str = "scaled_heatmap_wf",
 ) -> pe.Workflow:
     """Build a workflow that computes a heatmap as partial sums over chunks, then merges them.
@@ -35,6 +36,8 @@ def init_scaled_heatmap_wf(
         As for :class:`~nipype_heatmap.interfaces.HeatmapVolume`.
     output_filename : str, default="heatmap_volume.nii.gz"
         Bare file name of the final map.
+    num_threads : int, default=1
+        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.
     name : str, default="scaled_heatmap_wf"
         Name of the workflow.
 
@@ -76,7 +79,10 @@ def init_scaled_heatmap_wf(
     )
     split_chunks.inputs.chunk_size = int(chunk_size)
     partial = pe.MapNode(
-        PartialHeatmap(), iterfield=["in_files"], name="partial_heatmap", mem_gb=MEM_GB
+        PartialHeatmap(num_threads=num_threads),
+        iterfield=["in_files"],
+        name="partial_heatmap",
+        mem_gb=mem_gb(num_threads),
     )
     merge = pe.Node(
         MergeHeatmaps(
@@ -86,7 +92,7 @@ def init_scaled_heatmap_wf(
             output_filename=output_filename,
         ),
         name="merge_heatmaps",
-        mem_gb=MEM_GB,
+        mem_gb=mem_gb(1),  # merging reads one partial at a time, on one thread
     )
     # fmt: off
     workflow.connect([

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces import MEM_GB, HeatmapVolume
+from ..interfaces import HeatmapVolume, mem_gb
 
 #: Segmentation steps the workflow can use. "otsu" runs anywhere (scikit-image);
 #: "fast" needs FSL and "atropos" needs ANTs on the PATH.
@@ -17,6 +17,7 @@ TISSUES = ("csf", "gm", "wm")
 def init_tissue_probability_wf(
     *,
     segmenter: str = "otsu",
+    num_threads: int = 1,
     name: str = "tissue_probability_wf",
 ) -> pe.Workflow:
     """Build a workflow that makes CSF, GM and WM probability maps from many T1w images.
@@ -32,6 +33,8 @@ def init_tissue_probability_wf(
         ``"otsu"``: 3-class multi-Otsu inside the brain mask (hard labels; needs the
         ``demo`` extra). ``"fast"``: FSL FAST partial volume maps of the masked T1w.
         ``"atropos"``: ANTs Atropos posteriors (k-means initialization, 3 classes).
+    num_threads : int, default=1
+        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.
     name : str, default="tissue_probability_wf"
         Name of the workflow.
 
@@ -81,9 +84,13 @@ def init_tissue_probability_wf(
     )
     heatmaps = {
         tissue: pe.Node(
-            HeatmapVolume(use_mean=True, output_filename=f"label-{tissue.upper()}_probseg.nii.gz"),
+            HeatmapVolume(
+                use_mean=True,
+                output_filename=f"label-{tissue.upper()}_probseg.nii.gz",
+                num_threads=num_threads,
+            ),
             name=f"{tissue}_heatmap",
-            mem_gb=MEM_GB,
+            mem_gb=mem_gb(num_threads),
         )
         for tissue in TISSUES
     }

@@ -1,0 +1,167 @@
+"""Threads: the cores a process may use, and results identical for any thread count."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import nibabel as nb
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from benchmarks.reference_loop import reference_heatmap
+from nipype_heatmap import parallel
+from nipype_heatmap.core import HeatmapAccumulator, accumulate_files, compute_heatmap
+
+from .conftest import SHAPE, default_affine
+
+
+def _bits(array):
+    return np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+
+
+@pytest.fixture
+def hard_inputs(make_nifti, rng):
+    """Masks, scaled int16, float32 with NaN and Inf, a flipped and a permuted file."""
+    files = [make_nifti(f"a{i}.nii.gz") for i in range(2)]
+    files.append(
+        make_nifti("b.nii.gz", rng.integers(-90, 90, SHAPE).astype(np.int16), slope=0.3, inter=-1)
+    )
+    for i in range(2):
+        data = (rng.standard_normal(SHAPE) * 5).astype(np.float32)
+        data[rng.random(SHAPE) < 0.15] = np.nan
+        data[1, 2, i] = np.inf
+        files.append(make_nifti(f"c{i}.nii", data))
+    flipped = np.flip(rng.random(SHAPE).astype(np.float32), axis=1).copy()
+    flip = np.eye(4)
+    flip[1, 1], flip[1, 3] = -1, SHAPE[1] - 1
+    files.append(make_nifti("d_flipped.nii.gz", flipped, affine=default_affine() @ flip))
+    swapped = np.transpose((rng.random(SHAPE) > 0.5).astype(np.uint8), (2, 1, 0)).copy()
+    perm = np.zeros((4, 4))
+    perm[0, 2] = perm[1, 1] = perm[2, 0] = perm[3, 3] = 1
+    files.append(make_nifti("e_permuted.nii.gz", swapped, affine=default_affine() @ perm))
+    return [str(f) for f in files]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_any_thread_count_gives_the_serial_result_bit_for_bit(hard_inputs, threads):
+    serial = HeatmapAccumulator(num_threads=1)
+    parallel_acc = HeatmapAccumulator(num_threads=threads)
+    for path in hard_inputs:
+        serial.add_file(path)
+        parallel_acc.add_file(path)
+    parallel_acc.close()
+    assert_array_equal(serial.total.view(np.uint64), parallel_acc.total.view(np.uint64))
+    assert_array_equal(serial.count, parallel_acc.count)
+    assert (serial.global_min, serial.global_max) == (
+        parallel_acc.global_min,
+        parallel_acc.global_max,
+    )
+    for flags in ((True, True, False), (False, False, True)):
+        assert_array_equal(
+            _bits(np.asanyarray(parallel_acc.finalize(*flags).dataobj)),
+            _bits(np.asanyarray(serial.finalize(*flags).dataobj)),
+        )
+    # And the serial path is the plain loop's, on the files the loop can read as they are.
+    plain = [f for f in hard_inputs if "flipped" not in f and "permuted" not in f]
+    acc = HeatmapAccumulator(num_threads=threads)
+    for path in plain:
+        acc.add_file(path)
+    assert_array_equal(
+        _bits(np.asanyarray(acc.finalize().dataobj)), _bits(reference_heatmap(plain))
+    )
+
+
+@pytest.mark.parametrize("threads", [1, 3, 4])
+def test_integer_masks_are_exact_for_any_thread_count(make_nifti, rng, threads, monkeypatch):
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 4)
+    files = [str(make_nifti(f"m{i:02d}.nii.gz")) for i in range(12)]
+    acc = accumulate_files(files, num_threads=threads)
+    assert acc.num_threads == threads
+    expected = sum(np.asanyarray(nb.load(f).dataobj).astype(np.int64) for f in files)
+    assert_array_equal(acc.total, expected)
+
+
+def test_slabs_cover_the_grid_once():
+    for n in (1, 2, 3, 4, 9, 20):
+        covered = np.zeros(SHAPE, np.int64)
+        for slab in parallel.slabs(SHAPE, n):
+            covered[slab] += 1
+        assert np.all(covered == 1)
+        assert len(parallel.slabs(SHAPE, n)) == min(n, SHAPE[-1])
+
+
+def test_thread_count_honours_the_affinity_mask():
+    code = textwrap.dedent(
+        """
+        import os
+        from nipype_heatmap import parallel
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        print(parallel.available_cpus(), parallel.resolve_num_threads(None),
+              parallel.resolve_num_threads(8))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1", "1"]
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+    ids=["v2-quota", "v2-unlimited", "v1-quota", "v1-unlimited", "none"],
+)
+def test_cgroup_cpu_quota(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert parallel._cgroup_quota_cpus(tmp_path) == expected
+
+
+def test_the_smallest_limit_wins(monkeypatch):
+    monkeypatch.setattr(parallel, "_affinity_cpus", lambda: 8)
+    monkeypatch.setattr(parallel, "_cgroup_quota_cpus", lambda: 4)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert parallel.available_cpus() == 3
+    assert parallel.resolve_num_threads(2) == 2  # never more than asked
+    assert parallel.resolve_num_threads(16) == 3  # never more than allowed
+    assert parallel.resolve_num_threads(None) == 3
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert parallel.available_cpus() == 4
+    with pytest.raises(ValueError, match="num_threads"):
+        parallel.resolve_num_threads(-1)
+
+
+def test_threads_of_a_node_are_reserved_by_nipype_and_not_hashed(make_nifti):
+    from nipype.pipeline import engine as pe
+
+    from nipype_heatmap.interfaces import HeatmapVolume, PartialHeatmap, mem_gb
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(2)]
+    for interface in (HeatmapVolume, PartialHeatmap):
+        one, four = interface(in_files=files), interface(in_files=files, num_threads=4)
+        assert one.inputs.get_hashval()[1] == four.inputs.get_hashval()[1]
+        node = pe.Node(interface(in_files=files, num_threads=4), name="n", mem_gb=mem_gb(4))
+        assert node.n_procs == 4 and node.mem_gb == mem_gb(4) > mem_gb(1)
+
+
+def test_cli_nprocs_is_passed_through(make_nifti, in_dir, tmp_path, monkeypatch):
+    from nipype_heatmap import core
+    from nipype_heatmap.cli import main
+
+    make_nifti("a.nii.gz")
+    seen = {}
+    real = core.write_heatmap
+    monkeypatch.setattr(core, "write_heatmap", lambda *a, **k: seen.update(k) or real(*a, **k))
+    assert main([str(in_dir), "-o", str(tmp_path / "o.nii.gz"), "--nprocs", "1", "-q"]) == 0
+    assert seen["num_threads"] == 1
+    img = compute_heatmap([in_dir / "a.nii.gz"], num_threads=1)
+    assert_array_equal(nb.load(tmp_path / "o.nii.gz").get_fdata(), img.get_fdata())
