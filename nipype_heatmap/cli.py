@@ -67,6 +67,35 @@ def get_parser() -> argparse.ArgumentParser:
         "-q", "--quiet", action="store_true", help="log warnings only, no progress bar"
     )
     add_nprocs_option(parser)
+    cohort = parser.add_argument_group(
+        "cohort maps, from the same single pass, written beside OUTPUT_FILE"
+    )
+    cohort.add_argument(
+        "--coverage", action="store_true", help="_coverage: inputs with a finite value per voxel"
+    )
+    cohort.add_argument(
+        "--std", action="store_true", help="_std and _variance across inputs, per voxel"
+    )
+    cohort.add_argument(
+        "--ddof", type=int, default=1, help="delta degrees of freedom of --std (default: 1)"
+    )
+    cohort.add_argument(
+        "--min-count",
+        type=int,
+        metavar="K",
+        help="_mincountK mask: voxels non-zero in at least K inputs; _overlap.tsv: voxels "
+        "surviving each K",
+    )
+    cohort.add_argument(
+        "--min-fraction", type=float, metavar="F", help="as --min-count, with K = ceil(F * N)"
+    )
+    cohort.add_argument(
+        "--group-b",
+        nargs="+",
+        metavar="INPUT",
+        help="subtraction analysis: OUTPUT_FILE is percent of INPUTs (group A) minus percent "
+        "of these (group B), with _percentA and _percentB beside it",
+    )
     parser.add_argument(
         "--demo",
         metavar="OUTPUT_DIR",
@@ -191,6 +220,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core import write_heatmap
 
         out_file = os.path.abspath(args.output)
+        if args.group_b:
+            return _subtraction(args, out_file)
+        if args.coverage or args.std or args.min_count or args.min_fraction:
+            from .cohort import write_cohort_maps
+
+            written = write_cohort_maps(
+                _collect_inputs(args.inputs, out_file),
+                out_file,
+                use_mean=args.use_mean,
+                clip_to_input_range=args.clip_to_input_range,
+                normalize=args.normalize,
+                coverage=args.coverage,
+                std=args.std,
+                ddof=args.ddof,
+                min_count=args.min_count,
+                min_fraction=args.min_fraction,
+                num_threads=args.num_threads,
+                progress=progress,
+            )
+            return "\n".join(written.values())
         return write_heatmap(
             _collect_inputs(args.inputs, out_file),
             out_file,
@@ -203,6 +252,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     return run_reporting_errors("nipype-heatmap", job, args)
+
+
+def _subtraction(args: argparse.Namespace, out_file: str) -> str:
+    from .cohort import compute_subtraction
+    from .io import prepare_output, save_atomic
+
+    out_file = prepare_output(out_file)
+    suffix = ".nii.gz" if out_file.endswith(".nii.gz") else ".nii"
+    stem = out_file[: -len(suffix)]
+    maps = compute_subtraction(
+        _collect_inputs(args.inputs, out_file),
+        _collect_inputs(args.group_b, out_file),
+        num_threads=args.num_threads,
+    )
+    paths = {"subtraction": out_file, "percent_a": f"{stem}_percentA{suffix}"}
+    paths["percent_b"] = f"{stem}_percentB{suffix}"
+    return "\n".join(save_atomic(maps[name], path) for name, path in paths.items())
 
 
 def run_reporting_errors(prog: str, job: Callable[[], str], args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import nibabel as nb
 import numpy as np
 
 from ._docs import fill_doc
+from .cohort import CohortStats
 from .io import (
     Grid,
     Volume,
@@ -76,9 +77,11 @@ class HeatmapAccumulator:
     ((7, 8, 9), 3, 'float32')
     """
 
-    def __init__(self, num_threads: int = 1) -> None:
+    def __init__(self, num_threads: int = 1, *, overlap: bool = False, spread: bool = False):
         self.num_threads = max(1, int(num_threads))
         self._pool: SlabPool | None = None
+        self._track = {"overlap": overlap, "spread": spread}
+        self.stats: CohortStats | None = None  # cohort statistics, when tracked
         self.n_inputs = 0
         self.sources: list[str] = []
         self._float_total: np.ndarray | None = None
@@ -180,6 +183,16 @@ class HeatmapAccumulator:
             return data[slab] if parts is None else parts[index]
 
         kind = data.dtype.kind if parts is None else parts[0].dtype.kind
+        if self.stats is not None:  # before the sum and count change
+            self.stats.add(
+                values_of,
+                pool,
+                kind=kind,
+                lo=lo,
+                hi=hi,
+                n_before=self.count if self.count is not None else self.n_inputs,
+                s1_before=self._total_or_zeros,
+            )
         complete = True  # every voxel has a finite value
         if kind in "biu":  # integers are always finite
             self._add_integers(values_of, int(lo), int(hi))
@@ -197,6 +210,10 @@ class HeatmapAccumulator:
         self.sources.append(volume.path)
         return float(lo), float(hi)
 
+    def _total_or_zeros(self) -> np.ndarray:
+        total = self.total
+        return total if total is not None else np.zeros(self.ref_shape, order="F")
+
     def _slab_pool(self) -> SlabPool:
         if self._pool is None:
             assert self.ref_shape is not None
@@ -211,6 +228,8 @@ class HeatmapAccumulator:
 
     def _set_reference(self, volume: Volume) -> None:
         self.grid = Grid(volume.shape, volume.affine, volume.path)  # type: ignore[arg-type]
+        if any(self._track.values()):
+            self.stats = CohortStats(volume.shape, **self._track)
         self.ref_header = volume.header.copy()
         self.image_class = volume.image_class
 
@@ -328,6 +347,19 @@ class HeatmapAccumulator:
             if other.count is None
             else self.grid.conform(other.count, other.grid.affine, other.grid.source)
         )
+        if self.stats is not None or other.stats is not None:
+            if self.stats is None or other.stats is None:
+                raise ValueError(
+                    f"{other.ref_path}: partial heatmaps track different cohort statistics"
+                )
+            self.stats.merge(
+                other.stats,
+                n_self=self.count if self.count is not None else self.n_inputs,
+                n_other=other.count if other.count is not None else other.n_inputs,
+                s1_self=self.total,
+                s1_other=other.total,
+                conform=lambda a: self.grid.conform(a, other.grid.affine, other.grid.source),
+            )
         if self.count is None and other_count is not None:
             self.count = np.full(self.ref_shape, self.n_inputs, dtype=np.uint32, order="F")
         if self.count is not None:
@@ -406,20 +438,30 @@ class HeatmapAccumulator:
         result = self.aggregate(use_mean, clip_to_input_range, normalize, dtype=np.float32).astype(
             np.float32, copy=False
         )
+        return self.make_image(
+            result, describe(self.n_inputs, use_mean, clip_to_input_range, normalize)
+        )
+
+    def make_image(self, data: np.ndarray, descrip: bytes) -> nb.Nifti1Image:
+        """Wrap a map on the reference grid in an image with the first input's header.
+
+        The header is a copy of the first input's, with the data type of ``data``, scaling
+        cleared, ``cal_min``/``cal_max`` set to the map's finite range, ``descrip``, no
+        intent and no extensions.
+        """
         assert self.ref_header is not None
         header = self.ref_header.copy()
-        header.set_data_shape(result.shape)
-        header.set_data_dtype(np.float32)
+        header.set_data_shape(data.shape)
+        header.set_data_dtype(data.dtype)
         header.set_slope_inter(np.nan, np.nan)
-        lo, hi = _finite_range(result)
+        lo, hi = _finite_range(data)
         header["cal_min"], header["cal_max"] = (lo, hi) if lo is not None else (0.0, 0.0)
-        header["descrip"] = describe(self.n_inputs, use_mean, clip_to_input_range, normalize)
+        header["descrip"] = descrip[:80]
         # A label or statistic intent, or an extension describing the first input's data
         # (AFNI, CIFTI...), would tell viewers the map is something it is not.
         header.set_intent("none")
         header.extensions.clear()
-        img = self.image_class(result, self.ref_affine, header)
-        return img
+        return self.image_class(data, self.ref_affine, header)
 
     def summary(self) -> str:
         """One line on what has been accumulated, for logs."""
@@ -572,6 +614,8 @@ def accumulate_files(
     progress: bool | None = None,
     num_threads: int | None = None,
     read_ahead: int | None = None,
+    overlap: bool = False,
+    spread: bool = False,
 ) -> HeatmapAccumulator:
     """Add files to a new accumulator in order, reading ahead on other threads.
 
@@ -587,6 +631,9 @@ def accumulate_files(
     read_ahead : int, optional
         How many files to read and inflate ahead of the one being added (0: none);
         default: the number of threads, at least 2.
+    overlap, spread : bool, default=False
+        Also track the per-voxel count of non-zero inputs and the spread (see
+        :mod:`nipype_heatmap.cohort`).
 
     Returns
     -------
@@ -601,7 +648,7 @@ def accumulate_files(
     files = list(files)
     threads = resolve_num_threads(num_threads)
     ahead = max(2, threads) if read_ahead is None else read_ahead
-    acc = HeatmapAccumulator(num_threads=threads)
+    acc = HeatmapAccumulator(num_threads=threads, overlap=overlap, spread=spread)
     level = logging.INFO if debug else logging.DEBUG
     volumes = iter_volumes(files, read_ahead=ahead, workers=threads)
     try:
@@ -679,12 +726,7 @@ def write_heatmap(
         As in :func:`compute_heatmap`, or if ``out_file`` is one of the inputs.
     """
     out_file = prepare_output(out_file)
-    for path in in_files:
-        if same_file(path, out_file):
-            raise ValueError(
-                f"{out_file}: the output would overwrite one of the inputs; "
-                "choose another output name or folder"
-            )
+    _refuse_output_among_inputs(in_files, [out_file])
     img = compute_heatmap(
         in_files,
         use_mean,
@@ -697,6 +739,19 @@ def write_heatmap(
     save_atomic(img, out_file)
     LOGGER.info("Wrote %s", out_file)
     return out_file
+
+
+def _refuse_output_among_inputs(
+    in_files: Sequence[str | os.PathLike[str]], out_files: Sequence[str]
+) -> None:
+    """Raise ValueError if an output is one of the inputs (by identity)."""
+    for path in in_files:
+        for out_file in out_files:
+            if same_file(path, out_file):
+                raise ValueError(
+                    f"{out_file}: the output would overwrite one of the inputs; "
+                    "choose another output name or folder"
+                )
 
 
 @fill_doc

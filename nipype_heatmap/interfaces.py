@@ -139,6 +139,36 @@ class _HeatmapVolumeOutputSpec(TraitedSpec):
     input_files = OutputMultiObject(File(exists=True), desc="The files used, in order.")
 
 
+class _CohortInputSpec(BaseInterfaceInputSpec):
+    coverage = traits.Bool(
+        False, usedefault=True, desc="Also write the coverage map (inputs with a finite value)."
+    )
+    std = traits.Bool(
+        False, usedefault=True, desc="Also write the standard deviation and variance maps."
+    )
+    ddof = traits.Int(1, usedefault=True, desc="Delta degrees of freedom of std/variance.")
+    min_count = traits.Int(
+        xor=["min_fraction"],
+        desc="Write the mask of voxels non-zero in at least this many inputs.",
+    )
+    min_fraction = traits.Float(
+        xor=["min_count"], desc="As min_count, with a fraction of the inputs (ceil(F * N))."
+    )
+
+
+class _HeatmapVolumeWithCohortInputSpec(_HeatmapVolumeInputSpec, _CohortInputSpec):
+    pass
+
+
+class _HeatmapVolumeWithCohortOutputSpec(_HeatmapVolumeOutputSpec):
+    coverage_file = File(exists=True, desc="Coverage map (uint16/uint32), when asked for.")
+    std_file = File(exists=True, desc="Standard deviation map (float32), when asked for.")
+    variance_file = File(exists=True, desc="Variance map (float32), when asked for.")
+    overlap_file = File(exists=True, desc="Per-voxel count of non-zero inputs, with min_count.")
+    mincount_file = File(exists=True, desc="Minimum-overlap mask (uint8), with min_count.")
+    overlap_table = File(exists=True, desc="TSV of voxels surviving each k, with min_count.")
+
+
 class HeatmapVolume(SimpleInterface):
     """Make the voxel-wise mean or sum of many co-registered 3D NIfTI volumes.
 
@@ -159,8 +189,8 @@ class HeatmapVolume(SimpleInterface):
     3
     """
 
-    input_spec = _HeatmapVolumeInputSpec
-    output_spec = _HeatmapVolumeOutputSpec
+    input_spec = _HeatmapVolumeWithCohortInputSpec
+    output_spec = _HeatmapVolumeWithCohortOutputSpec
 
     @property
     def always_run(self) -> bool:
@@ -182,8 +212,27 @@ class HeatmapVolume(SimpleInterface):
             in_files = find_nifti_files(self.inputs.nii_folder, exclude=out_file)
         else:
             in_files = [os.path.abspath(f) for f in self.inputs.in_files]
+        cohort = {
+            "coverage": self.inputs.coverage,
+            "std": self.inputs.std,
+            "ddof": self.inputs.ddof,
+            "min_count": self.inputs.min_count if isdefined(self.inputs.min_count) else None,
+            "min_fraction": (
+                self.inputs.min_fraction if isdefined(self.inputs.min_fraction) else None
+            ),
+        }
         with core_logs_in_nipype(self.inputs.debug):
-            out_file = write_heatmap(in_files, out_file, **options)
+            if any(v for k, v in cohort.items() if k != "ddof"):
+                from .cohort import write_cohort_maps
+
+                options.pop("debug")
+                written = write_cohort_maps(in_files, out_file, **options, **cohort)
+                out_file = written.pop("heatmap")
+                for name, path in written.items():
+                    key = "overlap_table" if name == "table" else f"{name}_file"
+                    self._results[key] = path
+            else:
+                out_file = write_heatmap(in_files, out_file, **options)
         IFLOGGER.info("HeatmapVolume: %d volume(s) -> %s", len(in_files), out_file)
         self._results["out_file"] = out_file
         self._results["n_inputs"] = len(in_files)

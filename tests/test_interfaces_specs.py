@@ -20,6 +20,16 @@ INPUTS = {
             "desc": "Clip the map to the range of all finite input values.",
             "default": True,
         },
+        "coverage": {
+            "usedefault": True,
+            "desc": "Also write the coverage map (inputs with a finite value).",
+            "default": False,
+        },
+        "ddof": {
+            "usedefault": True,
+            "desc": "Delta degrees of freedom of std/variance.",
+            "default": 1,
+        },
         "debug": {
             "usedefault": True,
             "nohash": True,
@@ -30,6 +40,14 @@ INPUTS = {
             "mandatory": True,
             "xor": ["nii_folder"],
             "desc": "3D NIfTI files on one grid, in the order to use; the first sets the header.",
+        },
+        "min_count": {
+            "xor": ["min_fraction"],
+            "desc": "Write the mask of voxels non-zero in at least this many inputs.",
+        },
+        "min_fraction": {
+            "xor": ["min_count"],
+            "desc": "As min_count, with a fraction of the inputs (ceil(F * N)).",
         },
         "nii_folder": {
             "mandatory": True,
@@ -52,6 +70,11 @@ INPUTS = {
             "usedefault": True,
             "desc": "Bare file name of the heatmap, ending in .nii or .nii.gz.",
             "default": "heatmap_volume.nii.gz",
+        },
+        "std": {
+            "usedefault": True,
+            "desc": "Also write the standard deviation and variance maps.",
+            "default": False,
         },
         "use_mean": {
             "usedefault": True,
@@ -175,9 +198,15 @@ INPUTS = {
 }
 OUTPUTS = {
     "HeatmapVolume": {
+        "coverage_file": {"desc": "Coverage map (uint16/uint32), when asked for."},
         "input_files": {"desc": "The files used, in order."},
+        "mincount_file": {"desc": "Minimum-overlap mask (uint8), with min_count."},
         "n_inputs": {"desc": "How many volumes went into the heatmap."},
         "out_file": {"desc": "The float32 heatmap, in the node's working directory."},
+        "overlap_file": {"desc": "Per-voxel count of non-zero inputs, with min_count."},
+        "overlap_table": {"desc": "TSV of voxels surviving each k, with min_count."},
+        "std_file": {"desc": "Standard deviation map (float32), when asked for."},
+        "variance_file": {"desc": "Variance map (float32), when asked for."},
     },
     "PartialHeatmap": {
         "n_inputs": {"desc": "How many volumes this chunk holds."},

@@ -1,0 +1,478 @@
+"""Cohort maps from the same single pass as the mean: coverage, spread, minimum overlap.
+
+Kept beside a :class:`~nipype_heatmap.core.HeatmapAccumulator`'s sum when asked for
+(``HeatmapAccumulator(overlap=True, spread=True)``), so the plain mean stays as lean as it
+was:
+
+- **coverage**: how many inputs have a finite value at each voxel (the accumulator's
+  count);
+- **overlap**: how many inputs have a finite, non-zero value at each voxel, from which the
+  minimum-overlap masks (``overlap >= k``) and their table of surviving voxels come;
+- **spread**: the variance across inputs at each voxel, over finite values. While every
+  input is an unscaled integer volume, it is exact: the sum of squares is kept in int64
+  (for binary masks not even that: x * x == x) and the variance is
+  ``(n * S2 - S1**2) / (n * (n - ddof))`` with an exact integer numerator, so there is no
+  cancellation. Once an input is floating point (or the integers grow too large for int64
+  to stay exact), the state is folded into Welford's running mean and sum of squared
+  deviations, updated per voxel in input order and merged with Chan's pairwise formula;
+  it never subtracts a square of sums from a sum of squares in floating point.
+
+The functions at the bottom make the maps as images and write them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+LOGGER = logging.getLogger(__name__)
+
+_EXACT_LIMIT = 2**62  # n * S2 below it keeps the integer numerator exact in int64
+
+ValuesOf = Callable[[int, tuple[slice, ...]], np.ndarray]
+
+
+class CohortStats:
+    """Per-voxel overlap counts and spread, updated volume by volume (see module doc)."""
+
+    def __init__(self, shape: Sequence[int], *, overlap: bool, spread: bool) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.overlap = overlap
+        # The non-zero count; for binary integer masks it is the sum itself, so it is only
+        # materialized (from the sum) when a non-binary input arrives.
+        self.nonzero: np.ndarray | None = None
+        self.overlap_binary = True
+        self.spread = spread
+        self.binary = True  # every input so far held only 0 and 1 integers: S2 == S1
+        self.sq_total: np.ndarray | None = None  # exact int64 sum of squares
+        self.sq_bound = 0  # no voxel's sum of squares exceeds it
+        self.mean: np.ndarray | None = None  # Welford, once exactness ends
+        self.m2: np.ndarray | None = None
+
+    def _buffers(self, index: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Two float64 scratch arrays for a slab, allocated once."""
+        found = getattr(self, "_scratch", {}).get(index)
+        if found is None or found[0].shape != shape:
+            found = (np.empty(shape, order="F"), np.empty(shape, order="F"))
+            self._scratch = {**getattr(self, "_scratch", {}), index: found}
+        return found
+
+    @property
+    def exact(self) -> bool:
+        """Whether the spread is still kept exactly (integer sums of squares)."""
+        return self.mean is None
+
+    def add(
+        self,
+        values_of: ValuesOf,
+        pool,
+        *,
+        kind: str,
+        lo: float,
+        hi: float,
+        n_before: np.ndarray | int,
+        s1_before: Callable[[], np.ndarray],
+    ) -> None:
+        """Update with one volume, before the accumulator adds it to its sum.
+
+        ``n_before`` is the per-voxel count of finite values so far (or the number of
+        inputs), ``s1_before`` returns the float64 sum so far (for a fold to Welford).
+        """
+        if self.overlap and self.overlap_binary and kind in "biu" and lo >= 0 and hi <= 1:
+            pass  # still binary: the non-zero count is the sum
+        elif self.overlap:
+            if self.overlap_binary:  # materialize: so far the count was the sum
+                self.nonzero = np.rint(s1_before()).astype(np.uint32, order="F")
+                self.overlap_binary = False
+            nonzero = self.nonzero
+
+            def count(index: int, slab: tuple[slice, ...]) -> None:
+                values = values_of(index, slab)
+                hit = values != 0
+                if kind == "f":
+                    hit &= np.isfinite(values)
+                np.add(nonzero[slab], hit, out=nonzero[slab], casting="unsafe")
+
+            pool.map(count)
+        if not self.spread:
+            return
+        if self.exact and kind in "biu":
+            if self.binary and lo >= 0 and hi <= 1:
+                self.sq_bound += 1
+                return
+            peak = max(int(lo) ** 2, int(hi) ** 2)
+            n_after = (int(np.max(n_before)) if np.ndim(n_before) else int(n_before)) + 1
+            if n_after * (self.sq_bound + peak) < _EXACT_LIMIT:
+                if self.sq_total is None:  # binary so far: the squares are the sums
+                    self.sq_total = np.rint(s1_before()).astype(np.int64, order="F")
+                self.binary = False
+                self.sq_bound += peak
+                sq = self.sq_total
+                pool.map(
+                    lambda i, s: np.add(
+                        sq[s], np.square(values_of(i, s), dtype=np.int64), out=sq[s]
+                    )
+                )
+                return
+        if self.exact:
+            self._fold(n_before, s1_before())
+        mean, m2 = self.mean, self.m2
+        if kind in "biu" or (np.isfinite(lo) and np.isfinite(hi)):
+            # Every voxel has a value: one step with the same n everywhere (or the count)
+            def complete(index: int, slab: tuple[slice, ...]) -> None:
+                # Welford's step with n the same for the whole slab, in place in reused
+                # buffers (fresh 8-byte arrays per volume would cost more in page faults
+                # than the arithmetic): delta = x - mean; mean += delta / n;
+                # m2 += delta * (x - new mean) = delta**2 * (n - 1) / n.
+                mean_s, m2_s = mean[slab], m2[slab]
+                delta, work = self._buffers(index, mean_s.shape)
+                np.subtract(values_of(index, slab), mean_s, out=delta, dtype=np.float64)
+                if np.ndim(n_before):
+                    n_new = n_before[slab] + 1.0
+                    np.divide(delta, n_new, out=work)
+                    mean_s += work
+                    np.multiply(work, n_new - 1.0, out=work)
+                else:
+                    n_new = n_before + 1.0
+                    np.multiply(delta, 1.0 / n_new, out=work)
+                    mean_s += work
+                    work *= n_new - 1.0
+                work *= delta  # delta**2 * (n - 1) / n
+                m2_s += work
+
+            pool.map(complete)
+            return
+
+        def welford(index: int, slab: tuple[slice, ...]) -> None:
+            x = values_of(index, slab).astype(np.float64, copy=False)
+            n_prev = n_before[slab] if np.ndim(n_before) else n_before
+            finite = np.isfinite(x)
+            n_new = n_prev + finite
+            xf = np.where(finite, x, mean[slab])
+            delta = xf - mean[slab]
+            step = np.divide(delta, n_new, out=np.zeros_like(delta), where=n_new > 0)
+            mean[slab] += step
+            m2[slab] += delta * (xf - mean[slab])
+
+        pool.map(welford)
+
+    def _fold(self, n: np.ndarray | int, s1: np.ndarray) -> None:
+        """Turn the exact (n, S1, S2) into Welford's (mean, M2), per voxel."""
+        n_arr = np.broadcast_to(np.asarray(n, dtype=np.float64), self.shape)
+        s2 = self._sq_or_sum(s1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.mean = np.where(n_arr > 0, s1 / n_arr, 0.0).astype(np.float64, order="F")
+            numerator = self._exact_numerator(n, s1, s2)
+            self.m2 = np.where(n_arr > 0, numerator / n_arr, 0.0).astype(np.float64, order="F")
+        self.sq_total = None
+
+    def _sq_or_sum(self, s1: np.ndarray) -> np.ndarray:
+        return self.sq_total if self.sq_total is not None else np.rint(s1).astype(np.int64)
+
+    @staticmethod
+    def _exact_numerator(n: np.ndarray | int, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+        """n * S2 - S1**2 in exact int64 arithmetic (bounded by the exactness limit)."""
+        s1_int = np.rint(s1).astype(np.int64)
+        n_int = np.asarray(n, dtype=np.int64)
+        return n_int * s2 - s1_int * s1_int
+
+    def nonzero_count(self, s1: np.ndarray) -> np.ndarray:
+        """Per-voxel number of inputs with a finite, non-zero value (uint32)."""
+        if not self.overlap:
+            raise ValueError(
+                "the overlap was not tracked: build the accumulator with overlap=True"
+            )
+        if self.overlap_binary:
+            return np.rint(s1).astype(np.uint32, order="F")
+        return self.nonzero
+
+    def variance(self, n: np.ndarray | int, s1: np.ndarray, ddof: int = 1) -> np.ndarray:
+        """Per-voxel variance over finite values (NaN where ``n - ddof <= 0``)."""
+        n_arr = np.asarray(n, dtype=np.float64)
+        denominator = n_arr - ddof
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if not self.exact:
+                var = self.m2 / denominator
+            elif self.binary:  # x * x == x: n * S2 - S1**2 == S1 * (n - S1), exact in float64
+                var = s1 * (n_arr - s1)
+                var /= n_arr * denominator
+            elif int(np.max(n_arr)) * self.sq_bound < 2**53:  # exact in float64 as well
+                var = n_arr * self.sq_total - s1 * s1
+                var /= n_arr * denominator
+            else:
+                var = self._exact_numerator(n, s1, self.sq_total) / (n_arr * denominator)
+        return np.where(denominator > 0, var, np.nan)
+
+    def merge(
+        self,
+        other: CohortStats,
+        *,
+        n_self: np.ndarray | int,
+        n_other: np.ndarray | int,
+        s1_self: np.ndarray,
+        s1_other: np.ndarray,
+        conform: Callable[[np.ndarray], np.ndarray],
+    ) -> None:
+        """Combine another part's statistics into these, exactly for counts and binary
+        spreads, with Chan's pairwise formula otherwise. Arrays of ``other`` go through
+        ``conform`` (its grid onto this one)."""
+        if self.overlap != other.overlap or self.spread != other.spread:
+            raise ValueError("partial heatmaps track different cohort statistics")
+        if self.overlap and not (self.overlap_binary and other.overlap_binary):
+            mine = self.nonzero_count(s1_self)
+            self.nonzero = mine + conform(other.nonzero_count(s1_other))
+            self.overlap_binary = False
+        if not self.spread:
+            return
+        if self.binary and other.binary and self.exact and other.exact:
+            self.sq_bound += other.sq_bound
+            return
+        if self.exact:
+            self._fold(n_self, s1_self)
+        if other.exact:
+            other._fold(n_other, s1_other)
+        na = np.broadcast_to(np.asarray(n_self, dtype=np.float64), self.shape)
+        nb_ = np.broadcast_to(
+            np.asarray(conform(np.broadcast_to(n_other, other.shape)), dtype=np.float64),
+            self.shape,
+        )
+        mean_b, m2_b = conform(other.mean), conform(other.m2)
+        n = na + nb_
+        delta = mean_b - self.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weight = np.where(n > 0, nb_ / n, 0.0)
+            self.m2 += m2_b + np.where(n > 0, delta * delta * na * nb_ / n, 0.0)
+        self.mean += delta * weight
+
+
+@dataclass
+class OverlapRow:
+    """One row of the minimum-overlap table: voxels where at least ``min_count`` inputs
+    have a non-zero value."""
+
+    min_count: int
+    fraction: float
+    voxels: int
+
+
+def overlap_table(nonzero: np.ndarray, n_inputs: int) -> list[OverlapRow]:
+    """For every k from 1 to ``n_inputs``: how many voxels have ``nonzero >= k``."""
+    counts = np.bincount(nonzero.ravel(), minlength=n_inputs + 1)[: n_inputs + 1]
+    surviving = np.cumsum(counts[::-1])[::-1]  # surviving[k] = voxels with nonzero >= k
+    return [
+        OverlapRow(k, round(k / n_inputs, 6), int(surviving[k])) for k in range(1, n_inputs + 1)
+    ]
+
+
+def resolve_min_count(
+    n_inputs: int, min_count: int | None = None, min_fraction: float | None = None
+) -> int | None:
+    """The overlap threshold k from ``min_count`` or ``min_fraction`` (ceil(F * N)).
+
+    Raises
+    ------
+    ValueError
+        If both are given, or either is out of range.
+    """
+    if min_count is not None and min_fraction is not None:
+        raise ValueError("give min_count or min_fraction, not both")
+    if min_fraction is not None:
+        if not 0 < min_fraction <= 1:
+            raise ValueError(f"min_fraction must be in (0, 1], not {min_fraction}")
+        return max(1, math.ceil(min_fraction * n_inputs - 1e-9))
+    if min_count is not None and min_count < 1:
+        raise ValueError(f"min_count must be at least 1, not {min_count}")
+    return min_count
+
+
+def cohort_images(
+    acc,
+    *,
+    coverage: bool = True,
+    std: bool = True,
+    ddof: int = 1,
+    min_count: int | None = None,
+    min_fraction: float | None = None,
+) -> tuple[dict[str, nb.Nifti1Image], list[OverlapRow] | None]:
+    """The cohort maps of an accumulator built with ``overlap``/``spread``, as images.
+
+    Returns a dict with ``coverage`` (uint16 or uint32), ``std`` and ``variance``
+    (float32), ``overlap`` (the per-voxel count of non-zero inputs) and ``mincount``
+    (uint8 mask of ``overlap >= k``), as asked; and the overlap table (or None).
+    """
+    stats: CohortStats | None = acc.stats
+    n = acc.count if acc.count is not None else acc.n_inputs
+    s1 = acc.total  # a float64 copy when the sum is kept in integers: take it once
+    images: dict[str, nb.Nifti1Image] = {}
+    n_inputs = acc.n_inputs
+    tag = f"nipype_heatmap {{}} of {n_inputs} volumes".format
+    if coverage:
+        dtype = np.uint16 if n_inputs < 2**16 else np.uint32
+        cover = np.broadcast_to(np.asarray(n), acc.ref_shape).astype(dtype, order="F")
+        images["coverage"] = acc.make_image(cover, tag("coverage").encode())
+    if std:
+        if stats is None or not stats.spread:
+            raise ValueError("the spread was not tracked: build the accumulator with spread=True")
+        var = stats.variance(n, s1, ddof)
+        images["variance"] = acc.make_image(
+            var.astype(np.float32), tag(f"variance ddof={ddof}").encode()
+        )
+        images["std"] = acc.make_image(
+            np.sqrt(var).astype(np.float32), tag(f"std ddof={ddof}").encode()
+        )
+    table = None
+    k = resolve_min_count(n_inputs, min_count, min_fraction)
+    if stats is not None and stats.overlap:
+        nonzero = stats.nonzero_count(s1)
+        table = overlap_table(nonzero, n_inputs)
+        dtype = np.uint16 if n_inputs < 2**16 else np.uint32
+        images["overlap"] = acc.make_image(nonzero.astype(dtype), tag("non-zero count").encode())
+        if k is not None:
+            mask = (nonzero >= k).astype(np.uint8)
+            images["mincount"] = acc.make_image(mask, tag(f"overlap >= {k}").encode())
+            LOGGER.info(
+                "%d voxel(s) have a non-zero value in at least %d of %d inputs",
+                int(mask.sum()),
+                k,
+                n_inputs,
+            )
+    elif k is not None:
+        raise ValueError("the overlap was not tracked: build the accumulator with overlap=True")
+    return images, table
+
+
+def write_overlap_table(rows: Sequence[OverlapRow], path: str | os.PathLike[str]) -> str:
+    """Write the minimum-overlap table as TSV (``min_count``, ``fraction``, ``voxels``)."""
+    from .io import write_atomic
+
+    lines = ["min_count\tfraction\tvoxels"] + [
+        f"{r.min_count}\t{r.fraction:g}\t{r.voxels}" for r in rows
+    ]
+    return write_atomic([("\n".join(lines) + "\n").encode()], path)
+
+
+def cohort_paths(
+    out_file: str | os.PathLike[str], names: Sequence[str], k: int | None
+) -> dict[str, str]:
+    """Where the cohort maps of ``out_file`` go: beside it, named after it."""
+    out = Path(out_file)
+    suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
+    stem = out.name[: -len(suffix)]
+    paths = {}
+    for name in names:
+        label = f"mincount{k}" if name == "mincount" else name
+        paths[name] = str(out.with_name(f"{stem}_{label}{suffix}"))
+    paths["table"] = str(out.with_name(f"{stem}_overlap.tsv"))
+    return paths
+
+
+def write_cohort_maps(
+    in_files: Sequence[str | os.PathLike[str]],
+    out_file: str | os.PathLike[str],
+    *,
+    use_mean: bool = True,
+    clip_to_input_range: bool = True,
+    normalize: bool = False,
+    coverage: bool = False,
+    std: bool = False,
+    ddof: int = 1,
+    min_count: int | None = None,
+    min_fraction: float | None = None,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, str]:
+    """Write the heatmap and, from the same single pass, the cohort maps beside it.
+
+    Beside ``<stem>.nii.gz``: ``<stem>_coverage``, ``<stem>_std`` and ``<stem>_variance``,
+    ``<stem>_overlap`` (non-zero count) and ``<stem>_mincount<k>`` (mask), and the table
+    ``<stem>_overlap.tsv`` (voxels surviving each k), as asked. Every file is written
+    atomically, after the output folder was checked and before nothing else.
+
+    Returns
+    -------
+    dict
+        ``heatmap`` and each cohort map's name -> path.
+
+    Raises
+    ------
+    ValueError, OSError
+        As :func:`~nipype_heatmap.core.write_heatmap`; ValueError for a bad threshold.
+    """
+    from .core import _refuse_output_among_inputs, accumulate_files
+    from .io import prepare_output, save_atomic
+
+    files = [os.path.abspath(os.fspath(f)) for f in in_files]
+    if not files:
+        raise ValueError("no input file given; pass at least one 3D NIfTI file")
+    overlap = min_count is not None or min_fraction is not None
+    resolve_min_count(max(len(files), 1), min_count, min_fraction)  # fail before reading
+    out_file = prepare_output(out_file)
+    names = [n for n, on in (("coverage", coverage), ("std", std), ("variance", std)) if on]
+    names += ["overlap", "mincount"] if overlap else []
+    k = resolve_min_count(len(files), min_count, min_fraction)
+    paths = cohort_paths(out_file, names, k)
+    _refuse_output_among_inputs(files, [out_file, *paths.values()])
+    acc = accumulate_files(
+        files, progress=progress, num_threads=num_threads, overlap=overlap, spread=std
+    )
+    images, table = cohort_images(
+        acc, coverage=coverage, std=std, ddof=ddof, min_count=min_count, min_fraction=min_fraction
+    )
+    written = {
+        "heatmap": save_atomic(acc.finalize(use_mean, clip_to_input_range, normalize), out_file)
+    }
+    for name, img in images.items():
+        written[name] = save_atomic(img, paths[name])
+    if table is not None:
+        written["table"] = write_overlap_table(table, paths["table"])
+    return written
+
+
+def compute_subtraction(
+    group_a: Sequence[str | os.PathLike[str]],
+    group_b: Sequence[str | os.PathLike[str]],
+    *,
+    num_threads: int | None = None,
+) -> dict[str, nb.Nifti1Image]:
+    """The subtraction map of two groups: percent of A minus percent of B, per voxel.
+
+    As in lesion subtraction analyses: with binary masks, ``percent_a`` is the percentage
+    of group A (e.g. patients with a deficit) with a lesion at each voxel, ``percent_b``
+    that of group B, and ``subtraction`` their difference (-100 to 100). Both groups must
+    be on one grid (B's files may be flipped or permuted versions of it); the first file of
+    A sets the header. Missing values count as in the mean (per group).
+
+    Returns
+    -------
+    dict
+        ``subtraction``, ``percent_a`` and ``percent_b`` float32 images.
+    """
+    from .core import accumulate_files
+
+    if not group_a or not group_b:
+        raise ValueError("a subtraction needs files in both groups")
+    acc_a = accumulate_files([os.fspath(f) for f in group_a], num_threads=num_threads)
+    acc_b = accumulate_files([os.fspath(f) for f in group_b], num_threads=num_threads)
+    percent_a = acc_a.aggregate(use_mean=True, clip_to_input_range=False) * 100
+    percent_b = acc_a.grid.conform(
+        acc_b.aggregate(use_mean=True, clip_to_input_range=False) * 100,
+        acc_b.ref_affine,
+        acc_b.ref_path,
+    )
+    text = f"nipype_heatmap % of {acc_a.n_inputs} minus % of {acc_b.n_inputs}".encode()
+    return {
+        "subtraction": acc_a.make_image((percent_a - percent_b).astype(np.float32), text),
+        "percent_a": acc_a.make_image(
+            percent_a.astype(np.float32), b"nipype_heatmap % of group A"
+        ),
+        "percent_b": acc_a.make_image(
+            np.ascontiguousarray(percent_b).astype(np.float32), b"nipype_heatmap % of group B"
+        ),
+    }

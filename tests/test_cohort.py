@@ -1,0 +1,245 @@
+"""Cohort maps (coverage, spread, minimum overlap, subtraction) against brute-force numpy."""
+
+from __future__ import annotations
+
+import warnings
+
+import nibabel as nb
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from nipype_heatmap.cohort import (
+    compute_subtraction,
+    overlap_table,
+    resolve_min_count,
+    write_cohort_maps,
+)
+from nipype_heatmap.core import HeatmapAccumulator
+
+from .conftest import SHAPE
+
+
+def _stack(files):
+    return np.stack([nb.load(f).get_fdata() for f in files])
+
+
+def _accumulate(files, threads=1):
+    acc = HeatmapAccumulator(num_threads=threads, overlap=True, spread=True)
+    for f in files:
+        acc.add_file(f)
+    acc.close()
+    return acc
+
+
+def _brute(stack, ddof=1):
+    finite = np.isfinite(stack)
+    n = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # voxels with too few values
+        var = np.nanvar(stack, axis=0, ddof=ddof)
+    var = np.where(n - ddof > 0, var, np.nan)
+    nonzero = (finite & (np.nan_to_num(stack) != 0)).sum(axis=0)
+    return n, var, nonzero
+
+
+@pytest.fixture
+def float_files(make_nifti, rng):
+    files = []
+    for i in range(6):
+        data = (rng.standard_normal(SHAPE) * 3 + 100).astype(np.float32)  # large mean:
+        data[rng.random(SHAPE) < 0.25] = np.nan  # a naive sum-of-squares loses digits
+        data[rng.random(SHAPE) < 0.1] = 0.0
+        files.append(str(make_nifti(f"f{i}.nii", data)))
+    return files
+
+
+@pytest.fixture
+def mask_files(make_nifti):
+    return [str(make_nifti(f"m{i}.nii.gz")) for i in range(7)]
+
+
+@pytest.fixture
+def int_files(make_nifti, rng):
+    return [
+        str(make_nifti(f"i{i}.nii.gz", rng.integers(-40, 300, SHAPE).astype(np.int16)))
+        for i in range(5)
+    ]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("kind", ["floats", "masks", "ints", "ints_then_floats"])
+def test_maps_match_numpy(kind, threads, float_files, mask_files, int_files):
+    files = {
+        "floats": float_files,
+        "masks": mask_files,
+        "ints": int_files,
+        "ints_then_floats": int_files[:3] + float_files[:3],
+    }[kind]
+    acc = _accumulate(files, threads)
+    n, var, nonzero = _brute(_stack(files), ddof=1)
+    coverage = acc.count if acc.count is not None else np.full(SHAPE, acc.n_inputs)
+    assert_array_equal(coverage, n)
+    assert_allclose(
+        acc.stats.variance(coverage, acc.total, ddof=1), var, rtol=1e-10, equal_nan=True
+    )
+    assert_array_equal(acc.stats.nonzero_count(acc.total), nonzero)
+    assert acc.stats.exact == (kind in ("masks", "ints"))
+
+
+def test_integer_variance_is_exact(int_files):
+    acc = _accumulate(int_files)
+    stack = _stack(int_files).astype(np.int64)
+    n = len(int_files)
+    exact = (n * (stack**2).sum(0) - stack.sum(0) ** 2) / (n * (n - 1))
+    assert_array_equal(acc.stats.variance(n, acc.total, ddof=1), exact)
+
+
+def test_ddof_zero_is_the_population_variance(float_files):
+    acc = _accumulate(float_files)
+    _, var, _ = _brute(_stack(float_files), ddof=0)
+    assert_allclose(
+        acc.stats.variance(acc.count, acc.total, ddof=0), var, rtol=1e-10, equal_nan=True
+    )
+
+
+def test_huge_integers_leave_the_exact_path_without_losing_accuracy(make_nifti, rng):
+    files = [
+        str(make_nifti(f"h{i}.nii", (rng.integers(0, 1000, SHAPE) + 2**40).astype(np.int64)))
+        for i in range(4)
+    ]
+    acc = _accumulate(files)
+    assert not acc.stats.exact  # (2**40)**2 * n would overflow int64
+    _, var, _ = _brute(_stack(files))
+    # float64 Welford at an offset of 1e12: the mean's last bit is 1e-4, the spread ~300
+    assert_allclose(acc.stats.variance(4, acc.total), var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("split", [1, 3, 5])
+def test_merged_parts_equal_one_pass(float_files, int_files, split):
+    files = int_files[:2] + float_files + int_files[2:]
+    whole = _accumulate(files)
+    merged = HeatmapAccumulator(overlap=True, spread=True)
+    for part in (files[:split], files[split:]):
+        merged.merge(_accumulate(part))
+    assert_array_equal(
+        merged.stats.nonzero_count(merged.total), whole.stats.nonzero_count(whole.total)
+    )
+    assert_allclose(
+        merged.stats.variance(merged.count, merged.total),
+        whole.stats.variance(whole.count, whole.total),
+        rtol=1e-10,
+        equal_nan=True,
+    )
+
+
+def test_merging_masks_stays_exact(mask_files):
+    merged = HeatmapAccumulator(overlap=True, spread=True)
+    for part in (mask_files[:3], mask_files[3:]):
+        merged.merge(_accumulate(part))
+    assert merged.stats.exact
+    _, var, _ = _brute(_stack(mask_files))
+    assert_allclose(merged.stats.variance(len(mask_files), merged.total), var, rtol=1e-12)
+
+
+def test_overlap_table_and_thresholds():
+    nonzero = np.array([0, 1, 1, 2, 3, 3, 3], np.uint32)
+    rows = overlap_table(nonzero, 4)
+    assert [(r.min_count, r.voxels) for r in rows] == [(1, 6), (2, 4), (3, 3), (4, 0)]
+    assert resolve_min_count(20, min_fraction=0.1) == 2
+    assert resolve_min_count(21, min_fraction=0.1) == 3
+    assert resolve_min_count(20, min_count=5) == 5
+    with pytest.raises(ValueError, match="not both"):
+        resolve_min_count(20, 5, 0.1)
+    with pytest.raises(ValueError, match="min_fraction"):
+        resolve_min_count(20, min_fraction=1.5)
+
+
+def test_write_cohort_maps_beside_the_heatmap(mask_files, tmp_path):
+    out = tmp_path / "out" / "lesion.nii.gz"
+    written = write_cohort_maps(mask_files, out, coverage=True, std=True, min_count=3)
+    stack = _stack(mask_files)
+    n, var, nonzero = _brute(stack)
+    assert set(written) == {
+        "heatmap",
+        "coverage",
+        "std",
+        "variance",
+        "overlap",
+        "mincount",
+        "table",
+    }
+    assert written["mincount"].endswith("lesion_mincount3.nii.gz")
+    assert_array_equal(nb.load(written["mincount"]).get_fdata(), nonzero >= 3)
+    assert nb.load(written["mincount"]).get_data_dtype() == np.uint8
+    assert_array_equal(nb.load(written["coverage"]).get_fdata(), n)
+    assert_allclose(nb.load(written["std"]).get_fdata(), np.sqrt(var), rtol=1e-6)
+    assert_allclose(nb.load(written["heatmap"]).get_fdata(), stack.mean(0), rtol=1e-6)
+    lines = open(written["table"]).read().splitlines()
+    assert lines[0] == "min_count\tfraction\tvoxels"
+    assert lines[3].split("\t")[2] == str(int((nonzero >= 3).sum()))
+    assert len(lines) == len(mask_files) + 1
+
+
+def test_subtraction_of_two_groups_of_different_sizes(make_nifti, rng):
+    group_a = [str(make_nifti(f"a{i}.nii.gz")) for i in range(5)]
+    group_b = [str(make_nifti(f"b{i}.nii.gz")) for i in range(8)]
+    maps = compute_subtraction(group_a, group_b)
+    pa, pb = _stack(group_a).mean(0) * 100, _stack(group_b).mean(0) * 100
+    assert_allclose(maps["percent_a"].get_fdata(), pa, rtol=1e-6)
+    assert_allclose(maps["percent_b"].get_fdata(), pb, rtol=1e-6)
+    assert_allclose(maps["subtraction"].get_fdata(), pa - pb, rtol=1e-6, atol=1e-4)
+
+
+def test_cohort_outputs_never_overwrite_an_input(mask_files):
+    from pathlib import Path
+
+    first = Path(mask_files[0])
+    clash = first.with_name("x_overlap.tsv")  # not an input: fine
+    victim = first.with_name(first.name.replace(".nii.gz", "_coverage.nii.gz"))
+    victim.write_bytes(first.read_bytes())
+    with pytest.raises(ValueError, match="overwrite one of the inputs"):
+        write_cohort_maps(
+            [*mask_files, str(victim)],
+            first.with_name(first.name.replace(".nii.gz", "") + ".nii.gz"),
+            coverage=True,
+        )
+    assert not clash.exists()
+
+
+def test_command_writes_cohort_maps_and_subtractions(make_nifti, in_dir, tmp_path, capsys):
+    from nipype_heatmap.cli import main
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(6)]
+    out = tmp_path / "lesion.nii.gz"
+    argv = [str(in_dir), "-o", str(out), "--coverage", "--std", "--min-fraction", "0.5", "-q"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(tmp_path / "lesion_mincount3.nii.gz") in printed
+    assert str(tmp_path / "lesion_overlap.tsv") in printed and len(printed) == 7
+    group_b = [str(make_nifti(f"b{i}.nii.gz", folder=tmp_path / "b")) for i in range(3)]
+    diff = tmp_path / "diff.nii.gz"
+    assert main([str(in_dir), "--group-b", *group_b, "-o", str(diff), "-q"]) == 0
+    expected = _stack(files).mean(0) * 100 - _stack(group_b).mean(0) * 100
+    assert_allclose(nb.load(diff).get_fdata(), expected, rtol=1e-6, atol=1e-4)
+    assert (tmp_path / "diff_percentA.nii.gz").exists()
+    assert main([str(in_dir), "-o", str(out), "--min-count", "2", "--min-fraction", "0.5"]) == 1
+    assert "not both" in capsys.readouterr().err
+
+
+def test_interface_writes_cohort_maps_in_the_node_folder(make_nifti, tmp_path):
+    from nipype_heatmap.interfaces import HeatmapVolume
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(5)]
+    (tmp_path / "work").mkdir()
+    res = HeatmapVolume(in_files=files, coverage=True, std=True, min_count=2).run(
+        cwd=str(tmp_path / "work")
+    )
+    out = res.outputs
+    assert out.mincount_file == str(tmp_path / "work" / "heatmap_volume_mincount2.nii.gz")
+    _, var, nonzero = _brute(_stack(files))
+    assert_array_equal(nb.load(out.mincount_file).get_fdata(), nonzero >= 2)
+    assert_allclose(nb.load(out.variance_file).get_fdata(), var, rtol=1e-6)
+    assert out.overlap_table.endswith("heatmap_volume_overlap.tsv")
+    plain = HeatmapVolume(in_files=files).run(cwd=str(tmp_path / "work"))
+    assert not isinstance(plain.outputs.coverage_file, str)  # undefined when not asked
