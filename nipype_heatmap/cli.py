@@ -222,34 +222,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_file = os.path.abspath(args.output)
         if args.group_b:
             return _subtraction(args, out_file)
-        if args.coverage or args.std or args.min_count or args.min_fraction:
+        files = _collect_inputs(args.inputs, out_file)
+        common = {
+            "use_mean": args.use_mean,
+            "clip_to_input_range": args.clip_to_input_range,
+            "normalize": args.normalize,
+            "debug": args.debug,
+            "progress": progress,
+            "num_threads": args.num_threads,
+        }
+        thresholds = (args.min_count, args.min_fraction)
+        if args.coverage or args.std or any(t is not None for t in thresholds):
             from .cohort import write_cohort_maps
 
             written = write_cohort_maps(
-                _collect_inputs(args.inputs, out_file),
+                files,
                 out_file,
-                use_mean=args.use_mean,
-                clip_to_input_range=args.clip_to_input_range,
-                normalize=args.normalize,
                 coverage=args.coverage,
                 std=args.std,
                 ddof=args.ddof,
                 min_count=args.min_count,
                 min_fraction=args.min_fraction,
-                num_threads=args.num_threads,
-                progress=progress,
+                **common,
             )
             return "\n".join(written.values())
-        return write_heatmap(
-            _collect_inputs(args.inputs, out_file),
-            out_file,
-            use_mean=args.use_mean,
-            clip_to_input_range=args.clip_to_input_range,
-            normalize=args.normalize,
-            debug=args.debug,
-            progress=progress,
-            num_threads=args.num_threads,
-        )
+        return write_heatmap(files, out_file, **common)
 
     return run_reporting_errors("nipype-heatmap", job, args)
 

@@ -387,6 +387,7 @@ def write_cohort_maps(
     min_fraction: float | None = None,
     num_threads: int | None = None,
     progress: bool | None = None,
+    debug: bool = False,
 ) -> dict[str, str]:
     """Write the heatmap and, from the same single pass, the cohort maps beside it.
 
@@ -420,7 +421,12 @@ def write_cohort_maps(
     paths = cohort_paths(out_file, names, k)
     _refuse_output_among_inputs(files, [out_file, *paths.values()])
     acc = accumulate_files(
-        files, progress=progress, num_threads=num_threads, overlap=overlap, spread=std
+        files,
+        debug=debug,
+        progress=progress,
+        num_threads=num_threads,
+        overlap=overlap,
+        spread=std,
     )
     images, table = cohort_images(
         acc, coverage=coverage, std=std, ddof=ddof, min_count=min_count, min_fraction=min_fraction

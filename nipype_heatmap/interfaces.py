@@ -222,10 +222,10 @@ class HeatmapVolume(SimpleInterface):
             ),
         }
         with core_logs_in_nipype(self.inputs.debug):
-            if any(v for k, v in cohort.items() if k != "ddof"):
+            thresholds = (cohort["min_count"], cohort["min_fraction"])
+            if cohort["coverage"] or cohort["std"] or any(t is not None for t in thresholds):
                 from .cohort import write_cohort_maps
 
-                options.pop("debug")
                 written = write_cohort_maps(in_files, out_file, **options, **cohort)
                 out_file = written.pop("heatmap")
                 for name, path in written.items():

@@ -225,6 +225,8 @@ def test_command_writes_cohort_maps_and_subtractions(make_nifti, in_dir, tmp_pat
     assert (tmp_path / "diff_percentA.nii.gz").exists()
     assert main([str(in_dir), "-o", str(out), "--min-count", "2", "--min-fraction", "0.5"]) == 1
     assert "not both" in capsys.readouterr().err
+    assert main([str(in_dir), "-o", str(out), "--min-fraction", "0"]) == 1  # never ignored
+    assert "min_fraction must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_interface_writes_cohort_maps_in_the_node_folder(make_nifti, tmp_path):
@@ -243,3 +245,18 @@ def test_interface_writes_cohort_maps_in_the_node_folder(make_nifti, tmp_path):
     assert out.overlap_table.endswith("heatmap_volume_overlap.tsv")
     plain = HeatmapVolume(in_files=files).run(cwd=str(tmp_path / "work"))
     assert not isinstance(plain.outputs.coverage_file, str)  # undefined when not asked
+
+
+def test_rerun_into_the_input_folder_never_reads_its_cohort_maps(make_nifti, in_dir, capsys):
+    from nipype_heatmap.cli import main
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(4)]
+    out = in_dir / "group.nii.gz"
+    argv = [str(in_dir), "-o", str(out), "--coverage", "--std", "--min-count", "2", "-q"]
+    assert main(argv) == 0
+    first = {p.name: p.read_bytes() for p in in_dir.iterdir()}
+    assert main(argv) == 0  # the earlier maps are not inputs: the same maps again
+    assert {p.name: p.read_bytes() for p in in_dir.iterdir()} == first
+    assert main([str(in_dir), "-o", str(out), "-q"]) == 0  # nor for a plain re-run
+    assert b"of 4 volumes" in nb.load(out).header["descrip"].tobytes()
+    assert_allclose(nb.load(out).get_fdata(), _stack(files).mean(0), rtol=1e-6)

@@ -67,7 +67,7 @@ def test_previous_heatmap_at_the_output_path_is_skipped(make_nifti, in_dir, capl
     generate_heatmap_volume(in_dir, in_dir, "overlap.nii.gz")
     with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
         out = generate_heatmap_volume(in_dir, in_dir, "overlap.nii.gz")
-    assert "previous heatmap" in caplog.text
+    assert "a map this tool wrote at the output path" in caplog.text
     assert b"of 3 volumes" in nb.load(out).header["descrip"].tobytes()
     assert_array_equal(
         np.asanyarray(nb.load(out).dataobj), reference_heatmap(files).astype(np.float32)

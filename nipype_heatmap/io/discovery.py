@@ -13,8 +13,12 @@ LOGGER = logging.getLogger(__name__)
 #: File name endings taken as NIfTI inputs when a folder is listed (case-sensitive, as BIDS).
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
-#: How a heatmap written by this tool describes itself in its header's ``descrip`` field.
-HEATMAP_DESCRIP = re.compile(rb"^nipype_heatmap (mean|sum) of \d+ volumes")
+#: How a map written by this tool describes itself in its header's ``descrip`` field: the
+#: heatmap (mean, sum) and the cohort maps written beside it.
+HEATMAP_DESCRIP = re.compile(
+    rb"^nipype_heatmap (mean|sum|coverage|variance ddof=-?\d+|std ddof=-?\d+"
+    rb"|non-zero count|overlap >= \d+) of \d+ volumes"
+)
 
 
 def is_nifti_name(name: str) -> bool:
@@ -46,9 +50,9 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
 def is_previous_heatmap(path: str | os.PathLike[str]) -> bool:
     """Tell whether a file is recognisably a heatmap written by this tool.
 
-    Only the header is read. The test is the ``descrip`` text every heatmap of this tool
-    carries (``nipype_heatmap mean of 42 volumes``) together with the float32 data type; a
-    file that cannot be read is not recognised.
+    Only the header is read. The test is the ``descrip`` text every map of this tool
+    carries (``nipype_heatmap mean of 42 volumes``, ``nipype_heatmap coverage of 42
+    volumes``...); a file that cannot be read is not recognised.
     """
     from .reading import read_header
 
@@ -57,7 +61,7 @@ def is_previous_heatmap(path: str | os.PathLike[str]) -> bool:
     except (OSError, ValueError):
         return False
     descrip = bytes(header["descrip"].tobytes()).rstrip(b"\0")
-    return bool(HEATMAP_DESCRIP.match(descrip)) and header.get_data_dtype().kind == "f"
+    return bool(HEATMAP_DESCRIP.match(descrip))
 
 
 def find_nifti_files(
@@ -71,9 +75,10 @@ def find_nifti_files(
         The folder to list (not recursively).
     exclude : str or os.PathLike, optional
         The output path of the run. A file there (by identity: the same path, a symlink or
-        a hard link) is left out only when it is recognisably a heatmap of this tool
-        (:func:`is_previous_heatmap`): the output of an earlier run into the same folder.
-        Any other file there stays an input, and the writer then refuses to overwrite it.
+        a hard link), or named like the maps written beside it (``<stem>_*``), is left out
+        only when it is recognisably a map of this tool (:func:`is_previous_heatmap`): the
+        output of an earlier run into the same folder. Any other file there stays an
+        input, and the writer then refuses to overwrite it.
 
     Returns
     -------
@@ -114,8 +119,8 @@ def find_nifti_files(
             if not path.is_file():  # follows symlinks; drops folders and broken links
                 LOGGER.debug("Skipping %s: not a regular file", path)
                 continue
-            if exclude is not None and same_file(path, exclude) and is_previous_heatmap(path):
-                LOGGER.info("Skipping %s: it is a previous heatmap at the output path", path)
+            if exclude is not None and _is_own_output(path, Path(exclude)):
+                LOGGER.info("Skipping %s: a map this tool wrote at the output path", path)
                 continue
             found.append(path)
     if not found:
@@ -124,6 +129,16 @@ def find_nifti_files(
         )
     found.sort(key=lambda p: os.fsencode(p.name))
     return [str(p) for p in found]
+
+
+def _is_own_output(path: Path, out_file: Path) -> bool:
+    """A previous map of this tool at ``out_file`` or beside it (``<stem>_*``)."""
+    name = out_file.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
+    beside = path.parent.resolve() == out_file.parent.resolve() and path.name.startswith(
+        stem + "_"
+    )
+    return (beside or same_file(path, out_file)) and is_previous_heatmap(path)
 
 
 def warn_duplicates(paths: Iterable[str | os.PathLike[str]]) -> None:
