@@ -1,0 +1,237 @@
+"""Mutation testing: change one thing in the code, run the fast tests, see if they notice.
+
+Usage::
+
+    python tools/mutate.py nipype_heatmap/core.py [more modules] [--jobs 2] [--limit N]
+                           [--tests "tests/test_core.py tests/test_io_reading.py"]
+
+For each module, every single-point mutation below is applied in turn to a scratch copy of
+the repository (the working tree is never touched), and the module's fast tests run
+against it (``pytest -x``, the first failure is enough; a run over the time limit counts as
+killed). A mutant the tests do not notice *survives*: either a gap in the tests, or an
+equivalent change that cannot alter behaviour. The report lists the score and every
+survivor with its line and what was changed, to be killed by a test of behaviour or
+explained as equivalent.
+
+Mutations (a small, classic set): comparison operators flipped to their neighbours
+(``<`` / ``<=``, ``==`` / ``!=``, ``in`` / ``not in``, ``is`` / ``is not``); arithmetic
+``+`` / ``-``, ``*`` / ``/``, ``//`` / ``/``; ``and`` / ``or``; ``True`` / ``False``; integer
+constants ``n`` to ``n + 1``; an ``if`` condition negated; a bare call statement removed
+(``pass``). Calls that only log are left alone: a missing log line is not behaviour the
+fast tests should pin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The fast tests that guard each module (no workflow runs, no cluster, no wheel build).
+DEFAULT_TESTS = {
+    "nipype_heatmap/core.py": "tests/test_core.py tests/test_io_reading.py "
+    "tests/test_parallel.py tests/test_cohort.py tests/test_state.py tests/test_io_discovery.py",
+    "nipype_heatmap/io/reading.py": "tests/test_io_reading.py tests/test_core.py",
+    "nipype_heatmap/io/writing.py": "tests/test_io_writing.py tests/test_core.py",
+    "nipype_heatmap/io/discovery.py": "tests/test_io_discovery.py tests/test_core.py",
+    "nipype_heatmap/io/grid.py": "tests/test_io_grid.py tests/test_state.py",
+    "nipype_heatmap/state.py": "tests/test_state.py",
+    "nipype_heatmap/cohort.py": "tests/test_cohort.py",
+    "nipype_heatmap/parallel.py": "tests/test_parallel.py",
+    "nipype_heatmap/cli.py": "tests/test_cli.py tests/test_cohort.py",
+}
+
+_SWAPS = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div,
+    ast.And: ast.Or,
+    ast.Or: ast.And,
+}
+
+
+@dataclass
+class Mutant:
+    """One single-point change: where, and what."""
+
+    index: int
+    line: int
+    description: str
+
+
+def _is_log_call(node: ast.AST) -> bool:
+    call = node.value if isinstance(node, ast.Expr) else node
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
+        return False
+    owner = call.func.value
+    return isinstance(owner, ast.Name) and owner.id in ("LOGGER", "IFLOGGER", "logger")
+
+
+def _in_docstring_or_log(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    current = node
+    while current in parents:
+        current = parents[current]
+        if isinstance(current, ast.Expr) and _is_log_call(current):
+            return True
+    return False
+
+
+def _sites(tree: ast.AST) -> list[tuple[ast.AST, str, str]]:
+    """Every mutation site: (node, kind, description)."""
+    parents = {
+        child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)
+    }
+    sites = []
+    for node in ast.walk(tree):
+        if _in_docstring_or_log(node, parents):
+            continue
+        if isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                if type(op) in _SWAPS:
+                    new = _SWAPS[type(op)].__name__
+                    sites.append((node, f"cmp:{i}", f"{type(op).__name__} -> {new}"))
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in _SWAPS:
+            sites.append(
+                (node, "op", f"{type(node.op).__name__} -> {_SWAPS[type(node.op)].__name__}")
+            )
+        elif isinstance(node, ast.BoolOp):
+            sites.append(
+                (node, "op", f"{type(node.op).__name__} -> {_SWAPS[type(node.op)].__name__}")
+            )
+        elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            sites.append((node, "bool", f"{node.value} -> {not node.value}"))
+        elif (
+            isinstance(node, ast.Constant)
+            and type(node.value) is int
+            and not isinstance(parents.get(node), ast.Subscript)
+        ):
+            sites.append((node, "int", f"{node.value} -> {node.value + 1}"))
+        elif isinstance(node, ast.If):
+            sites.append((node, "if", "condition negated"))
+        elif (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and not _is_log_call(node)
+        ):
+            sites.append((node, "drop", "call statement removed"))
+    return sites
+
+
+def mutate(source: str, index: int) -> tuple[str, Mutant]:
+    """Apply the ``index``-th mutation of ``source``; return the new source and its record."""
+    tree = ast.parse(source)
+    node, kind, description = _sites(tree)[index]
+    if kind.startswith("cmp:"):
+        i = int(kind.split(":")[1])
+        node.ops[i] = _SWAPS[type(node.ops[i])]()
+    elif kind == "op":
+        node.op = _SWAPS[type(node.op)]()
+    elif kind == "bool":
+        node.value = not node.value
+    elif kind == "int":
+        node.value = node.value + 1
+    elif kind == "if":
+        node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
+    elif kind == "drop":
+        node.value = ast.Constant(value=None)
+    return ast.unparse(tree), Mutant(index, getattr(node, "lineno", 0), description)
+
+
+def count_sites(source: str) -> int:
+    return len(_sites(ast.parse(source)))
+
+
+def run_mutant(module: str, index: int, tests: str, timeout: float) -> tuple[Mutant, str]:
+    """Run the tests against one mutant in its own scratch copy; 'killed' or 'survived'."""
+    source = (ROOT / module).read_text()
+    mutated, mutant = mutate(source, index)
+    with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
+        copy = Path(tmp) / "repo"
+        shutil.copytree(
+            ROOT,
+            copy,
+            ignore=shutil.ignore_patterns(".git", ".venv*", "build", "*.egg-info", "__pycache__"),
+        )
+        (copy / module).write_text(mutated)
+        try:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-x",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "-m",
+                    "not slow and not slurm",
+                    *tests.split(),
+                ],
+                cwd=copy,
+                env={**_env(), "PYTHONPATH": str(copy)},
+                capture_output=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return mutant, "killed (timeout)"
+    return mutant, "survived" if done.returncode == 0 else "killed"
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="+", help="modules to mutate, relative to the root")
+    parser.add_argument("--tests", help="test files to run (default: the module's fast tests)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--limit", type=int, help="only the first N mutants of each module")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args(argv)
+    total = killed = 0
+    for module in args.modules:
+        tests = args.tests or DEFAULT_TESTS.get(module, "tests")
+        n = count_sites((ROOT / module).read_text())
+        indices = range(min(n, args.limit) if args.limit else n)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run_mutant, module, i, tests, args.timeout) for i in indices]
+            results = [future.result() for future in futures]
+        survivors = [(m, r) for m, r in results if r == "survived"]
+        total += len(results)
+        killed += len(results) - len(survivors)
+        score = 100 * (len(results) - len(survivors)) / max(len(results), 1)
+        print(
+            f"\n## {module}: {len(results)} mutants, {len(survivors)} survived "
+            f"({score:.0f}% killed)"
+        )
+        for mutant, _ in survivors:
+            print(f"- line {mutant.line}: {mutant.description} (mutant {mutant.index})")
+    print(f"\nall: {total} mutants, {killed} killed ({100 * killed / max(total, 1):.0f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
