@@ -141,3 +141,17 @@ def test_grid_is_immutable():
         grid.affine[0, 0] = 5.0
     with pytest.raises(AttributeError):
         grid.shape = (1, 2, 3)
+
+
+@pytest.mark.parametrize(("far_corner_mm", "accepted"), [(0.9e-4, True), (1.05e-4, False)])
+def test_tolerance_is_measured_at_the_far_corners(make_nifti, far_corner_mm, accepted):
+    """A voxel-size difference moves the far corner, not the origin: it must count."""
+    ref = make_nifti("a.nii.gz")
+    stretched = default_affine()
+    stretched[0, 0] += far_corner_mm / (SHAPE[0] - 1)  # grows along x, origin fixed
+    other = make_nifti("b.nii.gz", affine=stretched)
+    if accepted:
+        assert compute_heatmap([ref, other]).shape == SHAPE
+    else:
+        with pytest.raises(ValueError, match=re.escape(str(other))):
+            compute_heatmap([ref, other])
