@@ -230,3 +230,56 @@ def test_read_only_output_folder_fails_before_reading_as_an_unprivileged_user():
     assert all("readonly" in line and "not writable" in line for line in errors), result
     assert "READ: []" in lines, result
     assert "LISTING: []" in lines, result
+
+
+def test_write_heatmap_refuses_a_non_nifti_name_before_reading(make_nifti, tmp_path, no_reading):
+    a = make_nifti("a.nii.gz")
+    for name in ("out.mgz", "out.txt", ".hidden.nii.gz"):
+        with pytest.raises(ValueError, match=re.escape(name)):
+            write_heatmap([a], tmp_path / name)
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_the_umask_is_applied_and_left_as_it_was(tmp_path, temp_kind):
+    old = os.umask(0o027)
+    try:
+        out = io.write_atomic([b"x"], tmp_path / "m.nii")
+        assert os.umask(0o027) == 0o027  # still the caller's umask
+        assert os.stat(out).st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_a_cleaner_running_during_a_named_write_leaves_it_alone(tmp_path):
+    """The named fallback's writer holds its lock: a second run's clean-up must not
+    remove its temporary file, and the write completes."""
+    out = tmp_path / "map.nii"
+    ready = tmp_path / "ready"
+    go = tmp_path / "go"
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        from nipype_heatmap.io import writing
+        writing._unnamed_files_possible = lambda: False
+        def chunks():
+            yield b"first half "
+            open({str(ready)!r}, "w").close()
+            while not os.path.exists({str(go)!r}):
+                time.sleep(0.02)
+            yield b"second half"
+        writing.write_atomic(chunks(), {str(out)!r})
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        assert io.remove_stale_temporaries(out) == []
+        go.touch()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.read_bytes() == b"first half second half"

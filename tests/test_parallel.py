@@ -165,3 +165,44 @@ def test_cli_nprocs_is_passed_through(make_nifti, in_dir, tmp_path, monkeypatch)
     assert seen["num_threads"] == 1
     img = compute_heatmap([in_dir / "a.nii.gz"], num_threads=1)
     assert_array_equal(nb.load(tmp_path / "o.nii.gz").get_fdata(), img.get_fdata())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("50000 100000\n", 1), ("100000 100000\n", 1), ("100001 100000\n", 2), ("bad\n", None)],
+)
+def test_fractional_quotas_round_up_to_whole_cpus(tmp_path, text, expected):
+    (tmp_path / "cpu.max").write_text(text)
+    assert parallel._cgroup_quota_cpus(tmp_path) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [("4", 4), ("0", None), ("", None), ("x", None)])
+def test_slurm_cpus_per_task(monkeypatch, value, expected):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
+    assert parallel._slurm_cpus() == expected
+
+
+def test_without_any_limit_every_cpu_counts(monkeypatch):
+    for probe in ("_affinity_cpus", "_cgroup_quota_cpus", "_slurm_cpus"):
+        monkeypatch.setattr(parallel, probe, lambda: None)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 6)
+    assert parallel.available_cpus() == 6
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: None)
+    assert parallel.available_cpus() == 1
+
+
+def test_zero_means_every_available_cpu(monkeypatch):
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 5)
+    assert parallel.resolve_num_threads(0) == 5
+    assert parallel.resolve_num_threads(5) == 5
+    assert parallel.resolve_num_threads(1) == 1
+
+
+def test_a_pool_of_n_threads_uses_n_slabs_and_stops(monkeypatch):
+    pool = parallel.SlabPool(SHAPE, 3)
+    assert len(pool.slabs) == 3
+    assert pool.map(lambda i, s: (i, s[2].start)) == [(0, 0), (1, 3), (2, 6)]
+    pool.close()
+    assert pool._pool is None
+    one = parallel.SlabPool(SHAPE, 1)
+    assert one.slabs == [(slice(None),) * 3] and one._pool is None
