@@ -38,6 +38,8 @@ docdict = {
         Threads for reading, inflating and adding; None uses every CPU this process may
         use (its affinity mask, a cgroup quota, ``SLURM_CPUS_PER_TASK``), and more than
         that is never used. The result is the same for any number.""",
+    "wf_num_threads": """num_threads : int, default=1
+        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.""",
     "in_files": """in_files : sequence of str or os.PathLike
         The 3D NIfTI files, in the order to use; the first one sets the grid and
         header.""",

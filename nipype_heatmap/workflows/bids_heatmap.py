@@ -8,9 +8,11 @@ from typing import Any
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from .._docs import fill_doc
 from ..interfaces import HeatmapDerivativesSink, HeatmapVolume, SelectBIDSInputs, mem_gb
 
 
+@fill_doc
 def init_bids_heatmap_wf(
     *,
     space: str | None = None,
@@ -60,8 +62,7 @@ def init_bids_heatmap_wf(
         Replace a map of the same name made from other inputs or parameters.
     generate_report : bool, default=False
         Write the figure and the HTML report beside the map.
-    num_threads : int, default=1
-        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.
+    %(wf_num_threads)s
     name : str, default="bids_heatmap_wf"
         Name of the workflow.
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from .._docs import fill_doc
 from ..interfaces import HeatmapVolume, mem_gb
 
 
+@fill_doc
 def init_lesion_overlap_wf(
     *, num_threads: int = 1, name: str = "lesion_overlap_wf"
 ) -> pe.Workflow:
@@ -19,8 +21,7 @@ def init_lesion_overlap_wf(
 
     Parameters
     ----------
-    num_threads : int, default=1
-        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.
+    %(wf_num_threads)s
     name : str, default="lesion_overlap_wf"
         Name of the workflow.
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from .._docs import fill_doc
 from ..interfaces import MergeHeatmaps, PartialHeatmap, mem_gb
 
 
+@fill_doc
 def init_scaled_heatmap_wf(
     *,
     chunk_size: int,
@@ -36,8 +38,7 @@ def init_scaled_heatmap_wf(
         As for :class:`~nipype_heatmap.interfaces.HeatmapVolume`.
     output_filename : str, default="heatmap_volume.nii.gz"
         Bare file name of the final map.
-    num_threads : int, default=1
-        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.
+    %(wf_num_threads)s
     name : str, default="scaled_heatmap_wf"
         Name of the workflow.
 

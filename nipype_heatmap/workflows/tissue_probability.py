@@ -5,6 +5,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from .._docs import fill_doc
 from ..interfaces import HeatmapVolume, mem_gb
 
 #: Segmentation steps the workflow can use. "otsu" runs anywhere (scikit-image);
@@ -14,6 +15,7 @@ SEGMENTERS = ("otsu", "fast", "atropos")
 TISSUES = ("csf", "gm", "wm")
 
 
+@fill_doc
 def init_tissue_probability_wf(
     *,
     segmenter: str = "otsu",
@@ -33,8 +35,7 @@ def init_tissue_probability_wf(
         ``"otsu"``: 3-class multi-Otsu inside the brain mask (hard labels; needs the
         ``demo`` extra). ``"fast"``: FSL FAST partial volume maps of the masked T1w.
         ``"atropos"``: ANTs Atropos posteriors (k-means initialization, 3 classes).
-    num_threads : int, default=1
-        Threads of each heatmap node; Nipype's plugins reserve that many cores for it.
+    %(wf_num_threads)s
     name : str, default="tissue_probability_wf"
         Name of the workflow.
 
