@@ -93,7 +93,11 @@ def init_bids_heatmap_wf(
     >>> wf = init_bids_heatmap_wf(space="MNI152NLin2009cAsym", label="lesion")
     >>> wf.inputs.inputnode.bids_dir = "derivatives/lesions"
     >>> wf.inputs.inputnode.output_dir = "derivatives/nipype_heatmap"
-    >>> wf.run()  # doctest: +SKIP
+    >>> wf.base_dir = "work"
+    >>> graph = wf.run()
+    >>> from pathlib import Path
+    >>> sorted(p.name for p in Path("derivatives/nipype_heatmap").glob("*.nii.gz"))
+    ['space-MNI152NLin2009cAsym_label-lesion_desc-meanMask_probseg.nii.gz']
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(

@@ -61,7 +61,7 @@ def init_scaled_heatmap_wf(
     >>> wf = init_scaled_heatmap_wf(chunk_size=2)
     >>> wf.inputs.inputnode.in_files = mask_files
     >>> wf.base_dir = "work"
-    >>> graph = wf.run()  # locally; on a cluster, e.g.:
+    >>> graph = wf.run()  # locally; on a cluster (not run here), e.g.:
     >>> wf.run(plugin="SLURM", plugin_args={"sbatch_args": "--mem=1G -t 30"})  # doctest: +SKIP
     """
     if int(chunk_size) < 1:

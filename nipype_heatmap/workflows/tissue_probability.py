@@ -59,6 +59,8 @@ def init_tissue_probability_wf(
 
     Examples
     --------
+    Building runs anywhere; running needs T1-weighted images (the demo makes some):
+
     >>> wf = init_tissue_probability_wf(segmenter="otsu")
     >>> wf.inputs.inputnode.t1w_files = ["sub-01_T1w.nii.gz", "sub-02_T1w.nii.gz"]
     >>> wf.inputs.inputnode.brain_mask = "tpl-MNI152_desc-brain_mask.nii.gz"
