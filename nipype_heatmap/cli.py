@@ -252,19 +252,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _subtraction(args: argparse.Namespace, out_file: str) -> str:
-    from .cohort import compute_subtraction
+    from .cohort import beside_output, compute_subtraction
     from .io import prepare_output, save_atomic
 
     out_file = prepare_output(out_file)
-    suffix = ".nii.gz" if out_file.endswith(".nii.gz") else ".nii"
-    stem = out_file[: -len(suffix)]
-    maps = compute_subtraction(
-        _collect_inputs(args.inputs, out_file),
-        _collect_inputs(args.group_b, out_file),
-        num_threads=args.num_threads,
-    )
-    paths = {"subtraction": out_file, "percent_a": f"{stem}_percentA{suffix}"}
-    paths["percent_b"] = f"{stem}_percentB{suffix}"
+    paths = {
+        "subtraction": out_file,
+        "percent_a": beside_output(out_file, "percentA"),
+        "percent_b": beside_output(out_file, "percentB"),
+    }
+    group_a = _collect_inputs(args.inputs, out_file)
+    group_b = _collect_inputs(args.group_b, out_file)
+    maps = compute_subtraction(group_a, group_b, num_threads=args.num_threads)
     return "\n".join(save_atomic(maps[name], path) for name, path in paths.items())
 
 

@@ -362,15 +362,21 @@ def cohort_paths(
     out_file: str | os.PathLike[str], names: Sequence[str], k: int | None
 ) -> dict[str, str]:
     """Where the cohort maps of ``out_file`` go: beside it, named after it."""
-    out = Path(out_file)
-    suffix = ".nii.gz" if out.name.endswith(".nii.gz") else ".nii"
-    stem = out.name[: -len(suffix)]
-    paths = {}
-    for name in names:
-        label = f"mincount{k}" if name == "mincount" else name
-        paths[name] = str(out.with_name(f"{stem}_{label}{suffix}"))
-    paths["table"] = str(out.with_name(f"{stem}_overlap.tsv"))
+    paths = {
+        name: beside_output(out_file, f"mincount{k}" if name == "mincount" else name)
+        for name in names
+    }
+    paths["table"] = beside_output(out_file, "overlap", ".tsv")
     return paths
+
+
+def beside_output(out_file: str | os.PathLike[str], label: str, suffix: str | None = None) -> str:
+    """``<stem>_<label><suffix>`` beside ``out_file`` (its own NIfTI ending by default)."""
+    from .io import split_nifti_name
+
+    out = Path(out_file)
+    stem, ending = split_nifti_name(out.name)
+    return str(out.with_name(f"{stem}_{label}{ending if suffix is None else suffix}"))
 
 
 def write_cohort_maps(
@@ -413,11 +419,10 @@ def write_cohort_maps(
     if not files:
         raise ValueError("no input file given; pass at least one 3D NIfTI file")
     overlap = min_count is not None or min_fraction is not None
-    resolve_min_count(max(len(files), 1), min_count, min_fraction)  # fail before reading
+    k = resolve_min_count(len(files), min_count, min_fraction)  # fails before any reading
     out_file = prepare_output(out_file)
     names = [n for n, on in (("coverage", coverage), ("std", std), ("variance", std)) if on]
     names += ["overlap", "mincount"] if overlap else []
-    k = resolve_min_count(len(files), min_count, min_fraction)
     paths = cohort_paths(out_file, names, k)
     _refuse_output_among_inputs(files, [out_file, *paths.values()])
     acc = accumulate_files(

@@ -260,3 +260,4 @@ def test_rerun_into_the_input_folder_never_reads_its_cohort_maps(make_nifti, in_
     assert main([str(in_dir), "-o", str(out), "-q"]) == 0  # nor for a plain re-run
     assert b"of 4 volumes" in nb.load(out).header["descrip"].tobytes()
     assert_allclose(nb.load(out).get_fdata(), _stack(files).mean(0), rtol=1e-6)
+

@@ -19,6 +19,7 @@ from .discovery import (
     is_nifti_name,
     is_previous_heatmap,
     same_file,
+    split_nifti_name,
     warn_duplicates,
 )
 from .grid import AFFINE_TOL_MM, Grid, grid_distance_mm
@@ -64,6 +65,7 @@ __all__ = [
     "remove_stale_temporaries",
     "same_file",
     "save_atomic",
+    "split_nifti_name",
     "warn_duplicates",
     "write_atomic",
 ]

@@ -26,6 +26,20 @@ def is_nifti_name(name: str) -> bool:
     return name.endswith(NIFTI_SUFFIXES)
 
 
+def split_nifti_name(name: str) -> tuple[str, str]:
+    """Split a file name into its stem and NIfTI ending (``.nii.gz``, ``.nii``, or ``""``).
+
+    Examples
+    --------
+    >>> split_nifti_name("sub-01_mask.nii.gz")
+    ('sub-01_mask', '.nii.gz')
+    """
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, ""
+
+
 def file_identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """Return ``(device, inode)`` of the file a path names (after links), or None if none."""
     try:
@@ -133,8 +147,7 @@ def find_nifti_files(
 
 def _is_own_output(path: Path, out_file: Path) -> bool:
     """A previous map of this tool at ``out_file`` or beside it (``<stem>_*``)."""
-    name = out_file.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
+    stem = split_nifti_name(out_file.name)[0]
     beside = path.parent.resolve() == out_file.parent.resolve() and path.name.startswith(
         stem + "_"
     )

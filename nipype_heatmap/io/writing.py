@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import nibabel as nb
 
 from .._optional import have_isal, isal_zlib
-from .discovery import NIFTI_SUFFIXES
+from .discovery import split_nifti_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def check_output_filename(output_filename: str) -> str:
             f"output_filename {name!r} must not start with '.': hidden files are skipped "
             "as inputs and easily lost"
         )
-    stem = next((name[: -len(s)] for s in NIFTI_SUFFIXES if name.endswith(s)), None)
-    if not stem:
+    stem, suffix = split_nifti_name(name)
+    if not stem or not suffix:
         raise ValueError(
             f"output_filename {name!r} must end in .nii or .nii.gz, e.g. 'heatmap_volume.nii.gz'"
         )
