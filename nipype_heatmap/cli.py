@@ -253,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _subtraction(args: argparse.Namespace, out_file: str) -> str:
     from .cohort import beside_output, compute_subtraction
+    from .core import _refuse_output_among_inputs
     from .io import prepare_output, save_atomic
 
     out_file = prepare_output(out_file)
@@ -263,6 +264,7 @@ def _subtraction(args: argparse.Namespace, out_file: str) -> str:
     }
     group_a = _collect_inputs(args.inputs, out_file)
     group_b = _collect_inputs(args.group_b, out_file)
+    _refuse_output_among_inputs([*group_a, *group_b], list(paths.values()))
     maps = compute_subtraction(group_a, group_b, num_threads=args.num_threads)
     return "\n".join(save_atomic(maps[name], path) for name, path in paths.items())
 

@@ -261,3 +261,14 @@ def test_rerun_into_the_input_folder_never_reads_its_cohort_maps(make_nifti, in_
     assert b"of 4 volumes" in nb.load(out).header["descrip"].tobytes()
     assert_allclose(nb.load(out).get_fdata(), _stack(files).mean(0), rtol=1e-6)
 
+
+def test_subtraction_never_overwrites_an_input(make_nifti, in_dir, tmp_path, capsys):
+    from nipype_heatmap.cli import main
+
+    make_nifti("a0.nii.gz")
+    b = make_nifti("b0.nii.gz", folder=tmp_path / "b")
+    victim = in_dir / "a0.nii.gz"
+    before = victim.read_bytes()
+    assert main([str(in_dir), "--group-b", str(b), "-o", str(victim), "-q"]) == 1
+    assert "overwrite one of the inputs" in capsys.readouterr().err
+    assert victim.read_bytes() == before
