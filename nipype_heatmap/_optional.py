@@ -26,7 +26,7 @@ EXTRAS = {
 }
 
 
-def require(name: str, purpose: str) -> ModuleType:
+def require(name: str, purpose: str, extra: str | None = None) -> ModuleType:
     """Import an optional module or raise an ImportError that says which extra to install.
 
     Parameters
@@ -35,6 +35,8 @@ def require(name: str, purpose: str) -> ModuleType:
         The module to import (``"bids"``, ``"nilearn.plotting"``...).
     purpose : str
         What needs it, for the message (``"the BIDS layer"``).
+    extra : str, optional
+        The extra to name in the message; default: the one listed in :data:`EXTRAS`.
 
     Raises
     ------
@@ -43,7 +45,7 @@ def require(name: str, purpose: str) -> ModuleType:
     """
     module, have, _ = optional_package(name)
     if not have:
-        extra = EXTRAS.get(name.split(".")[0], "all")
+        extra = extra or EXTRAS.get(name.split(".")[0], "all")
         raise ImportError(
             f"{purpose} needs the Python package {name.split('.')[0]!r}: "
             f"pip install 'nipype_heatmap[{extra}]'"

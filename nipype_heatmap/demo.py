@@ -36,13 +36,10 @@ class DemoCohort:
 
 
 def _templates():
-    try:
-        from nilearn import datasets
-        from scipy import ndimage
-    except ImportError as err:
-        raise ImportError(
-            "the demo needs nilearn and SciPy: pip install 'nipype_heatmap[demo]'"
-        ) from err
+    from ._optional import require
+
+    datasets = require("nilearn.datasets", "the demo", extra="demo")
+    ndimage = require("scipy.ndimage", "the demo", extra="demo")
     return datasets, ndimage
 
 

@@ -50,13 +50,10 @@ def otsu_tissue_masks(
     ImportError
         If scikit-image or SciPy is not installed.
     """
-    try:
-        from scipy.ndimage import gaussian_filter
-        from skimage.filters import threshold_multiotsu
-    except ImportError as err:
-        raise ImportError(
-            "the Otsu segmenter needs scikit-image and SciPy: pip install 'nipype_heatmap[demo]'"
-        ) from err
+    from .._optional import require
+
+    gaussian_filter = require("scipy.ndimage", "the Otsu segmenter").gaussian_filter
+    threshold_multiotsu = require("skimage.filters", "the Otsu segmenter").threshold_multiotsu
 
     img = nb.load(in_file)
     mask_img = nb.load(brain_mask)
