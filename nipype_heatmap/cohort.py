@@ -163,6 +163,131 @@ class CohortStats:
 
         pool.map(welford)
 
+    def remove(
+        self,
+        values_of: ValuesOf,
+        pool,
+        *,
+        kind: str,
+        lo: float,
+        hi: float,
+        n_now: np.ndarray | int,
+    ) -> None:
+        """Undo :meth:`add` of one volume, before the accumulator subtracts it from its sum.
+
+        ``n_now`` is the per-voxel count of finite values including this volume. Counts
+        and exact sums of squares are subtracted exactly; Welford's state is stepped back
+        (``mean' = mean - (x - mean) / (n - 1)``, ``M2' = M2 - (x - mean') (x - mean)``),
+        which agrees with a recompute to float64 round-off.
+        """
+        if self.overlap and not self.overlap_binary:
+            nonzero = self.nonzero
+
+            def uncount(index: int, slab: tuple[slice, ...]) -> None:
+                values = values_of(index, slab)
+                hit = values != 0
+                if kind == "f":
+                    hit &= np.isfinite(values)
+                np.subtract(nonzero[slab], hit, out=nonzero[slab], casting="unsafe")
+
+            pool.map(uncount)
+        if not self.spread:
+            return
+        if self.exact:
+            if kind not in "biu":
+                raise ValueError("a floating-point volume cannot be in an exact spread state")
+            if self.sq_total is not None:  # else binary so far: the squares are the sums
+                sq = self.sq_total
+                pool.map(
+                    lambda i, s: np.subtract(
+                        sq[s], np.square(values_of(i, s), dtype=np.int64), out=sq[s]
+                    )
+                )
+            return
+        mean, m2 = self.mean, self.m2
+
+        def step_back(index: int, slab: tuple[slice, ...]) -> None:
+            x = values_of(index, slab).astype(np.float64, copy=False)
+            n = n_now[slab] if np.ndim(n_now) else n_now
+            finite = np.isfinite(x)
+            n_after = np.asarray(n - finite, dtype=np.float64)
+            mean_s, m2_s = mean[slab], m2[slab]
+            xf = np.where(finite, x, mean_s)
+            delta = xf - mean_s
+            step = np.divide(delta, n_after, out=np.zeros_like(delta), where=n_after > 0)
+            previous = mean_s - step
+            m2_s -= (xf - previous) * delta
+            np.maximum(m2_s, 0.0, out=m2_s)  # round-off must not make a variance negative
+            m2_s[finite & (n_after <= 1)] = 0.0  # one value (or none) deviates by nothing
+            previous[finite & (n_after == 0)] = 0.0
+            mean_s[...] = previous
+
+        pool.map(step_back)
+
+    def regrid(self, move: Callable[[np.ndarray | None], np.ndarray | None]) -> None:
+        """Re-order every per-voxel array with ``move`` (the reference changed)."""
+        self.nonzero = move(self.nonzero)
+        self.sq_total = move(self.sq_total)
+        self.mean = move(self.mean)
+        self.m2 = move(self.m2)
+        for array in (self.nonzero, self.sq_total, self.mean):
+            if array is not None:
+                self.shape = tuple(array.shape)
+                break
+        self._scratch = {}
+
+    # -- saving in a partial heatmap (see nipype_heatmap.state) --------------------------
+    def to_state(
+        self, n: np.ndarray | int, s1: np.ndarray
+    ) -> tuple[dict, list[tuple[str, np.ndarray]]]:
+        """The metadata and float64 volumes that :meth:`from_state` rebuilds these from.
+
+        Exact sums of squares are stored as float64, which holds them exactly below 2**53;
+        a larger bound is folded into Welford's form first (to float64 round-off).
+        """
+        meta: dict = {"Overlap": self.overlap, "Spread": self.spread}
+        volumes: list[tuple[str, np.ndarray]] = []
+        if self.overlap:
+            meta["NonzeroIsSum"] = self.overlap_binary
+            if not self.overlap_binary:
+                volumes.append(("nonzero", self.nonzero))
+        if self.spread:
+            if self.exact and self.sq_total is not None and self.sq_bound >= 2**53:
+                self._fold(n, s1)
+            if not self.exact:
+                meta["SpreadForm"] = "welford"
+                volumes += [("mean", self.mean), ("m2", self.m2)]
+            elif self.binary:
+                meta["SpreadForm"] = "binary"
+            else:
+                meta["SpreadForm"] = "squares"
+                volumes.append(("sumsq", self.sq_total))
+            meta["SquareBound"] = self.sq_bound
+        return meta, volumes
+
+    @classmethod
+    def from_state(
+        cls, meta: dict, volumes: dict[str, np.ndarray], shape: Sequence[int]
+    ) -> CohortStats:
+        """Rebuild from :meth:`to_state`'s metadata and volumes (KeyError if one is missing)."""
+        stats = cls(shape, overlap=bool(meta["Overlap"]), spread=bool(meta["Spread"]))
+        if stats.overlap and not meta["NonzeroIsSum"]:
+            stats.overlap_binary = False
+            stats.nonzero = np.rint(volumes["nonzero"]).astype(np.uint32, order="F")
+        if stats.spread:
+            form = meta["SpreadForm"]
+            stats.sq_bound = int(meta["SquareBound"])
+            if form == "welford":
+                stats.binary = False
+                stats.mean = np.array(volumes["mean"], dtype=np.float64, order="F")
+                stats.m2 = np.array(volumes["m2"], dtype=np.float64, order="F")
+            elif form == "squares":
+                stats.binary = False
+                stats.sq_total = np.rint(volumes["sumsq"]).astype(np.int64, order="F")
+            elif form != "binary":
+                raise KeyError(f"SpreadForm {form!r}")
+        return stats
+
     def _fold(self, n: np.ndarray | int, s1: np.ndarray) -> None:
         """Turn the exact (n, S1, S2) into Welford's (mean, M2), per voxel."""
         n_arr = np.broadcast_to(np.asarray(n, dtype=np.float64), self.shape)
@@ -329,22 +454,23 @@ def cohort_images(
         )
     table = None
     k = resolve_min_count(n_inputs, min_count, min_fraction)
-    if stats is not None and stats.overlap:
+    if k is not None:
+        if stats is None or not stats.overlap:
+            raise ValueError(
+                "the overlap was not tracked: build the accumulator with overlap=True"
+            )
         nonzero = stats.nonzero_count(s1)
         table = overlap_table(nonzero, n_inputs)
         dtype = np.uint16 if n_inputs < 2**16 else np.uint32
         images["overlap"] = acc.make_image(nonzero.astype(dtype), tag("non-zero count").encode())
-        if k is not None:
-            mask = (nonzero >= k).astype(np.uint8)
-            images["mincount"] = acc.make_image(mask, tag(f"overlap >= {k}").encode())
-            LOGGER.info(
-                "%d voxel(s) have a non-zero value in at least %d of %d inputs",
-                int(mask.sum()),
-                k,
-                n_inputs,
-            )
-    elif k is not None:
-        raise ValueError("the overlap was not tracked: build the accumulator with overlap=True")
+        mask = (nonzero >= k).astype(np.uint8)
+        images["mincount"] = acc.make_image(mask, tag(f"overlap >= {k}").encode())
+        LOGGER.info(
+            "%d voxel(s) have a non-zero value in at least %d of %d inputs",
+            int(mask.sum()),
+            k,
+            n_inputs,
+        )
     return images, table
 
 
@@ -413,7 +539,7 @@ def write_cohort_maps(
         As :func:`~nipype_heatmap.core.write_heatmap`; ValueError for a bad threshold.
     """
     from .core import _refuse_output_among_inputs, accumulate_files
-    from .io import prepare_output, save_atomic
+    from .io import prepare_output
 
     files = [os.path.abspath(os.fspath(f)) for f in in_files]
     if not files:
@@ -433,9 +559,54 @@ def write_cohort_maps(
         overlap=overlap,
         spread=std,
     )
+    try:
+        return write_maps(
+            acc,
+            out_file,
+            use_mean=use_mean,
+            clip_to_input_range=clip_to_input_range,
+            normalize=normalize,
+            coverage=coverage,
+            std=std,
+            ddof=ddof,
+            min_count=min_count,
+            min_fraction=min_fraction,
+        )
+    finally:
+        acc.close()
+
+
+def write_maps(
+    acc,
+    out_file: str | os.PathLike[str],
+    *,
+    use_mean: bool = True,
+    clip_to_input_range: bool = True,
+    normalize: bool = False,
+    coverage: bool = False,
+    std: bool = False,
+    ddof: int = 1,
+    min_count: int | None = None,
+    min_fraction: float | None = None,
+) -> dict[str, str]:
+    """Write the heatmap of an accumulator (or a loaded state) and its cohort maps beside it.
+
+    Names as in :func:`write_cohort_maps`. The output folder is checked first; a map that
+    needs a statistic the accumulator did not track is refused before anything is written.
+
+    Returns
+    -------
+    dict
+        ``heatmap`` and each cohort map's name -> path.
+    """
+    from .io import prepare_output, save_atomic
+
+    out_file = prepare_output(out_file)
     images, table = cohort_images(
         acc, coverage=coverage, std=std, ddof=ddof, min_count=min_count, min_fraction=min_fraction
     )
+    k = resolve_min_count(acc.n_inputs, min_count, min_fraction)
+    paths = cohort_paths(out_file, list(images), k)
     written = {
         "heatmap": save_atomic(acc.finalize(use_mean, clip_to_input_range, normalize), out_file)
     }

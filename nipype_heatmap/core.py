@@ -8,10 +8,12 @@ written as float32 with the first input's affine and header.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import nibabel as nb
 import numpy as np
@@ -36,6 +38,41 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_FILENAME = "heatmap_volume.nii.gz"
 
+_IMAGE_CLASSES = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """What an accumulator remembers of each input, so that it can later be removed.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the file.
+    value_range : tuple of float or None
+        The file's finite value range (after scaling); None when it has no finite value.
+    header : bytes
+        The file's header block, as read (its own byte order): the reference header and
+        grid when this file becomes the first input.
+    image_class : str
+        ``"Nifti1Image"`` or ``"Nifti2Image"``.
+    digest : str or None
+        ``"sha256:<hex>"`` of the file's stored bytes, when it was hashed on reading.
+    """
+
+    path: str
+    value_range: tuple[float, float] | None
+    header: bytes | None
+    image_class: str = "Nifti1Image"
+    digest: str | None = None
+
+    def load_header(self) -> nb.nifti1.Nifti1Header:
+        """The header, rebuilt from its bytes (byte order detected, as on reading)."""
+        if self.header is None:
+            raise ValueError(f"{self.path}: its header was not recorded")
+        klass = _IMAGE_CLASSES[self.image_class].header_class
+        return klass.from_fileobj(io.BytesIO(self.header))
+
 
 class HeatmapAccumulator:
     """Accumulate co-registered 3D volumes one at a time into a voxel-wise sum and count.
@@ -51,6 +88,8 @@ class HeatmapAccumulator:
         Number of volumes added.
     sources : list of str
         The files added, in order.
+    records : list of SourceRecord
+        What is kept of each file (range, header, content hash) to remove it later.
     total : numpy.ndarray or None
         float64 voxel-wise sum of finite values (read-only view of the state; see Notes).
     count : numpy.ndarray or None
@@ -83,7 +122,7 @@ class HeatmapAccumulator:
         self._track = {"overlap": overlap, "spread": spread}
         self.stats: CohortStats | None = None  # cohort statistics, when tracked
         self.n_inputs = 0
-        self.sources: list[str] = []
+        self.records: list[SourceRecord] = []
         self._float_total: np.ndarray | None = None
         self._int_total: np.ndarray | None = None
         self._int_bounds = (0, 0)  # bounds of any voxel's integer sum, as Python ints
@@ -93,6 +132,11 @@ class HeatmapAccumulator:
         self.grid: Grid | None = None
         self.ref_header: nb.nifti1.Nifti1Header | None = None
         self.image_class: type = nb.Nifti1Image
+
+    @property
+    def sources(self) -> list[str]:
+        """The files added, in order."""
+        return [record.path for record in self.records]
 
     @property
     def ref_shape(self) -> tuple[int, int, int] | None:
@@ -115,28 +159,30 @@ class HeatmapAccumulator:
         *,
         total: np.ndarray,
         count: np.ndarray | None,
-        n_inputs: int,
-        sources: Sequence[str],
+        records: Sequence[SourceRecord],
         global_range: tuple[float, float] | None,
-        ref_path: str,
         ref_affine: np.ndarray,
         ref_header: nb.nifti1.Nifti1Header,
         image_class: type = nb.Nifti1Image,
+        stats: CohortStats | None = None,
     ) -> HeatmapAccumulator:
         """Rebuild an accumulator from its parts (a saved partial heatmap).
 
         ``total`` may be a read-only view; it is copied only if more is added to it.
         """
         acc = cls()
-        acc.n_inputs = n_inputs
-        acc.sources = list(sources)
+        acc.n_inputs = len(records)
+        acc.records = list(records)
         acc._float_total = total
         acc.count = count
         if global_range is not None:
             acc.global_min, acc.global_max = global_range
-        acc.grid = Grid(tuple(total.shape), ref_affine, ref_path)  # type: ignore[arg-type]
+        acc.grid = Grid(tuple(total.shape), ref_affine, acc.records[0].path)  # type: ignore[arg-type]
         acc.ref_header = ref_header
         acc.image_class = image_class
+        acc.stats = stats
+        if stats is not None:
+            acc._track = {"overlap": stats.overlap, "spread": stats.spread}
         return acc
 
     # -- adding -------------------------------------------------------------------------
@@ -165,28 +211,11 @@ class HeatmapAccumulator:
         """
         if self.grid is None:
             self._set_reference(volume)
-            data = volume.data
-        else:
-            data = self.grid.conform(volume.data, volume.affine, volume.path)
-        pool = self._slab_pool()
-        parts = None  # the scaled values of each slab, for a scaled volume
-        if volume.slope is None and volume.value_range is not None:
-            lo, hi = volume.value_range  # computed by the reader thread
-        elif volume.slope is None:
-            lo, hi = _combined_range(pool.map(lambda i, s: _minmax(data[s])))
-        else:
-            scaled = pool.map(lambda i, s: _scaled_with_range(data[s], volume.slope, volume.inter))
-            parts = [values for values, _, _ in scaled]
-            lo, hi = _combined_range([(a, b) for _, a, b in scaled])
-
-        def values_of(index: int, slab: tuple[slice, ...]) -> np.ndarray:
-            return data[slab] if parts is None else parts[index]
-
-        kind = data.dtype.kind if parts is None else parts[0].dtype.kind
+        values_of, kind, lo, hi = self._values(volume)
         if self.stats is not None:  # before the sum and count change
             self.stats.add(
                 values_of,
-                pool,
+                self._slab_pool(),
                 kind=kind,
                 lo=lo,
                 hi=hi,
@@ -203,12 +232,173 @@ class HeatmapAccumulator:
             complete = False
         if complete and self.count is not None:
             count = self.count
-            pool.map(lambda i, s: np.add(count[s], np.uint32(1), out=count[s]))
+            self._slab_pool().map(lambda i, s: np.add(count[s], np.uint32(1), out=count[s]))
         if np.isfinite(lo):
             self._update_range(float(lo), float(hi))
         self.n_inputs += 1
-        self.sources.append(volume.path)
+        self.records.append(
+            SourceRecord(
+                volume.path,
+                (float(lo), float(hi)) if np.isfinite(lo) else None,
+                bytes(volume.header.binaryblock),
+                volume.image_class.__name__,
+                volume.digest,
+            )
+        )
         return float(lo), float(hi)
+
+    def _values(self, volume: Volume):
+        """The volume's values on the reference grid, slab by slab, with their kind and
+        range: ``(values_of(index, slab), kind, lo, hi)``; lo, hi are NaN if a value is."""
+        assert self.grid is not None
+        data = self.grid.conform(volume.data, volume.affine, volume.path)
+        pool = self._slab_pool()
+        parts = None  # the scaled values of each slab, for a scaled volume
+        if volume.slope is None and volume.value_range is not None:
+            lo, hi = volume.value_range  # computed by the reader thread
+        elif volume.slope is None:
+            lo, hi = _combined_range(pool.map(lambda i, s: _minmax(data[s])))
+        else:
+            scaled = pool.map(lambda i, s: _scaled_with_range(data[s], volume.slope, volume.inter))
+            parts = [values for values, _, _ in scaled]
+            lo, hi = _combined_range([(a, b) for _, a, b in scaled])
+
+        def values_of(index: int, slab: tuple[slice, ...]) -> np.ndarray:
+            return data[slab] if parts is None else parts[index]
+
+        kind = data.dtype.kind if parts is None else parts[0].dtype.kind
+        return values_of, kind, lo, hi
+
+    # -- removing -----------------------------------------------------------------------
+    def remove_volume(self, volume: Volume, index: int | None = None) -> None:
+        """Take a volume that was added back out, exactly (see :meth:`remove_file`).
+
+        ``index`` is its position among :attr:`records` (default: the last record of its
+        path). Its content hash must equal the recorded one.
+
+        Raises
+        ------
+        ValueError
+            If the file is not among the inputs, was not hashed when added, has changed
+            since, or is the only input left.
+        """
+        index = self._record_index(volume.path) if index is None else index
+        record = self.records[index]
+        if record.digest is None:
+            raise ValueError(
+                f"{volume.path}: no content hash was recorded when it was added, so it cannot "
+                "be checked; rebuild the state with this version"
+            )
+        if volume.digest != record.digest:
+            raise ValueError(
+                f"{volume.path}: the file has changed since it was added (content hash "
+                f"{volume.digest} is not the recorded {record.digest}); removing it would "
+                "subtract other values than were added. Restore the original file or "
+                "recompute the map"
+            )
+        if self.n_inputs == 1:
+            raise ValueError(
+                f"{volume.path}: it is the only input left; a state needs at least one "
+                "(delete the state instead)"
+            )
+        values_of, kind, lo, hi = self._values(volume)
+        pool = self._slab_pool()
+        n_now = self.count if self.count is not None else self.n_inputs
+        if self.stats is not None:  # before the sum and count change
+            self.stats.remove(values_of, pool, kind=kind, lo=lo, hi=hi, n_now=n_now)
+        complete = kind in "biu" or (np.isfinite(lo) and np.isfinite(hi))
+        if self._int_total is not None and kind in "biu":
+            int_total = self._int_total  # any subset's sum stays within the bounds
+            pool.map(
+                lambda i, s: np.subtract(
+                    int_total[s], values_of(i, s), out=int_total[s], casting="unsafe"
+                )
+            )
+        else:
+            total = self._float_sum()
+            if complete:
+                pool.map(lambda i, s: np.subtract(total[s], values_of(i, s), out=total[s]))
+            else:
+
+                def subtract(i: int, s: tuple[slice, ...]) -> None:
+                    values = values_of(i, s)
+                    np.subtract(total[s], values, out=total[s], where=np.isfinite(values))
+
+                pool.map(subtract)
+        if self.count is not None:
+            count = self.count
+            if complete:
+                pool.map(lambda i, s: np.subtract(count[s], np.uint32(1), out=count[s]))
+            else:
+                pool.map(
+                    lambda i, s: np.subtract(
+                        count[s], np.isfinite(values_of(i, s)), out=count[s], casting="unsafe"
+                    )
+                )
+        del self.records[index]
+        self.n_inputs -= 1
+        ranges = [r.value_range for r in self.records if r.value_range is not None]
+        self.global_min = min(lo for lo, _ in ranges) if ranges else None
+        self.global_max = max(hi for _, hi in ranges) if ranges else None
+        if index == 0:
+            self._rebase(self.records[0])
+
+    def remove_file(self, path: str | os.PathLike[str]) -> None:
+        """Read a file that was added and take it back out of the sums and counts.
+
+        The result equals accumulating the remaining files in their order: bit for bit
+        while every input that was ever added is an unscaled integer volume (sums and
+        counts are exact integers), and to float64 round-off once a floating-point volume
+        has been in the sum (subtracting it again rounds as adding did). The file's content
+        hash, recorded when it was added, must match: a file that changed since is refused.
+        When the first input is removed, the next one becomes the reference: its header
+        (recorded when it was added) and its voxel order, as a recompute would have.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`remove_volume`; or the file cannot be read.
+        """
+        path = os.path.abspath(os.fspath(path))
+        index = self._record_index(path)  # before reading anything
+        self.remove_volume(read_volume(path, digest=True), index)
+
+    def remove_file_at(self, index: int) -> None:
+        """Remove the input at ``index`` of :attr:`records`, read again from its path."""
+        self.remove_volume(read_volume(self.records[index].path, digest=True), index)
+
+    def _record_index(self, path: str) -> int:
+        for index in range(len(self.records) - 1, -1, -1):
+            if self.records[index].path == path:
+                return index
+        raise ValueError(
+            f"{path}: not among the {self.n_inputs} input(s) of this state; nothing to remove "
+            "(files are matched by absolute path)"
+        )
+
+    def _rebase(self, record: SourceRecord) -> None:
+        """Make ``record``'s file the reference: its header, class and voxel order."""
+        assert self.grid is not None
+        header = record.load_header()
+        shape = tuple(int(n) for n in header.get_data_shape()[:3])
+        new_grid = Grid(shape, header.get_best_affine(), record.path)  # type: ignore[arg-type]
+        old = self.grid
+
+        def move(array: np.ndarray | None) -> np.ndarray | None:
+            if array is None:
+                return None
+            return np.asfortranarray(new_grid.conform(array, old.affine, old.source, "state"))
+
+        if not new_grid.matches(old.shape, old.affine):
+            self._int_total = move(self._int_total)
+            self._float_total = move(self._float_total)
+            self.count = move(self.count)
+            if self.stats is not None:
+                self.stats.regrid(move)
+            self.close()  # slabs follow the new shape
+        self.grid = new_grid
+        self.ref_header = header
+        self.image_class = _IMAGE_CLASSES[record.image_class]
 
     def _total_or_zeros(self) -> np.ndarray:
         total = self.total
@@ -228,6 +418,7 @@ class HeatmapAccumulator:
 
     def _set_reference(self, volume: Volume) -> None:
         self.grid = Grid(volume.shape, volume.affine, volume.path)  # type: ignore[arg-type]
+        self.close()
         if any(self._track.values()):
             self.stats = CohortStats(volume.shape, **self._track)
         self.ref_header = volume.header.copy()
@@ -369,7 +560,7 @@ class HeatmapAccumulator:
         if other.global_min is not None:
             self._update_range(other.global_min, other.global_max)  # type: ignore[arg-type]
         self.n_inputs += other.n_inputs
-        self.sources.extend(other.sources)
+        self.records.extend(other.records)
         return self
 
     # -- finishing ----------------------------------------------------------------------
@@ -616,6 +807,8 @@ def accumulate_files(
     read_ahead: int | None = None,
     overlap: bool = False,
     spread: bool = False,
+    digests: bool = False,
+    acc: HeatmapAccumulator | None = None,
 ) -> HeatmapAccumulator:
     """Add files to a new accumulator in order, reading ahead on other threads.
 
@@ -634,6 +827,12 @@ def accumulate_files(
     overlap, spread : bool, default=False
         Also track the per-voxel count of non-zero inputs and the spread (see
         :mod:`nipype_heatmap.cohort`).
+    digests : bool, default=False
+        Record each file's content hash, so that it can be removed again
+        (:meth:`HeatmapAccumulator.remove_file`); a saved state needs them.
+    acc : HeatmapAccumulator, optional
+        Add to this accumulator (a loaded state) instead of a new one; ``overlap`` and
+        ``spread`` are then its own.
 
     Returns
     -------
@@ -648,15 +847,19 @@ def accumulate_files(
     files = list(files)
     threads = resolve_num_threads(num_threads)
     ahead = max(2, threads) if read_ahead is None else read_ahead
-    acc = HeatmapAccumulator(num_threads=threads, overlap=overlap, spread=spread)
+    if acc is None:
+        acc = HeatmapAccumulator(num_threads=threads, overlap=overlap, spread=spread)
+    else:
+        acc.close()
+        acc.num_threads = threads
     level = logging.INFO if debug else logging.DEBUG
-    volumes = iter_volumes(files, read_ahead=ahead, workers=threads)
+    volumes = iter_volumes(files, read_ahead=ahead, workers=threads, digest=digests)
     try:
         with _progress_bar(len(files), progress) as bar:
             for volume in volumes:
                 lo, hi = acc.add_volume(volume)
                 del volume
-                LOGGER.log(level, "%s: finite value range [%g, %g]", acc.sources[-1], lo, hi)
+                LOGGER.log(level, "%s: finite value range [%g, %g]", acc.records[-1].path, lo, hi)
                 bar.update()
     finally:
         acc.close()

@@ -212,15 +212,7 @@ class HeatmapVolume(SimpleInterface):
             in_files = find_nifti_files(self.inputs.nii_folder, exclude=out_file)
         else:
             in_files = [os.path.abspath(f) for f in self.inputs.in_files]
-        cohort = {
-            "coverage": self.inputs.coverage,
-            "std": self.inputs.std,
-            "ddof": self.inputs.ddof,
-            "min_count": self.inputs.min_count if isdefined(self.inputs.min_count) else None,
-            "min_fraction": (
-                self.inputs.min_fraction if isdefined(self.inputs.min_fraction) else None
-            ),
-        }
+        cohort = _cohort_options(self.inputs)
         with core_logs_in_nipype(self.inputs.debug):
             thresholds = (cohort["min_count"], cohort["min_fraction"])
             if cohort["coverage"] or cohort["std"] or any(t is not None for t in thresholds):
@@ -257,6 +249,12 @@ class _PartialHeatmapInputSpec(_SpecBase):
         new_name="output_filename",
         desc="Deprecated name of output_filename.",
     )
+    cohort_stats = traits.Bool(
+        True,
+        usedefault=True,
+        desc="Also track the non-zero count and the spread, so that every cohort map can be "
+        "written from the merged or updated state (costs time for floating-point inputs).",
+    )
 
 
 class _PartialHeatmapOutputSpec(TraitedSpec):
@@ -268,7 +266,8 @@ class _PartialHeatmapOutputSpec(TraitedSpec):
 class PartialHeatmap(SimpleInterface):
     """Accumulate one chunk of inputs into a partial heatmap file, for :class:`MergeHeatmaps`.
 
-    The state file format is documented in :mod:`nipype_heatmap.state`.
+    The state file format is documented in :mod:`nipype_heatmap.state`. It records each
+    input's content hash, so that :class:`UpdateHeatmapState` can later remove it exactly.
     """
 
     input_spec = _PartialHeatmapInputSpec
@@ -281,13 +280,20 @@ class PartialHeatmap(SimpleInterface):
         out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
         files = [os.path.abspath(f) for f in self.inputs.in_files]
         with core_logs_in_nipype():
-            acc = accumulate_files(files, progress=False, num_threads=self.inputs.num_threads)
+            acc = accumulate_files(
+                files,
+                progress=False,
+                num_threads=self.inputs.num_threads,
+                digests=True,
+                overlap=self.inputs.cohort_stats,
+                spread=self.inputs.cohort_stats,
+            )
         self._results["out_file"] = self._results["state_file"] = save_state(acc, out_file)
         self._results["n_inputs"] = acc.n_inputs
         return runtime
 
 
-class _MergeHeatmapsInputSpec(_HeatmapOptionsInputSpec):
+class _MergeHeatmapsInputSpec(_HeatmapOptionsInputSpec, _CohortInputSpec):
     in_files = InputMultiObject(
         AbsFile(exists=True),
         mandatory=True,
@@ -302,17 +308,20 @@ class _MergeHeatmapsInputSpec(_HeatmapOptionsInputSpec):
 
 
 class MergeHeatmaps(SimpleInterface):
-    """Merge partial heatmaps exactly and write the final map, as :class:`HeatmapVolume`.
+    """Merge partial heatmaps exactly and write the final maps, as :class:`HeatmapVolume`.
 
-    Outputs are those of :class:`HeatmapVolume`: the same map, ``n_inputs`` and
-    ``input_files`` as a single node over all the chunks' files.
+    Outputs are those of :class:`HeatmapVolume`: the same maps, ``n_inputs`` and
+    ``input_files`` as a single node over all the chunks' files. The cohort maps need
+    partials that tracked them (:class:`PartialHeatmap` does by default). With one
+    partial, it writes the maps of a saved or updated state.
     """
 
     input_spec = _MergeHeatmapsInputSpec
-    output_spec = _HeatmapVolumeOutputSpec
+    output_spec = _HeatmapVolumeWithCohortOutputSpec
 
     def _run_interface(self, runtime):
-        from .io import prepare_output, save_atomic
+        from .cohort import write_maps
+        from .io import prepare_output
         from .state import merge_states
 
         out_file = prepare_output(
@@ -320,10 +329,17 @@ class MergeHeatmaps(SimpleInterface):
         )
         with core_logs_in_nipype():
             acc = merge_states(self.inputs.in_files)
-        img = acc.finalize(
-            self.inputs.use_mean, self.inputs.clip_to_input_range, self.inputs.normalize
-        )
-        self._results["out_file"] = save_atomic(img, out_file)
+            written = write_maps(
+                acc,
+                out_file,
+                use_mean=self.inputs.use_mean,
+                clip_to_input_range=self.inputs.clip_to_input_range,
+                normalize=self.inputs.normalize,
+                **_cohort_options(self.inputs),
+            )
+        self._results["out_file"] = written.pop("heatmap")
+        for name, path in written.items():
+            self._results["overlap_table" if name == "table" else f"{name}_file"] = path
         self._results["n_inputs"] = acc.n_inputs
         self._results["input_files"] = acc.sources
         IFLOGGER.info(
@@ -331,6 +347,70 @@ class MergeHeatmaps(SimpleInterface):
             len(self.inputs.in_files),
             acc.n_inputs,
         )
+        return runtime
+
+
+def _cohort_options(inputs) -> dict:
+    """The cohort inputs of an interface, as keyword arguments of the core functions."""
+    return {
+        "coverage": inputs.coverage,
+        "std": inputs.std,
+        "ddof": inputs.ddof,
+        "min_count": inputs.min_count if isdefined(inputs.min_count) else None,
+        "min_fraction": inputs.min_fraction if isdefined(inputs.min_fraction) else None,
+    }
+
+
+class _UpdateHeatmapStateInputSpec(_SpecBase):
+    in_file = AbsFile(exists=True, mandatory=True, desc="The partial heatmap (state) to update.")
+    add_files = InputMultiObject(
+        AbsFile(exists=True), desc="3D NIfTI files to add, in order (none already in it)."
+    )
+    remove_files = InputMultiObject(
+        AbsFile(exists=True),
+        desc="Inputs of the state to remove, unchanged since they were added (hash checked).",
+    )
+    output_filename = Str(
+        "heatmap_state.nii.gz",
+        usedefault=True,
+        desc="Bare file name of the updated state (a .nii or .nii.gz file).",
+    )
+    num_threads = traits.Int(1, usedefault=True, nohash=True, desc=SHORT["num_threads"])
+
+
+class _UpdateHeatmapStateOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="The updated state, in the node's working directory.")
+    n_inputs = traits.Int(desc="How many volumes the updated state holds.")
+    input_files = OutputMultiObject(File(), desc="Its inputs, in order.")
+
+
+class UpdateHeatmapState(SimpleInterface):
+    """Add files to and remove files from a saved state, reading only those files.
+
+    The updated state gives the maps of a recompute from its inputs (see
+    :func:`nipype_heatmap.state.update_state` for the precision); write them with
+    :class:`MergeHeatmaps` (``in_files=[out_file]``). The input state is not modified.
+    """
+
+    input_spec = _UpdateHeatmapStateInputSpec
+    output_spec = _UpdateHeatmapStateOutputSpec
+
+    def _run_interface(self, runtime):
+        from .state import update_state
+
+        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        with core_logs_in_nipype():
+            acc = update_state(
+                self.inputs.in_file,
+                add=self.inputs.add_files if isdefined(self.inputs.add_files) else (),
+                remove=self.inputs.remove_files if isdefined(self.inputs.remove_files) else (),
+                out_file=out_file,
+                num_threads=self.inputs.num_threads,
+                progress=False,
+            )
+        self._results["out_file"] = out_file
+        self._results["n_inputs"] = acc.n_inputs
+        self._results["input_files"] = acc.sources
         return runtime
 
 

@@ -1,19 +1,32 @@
-"""Partial heatmaps as files, so that chunks computed apart (cluster jobs) merge exactly.
+"""Partial heatmaps as files: chunks computed apart merge exactly, and a saved cohort can
+grow and shrink without re-reading it.
 
-A partial heatmap ("state") is one float64 NIfTI-1 file of shape ``(X, Y, Z, 2)`` on the
-reference grid: volume 0 is the voxel-wise sum of finite input values, volume 1 the
-voxel-wise number of finite values. Any NIfTI tool opens it (``fslhd``, ``mrinfo``,
-nibabel, a viewer). The rest travels inside the same file, as JSON in a NIfTI comment
-extension (code 6), so that nothing can separate them (Nipype deletes undeclared files
-from node folders)::
+A partial heatmap ("state") is one float64 NIfTI-1 file of shape ``(X, Y, Z, K)`` on the
+reference grid. Volume 0 is the voxel-wise sum of finite input values, volume 1 the
+voxel-wise number of finite values (the coverage); the cohort statistics follow when they
+were tracked (``Volumes`` names them): ``nonzero`` (inputs with a non-zero value, unless
+every input was a binary mask: then it is the sum), ``sumsq`` (the exact integer sum of
+squares, for integer inputs) or ``mean`` and ``m2`` (Welford's running mean and sum of
+squared deviations, once a floating-point input arrived). Any NIfTI tool opens it
+(``fslhd``, ``mrinfo``, nibabel, a viewer). The rest travels inside the same file, as JSON
+in a NIfTI comment extension (code 6), so that nothing can separate them (Nipype deletes
+undeclared files from node folders)::
 
     {
       "Format": "nipype_heatmap.partial",
-      "FormatVersion": 1,
+      "FormatVersion": 2,
       "NInputs": 12,                      # volumes accumulated
       "GlobalMin": 0.0, "GlobalMax": 1.0, # over finite input values (null if none)
-      "Sources": ["/abs/path/sub-01.nii.gz", ...],   # in order
-      "ReferencePath": "/abs/path/sub-01.nii.gz",    # the first input
+      "Volumes": ["sum", "count"],        # what the 4th axis holds, in order
+      "CohortStats": {"Overlap": true, "NonzeroIsSum": true,
+                      "Spread": true, "SpreadForm": "binary", "SquareBound": 12},
+      "Sources": [                        # every input, in order
+        {"Path": "/abs/sub-01.nii.gz",
+         "Digest": "sha256:9f2c...",      # of the file's bytes, to recognise it on removal
+         "Range": [0, 1],                 # its finite value range (null if none)
+         "Header": "<base64 header>",     # becomes the reference if earlier ones go
+         "ImageClass": "Nifti1Image"},
+        ...],
       "Shape": [182, 218, 182],
       "Affine": [[...], [...], [...], [...]],
       "ImageClass": "Nifti1Image",        # or "Nifti2Image"
@@ -25,8 +38,11 @@ Print it with ``python -c "import sys; from nipype_heatmap.state import read_met
 print(read_metadata(sys.argv[1]))" part.nii.gz`` (or ``nib-ls -H``).
 
 The sums are float64 and the counts are exact integers, so merging partials gives the
-single-pass heatmap to float64 round-off (exactly, for integer inputs such as masks).
-Readers refuse a file of another ``Format`` or a newer ``FormatVersion``.
+single-pass maps to float64 round-off (exactly, for integer inputs such as masks), and so
+does :func:`update_state` after any sequence of additions and removals. Readers refuse a
+file of another ``Format`` or a newer ``FormatVersion``; version 1 files (no cohort
+statistics, no per-input hashes) are still read and merged, but nothing can be removed
+from them.
 """
 
 from __future__ import annotations
@@ -36,17 +52,22 @@ import io
 import json
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 
 from . import __version__
-from .core import HeatmapAccumulator
+from .cohort import CohortStats
+from .core import HeatmapAccumulator, SourceRecord
 from .io import check_output_filename, read_nifti_data, write_atomic
 
 FORMAT = "nipype_heatmap.partial"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+#: Versions this module reads.
+READABLE_VERSIONS = (1, 2)
 
 
 #: NIfTI extension code of the metadata: "comment", readable by every NIfTI library.
@@ -71,8 +92,8 @@ def _metadata_text(header: nb.Nifti1Header, path: Path) -> str:
 def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> str:
     """Write an accumulator as a partial heatmap file (see the module docstring), atomically.
 
-    The sum and the count stream from the accumulator's memory into the compressor: no
-    4D copy of them is ever made.
+    The volumes stream from the accumulator's memory into the compressor, a block at a
+    time: no 4D copy of them is ever made.
 
     Raises
     ------
@@ -82,14 +103,22 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     if acc.n_inputs == 0 or acc.ref_shape is None or acc.ref_header is None:
         raise ValueError("cannot save an empty partial heatmap: no volume was added")
     check_output_filename(os.path.basename(os.fspath(state_file)))
+    total = acc.total
+    count = acc.count if acc.count is not None else acc.n_inputs
+    volumes: list[tuple[str, np.ndarray | int]] = [("sum", total), ("count", count)]
+    stats_meta = None
+    if acc.stats is not None:
+        stats_meta, stats_volumes = acc.stats.to_state(count, total)
+        volumes += stats_volumes
     meta = {
         "Format": FORMAT,
         "FormatVersion": FORMAT_VERSION,
         "NInputs": acc.n_inputs,
         "GlobalMin": acc.global_min,
         "GlobalMax": acc.global_max,
-        "Sources": list(acc.sources),
-        "ReferencePath": acc.ref_path,
+        "Volumes": [name for name, _ in volumes],
+        "CohortStats": stats_meta,
+        "Sources": [_record_to_json(r) for r in acc.records],
         "Shape": list(acc.ref_shape),
         "Affine": np.asarray(acc.ref_affine).tolist(),
         "ImageClass": acc.image_class.__name__,
@@ -97,32 +126,67 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
         "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
     }
     header = nb.Nifti1Header()
-    header.set_data_shape((*acc.ref_shape, 2))
+    header.set_data_shape((*acc.ref_shape, len(volumes)))
     header.set_data_dtype(np.float64)
     header.set_qform(acc.ref_affine, code="aligned")
     header.set_sform(acc.ref_affine, code="aligned")
     header.set_xyzt_units(*acc.ref_header.get_xyzt_units())
-    header["descrip"] = f"nipype_heatmap partial: sum, count of {acc.n_inputs}".encode()[:80]
+    names = ", ".join(name for name, _ in volumes)
+    header["descrip"] = f"nipype_heatmap partial: {names} of {acc.n_inputs}".encode()[:80]
     header.extensions.append(
         nb.nifti1.Nifti1Extension(ECODE_COMMENT, json.dumps(meta, indent=1).encode("utf-8"))
     )
     head = io.BytesIO()
     header.write_to(head)  # header, extensions; vox_offset is set to where they end
     assert head.tell() == int(header["vox_offset"])
-    return write_atomic([head.getvalue(), *_volume_bytes(acc)], state_file)
+    shape = acc.ref_shape
+    return write_atomic(
+        [head.getvalue(), *(b for _, v in volumes for b in _float64_bytes(v, shape))],
+        state_file,
+    )
 
 
-def _volume_bytes(acc: HeatmapAccumulator, block: int = 1 << 20):
-    """The sum then the count, as float64 bytes in NIfTI (Fortran) order, a block at a time."""
-    total = acc.total.reshape(-1, order="F")  # a view: the sum is Fortran-contiguous
-    yield memoryview(total).cast("B")
-    count = acc.count.reshape(-1, order="F") if acc.count is not None else None
-    for start in range(0, total.size, block):
-        stop = min(start + block, total.size)
-        if count is None:
-            yield np.full(stop - start, float(acc.n_inputs)).tobytes()
-        else:
-            yield count[start:stop].astype(np.float64).tobytes()
+def _record_to_json(record: SourceRecord) -> dict:
+    return {
+        "Path": record.path,
+        "Digest": record.digest,
+        "Range": None if record.value_range is None else list(record.value_range),
+        "Header": None
+        if record.header is None
+        else base64.b64encode(record.header).decode("ascii"),
+        "ImageClass": record.image_class,
+    }
+
+
+def _record_from_json(item) -> SourceRecord:
+    if isinstance(item, str):  # format version 1: the path only
+        return SourceRecord(item, None, None)
+    value_range = item["Range"]
+    header = item["Header"]
+    return SourceRecord(
+        str(item["Path"]),
+        None if value_range is None else (float(value_range[0]), float(value_range[1])),
+        None if header is None else base64.b64decode(header),
+        str(item.get("ImageClass") or "Nifti1Image"),
+        item.get("Digest"),
+    )
+
+
+def _float64_bytes(values: np.ndarray | int, shape, block: int = 1 << 20):
+    """A volume as float64 bytes in NIfTI (Fortran) order, a block at a time (a constant
+    when ``values`` is a number)."""
+    size = int(np.prod(shape))
+    if np.ndim(values) == 0:
+        for start in range(0, size, block):
+            yield np.full(min(block, size - start), float(values)).tobytes()
+        return
+    array = np.asarray(values)
+    if array.dtype == np.float64 and array.flags.f_contiguous:
+        yield memoryview(array.reshape(-1, order="F")).cast("B")  # a view, no copy
+        return
+    flat = array.reshape(-1, order="F")
+    for start in range(0, size, block):
+        yield flat[start : start + block].astype(np.float64).tobytes()
 
 
 def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
@@ -134,7 +198,8 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
         If the file is missing.
     ValueError
         If it is corrupt, of another format or a newer version, or its data disagree with
-        its metadata (shape, affine, number of volumes). The message names the file.
+        its metadata (shape, affine, number of volumes and inputs). The message names the
+        file.
     """
     path = Path(state_file).absolute()
     if not path.exists():
@@ -146,41 +211,56 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
         raise ValueError(f"{path}: unreadable partial heatmap metadata ({err})") from err
     if not isinstance(meta, dict) or meta.get("Format") != FORMAT:
         raise ValueError(f"{path}: not a nipype_heatmap partial heatmap (Format != {FORMAT})")
-    if meta.get("FormatVersion") != FORMAT_VERSION:
+    if meta.get("FormatVersion") not in READABLE_VERSIONS:
         raise ValueError(
-            f"{path}: partial heatmap format version {meta.get('FormatVersion')} is not "
-            f"{FORMAT_VERSION}; merge with the nipype_heatmap version that wrote it"
+            f"{path}: partial heatmap format version {meta.get('FormatVersion')} is not one "
+            f"of {READABLE_VERSIONS}; merge with the nipype_heatmap version that wrote it"
         )
     try:
         shape = tuple(int(n) for n in meta["Shape"])
         affine = np.asarray(meta["Affine"], dtype=np.float64)
         klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[meta["ImageClass"]]
-        ref_header = klass.header_class(base64.b64decode(meta["ReferenceHeader"]))
+        ref_bytes = base64.b64decode(meta["ReferenceHeader"])
+        ref_header = klass.header_class.from_fileobj(io.BytesIO(ref_bytes))
         n_inputs = int(meta["NInputs"])
-        sources = [str(s) for s in meta["Sources"]]
+        records = [_record_from_json(item) for item in meta["Sources"]]
+        if records and records[0].header is None:
+            records[0] = SourceRecord(records[0].path, None, ref_bytes, meta["ImageClass"])
+        names = list(meta.get("Volumes", ["sum", "count"]))
         global_min, global_max = meta["GlobalMin"], meta["GlobalMax"]
-    except (KeyError, TypeError, ValueError, zlib.error) as err:
+        stats_meta = meta.get("CohortStats")
+    except (KeyError, TypeError, ValueError, IndexError, zlib.error) as err:
         raise ValueError(f"{path}: corrupt partial heatmap ({type(err).__name__}: {err})") from err
-    if data.shape != (*shape, 2) or data.dtype != np.float64:
+    if data.shape != (*shape, len(names)) or data.dtype != np.float64:
         raise ValueError(
             f"{path}: data {data.shape} {data.dtype} do not match its metadata's "
-            f"{(*shape, 2)} float64"
+            f"{(*shape, len(names))} float64"
         )
     if not np.allclose(header.get_best_affine(), affine, atol=1e-4):
         raise ValueError(f"{path}: affine differs from the one its metadata records")
-    count = data[..., 1]
-    if len(sources) != n_inputs or count.max() > n_inputs or count.min() < 0:
+    volumes = {name: data[..., i] for i, name in enumerate(names)}
+    if names[:2] != ["sum", "count"] or len(set(names)) != len(names):
+        raise ValueError(f"{path}: corrupt partial heatmap (volumes {names})")
+    count = volumes["count"]
+    if len(records) != n_inputs or count.max() > n_inputs or count.min() < 0:
         raise ValueError(f"{path}: counts and sources disagree with NInputs={n_inputs}")
+    stats = None
+    if stats_meta is not None:
+        try:
+            stats = CohortStats.from_state(stats_meta, volumes, shape)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path}: corrupt cohort statistics ({type(err).__name__}: {err})"
+            ) from err
     return HeatmapAccumulator.from_parts(
-        total=data[..., 0],
+        total=volumes["sum"],
         count=None if np.all(count == n_inputs) else count.astype(np.uint32, order="F"),
-        n_inputs=n_inputs,
-        sources=sources,
+        records=records,
         global_range=None if global_min is None else (float(global_min), float(global_max)),
-        ref_path=meta.get("ReferencePath") or sources[0],
         ref_affine=affine,
         ref_header=ref_header,
         image_class=klass,
+        stats=stats,
     )
 
 
@@ -205,3 +285,100 @@ def merge_states(state_files) -> HeatmapAccumulator:
             raise ValueError(f"{state_file}: {err}") from err
         del part  # one partial in memory at a time, not two
     return merged
+
+
+def update_state(
+    state_file: str | os.PathLike[str],
+    *,
+    add: Sequence[str | os.PathLike[str]] = (),
+    remove: Sequence[str | os.PathLike[str]] = (),
+    out_file: str | os.PathLike[str] | None = None,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+    debug: bool = False,
+) -> HeatmapAccumulator:
+    """Add files to a saved state and remove files from it, reading only those files.
+
+    The state's inputs become: its inputs without ``remove``, in their order, then ``add``,
+    in theirs. The maps made from the updated state equal a recompute from that list: bit
+    for bit while every input that was ever in the state is an unscaled integer volume
+    (masks, counts: sums, counts and sums of squares are exact integers), to float64
+    round-off once a floating-point input has been in it (its value was added and is
+    subtracted again in float64). When the first input is removed, the next becomes the
+    reference (its header and voxel order), as in a recompute.
+
+    Parameters
+    ----------
+    state_file : str or os.PathLike
+        A partial heatmap (:func:`save_state`, :class:`PartialHeatmap`, ``--save-state``).
+    add : sequence of path-like
+        Files to add; none may already be an input of the state.
+    remove : sequence of path-like
+        Files to remove, matched by absolute path; each must be unchanged since it was
+        added (its content hash is checked).
+    out_file : path-like, optional
+        Where to write the updated state; default: replace ``state_file`` (atomically,
+        only after every step succeeded).
+    num_threads, progress, debug
+        As for :func:`~nipype_heatmap.core.accumulate_files`.
+
+    Returns
+    -------
+    HeatmapAccumulator
+        The updated state (to write maps from).
+
+    Raises
+    ------
+    ValueError
+        If a file to remove is not in the state, changed, or was added without a hash
+        (version 1 states); a file to add is already in it; or nothing would be left. The
+        state file is then unchanged.
+    """
+    from .core import _refuse_output_among_inputs, accumulate_files
+    from .io import prepare_output, warn_duplicates
+
+    state_path = os.path.abspath(os.fspath(state_file))
+    target = prepare_output(state_path if out_file is None else out_file)
+    acc = load_state(state_path)
+    to_add = [os.path.abspath(os.fspath(p)) for p in add]
+    indices: list[int] = []
+    for path in (os.path.abspath(os.fspath(p)) for p in remove):
+        found = [i for i, r in enumerate(acc.records) if r.path == path and i not in indices]
+        if not found:
+            raise ValueError(
+                f"{path}: not an input of the state {state_path} (or listed twice); nothing "
+                "to remove (files are matched by absolute path)"
+            )
+        if acc.records[found[-1]].digest is None:
+            raise ValueError(
+                f"{path}: the state {state_path} holds no content hash for it (a format "
+                "version 1 state); rebuild the state with this version to remove files"
+            )
+        indices.append(found[-1])
+    if len(acc.records) - len(indices) + len(to_add) < 1:
+        raise ValueError(f"{state_path}: removing every input would leave an empty state")
+    kept = {r.path: i for i, r in enumerate(acc.records) if i not in indices}
+    for path in to_add:
+        if path in kept:
+            raise ValueError(
+                f"{path}: already an input of the state {state_path} (input {kept[path] + 1}); "
+                "remove it in the same update to replace it"
+            )
+    warn_duplicates(to_add)
+    _refuse_output_among_inputs(to_add, [state_path, target])
+    if to_add:
+        acc = accumulate_files(
+            to_add,
+            acc=acc,
+            digests=True,
+            num_threads=num_threads,
+            progress=progress,
+            debug=debug,
+        )
+    try:
+        for index in sorted(indices, reverse=True):
+            acc.remove_file_at(index)
+    finally:
+        acc.close()
+    save_state(acc, target)
+    return acc

@@ -83,9 +83,18 @@ INPUTS = {
         },
     },
     "PartialHeatmap": {
+        "cohort_stats": {
+            "usedefault": True,
+            "desc": "Also track the non-zero count and the spread, so "
+            "that every cohort map can be written from the merged "
+            "or updated state (costs time for floating-point "
+            "inputs).",
+            "default": True,
+        },
         "in_files": {
             "mandatory": True,
-            "desc": "One chunk of the 3D NIfTI files, in order; the first sets the grid and header.",
+            "desc": "One chunk of the 3D NIfTI files, in order; the first "
+            "sets the grid and header.",
         },
         "num_threads": {
             "usedefault": True,
@@ -110,9 +119,27 @@ INPUTS = {
             "desc": "Clip the map to the range of all finite input values.",
             "default": True,
         },
+        "coverage": {
+            "usedefault": True,
+            "desc": "Also write the coverage map (inputs with a finite value).",
+            "default": False,
+        },
+        "ddof": {
+            "usedefault": True,
+            "desc": "Delta degrees of freedom of std/variance.",
+            "default": 1,
+        },
         "in_files": {
             "mandatory": True,
             "desc": "Partial heatmaps from PartialHeatmap, in input order.",
+        },
+        "min_count": {
+            "xor": ["min_fraction"],
+            "desc": "Write the mask of voxels non-zero in at least this many inputs.",
+        },
+        "min_fraction": {
+            "xor": ["min_count"],
+            "desc": "As min_count, with a fraction of the inputs (ceil(F * N)).",
         },
         "normalize": {
             "usedefault": True,
@@ -129,10 +156,38 @@ INPUTS = {
             "new_name": "in_files",
             "desc": "Deprecated name of in_files.",
         },
+        "std": {
+            "usedefault": True,
+            "desc": "Also write the standard deviation and variance maps.",
+            "default": False,
+        },
         "use_mean": {
             "usedefault": True,
             "desc": "Voxel-wise mean (probability map); False gives the sum (count map).",
             "default": True,
+        },
+    },
+    "UpdateHeatmapState": {
+        "add_files": {"desc": "3D NIfTI files to add, in order (none already in it)."},
+        "in_file": {
+            "mandatory": True,
+            "desc": "The partial heatmap (state) to update.",
+            "exists": True,
+        },
+        "num_threads": {
+            "usedefault": True,
+            "nohash": True,
+            "desc": "Threads to use; Nipype's plugins reserve this many cores (not hashed).",
+            "default": 1,
+        },
+        "output_filename": {
+            "usedefault": True,
+            "desc": "Bare file name of the updated state (a .nii or .nii.gz file).",
+            "default": "heatmap_state.nii.gz",
+        },
+        "remove_files": {
+            "desc": "Inputs of the state to remove, unchanged since "
+            "they were added (hash checked)."
         },
     },
     "SelectBIDSInputs": {
@@ -196,6 +251,7 @@ INPUTS = {
         },
     },
 }
+
 OUTPUTS = {
     "HeatmapVolume": {
         "coverage_file": {"desc": "Coverage map (uint16/uint32), when asked for."},
@@ -214,9 +270,20 @@ OUTPUTS = {
         "state_file": {"desc": "Deprecated name of out_file (the same file)."},
     },
     "MergeHeatmaps": {
+        "coverage_file": {"desc": "Coverage map (uint16/uint32), when asked for."},
         "input_files": {"desc": "The files used, in order."},
+        "mincount_file": {"desc": "Minimum-overlap mask (uint8), with min_count."},
         "n_inputs": {"desc": "How many volumes went into the heatmap."},
         "out_file": {"desc": "The float32 heatmap, in the node's working directory."},
+        "overlap_file": {"desc": "Per-voxel count of non-zero inputs, with min_count."},
+        "overlap_table": {"desc": "TSV of voxels surviving each k, with min_count."},
+        "std_file": {"desc": "Standard deviation map (float32), when asked for."},
+        "variance_file": {"desc": "Variance map (float32), when asked for."},
+    },
+    "UpdateHeatmapState": {
+        "input_files": {"desc": "Its inputs, in order."},
+        "n_inputs": {"desc": "How many volumes the updated state holds."},
+        "out_file": {"desc": "The updated state, in the node's working directory."},
     },
     "SelectBIDSInputs": {
         "in_files": {"desc": "The selected files, sorted by path."},

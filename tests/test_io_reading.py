@@ -349,7 +349,9 @@ def test_read_ahead_is_bounded(tmp_path, monkeypatch):
     paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(8)]
     started = []
     real = reading._read_with_range
-    monkeypatch.setattr(reading, "_read_with_range", lambda p: started.append(p) or real(p))
+    monkeypatch.setattr(
+        reading, "_read_with_range", lambda p, *a: started.append(p) or real(p, *a)
+    )
     consumed = 0
     for _ in io.iter_volumes(paths, read_ahead=2):
         consumed += 1

@@ -53,8 +53,8 @@ def test_state_round_trip(mixed_nan_inputs, tmp_path):
     acc = _accumulate(mixed_nan_inputs)
     state = save_state(acc, tmp_path / "part.nii.gz")
     meta = json.loads(read_metadata(state))
-    assert meta["Format"] == "nipype_heatmap.partial" and meta["FormatVersion"] == 1
-    assert meta["Sources"] == mixed_nan_inputs
+    assert meta["Format"] == "nipype_heatmap.partial" and meta["FormatVersion"] == 2
+    assert [s["Path"] for s in meta["Sources"]] == mixed_nan_inputs
     img = nb.load(state)  # inspectable with any NIfTI tool
     assert img.shape == (*SHAPE, 2) and img.get_data_dtype() == np.float64
     back = load_state(state)

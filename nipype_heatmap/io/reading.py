@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import logging
 import os
@@ -70,6 +71,10 @@ class Volume:
     value_range : tuple of float, optional
         ``(min, max)`` of ``data`` when already computed (by a reader thread); NaN, NaN
         when it holds a NaN.
+    digest : str, optional
+        ``"sha256:<hex>"`` of the file's bytes as stored (compressed or not), when asked
+        for (:func:`read_volume` with ``digest=True``): what a saved state records to
+        recognise the file later.
     """
 
     path: str
@@ -80,6 +85,7 @@ class Volume:
     header: nb.nifti1.Nifti1Header
     image_class: type
     value_range: tuple[float, float] | None = None
+    digest: str | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -87,8 +93,11 @@ class Volume:
         return tuple(self.data.shape)
 
 
-def read_file_bytes(path: str) -> bytes:
+def read_file_bytes(path: str, *, digest: list[str] | None = None) -> bytes:
     """Return a file's content, inflated and verified when it is gzip (by its magic bytes).
+
+    With ``digest`` (a list), ``"sha256:<hex>"`` of the bytes as stored is appended to it:
+    the hash of exactly what was read, at no second read.
 
     Raises
     ------
@@ -106,6 +115,8 @@ def read_file_bytes(path: str) -> bytes:
         raise FileNotFoundError(f"{path}: input file does not exist") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a folder, not a NIfTI file") from None
+    if digest is not None:
+        digest.append(file_digest_of(raw))
     if raw[:2] != GZIP_MAGIC:
         return raw
     fast = _inflate_one_member(raw)
@@ -118,6 +129,11 @@ def read_file_bytes(path: str) -> bytes:
             f"{path}: damaged gzip data ({type(err).__name__}: {err}); "
             "the file is truncated or corrupt: copy or export it again"
         ) from err
+
+
+def file_digest_of(raw: bytes) -> str:
+    """``"sha256:<hex>"`` of a file's stored bytes (the form states record)."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def _inflate_one_member(raw: bytes) -> bytes | None:
@@ -246,7 +262,9 @@ def _check_header(header: nb.nifti1.Nifti1Header, nbytes: int) -> None:
             )
 
 
-def read_nifti_data(path: str | os.PathLike[str]) -> tuple[nb.nifti1.Nifti1Header, np.ndarray]:
+def read_nifti_data(
+    path: str | os.PathLike[str], *, digest: list[str] | None = None
+) -> tuple[nb.nifti1.Nifti1Header, np.ndarray]:
     """Return a NIfTI file's validated header and stored (unscaled) voxels, any number of axes.
 
     The array is a read-only view into one buffer, in native byte order (a copy only for
@@ -260,7 +278,7 @@ def read_nifti_data(path: str | os.PathLike[str]) -> tuple[nb.nifti1.Nifti1Heade
         If the file cannot be read as NIfTI (the message names it and says why).
     """
     path = os.path.abspath(os.fspath(path))
-    buf = read_file_bytes(path)
+    buf = read_file_bytes(path, digest=digest)
     header = parse_header(path, buf)
     dtype = header.get_data_dtype()
     shape = header.get_data_shape()
@@ -296,13 +314,15 @@ def read_header(path: str | os.PathLike[str]) -> nb.nifti1.Nifti1Header:
             raise ValueError(f"{path}: not a readable NIfTI header ({err})") from err
 
 
-def read_volume(path: str | os.PathLike[str]) -> Volume:
+def read_volume(path: str | os.PathLike[str], *, digest: bool = False) -> Volume:
     """Read one NIfTI file fully and check that it holds one 3D volume of real numbers.
 
     Parameters
     ----------
     path : str or os.PathLike
         A single-file NIfTI-1 or NIfTI-2 image, gzip-compressed or not (by content).
+    digest : bool, default=False
+        Also hash the file's stored bytes (:attr:`Volume.digest`).
 
     Returns
     -------
@@ -318,10 +338,12 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         image with one volume counts as 3D), or holds no real numbers.
     """
     path = os.path.abspath(os.fspath(path))
-    header, data = read_nifti_data(path)
+    digests: list[str] | None = [] if digest else None
+    header, data = read_nifti_data(path, digest=digests)
     klass = _NIFTI_KINDS[header.sizeof_hdr][2]
     slope, inter = header.get_slope_inter()
-    return make_volume(path, data, slope, inter, header.get_best_affine(), header, klass)
+    volume = make_volume(path, data, slope, inter, header.get_best_affine(), header, klass)
+    return dataclasses.replace(volume, digest=digests[0]) if digests else volume
 
 
 #: The plain name of the loader, kept for callers of earlier versions.
@@ -367,8 +389,12 @@ def make_volume(
     )
 
 
-def iter_volumes(paths: Iterable[str], read_ahead: int = 2, workers: int = 2) -> Iterator[Volume]:
+def iter_volumes(
+    paths: Iterable[str], read_ahead: int = 2, workers: int = 2, *, digest: bool = False
+) -> Iterator[Volume]:
     """Yield the volumes of ``paths`` in order, reading up to ``read_ahead`` files ahead.
+
+    With ``digest``, each volume carries the hash of its file (see :class:`Volume`).
 
     Reading and inflating run on ``workers`` threads (libdeflate, zlib and numpy release the
     GIL) while the caller accumulates. At most ``read_ahead + 1`` volumes are in memory. An
@@ -378,21 +404,21 @@ def iter_volumes(paths: Iterable[str], read_ahead: int = 2, workers: int = 2) ->
     paths = list(paths)
     if read_ahead < 1 or len(paths) < 2:
         for path in paths:
-            yield read_volume(path)
+            yield read_volume(path, digest=digest)
         return
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="heatmap-read")
     queue: deque[Future[Volume]] = deque()
     pending = iter(paths)
     try:
         for path in pending:
-            queue.append(pool.submit(_read_with_range, path))
+            queue.append(pool.submit(_read_with_range, path, digest))
             if len(queue) >= read_ahead:
                 break
         while queue:
             volume = queue.popleft().result()
             nxt = next(pending, None)
             if nxt is not None:
-                queue.append(pool.submit(_read_with_range, nxt))
+                queue.append(pool.submit(_read_with_range, nxt, digest))
             yield volume
             del volume
     finally:
@@ -401,9 +427,9 @@ def iter_volumes(paths: Iterable[str], read_ahead: int = 2, workers: int = 2) ->
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_with_range(path: str) -> Volume:
+def _read_with_range(path: str, digest: bool = False) -> Volume:
     """Read a volume and, off the caller's thread, the range of its stored values."""
-    volume = read_volume(path)
+    volume = read_volume(path, digest=digest)
     if volume.slope is not None:
         return volume  # a scaled volume's range is taken after scaling, by the caller
     return dataclasses.replace(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
@@ -17,6 +20,7 @@ def init_scaled_heatmap_wf(
     clip_to_input_range: bool = True,
     normalize: bool = False,
     output_filename: str = "heatmap_volume.nii.gz",
+    cohort: Mapping[str, Any] | None = None,
     num_threads: int = 1,
     name: str = "scaled_heatmap_wf",
 ) -> pe.Workflow:
@@ -38,6 +42,11 @@ def init_scaled_heatmap_wf(
         As for :class:`~nipype_heatmap.interfaces.HeatmapVolume`.
     output_filename : str, default="heatmap_volume.nii.gz"
         Bare file name of the final map.
+    cohort : mapping, optional
+        Cohort maps to write beside it, as the inputs of
+        :class:`~nipype_heatmap.interfaces.HeatmapVolume` (``coverage``, ``std``, ``ddof``,
+        ``min_count``, ``min_fraction``); the partials then track what they need, and the
+        merged maps equal the single node's.
     %(wf_num_threads)s
     name : str, default="scaled_heatmap_wf"
         Name of the workflow.
@@ -51,6 +60,18 @@ def init_scaled_heatmap_wf(
     -------
     out_file
         The heatmap.
+    coverage_file
+        The coverage map, with ``cohort={"coverage": True}`` (undefined otherwise).
+    std_file
+        The standard deviation map, with ``std``.
+    variance_file
+        The variance map, with ``std``.
+    overlap_file
+        The per-voxel count of non-zero inputs, with ``min_count`` or ``min_fraction``.
+    mincount_file
+        The minimum-overlap mask, with ``min_count`` or ``min_fraction``.
+    overlap_table
+        The TSV of voxels surviving each k, with ``min_count`` or ``min_fraction``.
     n_inputs
         How many volumes went in.
     input_files
@@ -67,10 +88,19 @@ def init_scaled_heatmap_wf(
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive number of files, not {chunk_size!r}")
 
+    cohort = dict(cohort or {})
+    unknown = set(cohort) - set(COHORT_OUTPUTS) - {"ddof", "min_fraction"}
+    if unknown:
+        raise ValueError(f"unknown cohort option(s) {sorted(unknown)}")
+    track = bool(cohort.get("std") or cohort.get("min_count") or cohort.get("min_fraction"))
+
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_files"]), name="inputnode")
     outputnode = pe.Node(
-        niu.IdentityInterface(fields=["out_file", "n_inputs", "input_files"]), name="outputnode"
+        niu.IdentityInterface(
+            fields=["out_file", "n_inputs", "input_files", *sorted(_COHORT_FILES)]
+        ),
+        name="outputnode",
     )
     split_chunks = pe.Node(
         niu.Function(
@@ -80,7 +110,7 @@ def init_scaled_heatmap_wf(
     )
     split_chunks.inputs.chunk_size = int(chunk_size)
     partial = pe.MapNode(
-        PartialHeatmap(num_threads=num_threads),
+        PartialHeatmap(num_threads=num_threads, cohort_stats=track),
         iterfield=["in_files"],
         name="partial_heatmap",
         mem_gb=mem_gb(num_threads),
@@ -91,6 +121,7 @@ def init_scaled_heatmap_wf(
             clip_to_input_range=clip_to_input_range,
             normalize=normalize,
             output_filename=output_filename,
+            **{k: v for k, v in cohort.items() if v is not None},
         ),
         name="merge_heatmaps",
         mem_gb=mem_gb(1),  # merging reads one partial at a time, on one thread
@@ -105,7 +136,24 @@ def init_scaled_heatmap_wf(
                              ("input_files", "input_files")]),
     ])
     # fmt: on
+    wanted = {
+        name
+        for option, names in COHORT_OUTPUTS.items()
+        if cohort.get(option) or (option == "min_count" and cohort.get("min_fraction"))
+        for name in names
+    }
+    if wanted:
+        workflow.connect([(merge, outputnode, [(n, n) for n in sorted(wanted)])])
     return workflow
+
+
+#: Which outputs each cohort option of HeatmapVolume/MergeHeatmaps adds.
+COHORT_OUTPUTS = {
+    "coverage": ("coverage_file",),
+    "std": ("std_file", "variance_file"),
+    "min_count": ("overlap_file", "mincount_file", "overlap_table"),
+}
+_COHORT_FILES = {name for names in COHORT_OUTPUTS.values() for name in names}
 
 
 def _split_chunks(in_files, chunk_size):

@@ -1,0 +1,258 @@
+"""Exact incremental updates of a saved state: add and remove files, compare with recomputes."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nb
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from nipype_heatmap.cohort import cohort_images
+from nipype_heatmap.core import accumulate_files
+from nipype_heatmap.state import load_state, read_metadata, save_state, update_state
+
+from .conftest import SHAPE, default_affine
+
+FLIP_X = np.diag([-1.0, 1, 1, 1]) @ np.eye(4)
+
+
+def _flipped_affine():
+    affine = default_affine().copy()
+    affine[:3, 0] *= -1
+    affine[:3, 3] += default_affine()[:3, 0] * (SHAPE[0] - 1)
+    return affine
+
+
+def _state(files, path, **track):
+    acc = accumulate_files(files, digests=True, overlap=True, spread=True, **track)
+    return save_state(acc, path)
+
+
+def _maps(acc, ddof=1):
+    """Every map an accumulator gives, as arrays, plus the heatmap's affine and header."""
+    images, table = cohort_images(acc, coverage=True, std=True, ddof=ddof, min_count=1)
+    out = {name: np.asanyarray(img.dataobj) for name, img in images.items()}
+    for use_mean in (True, False):
+        img = acc.finalize(use_mean=use_mean)
+        out["mean" if use_mean else "sum"] = np.asanyarray(img.dataobj)
+    out["table"] = [(r.min_count, r.voxels) for r in table]
+    out["affine"] = acc.ref_affine
+    out["header"] = acc.finalize().header.binaryblock
+    return out
+
+
+def _assert_same(got, want, exact=True):
+    assert got.keys() == want.keys()
+    for name in want:
+        if name in ("table", "header"):
+            assert got[name] == want[name], name
+        elif exact or name in ("coverage", "overlap", "mincount", "affine"):
+            assert_array_equal(got[name], want[name], err_msg=name)
+        else:
+            assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.fixture
+def masks(make_nifti):
+    """Binary masks; every third one stored with a flipped x axis (same grid)."""
+    files = []
+    for i in range(9):
+        path = make_nifti(f"m{i}.nii.gz")
+        if i % 3 == 1:
+            img = nb.load(path)
+            data = np.asarray(img.dataobj)[::-1]
+            path = make_nifti(f"m{i}.nii.gz", data, affine=_flipped_affine())
+        files.append(str(path))
+    return files
+
+
+@pytest.fixture
+def counts(make_nifti, rng):
+    """Non-binary integers of several widths (exact sums of squares)."""
+    dtypes = [np.uint8, np.int16, np.uint16, np.int32, np.int8, np.int64]
+    return [
+        str(make_nifti(f"n{i}.nii", rng.integers(0, 120, SHAPE).astype(dtype)))
+        for i, dtype in enumerate(dtypes)
+    ]
+
+
+@pytest.fixture
+def floats(make_nifti, rng):
+    files = []
+    for i in range(6):
+        data = (rng.standard_normal(SHAPE) * 2 + 50).astype(np.float32)
+        data[rng.random(SHAPE) < 0.2] = np.nan
+        data[rng.random(SHAPE) < 0.1] = 0.0
+        files.append(str(make_nifti(f"f{i}.nii.gz", data)))
+    return files
+
+
+@pytest.mark.parametrize("which", ["masks", "counts"])
+def test_integer_updates_equal_a_recompute_bit_for_bit(which, masks, counts, tmp_path):
+    files = {"masks": masks, "counts": counts + masks[:3]}[which]
+    state = _state(files[:5], tmp_path / "state.nii.gz")
+    # remove the first (the reference, so the grid and header move to the next file),
+    # one in the middle, add the rest
+    acc = update_state(state, add=files[5:], remove=[files[0], files[3]])
+    final = [f for i, f in enumerate(files) if i not in (0, 3)]
+    assert acc.sources == final
+    want = _maps(accumulate_files(final, overlap=True, spread=True))
+    _assert_same(_maps(acc), want)
+    _assert_same(_maps(load_state(state)), want)  # the saved state gives the same maps
+
+
+def test_removing_the_reference_takes_the_next_files_grid_and_header(masks, tmp_path):
+    # masks[1] is stored flipped: after removing masks[0], the maps are in its voxel order
+    state = _state(masks[:3], tmp_path / "state.nii.gz")
+    acc = update_state(state, remove=[masks[0]])
+    assert_array_equal(acc.ref_affine, nb.load(masks[1]).affine)
+    assert acc.ref_path == masks[1]
+    _assert_same(_maps(acc), _maps(accumulate_files(masks[1:3], overlap=True, spread=True)))
+
+
+def test_float_updates_equal_a_recompute_to_rounding(floats, masks, tmp_path):
+    files = floats + masks[:2]
+    state = _state(files[:4], tmp_path / "state.nii.gz")
+    update_state(state, add=[files[4]], remove=[files[1]])
+    acc = update_state(state, add=files[5:], remove=[files[0], files[2]])
+    final = [files[3], files[4], *files[5:]]
+    assert acc.sources == final
+    got, want = _maps(acc), _maps(accumulate_files(final, overlap=True, spread=True))
+    _assert_same(got, want, exact=False)
+    assert_array_equal(np.isnan(got["mean"]), np.isnan(want["mean"]))
+    assert_array_equal(np.isnan(got["std"]), np.isnan(want["std"]))
+
+
+def test_removing_everything_but_one_file(floats, counts, tmp_path):
+    for files in (floats[:4], counts[:4]):
+        state = _state(files, tmp_path / "state.nii.gz")
+        acc = update_state(state, remove=files[:3])
+        assert acc.sources == files[3:] and acc.n_inputs == 1
+        want = _maps(accumulate_files(files[3:], overlap=True, spread=True), ddof=0)
+        _assert_same(_maps(acc, ddof=0), want, exact=files is counts)
+        assert acc.global_min == want["mean"][np.isfinite(want["mean"])].min()
+
+
+def test_updates_refuse_and_leave_the_state_unchanged(masks, make_nifti, rng, tmp_path):
+    state = tmp_path / "state.nii.gz"
+    _state(masks[:4], state)
+    before = state.read_bytes()
+    outside = str(make_nifti("other.nii.gz"))
+    with pytest.raises(ValueError, match=r"other\.nii\.gz: not an input of the state"):
+        update_state(state, remove=[outside])
+    with pytest.raises(ValueError, match=r"m5\.nii\.gz: not an input"):
+        update_state(state, add=[masks[6]], remove=[masks[5]])
+    with pytest.raises(ValueError, match=r"m2\.nii\.gz: already an input"):
+        update_state(state, add=[masks[2]])
+    with pytest.raises(ValueError, match="empty state"):
+        update_state(state, remove=masks[:4])
+    # a file changed since it was added: same name, other voxels
+    changed = np.asarray(nb.load(masks[2]).dataobj).copy()
+    changed[0, 0, 0] = 1 - changed[0, 0, 0]
+    make_nifti("m2.nii.gz", changed)
+    with pytest.raises(ValueError, match=r"m2\.nii\.gz: the file has changed since it was added"):
+        update_state(state, add=[masks[5]], remove=[masks[2]])
+    assert state.read_bytes() == before
+
+
+def test_a_file_can_be_replaced_in_one_update(masks, make_nifti, tmp_path):
+    state = _state(masks[:4], tmp_path / "state.nii.gz")
+    old = nb.load(masks[2])
+    fixed = np.asarray(old.dataobj).copy()
+    fixed[:2] = 1
+    # remove the old version, then add the corrected file under the same name: the
+    # removal reads the file, so the old version must still be there when it runs
+    acc = load_state(state)
+    acc.remove_file(masks[2])
+    save_state(acc, state)
+    make_nifti("m2.nii.gz", fixed)
+    acc = update_state(state, add=[masks[2]])
+    want = accumulate_files([masks[0], masks[1], masks[3], masks[2]], overlap=True, spread=True)
+    _assert_same(_maps(acc), _maps(want))
+
+
+def test_states_without_hashes_cannot_lose_files(masks, tmp_path):
+    acc = accumulate_files(masks[:3], overlap=True)  # no digests: merge only
+    state = save_state(acc, tmp_path / "state.nii.gz")
+    assert json.loads(read_metadata(state))["Sources"][0]["Digest"] is None
+    with pytest.raises(ValueError, match="no content hash"):
+        update_state(state, remove=[masks[1]])
+    update_state(state, add=[masks[3]])  # adding is fine
+    assert load_state(state).n_inputs == 4
+
+
+def test_update_writes_elsewhere_when_asked(masks, tmp_path):
+    state = _state(masks[:3], tmp_path / "state.nii.gz")
+    before = (tmp_path / "state.nii.gz").read_bytes()
+    new = tmp_path / "v2" / "state.nii.gz"
+    update_state(state, add=[masks[3]], out_file=new)
+    assert (tmp_path / "state.nii.gz").read_bytes() == before
+    assert load_state(new).sources == masks[:4]
+
+
+def test_state_records_digest_range_and_header_per_input(masks, floats, tmp_path):
+    import hashlib
+    from pathlib import Path
+
+    files = [masks[0], floats[0]]
+    meta = json.loads(read_metadata(_state(files, tmp_path / "s.nii.gz")))
+    first, second = meta["Sources"]
+    assert first["Digest"] == "sha256:" + hashlib.sha256(Path(masks[0]).read_bytes()).hexdigest()
+    assert first["Range"] == [0.0, 1.0]
+    data = nb.load(floats[0]).get_fdata()
+    assert second["Range"] == [np.nanmin(data), np.nanmax(data)]
+    assert meta["Volumes"] == ["sum", "count", "nonzero", "mean", "m2"]
+    assert meta["CohortStats"]["SpreadForm"] == "welford"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_map_reduce_gives_every_cohort_map_of_a_single_pass(chunk, masks, counts, tmp_path):
+    from nipype_heatmap.state import merge_states
+
+    files = masks[:5] + counts[:3]
+    parts = [
+        _state(files[i : i + chunk], tmp_path / f"part{i}.nii.gz")
+        for i in range(0, len(files), chunk)
+    ]
+    merged = merge_states(parts)
+    assert merged.sources == files
+    _assert_same(_maps(merged), _maps(accumulate_files(files, overlap=True, spread=True)))
+
+
+def test_scaled_workflow_and_interfaces_write_cohort_maps_and_updates(masks, tmp_path):
+    from nipype_heatmap.interfaces import HeatmapVolume, MergeHeatmaps, UpdateHeatmapState
+    from nipype_heatmap.workflows import init_scaled_heatmap_wf
+
+    cohort = {"coverage": True, "std": True, "min_count": 2}
+    wf = init_scaled_heatmap_wf(chunk_size=3, cohort=cohort)
+    wf.base_dir = str(tmp_path / "work")
+    wf.inputs.inputnode.in_files = masks[:7]
+    graph = wf.run()
+    merge = next(n for n in graph.nodes() if n.name == "merge_heatmaps").result.outputs
+    for folder in ("single", "update", "maps"):
+        (tmp_path / folder).mkdir()
+    single = HeatmapVolume(in_files=masks[:7], **cohort).run(cwd=str(tmp_path / "single"))
+    for name in ("out_file", "coverage_file", "std_file", "mincount_file", "overlap_file"):
+        got = np.asanyarray(nb.load(getattr(merge, name)).dataobj)
+        want = np.asanyarray(nb.load(getattr(single.outputs, name)).dataobj)
+        assert_array_equal(got, want, err_msg=name)
+    assert open(merge.overlap_table).read() == open(single.outputs.overlap_table).read()
+
+    # the biobank step as nodes: update one partial, write the maps from it
+    part = sorted((tmp_path / "work").rglob("partial_heatmap.nii.gz"))[0]
+    before = part.read_bytes()
+    updated = UpdateHeatmapState(
+        in_file=str(part), add_files=masks[7:], remove_files=[masks[0]]
+    ).run(cwd=str(tmp_path / "update"))
+    assert part.read_bytes() == before  # the node's input is left as it was
+    assert updated.outputs.input_files == [*masks[1:3], *masks[7:]]
+    maps = MergeHeatmaps(in_files=[updated.outputs.out_file], std=True).run(
+        cwd=str(tmp_path / "maps")
+    )
+    want = accumulate_files(updated.outputs.input_files, spread=True)
+    assert_array_equal(
+        np.asanyarray(nb.load(maps.outputs.std_file).dataobj),
+        np.asanyarray(cohort_images(want, coverage=False, std=True)[0]["std"].dataobj),
+    )
