@@ -16,6 +16,11 @@ examples:
   nipype-heatmap masks/ -o lesion_count.nii.gz --sum --no-clip
   # files and folders mixed; the first file sets the grid and header
   nipype-heatmap sub-01_mask.nii.gz site2/ -o consensus.nii.gz --normalize
+  # a cohort that grows: save the state, then add a batch and honour a withdrawal,
+  # reading only those files; the maps equal a recompute
+  nipype-heatmap release1/ -o lesion_prob.nii.gz --save-state cohort_state.nii.gz
+  nipype-heatmap --update cohort_state.nii.gz release2/ --remove release1/sub-017.nii.gz \
+      -o lesion_prob.nii.gz --coverage --min-count 5
   # built-in demo on real brain templates (needs the 'demo' extra)
   nipype-heatmap --demo heatmap_demo/
 
@@ -96,6 +101,30 @@ def get_parser() -> argparse.ArgumentParser:
         help="subtraction analysis: OUTPUT_FILE is percent of INPUTs (group A) minus percent "
         "of these (group B), with _percentA and _percentB beside it",
     )
+    state = parser.add_argument_group(
+        "saved states: cohorts that grow and shrink without re-reading every file"
+    )
+    state.add_argument(
+        "--save-state",
+        metavar="STATE_FILE",
+        help="also save the run as a state (.nii.gz: sums, counts, cohort statistics and "
+        "each input's content hash); with --update, where the updated state goes (default: "
+        "replace STATE_FILE)",
+    )
+    state.add_argument(
+        "--update",
+        metavar="STATE_FILE",
+        help="update a saved state instead of reading every file: INPUTs are added, "
+        "--remove files taken out; with -o, the maps are written from the result",
+    )
+    state.add_argument(
+        "--remove",
+        nargs="+",
+        metavar="FILE",
+        default=[],
+        help="with --update: inputs of the state to remove (each must be unchanged since it "
+        "was added; its content hash is checked)",
+    )
     parser.add_argument(
         "--demo",
         metavar="OUTPUT_DIR",
@@ -119,13 +148,16 @@ def add_nprocs_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _collect_inputs(inputs: Sequence[str], out_file: str) -> list[str]:
-    from .io import find_nifti_files
+def _collect_inputs(inputs: Sequence[str], out_file: str | None, *states: str | None) -> list[str]:
+    """The files of INPUT folders and files; a folder's listing leaves out the run's output
+    (when it is a map of this tool) and the state files named on the command line."""
+    from .io import find_nifti_files, same_file
 
     files: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            files.extend(find_nifti_files(item, exclude=out_file))
+            listed = find_nifti_files(item, exclude=out_file)
+            files.extend(f for f in listed if not any(s and same_file(f, s) for s in states))
         elif os.path.exists(item):
             files.append(os.path.abspath(item))
         else:
@@ -202,7 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.demo and (args.inputs or args.output):
         parser.error("--demo takes no INPUT and no -o; it writes into OUTPUT_DIR")
-    if not args.demo:
+    if args.remove and not args.update:
+        parser.error("--remove needs --update STATE_FILE")
+    if args.update:
+        if args.demo or args.group_b:
+            parser.error("--update does not go with --demo or --group-b")
+        if not (args.inputs or args.remove or args.output):
+            parser.error("--update needs INPUTs to add, --remove FILEs, or -o to write maps")
+        if args.output and not args.output.endswith((".nii", ".nii.gz")):
+            parser.error(f"-o {args.output}: the output name must end in .nii or .nii.gz")
+    elif not args.demo:
         if not args.inputs:
             parser.error("give at least one INPUT folder or file (or --demo OUTPUT_DIR)")
         if not args.output:
@@ -219,10 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.demo)
         from .core import write_heatmap
 
+        if args.update:
+            return _update(args, progress)
         out_file = os.path.abspath(args.output)
         if args.group_b:
             return _subtraction(args, out_file)
-        files = _collect_inputs(args.inputs, out_file)
+        files = _collect_inputs(args.inputs, out_file, args.save_state)
         common = {
             "use_mean": args.use_mean,
             "clip_to_input_range": args.clip_to_input_range,
@@ -232,23 +275,59 @@ def main(argv: Sequence[str] | None = None) -> int:
             "num_threads": args.num_threads,
         }
         thresholds = (args.min_count, args.min_fraction)
-        if args.coverage or args.std or any(t is not None for t in thresholds):
+        if args.coverage or args.std or args.save_state or any(t is not None for t in thresholds):
             from .cohort import write_cohort_maps
 
             written = write_cohort_maps(
-                files,
-                out_file,
-                coverage=args.coverage,
-                std=args.std,
-                ddof=args.ddof,
-                min_count=args.min_count,
-                min_fraction=args.min_fraction,
-                **common,
+                files, out_file, state_file=args.save_state, **_cohort_args(args), **common
             )
             return "\n".join(written.values())
         return write_heatmap(files, out_file, **common)
 
     return run_reporting_errors("nipype-heatmap", job, args)
+
+
+def _cohort_args(args: argparse.Namespace) -> dict:
+    return {
+        "coverage": args.coverage,
+        "std": args.std,
+        "ddof": args.ddof,
+        "min_count": args.min_count,
+        "min_fraction": args.min_fraction,
+    }
+
+
+def _update(args: argparse.Namespace, progress: bool | None) -> str:
+    """``--update``: add INPUTs to a state, remove ``--remove``, write the maps with -o."""
+    from .cohort import write_maps
+    from .io import prepare_output
+    from .state import update_state
+
+    state_file = os.path.abspath(args.update)
+    out_file = os.path.abspath(args.output) if args.output else None
+    if out_file is not None:
+        prepare_output(out_file)  # before any input is read
+    acc = update_state(
+        state_file,
+        add=_collect_inputs(args.inputs, out_file, state_file, args.save_state),
+        remove=args.remove,
+        out_file=args.save_state,
+        num_threads=args.num_threads,
+        progress=progress,
+        debug=args.debug,
+    )
+    written = [os.path.abspath(args.save_state or state_file)]
+    if out_file is not None:
+        maps = write_maps(
+            acc,
+            out_file,
+            use_mean=args.use_mean,
+            clip_to_input_range=args.clip_to_input_range,
+            normalize=args.normalize,
+            **_cohort_args(args),
+        )
+        written += maps.values()
+    return "\n".join(written)
 
 
 def _subtraction(args: argparse.Namespace, out_file: str) -> str:

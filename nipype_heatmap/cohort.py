@@ -520,18 +520,23 @@ def write_cohort_maps(
     num_threads: int | None = None,
     progress: bool | None = None,
     debug: bool = False,
+    state_file: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
     """Write the heatmap and, from the same single pass, the cohort maps beside it.
 
     Beside ``<stem>.nii.gz``: ``<stem>_coverage``, ``<stem>_std`` and ``<stem>_variance``,
     ``<stem>_overlap`` (non-zero count) and ``<stem>_mincount<k>`` (mask), and the table
     ``<stem>_overlap.tsv`` (voxels surviving each k), as asked. Every file is written
-    atomically, after the output folder was checked and before nothing else.
+    atomically, after the output folders were checked and before nothing else.
+
+    With ``state_file``, the run is also saved as a state (a partial heatmap that tracks
+    every cohort statistic and each input's content hash), from which
+    :func:`~nipype_heatmap.state.update_state` adds and removes files later.
 
     Returns
     -------
     dict
-        ``heatmap`` and each cohort map's name -> path.
+        ``heatmap``, each cohort map's name and ``state`` -> path.
 
     Raises
     ------
@@ -550,17 +555,20 @@ def write_cohort_maps(
     names = [n for n, on in (("coverage", coverage), ("std", std), ("variance", std)) if on]
     names += ["overlap", "mincount"] if overlap else []
     paths = cohort_paths(out_file, names, k)
+    if state_file is not None:
+        paths["state"] = prepare_output(state_file)
     _refuse_output_among_inputs(files, [out_file, *paths.values()])
     acc = accumulate_files(
         files,
         debug=debug,
         progress=progress,
         num_threads=num_threads,
-        overlap=overlap,
-        spread=std,
+        overlap=overlap or state_file is not None,
+        spread=std or state_file is not None,
+        digests=state_file is not None,
     )
     try:
-        return write_maps(
+        written = write_maps(
             acc,
             out_file,
             use_mean=use_mean,
@@ -572,6 +580,11 @@ def write_cohort_maps(
             min_count=min_count,
             min_fraction=min_fraction,
         )
+        if state_file is not None:
+            from .state import save_state
+
+            written["state"] = save_state(acc, paths["state"])
+        return written
     finally:
         acc.close()
 

@@ -256,3 +256,67 @@ def test_scaled_workflow_and_interfaces_write_cohort_maps_and_updates(masks, tmp
         np.asanyarray(nb.load(maps.outputs.std_file).dataobj),
         np.asanyarray(cohort_images(want, coverage=False, std=True)[0]["std"].dataobj),
     )
+
+
+def _run(argv, capsys):
+    from nipype_heatmap.cli import main
+
+    status = main([*argv, "-q"])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_command_saves_updates_and_writes_maps(make_nifti, tmp_path, capsys):
+    release1 = [make_nifti(f"sub-{i:02d}.nii.gz", folder=tmp_path / "rel1") for i in range(5)]
+    release2 = [make_nifti(f"sub-{i:02d}.nii.gz", folder=tmp_path / "rel2") for i in range(5, 8)]
+    state = tmp_path / "state.nii.gz"
+    status, out, err = _run(
+        [str(tmp_path / "rel1"), "-o", str(tmp_path / "v1.nii.gz"), "--save-state", str(state)],
+        capsys,
+    )
+    assert status == 0, err
+    assert str(state) in out and load_state(state).n_inputs == 5
+    flags = ["--coverage", "--std", "--min-count", "2"]
+    status, out, err = _run(
+        ["--update", str(state), str(tmp_path / "rel2"), "--remove", str(release1[0]),
+         "-o", str(tmp_path / "v2.nii.gz"), *flags],
+        capsys,
+    )  # fmt: skip
+    assert status == 0, err
+    final = [str(f) for f in release1[1:] + release2]
+    status, _, err = _run([*final, "-o", str(tmp_path / "ref.nii.gz"), *flags], capsys)
+    assert status == 0, err
+    for suffix in ("", "_coverage", "_std", "_variance", "_overlap", "_mincount2"):
+        got = nb.load(tmp_path / f"v2{suffix}.nii.gz")
+        want = nb.load(tmp_path / f"ref{suffix}.nii.gz")
+        assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(want.dataobj), suffix)
+        assert got.header["descrip"] == want.header["descrip"]
+    assert (tmp_path / "v2_overlap.tsv").read_text() == (tmp_path / "ref_overlap.tsv").read_text()
+    assert load_state(state).sources == final
+
+    # a state in the folder of new inputs is never taken for an input
+    moved = tmp_path / "rel2" / "state.nii.gz"
+    moved.write_bytes(state.read_bytes())
+    extra = make_nifti("sub-09.nii.gz", folder=tmp_path / "rel3")
+    status, _, err = _run(["--update", str(moved), str(extra.parent)], capsys)
+    assert status == 0, err
+    assert load_state(moved).sources == [*final, str(extra)]
+
+
+def test_command_refuses_bad_updates_naming_the_file(make_nifti, tmp_path, capsys):
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(3)]
+    state = tmp_path / "state.nii.gz"
+    assert _run([*files[:2], "-o", str(tmp_path / "m.nii.gz"), "--save-state", str(state)],
+                capsys)[0] == 0  # fmt: skip
+    before = state.read_bytes()
+    status, _, err = _run(["--update", str(state), "--remove", files[2]], capsys)
+    assert status == 1 and "m2.nii.gz: not an input of the state" in err
+    status, _, err = _run(["--update", str(state), files[0]], capsys)
+    assert status == 1 and "m0.nii.gz: already an input" in err
+    assert state.read_bytes() == before
+    with pytest.raises(SystemExit) as usage:
+        _run([files[0], "-o", str(tmp_path / "x.nii.gz"), "--remove", files[0]], capsys)
+    assert usage.value.code == 2
+    with pytest.raises(SystemExit) as usage:
+        _run(["--update", str(state)], capsys)
+    assert usage.value.code == 2
