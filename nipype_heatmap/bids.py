@@ -330,3 +330,118 @@ def _refuse_several_per_subject(
             "--several-per-subject to count every file, so that subjects with more files "
             "weigh more"
         )
+
+
+def participants_groups(
+    selection: BIDSSelection,
+    column: str,
+    group_a: str,
+    group_b: str | None = None,
+    participants_tsv: str | os.PathLike[str] | None = None,
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Split a selection's files into two groups by a ``participants.tsv`` column.
+
+    Group A holds the files of subjects whose value in ``column`` is ``group_a``; group B
+    those whose value is ``group_b`` (default: any other value). Subjects without a row, or
+    with ``n/a`` or an empty value, are in neither group and are logged.
+
+    Parameters
+    ----------
+    selection : BIDSSelection
+        The selected inputs.
+    column : str
+        A column of ``participants.tsv`` (e.g. ``aphasia``).
+    group_a, group_b : str
+        The values that make the groups.
+    participants_tsv : path-like, optional
+        The table; default: ``participants.tsv`` of the inputs' dataset, else of a dataset
+        it lies in (a derivatives folder inside its raw dataset).
+
+    Returns
+    -------
+    files_a, files_b : list of str
+        The files of each group, in selection order.
+    groups : dict
+        ``Column``, ``GroupA``, ``GroupB`` (``"not <A>"`` by default), ``SubjectsA`` and
+        ``SubjectsB``, for the sidecars.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no ``participants.tsv`` is found.
+    ValueError
+        If the column is missing or a group is empty.
+    """
+    import csv
+
+    table = _find_participants_tsv(selection.dataset_root, participants_tsv)
+    with open(table, newline="", encoding="utf-8") as fobj:
+        rows = list(csv.DictReader(fobj, delimiter="\t"))
+    if not rows or column not in rows[0]:
+        found = ", ".join(rows[0]) if rows else "none"
+        raise ValueError(f"{table}: no column {column!r} (columns: {found})")
+    values = {
+        str(row.get("participant_id", "")).removeprefix("sub-"): (row.get(column) or "").strip()
+        for row in rows
+    }
+    groups: dict[str, list[str]] = {"a": [], "b": []}
+    subjects: dict[str, set[str]] = {"a": set(), "b": set()}
+    left_out = set()
+    for path in selection.files:
+        match = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", selection.relpath(path))
+        subject = match.group(1) if match else ""
+        value = values.get(subject, "")
+        if value in ("", "n/a"):
+            left_out.add(subject or path)
+            continue
+        if value == group_a:
+            key = "a"
+        elif group_b is None or value == group_b:
+            key = "b"
+        else:
+            left_out.add(subject)
+            continue
+        groups[key].append(path)
+        subjects[key].add(subject)
+    if left_out:
+        LOGGER.warning(
+            "%d subject(s) in neither group (no %s value in %s, or another value): %s",
+            len(left_out),
+            column,
+            table,
+            " ".join(sorted(left_out)),
+        )
+    label_b = group_b if group_b is not None else f"not {group_a}"
+    for key, label in (("a", group_a), ("b", label_b)):
+        if not groups[key]:
+            raise ValueError(
+                f"{table}: no selected subject has {column} = {label!r}; a subtraction needs "
+                "files in both groups"
+            )
+    info = {
+        "Column": column,
+        "GroupA": group_a,
+        "GroupB": label_b,
+        "SubjectsA": sorted(subjects["a"]),
+        "SubjectsB": sorted(subjects["b"]),
+    }
+    return groups["a"], groups["b"], info
+
+
+def _find_participants_tsv(
+    dataset_root: str | os.PathLike[str], given: str | os.PathLike[str] | None
+) -> Path:
+    if given is not None:
+        path = Path(given)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: participants table does not exist")
+        return path
+    root = Path(dataset_root).absolute()
+    for folder in (root, *list(root.parents)[:3]):
+        candidate = folder / "participants.tsv"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{root}: no participants.tsv in the dataset or the datasets around it; "
+        "give one (--participants-tsv FILE)"
+    )

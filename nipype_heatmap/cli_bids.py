@@ -24,6 +24,12 @@ examples:
   nipype-heatmap-bids derivatives/lesions derivatives/nipype_heatmap group \\
       --label lesion --participant-label 01 02 03 --sum --no-clip \\
       --bids-filter-file filters.json   # {"space": "MNI152NLin2009cAsym", "res": "2"}
+  # lesion probability with its coverage and the mask of voxels lesioned in >= 5 patients
+  nipype-heatmap-bids derivatives/lesions derivatives/nipype_heatmap group \
+      --label lesion --coverage --min-count 5
+  # subtraction analysis: % of patients with aphasia minus % without (participants.tsv)
+  nipype-heatmap-bids derivatives/lesions derivatives/nipype_heatmap group \
+      --label lesion --group-column aphasia --group-a yes --group-b no
 
 exit status: 0 on success, 1 on a bad selection or bad data (nothing is written), 2 on
 usage errors.
@@ -83,6 +89,31 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a map of the same name made from other inputs or parameters",
     )
+    cohort = parser.add_argument_group(
+        "cohort maps, from the same single pass, each a derivative of its own "
+        "(desc-coverage..., desc-std..., desc-nonzero..., desc-mincount<K>...)"
+    )
+    cohort.add_argument("--coverage", action="store_true", help="inputs with a finite value")
+    cohort.add_argument("--std", action="store_true", help="standard deviation and variance")
+    cohort.add_argument("--ddof", type=int, default=1, help="of --std (default: 1)")
+    cohort.add_argument(
+        "--min-count", type=int, metavar="K", help="mask of voxels non-zero in >= K inputs"
+    )
+    cohort.add_argument("--min-fraction", type=float, metavar="F", help="K = ceil(F * N)")
+    groups = parser.add_argument_group(
+        "subtraction analysis by a participants.tsv column (instead of the heatmap)"
+    )
+    groups.add_argument("--group-column", metavar="COLUMN", help="e.g. aphasia")
+    groups.add_argument("--group-a", metavar="VALUE", help="value of group A (e.g. yes)")
+    groups.add_argument(
+        "--group-b", metavar="VALUE", help="value of group B (default: any other value)"
+    )
+    groups.add_argument(
+        "--participants-tsv",
+        metavar="FILE",
+        help="the table (default: participants.tsv of the dataset, or of the raw dataset "
+        "holding it)",
+    )
     parser.add_argument("--report", action="store_true", help="write the visual report")
     parser.add_argument(
         "--underlay",
@@ -101,7 +132,22 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nipype-heatmap-bids``; return the exit status."""
     argv_used = list(sys.argv[1:] if argv is None else argv)
-    args = get_parser().parse_args(argv_used)
+    parser = get_parser()
+    args = parser.parse_args(argv_used)
+    if (args.group_column is None) != (args.group_a is None):
+        parser.error("--group-column and --group-a go together")
+    if args.group_b is not None and args.group_column is None:
+        parser.error("--group-b needs --group-column and --group-a")
+    cohort = {
+        "coverage": args.coverage,
+        "std": args.std,
+        "ddof": args.ddof,
+        "min_count": args.min_count,
+        "min_fraction": args.min_fraction,
+    }
+    wants_cohort = args.coverage or args.std or args.min_count or args.min_fraction
+    if args.group_column and wants_cohort:
+        parser.error("a subtraction (--group-column) does not go with cohort maps")
 
     def job() -> str:
         from .bids import load_filter_file, select_bids_inputs
@@ -125,29 +171,90 @@ def main(argv: Sequence[str] | None = None) -> int:
             "clip_to_input_range": args.clip_to_input_range,
             "normalize": args.normalize,
         }
+        command = " ".join(["nipype-heatmap-bids", *map(shlex.quote, argv_used)])
+        if args.group_column:
+            return _subtraction(args, selection, command)
         with tempfile.TemporaryDirectory() as tmp:
-            heatmap = write_heatmap(
-                selection.files,
-                os.path.join(tmp, "heatmap.nii.gz"),
-                debug=args.debug,
-                progress=False if args.quiet else None,
-                num_threads=args.num_threads,
+            heatmap = os.path.join(tmp, "heatmap.nii.gz")
+            common = {
+                "debug": args.debug,
+                "progress": False if args.quiet else None,
+                "num_threads": args.num_threads,
                 **flags,
-            )
+            }
+            cohort_files: dict[str, str] = {}
+            if wants_cohort:
+                from .cohort import resolve_min_count, write_cohort_maps
+
+                cohort_files = write_cohort_maps(selection.files, heatmap, **cohort, **common)
+                del cohort_files["heatmap"]
+            else:
+                write_heatmap(selection.files, heatmap, **common)
             outputs = write_group_derivative(
                 heatmap,
                 args.output_dir,
                 selection,
                 out_desc=args.out_desc,
                 overwrite=args.overwrite,
-                command=" ".join(["nipype-heatmap-bids", *map(shlex.quote, argv_used)]),
+                command=command,
                 generate_report=args.report,
                 underlay=args.underlay,
                 **flags,
             )
-        return "\n".join(filter(None, [outputs.out_file, outputs.report_html]))
+            extra: dict[str, str] = {}
+            if cohort_files:
+                from .derivatives import write_cohort_derivatives
+
+                table = cohort_files.pop("table", None)
+                extra = write_cohort_derivatives(
+                    cohort_files,
+                    args.output_dir,
+                    selection,
+                    table=table,
+                    ddof=args.ddof,
+                    min_count=resolve_min_count(
+                        len(selection.files), args.min_count, args.min_fraction
+                    ),
+                    overwrite=args.overwrite,
+                    command=command,
+                )
+        return "\n".join(filter(None, [outputs.out_file, *extra.values(), outputs.report_html]))
 
     return run_reporting_errors("nipype-heatmap-bids", job, args)
+
+
+def _subtraction(args: argparse.Namespace, selection, command: str) -> str:
+    """``--group-column``: percent of group A minus percent of group B, BIDS-named."""
+    import dataclasses
+
+    from .bids import participants_groups
+    from .cohort import compute_subtraction
+    from .derivatives import write_cohort_derivatives
+    from .io import save_atomic
+
+    files_a, files_b, groups = participants_groups(
+        selection, args.group_column, args.group_a, args.group_b, args.participants_tsv
+    )
+    both = dataclasses.replace(
+        selection,
+        files=files_a + files_b,
+        subjects=sorted({*groups["SubjectsA"], *groups["SubjectsB"]}),
+    )
+    maps = compute_subtraction(files_a, files_b, num_threads=args.num_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {
+            name: save_atomic(img, os.path.join(tmp, f"{name}.nii.gz"))
+            for name, img in maps.items()
+        }
+        written = write_cohort_derivatives(
+            paths,
+            args.output_dir,
+            both,
+            groups=groups,
+            overwrite=args.overwrite,
+            command=command,
+        )
+    return "\n".join(written.values())
 
 
 if __name__ == "__main__":  # pragma: no cover

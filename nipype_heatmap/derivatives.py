@@ -70,7 +70,7 @@ STANDARD_SPACES = frozenset(
 )
 
 #: What goes into ``.bidsignore``: the report, and maps BIDS has no suffix for.
-BIDSIGNORE = ("figures", "*.html", "*_heatmap.nii.gz", "*_heatmap.json")
+BIDSIGNORE = ("figures", "*.html", "*_heatmap.nii.gz", "*_heatmap.json", "*_heatmap.tsv")
 
 
 def map_kind(
@@ -114,6 +114,10 @@ def derivative_stem(
     input_suffix = entities.get("suffix", "")
     kind, suffix = map_kind(use_mean, clip_to_input_range, normalize, input_suffix)
     desc = out_desc or kind + _camel(entities.get("desc", "")) + _camel(input_suffix)
+    return _stem(entities, desc, suffix)
+
+
+def _stem(entities: Mapping[str, str], desc: str, suffix: str) -> str:
     check_label("desc", desc)
     parts = [
         f"{key}-{entities[name]}"
@@ -121,6 +125,59 @@ def derivative_stem(
         if name != "desc" and entities.get(name)
     ]
     return "_".join([*parts, f"desc-{desc}", suffix])
+
+
+#: The cohort maps in BIDS mode: name -> (desc prefix, suffix, what the values are).
+COHORT_MAPS = {
+    "coverage": ("coverage", "heatmap", "number of inputs with a finite value"),
+    "std": ("std", "heatmap", "standard deviation across inputs (ddof={ddof})"),
+    "variance": ("variance", "heatmap", "variance across inputs (ddof={ddof})"),
+    "overlap": ("nonzero", "heatmap", "number of inputs with a finite, non-zero value"),
+    "mincount": ("mincount{k}", "mask", "1 where at least {k} inputs are non-zero, else 0"),
+    "subtraction": (
+        "subtraction{groups}",
+        "heatmap",
+        "percent of group A minus percent of group B with a non-zero value",
+    ),
+    "percent_a": ("percent{group_a}", "heatmap", "percent of group A (mean x 100)"),
+    "percent_b": ("percent{group_b}", "heatmap", "percent of group B (mean x 100)"),
+}
+
+
+def cohort_stem(entities: Mapping[str, str], name: str, **fields: Any) -> str:
+    """The file stem of a cohort map (see :data:`COHORT_MAPS`) of the given inputs.
+
+    Examples
+    --------
+    >>> cohort_stem({"space": "MNI152NLin2009cAsym", "label": "lesion", "suffix": "mask"},
+    ...             "mincount", k=5)
+    'space-MNI152NLin2009cAsym_label-lesion_desc-mincount5Mask_mask'
+    >>> cohort_stem({"space": "MNI152NLin2009cAsym", "label": "GM", "suffix": "probseg"},
+    ...             "std")
+    'space-MNI152NLin2009cAsym_label-GM_desc-stdProbseg_heatmap'
+    """
+    prefix, suffix, _ = COHORT_MAPS[name]
+    desc = (
+        prefix.format(**fields)
+        + _camel(entities.get("desc", ""))
+        + _camel(entities.get("suffix", ""))
+    )
+    return _stem(entities, desc, suffix)
+
+
+def bids_label_of(value: str) -> str:
+    """A BIDS label (letters and digits) from a free text such as a participants.tsv value,
+    in camel case: ``"no deficit"`` -> ``"NoDeficit"``.
+
+    Raises
+    ------
+    ValueError
+        If no letter or digit is left.
+    """
+    words = re.findall(r"[A-Za-z0-9]+", str(value))
+    if not words:
+        raise ValueError(f"{value!r} holds no letter or digit to name a map with")
+    return "".join(_camel(w) for w in words)
 
 
 @dataclass
@@ -423,3 +480,107 @@ def _write_json(path: Path, content: Mapping[str, Any]) -> None:
     from .io import write_atomic
 
     write_atomic([(json.dumps(content, indent=2) + "\n").encode("utf-8")], path)
+
+
+def write_cohort_derivatives(
+    maps: Mapping[str, str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    selection: BIDSSelection | Mapping[str, Any],
+    *,
+    table: str | os.PathLike[str] | None = None,
+    ddof: int = 1,
+    min_count: int | None = None,
+    groups: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    command: str | None = None,
+) -> dict[str, str]:
+    """Store cohort maps (coverage, spread, overlap, subtraction) as BIDS derivatives.
+
+    Each map gets the name :func:`cohort_stem` gives (its ``desc`` says what it is, then
+    the inputs' ``desc`` and suffix, as for the heatmap), a JSON sidecar with its inputs as
+    BIDS URIs, what its values are and its parameters, and the same overwrite rule as
+    :func:`write_group_derivative`. The minimum-overlap table goes beside the non-zero
+    count map, as ``<its stem>.tsv``.
+
+    Parameters
+    ----------
+    maps : mapping
+        Cohort map name (a key of :data:`COHORT_MAPS`) -> its file.
+    output_dir, selection, overwrite, command
+        As for :func:`write_group_derivative`. For a subtraction, ``selection`` holds the
+        files of both groups.
+    table : path-like, optional
+        The minimum-overlap TSV.
+    ddof : int, default=1
+        Of the std and variance maps (recorded).
+    min_count : int, optional
+        The k of the ``mincount`` mask (named and recorded).
+    groups : mapping, optional
+        For a subtraction: ``Column``, ``GroupA``, ``GroupB`` (the values, as labels or
+        text), ``SubjectsA``, ``SubjectsB``.
+
+    Returns
+    -------
+    dict
+        Each map's name (and ``table``) -> the written path.
+    """
+    from .io import read_file_bytes, write_atomic
+
+    selection = BIDSSelection.from_any(selection)
+    out_dir = Path(output_dir).absolute()
+    input_root = Path(selection.dataset_root).absolute()
+    _refuse_inside_input(out_dir, input_root)
+    description_file = out_dir / "dataset_description.json"
+    description = _read_description(description_file)
+    link = _dataset_link(description, input_root, out_dir)
+    uris = [f"bids:{link}:{selection.relpath(f)}" for f in selection.files]
+    fields: dict[str, Any] = {"ddof": ddof, "k": min_count}
+    if groups is not None:
+        a, b = bids_label_of(groups["GroupA"]), bids_label_of(groups["GroupB"])
+        column = bids_label_of(groups["Column"])
+        fields |= {"groups": f"{column}{a}Vs{b}", "group_a": column + a, "group_b": column + b}
+    planned = {}
+    for name, path in maps.items():
+        stem = cohort_stem(selection.entities, name, **fields)
+        parameters: dict[str, Any] = {
+            "Statistic": name,
+            "SeveralFilesPerSubject": bool(selection.several_per_subject),
+        }
+        if name in ("std", "variance"):
+            parameters["DeltaDegreesOfFreedom"] = int(ddof)
+        if name == "mincount":
+            parameters["MinimumCount"] = int(min_count) if min_count is not None else None
+        if groups is not None:
+            parameters["Groups"] = dict(groups)
+        out_file = out_dir / f"{stem}.nii.gz"
+        sidecar_file = out_dir / f"{stem}.json"
+        _refuse_replacing_another_map(out_file, sidecar_file, uris, parameters, overwrite)
+        planned[name] = (path, stem, out_file, sidecar_file, parameters)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    space = selection.entities.get("space")
+    written: dict[str, str] = {}
+    for name, (path, stem, out_file, sidecar_file, parameters) in planned.items():
+        what = COHORT_MAPS[name][2].format(**fields)
+        sidecar = {
+            "Description": f"Per voxel, {what}, over {len(uris)} "
+            f"{selection.entities.get('suffix', 'image')} volumes in {space or 'native'} space. "
+            "Made with nipype_heatmap.",
+            "Sources": uris,
+            "SpatialReference": space if space in STANDARD_SPACES else uris[0],
+            **parameters,
+            "NumberOfInputs": len(uris),
+            "Subjects": selection.subjects,
+            "MissingValues": MISSING_VALUE_RULE,
+            "GeneratedBy": [_generated_by(command)],
+        }
+        write_atomic([read_file_bytes(os.fspath(path))], out_file)
+        _write_json(sidecar_file, sidecar)
+        written[name] = str(out_file)
+        if name == "overlap" and table is not None:
+            table_file = out_dir / f"{stem}.tsv"
+            write_atomic([Path(table).read_bytes()], table_file)
+            written["table"] = str(table_file)
+    _update_description(description_file, description, link, input_root, out_dir, selection)
+    _ensure_dataset_files(out_dir)
+    LOGGER.info("Wrote %d cohort map(s) into %s", len(planned), out_dir)
+    return written

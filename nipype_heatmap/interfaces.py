@@ -507,6 +507,15 @@ class _HeatmapDerivativesSinkInputSpec(_SpecBase):
         False, usedefault=True, desc="Also write the figure and the HTML report."
     )
     underlay = AbsFile(exists=True, desc="Anatomical underlay for the report.")
+    coverage_file = AbsFile(exists=True, desc="Coverage map to store beside it (desc-coverage).")
+    std_file = AbsFile(exists=True, desc="Standard deviation map to store (desc-std).")
+    variance_file = AbsFile(exists=True, desc="Variance map to store (desc-variance).")
+    overlap_file = AbsFile(exists=True, desc="Non-zero count map to store (desc-nonzero).")
+    mincount_file = AbsFile(exists=True, desc="Minimum-overlap mask to store (desc-mincount<k>).")
+    overlap_table = AbsFile(exists=True, desc="Minimum-overlap table, stored beside desc-nonzero.")
+    ddof = traits.Int(1, usedefault=True, desc="Delta degrees of freedom of std/variance.")
+    min_count = traits.Int(xor=["min_fraction"], desc="The k of the minimum-overlap mask.")
+    min_fraction = traits.Float(xor=["min_count"], desc="The k as a fraction (ceil(F * N)).")
 
 
 class _HeatmapDerivativesSinkOutputSpec(TraitedSpec):
@@ -514,6 +523,7 @@ class _HeatmapDerivativesSinkOutputSpec(TraitedSpec):
     out_sidecar = File(exists=True, desc="Its JSON sidecar (Sources, parameters).")
     out_report = File(desc="The HTML report, when asked for.")
     out_figures = OutputMultiObject(File(exists=True), desc="The report's figure, when asked for.")
+    out_cohort = traits.Dict(desc="Each stored cohort map's name -> its path.")
 
 
 class HeatmapDerivativesSink(SimpleInterface):
@@ -550,6 +560,28 @@ class HeatmapDerivativesSink(SimpleInterface):
         )
         self._results["out_file"] = outputs.out_file
         self._results["out_sidecar"] = outputs.sidecar
+        cohort = {
+            name: optional(f"{name}_file")
+            for name in ("coverage", "std", "variance", "overlap", "mincount")
+            if optional(f"{name}_file")
+        }
+        if cohort:
+            from .cohort import resolve_min_count
+            from .derivatives import write_cohort_derivatives
+
+            n_inputs = len(self.inputs.selection["files"])
+            self._results["out_cohort"] = write_cohort_derivatives(
+                cohort,
+                self.inputs.output_dir,
+                self.inputs.selection,
+                table=optional("overlap_table"),
+                ddof=self.inputs.ddof,
+                min_count=resolve_min_count(
+                    n_inputs, optional("min_count"), optional("min_fraction")
+                ),
+                overwrite=self.inputs.overwrite,
+                command=optional("command") or "nipype_heatmap.interfaces.HeatmapDerivativesSink",
+            )
         if outputs.report_html:
             self._results["out_report"] = outputs.report_html
             self._results["out_figures"] = outputs.figures

@@ -289,3 +289,106 @@ def test_workflow_writes_a_validator_clean_derivative(datasets, tmp_path):
     assert sidecar["NumberOfInputs"] == 8 and sidecar["SeveralFilesPerSubject"] is True
     assert (tmp_path / "deriv" / f"{stem}.html").exists()
     assert validator_errors(tmp_path / "deriv") == []
+
+
+@pytest.fixture
+def lesion_cohort(tmp_path, rng):
+    """Six subjects' lesion masks and a participants.tsv with a deficit column."""
+    root = tmp_path / "derivatives" / "lesions"
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "lesions", "BIDSVersion": "1.10.0", "DatasetType": "derivative"})
+    )
+    rows = ["participant_id\taphasia"]
+    for i, value in enumerate(["yes", "no", "yes", "n/a", "no", "yes"], start=1):
+        sub = f"{i:02d}"
+        mask = (rng.random(SHAPE) > 0.6).astype(np.uint8)
+        _save(root / f"sub-{sub}" / "anat" / f"sub-{sub}_space-{SPACE}_label-lesion_mask.nii.gz",
+              mask)  # fmt: skip
+        rows.append(f"sub-{sub}\t{value}")
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_cohort_maps_are_bids_derivatives_with_their_own_names(lesion_cohort, tmp_path):
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(lesion_cohort), str(out), "group", "--label", "lesion", "-q"]
+    assert main([*argv, "--coverage", "--std", "--min-count", "2"]) == 0
+    stem = f"space-{SPACE}_label-lesion_desc-{{}}Mask_{{}}"
+    expected = {
+        "coverage": stem.format("coverage", "heatmap"),
+        "std": stem.format("std", "heatmap"),
+        "variance": stem.format("variance", "heatmap"),
+        "overlap": stem.format("nonzero", "heatmap"),
+        "mincount": stem.format("mincount2", "mask"),
+    }
+    files = sorted(str(p) for p in lesion_cohort.rglob("sub-*_mask.nii.gz"))
+    from nipype_heatmap.cohort import write_cohort_maps
+
+    reference = write_cohort_maps(
+        files, tmp_path / "ref" / "r.nii.gz", coverage=True, std=True, min_count=2
+    )
+    for name, name_stem in expected.items():
+        got = nb.load(out / f"{name_stem}.nii.gz")
+        want = nb.load(reference[name])
+        np.testing.assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(want.dataobj))
+        sidecar = json.loads((out / f"{name_stem}.json").read_text())
+        assert sidecar["Statistic"] == name and sidecar["NumberOfInputs"] == 6
+        assert sidecar["Sources"][0].startswith("bids:lesions:sub-01/")
+    assert json.loads((out / f"{expected['std']}.json").read_text())["DeltaDegreesOfFreedom"] == 1
+    assert json.loads((out / f"{expected['mincount']}.json").read_text())["MinimumCount"] == 2
+    table = (out / f"{expected['overlap']}.tsv").read_text()
+    assert table == Path(reference["table"]).read_text()
+    assert (out / f"space-{SPACE}_label-lesion_desc-meanMask_probseg.nii.gz").exists()
+    # a re-run with another k is another file; the same k with other inputs is refused
+    assert main([*argv, "--min-count", "3"]) == 0
+    assert (out / f"{stem.format('mincount3', 'mask')}.nii.gz").exists()
+    assert main([*argv, "--participant-label", "01", "02", "--coverage"]) == 1
+    assert validator_errors(out) == []
+
+
+def test_subtraction_by_a_participants_column(lesion_cohort, tmp_path, caplog):
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(lesion_cohort), str(out), "group", "--label", "lesion"]
+    assert main([*argv, "--group-column", "aphasia", "--group-a", "yes", "--group-b", "no"]) == 0
+    files = sorted(str(p) for p in lesion_cohort.rglob("sub-*_mask.nii.gz"))
+    yes = [files[i] for i in (0, 2, 5)]
+    no = [files[i] for i in (1, 4)]
+    percent = {k: np.mean([nb.load(f).get_fdata() for f in v], axis=0) * 100
+               for k, v in (("yes", yes), ("no", no))}  # fmt: skip
+    stem = f"space-{SPACE}_label-lesion_desc-{{}}Mask_heatmap"
+    sub = nb.load(out / f"{stem.format('subtractionAphasiaYesVsNo')}.nii.gz").get_fdata()
+    assert_allclose(sub, percent["yes"] - percent["no"], atol=1e-4)
+    assert_allclose(
+        nb.load(out / f"{stem.format('percentAphasiaNo')}.nii.gz").get_fdata(),
+        percent["no"],
+        atol=1e-4,
+    )
+    sidecar = json.loads((out / f"{stem.format('percentAphasiaYes')}.json").read_text())
+    assert sidecar["Groups"]["SubjectsA"] == ["01", "03", "06"]
+    assert sidecar["Groups"]["SubjectsB"] == ["02", "05"]
+    assert len(sidecar["Sources"]) == 5  # sub-04 (n/a) is in neither group
+    assert validator_errors(out) == []
+    # a value nobody has is an error naming the table
+    assert main([*argv, "--group-column", "aphasia", "--group-a", "maybe"]) == 1
+    assert main([*argv, "--group-column", "deficit", "--group-a", "yes"]) == 1
+
+
+def test_bids_workflow_stores_cohort_maps(lesion_cohort, tmp_path):
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    wf = init_bids_heatmap_wf(
+        space=SPACE, label="lesion", cohort={"coverage": True, "min_fraction": 0.5}
+    )
+    wf.base_dir = str(tmp_path / "work")
+    wf.inputs.inputnode.bids_dir = str(lesion_cohort)
+    wf.inputs.inputnode.output_dir = str(out)
+    wf.run()
+    stem = f"space-{SPACE}_label-lesion_desc-{{}}Mask_{{}}"
+    for name in (("coverage", "heatmap"), ("nonzero", "heatmap"), ("mincount3", "mask")):
+        assert (out / f"{stem.format(*name)}.nii.gz").exists(), name
+        assert (out / f"{stem.format(*name)}.json").exists(), name
+    assert (out / f"{stem.format('nonzero', 'heatmap')}.tsv").exists()
+    mask = nb.load(out / f"{stem.format('mincount3', 'mask')}.nii.gz").get_fdata()
+    files = sorted(lesion_cohort.rglob("sub-*_mask.nii.gz"))
+    count = np.sum([nb.load(f).get_fdata() for f in files], axis=0)
+    np.testing.assert_array_equal(mask, count >= 3)  # k = ceil(0.5 * 6)

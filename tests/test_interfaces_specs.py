@@ -225,15 +225,35 @@ INPUTS = {
             "default": True,
         },
         "command": {"desc": "What made the map (command line or workflow), for provenance."},
+        "coverage_file": {
+            "desc": "Coverage map to store beside it (desc-coverage).",
+            "exists": True,
+        },
+        "ddof": {
+            "usedefault": True,
+            "desc": "Delta degrees of freedom of std/variance.",
+            "default": 1,
+        },
         "generate_report": {
             "usedefault": True,
             "desc": "Also write the figure and the HTML report.",
             "default": False,
         },
         "in_file": {"mandatory": True, "desc": "The heatmap to store.", "exists": True},
+        "min_count": {"xor": ["min_fraction"], "desc": "The k of the minimum-overlap mask."},
+        "min_fraction": {"xor": ["min_count"], "desc": "The k as a fraction (ceil(F * N))."},
+        "mincount_file": {
+            "desc": "Minimum-overlap mask to store (desc-mincount<k>).",
+            "exists": True,
+        },
         "normalize": {"usedefault": True, "desc": "Whether it was normalized.", "default": False},
         "out_desc": {"desc": "desc entity of the map, replacing the automatic one."},
         "output_dir": {"mandatory": True, "desc": "Root of the derivatives dataset to write."},
+        "overlap_file": {"desc": "Non-zero count map to store (desc-nonzero).", "exists": True},
+        "overlap_table": {
+            "desc": "Minimum-overlap table, stored beside desc-nonzero.",
+            "exists": True,
+        },
         "overwrite": {
             "usedefault": True,
             "desc": "Replace a map of the same name made from other inputs or parameters.",
@@ -243,12 +263,14 @@ INPUTS = {
             "mandatory": True,
             "desc": "The selection its inputs came from (SelectBIDSInputs).",
         },
+        "std_file": {"desc": "Standard deviation map to store (desc-std).", "exists": True},
         "underlay": {"desc": "Anatomical underlay for the report.", "exists": True},
         "use_mean": {
             "usedefault": True,
             "desc": "Whether the map is a mean (else a sum).",
             "default": True,
         },
+        "variance_file": {"desc": "Variance map to store (desc-variance).", "exists": True},
     },
 }
 
@@ -291,6 +313,7 @@ OUTPUTS = {
         "subjects": {"desc": "Subjects found."},
     },
     "HeatmapDerivativesSink": {
+        "out_cohort": {"desc": "Each stored cohort map's name -> its path."},
         "out_figures": {"desc": "The report's figure, when asked for."},
         "out_file": {"desc": "The map, BIDS-named, in the derivatives dataset."},
         "out_report": {"desc": "The HTML report, when asked for."},

@@ -10,6 +10,7 @@ from nipype.pipeline import engine as pe
 
 from .._docs import fill_doc
 from ..interfaces import HeatmapDerivativesSink, HeatmapVolume, SelectBIDSInputs, mem_gb
+from .scaled_heatmap import COHORT_OUTPUTS
 
 
 @fill_doc
@@ -27,6 +28,7 @@ def init_bids_heatmap_wf(
     normalize: bool = False,
     overwrite: bool = False,
     generate_report: bool = False,
+    cohort: Mapping[str, Any] | None = None,
     num_threads: int = 1,
     name: str = "bids_heatmap_wf",
 ) -> pe.Workflow:
@@ -62,6 +64,12 @@ def init_bids_heatmap_wf(
         Replace a map of the same name made from other inputs or parameters.
     generate_report : bool, default=False
         Write the figure and the HTML report beside the map.
+    cohort : mapping, optional
+        Cohort maps to make in the same pass and store beside the map, each BIDS-named
+        (``desc-coverage...``, ``desc-std...``: see
+        :func:`~nipype_heatmap.derivatives.write_cohort_derivatives`), as the inputs of
+        :class:`~nipype_heatmap.interfaces.HeatmapVolume` (``coverage``, ``std``,
+        ``ddof``, ``min_count``, ``min_fraction``).
     %(wf_num_threads)s
     name : str, default="bids_heatmap_wf"
         Name of the workflow.
@@ -83,6 +91,8 @@ def init_bids_heatmap_wf(
         Its JSON sidecar.
     out_report
         The HTML report (when ``generate_report``).
+    out_cohort
+        Each stored cohort map's name -> its path (when ``cohort`` asks for maps).
     n_inputs
         Number of inputs aggregated.
     subjects
@@ -105,7 +115,7 @@ def init_bids_heatmap_wf(
     )
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["out_file", "out_sidecar", "out_report", "n_inputs", "subjects"]
+            fields=["out_file", "out_sidecar", "out_report", "out_cohort", "n_inputs", "subjects"]
         ),
         name="outputnode",
     )
@@ -125,8 +135,11 @@ def init_bids_heatmap_wf(
         "clip_to_input_range": clip_to_input_range,
         "normalize": normalize,
     }
+    cohort = {k: v for k, v in (cohort or {}).items() if v is not None}
     heatmap = pe.Node(
-        HeatmapVolume(num_threads=num_threads, **flags), name="heatmap", mem_gb=mem_gb(num_threads)
+        HeatmapVolume(num_threads=num_threads, **flags, **cohort),
+        name="heatmap",
+        mem_gb=mem_gb(num_threads),
     )
     ds_heatmap = pe.Node(
         HeatmapDerivativesSink(
@@ -134,6 +147,7 @@ def init_bids_heatmap_wf(
             overwrite=overwrite,
             command=f"nipype_heatmap.workflows.init_bids_heatmap_wf(name={name!r})",
             **flags,
+            **{k: v for k, v in cohort.items() if k in ("ddof", "min_count", "min_fraction")},
         ),
         name="ds_heatmap",
         run_without_submitting=True,
@@ -152,4 +166,15 @@ def init_bids_heatmap_wf(
                                   ("out_report", "out_report")]),
     ])
     # fmt: on
+    wanted = sorted(
+        name
+        for option, names in COHORT_OUTPUTS.items()
+        if cohort.get(option) or (option == "min_count" and cohort.get("min_fraction"))
+        for name in names
+    )
+    if wanted:
+        workflow.connect([
+            (heatmap, ds_heatmap, [(n, n) for n in wanted]),
+            (ds_heatmap, outputnode, [("out_cohort", "out_cohort")]),
+        ])  # fmt: skip
     return workflow
