@@ -36,6 +36,18 @@ LOGGER = logging.getLogger(__name__)
 
 _EXACT_LIMIT = 2**62  # n * S2 below it keeps the integer numerator exact in int64
 
+_BLOCK = 1 << 15  # voxels per step of the float updates: a few arrays of it fit in L2
+
+
+def _flat(array: np.ndarray, *, view: bool = False) -> np.ndarray:
+    """A 1D slab in memory (Fortran) order: a view, or a copy for an input whose slab is
+    not contiguous (a re-ordered volume). ``view=True`` (arrays written into) insists."""
+    flat = array.reshape(-1, order="F")
+    if view and not np.may_share_memory(flat, array):
+        raise AssertionError("a state array slab is not contiguous")  # pragma: no cover
+    return flat
+
+
 ValuesOf = Callable[[int, tuple[slice, ...]], np.ndarray]
 
 
@@ -53,21 +65,20 @@ class CohortStats:
         self.binary = True  # every input so far held only 0 and 1 integers: S2 == S1
         self.sq_total: np.ndarray | None = None  # exact int64 sum of squares
         self.sq_bound = 0  # no voxel's sum of squares exceeds it
-        self.mean: np.ndarray | None = None  # Welford, once exactness ends
-        self.m2: np.ndarray | None = None
+        self.m2: np.ndarray | None = None  # Welford's M2 (the mean is S / n), once not exact
 
-    def _buffers(self, index: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Two float64 scratch arrays for a slab, allocated once."""
+    def _buffers(self, index: int, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        """Three float64 scratch arrays for a slab's thread, allocated once."""
         found = getattr(self, "_scratch", {}).get(index)
         if found is None or found[0].shape != shape:
-            found = (np.empty(shape, order="F"), np.empty(shape, order="F"))
+            found = tuple(np.empty(shape, order="F") for _ in range(3))
             self._scratch = {**getattr(self, "_scratch", {}), index: found}
         return found
 
     @property
     def exact(self) -> bool:
         """Whether the spread is still kept exactly (integer sums of squares)."""
-        return self.mean is None
+        return self.m2 is None
 
     def add(
         self,
@@ -79,12 +90,18 @@ class CohortStats:
         hi: float,
         n_before: np.ndarray | int,
         s1_before: Callable[[], np.ndarray],
-    ) -> None:
+        float_total: Callable[[], np.ndarray],
+    ) -> bool:
         """Update with one volume, before the accumulator adds it to its sum.
 
         ``n_before`` is the per-voxel count of finite values so far (or the number of
-        inputs), ``s1_before`` returns the float64 sum so far (for a fold to Welford).
+        inputs), ``s1_before`` returns the float64 sum so far (for a fold to Welford),
+        ``float_total`` the accumulator's float64 sum to add into. Returns True when the
+        volume was added to that sum here (Welford's form updates both in one pass), so
+        that the accumulator adds it no more.
         """
+        complete = kind in "biu" or (np.isfinite(lo) and np.isfinite(hi))
+        counter = None  # how this volume's non-zero voxels are counted, if they are
         if self.overlap and self.overlap_binary and kind in "biu" and lo >= 0 and hi <= 1:
             pass  # still binary: the non-zero count is the sum
         elif self.overlap:
@@ -93,20 +110,39 @@ class CohortStats:
                 self.overlap_binary = False
             nonzero = self.nonzero
 
-            def count(index: int, slab: tuple[slice, ...]) -> None:
+            def counter(index: int, slab: tuple[slice, ...]) -> None:
                 values = values_of(index, slab)
                 hit = values != 0
-                if kind == "f":
+                if not complete:  # NaN != 0, but a missing value is no hit
                     hit &= np.isfinite(values)
                 np.add(nonzero[slab], hit, out=nonzero[slab], casting="unsafe")
 
-            pool.map(count)
+        summed = self._add_spread(
+            values_of,
+            pool,
+            kind=kind,
+            lo=lo,
+            hi=hi,
+            n_before=n_before,
+            s1_before=s1_before,
+            float_total=float_total,
+            count_nonzero=counter is not None and complete,
+        )
+        if counter is not None and not (summed and complete):
+            pool.map(counter)
+        return summed
+
+    def _add_spread(
+        self, values_of, pool, *, kind, lo, hi, n_before, s1_before, float_total, count_nonzero
+    ) -> bool:
+        """The spread part of :meth:`add`; True if the sum was updated (and, for a volume
+        without missing values, its non-zero voxels counted when ``count_nonzero``)."""
         if not self.spread:
-            return
+            return False
         if self.exact and kind in "biu":
             if self.binary and lo >= 0 and hi <= 1:
                 self.sq_bound += 1
-                return
+                return False
             peak = max(int(lo) ** 2, int(hi) ** 2)
             n_after = (int(np.max(n_before)) if np.ndim(n_before) else int(n_before)) + 1
             if n_after * (self.sq_bound + peak) < _EXACT_LIMIT:
@@ -120,48 +156,81 @@ class CohortStats:
                         sq[s], np.square(values_of(i, s), dtype=np.int64), out=sq[s]
                     )
                 )
-                return
+                return False
         if self.exact:
             self._fold(n_before, s1_before())
-        mean, m2 = self.mean, self.m2
-        if kind in "biu" or (np.isfinite(lo) and np.isfinite(hi)):
-            # Every voxel has a value: one step with the same n everywhere (or the count)
-            def complete(index: int, slab: tuple[slice, ...]) -> None:
-                # Welford's step with n the same for the whole slab, in place in reused
-                # buffers (fresh 8-byte arrays per volume would cost more in page faults
-                # than the arithmetic): delta = x - mean; mean += delta / n;
-                # m2 += delta * (x - new mean) = delta**2 * (n - 1) / n.
-                mean_s, m2_s = mean[slab], m2[slab]
-                delta, work = self._buffers(index, mean_s.shape)
-                np.subtract(values_of(index, slab), mean_s, out=delta, dtype=np.float64)
-                if np.ndim(n_before):
-                    n_new = n_before[slab] + 1.0
-                    np.divide(delta, n_new, out=work)
-                    mean_s += work
-                    np.multiply(work, n_new - 1.0, out=work)
-                else:
-                    n_new = n_before + 1.0
-                    np.multiply(delta, 1.0 / n_new, out=work)
-                    mean_s += work
-                    work *= n_new - 1.0
-                work *= delta  # delta**2 * (n - 1) / n
-                m2_s += work
+        self._add_welford(
+            values_of,
+            pool,
+            lo=lo,
+            hi=hi,
+            n_before=n_before,
+            total=float_total(),
+            nonzero=self.nonzero if count_nonzero else None,
+        )
+        return True
 
-            pool.map(complete)
+    def _add_welford(self, values_of, pool, *, lo, hi, n_before, total, nonzero=None) -> None:
+        """Add one volume to the float64 sum and Welford's M2 in one pass.
+
+        The running mean is the sum over the count (``mean = S / n``), so it needs no array
+        of its own: per voxel, ``d = x - S / n``, then ``S += x``, then
+        ``M2 += d * (x - S / (n + 1))``: Welford's update, a product of two deviations,
+        never a difference of large sums. With ``nonzero`` (a volume without missing values),
+        its non-zero voxels are counted in the same pass.
+        """
+        m2 = self.m2
+        if np.isfinite(lo) and np.isfinite(hi) and not np.ndim(n_before):
+            # Every voxel has a value and the same count: a block of voxels at a time, so
+            # that the passes stay in the CPU cache and only x, S and M2 travel through
+            # memory (each voxel gets the same operations as in a whole-array pass).
+            old = 1.0 / n_before if n_before else 0.0
+            new = 1.0 / (n_before + 1)
+
+            def step(index: int, slab: tuple[slice, ...]) -> None:
+                x = _flat(values_of(index, slab))
+                s_f, m2_f = _flat(total[slab], view=True), _flat(m2[slab], view=True)
+                nz_f = None if nonzero is None else _flat(nonzero[slab], view=True)
+                d_buf, e_buf, x_buf = self._buffers(index, (min(_BLOCK, x.size),))
+                for start in range(0, x.size, _BLOCK):
+                    block = slice(start, min(start + _BLOCK, x.size))
+                    size = block.stop - start
+                    d, e, xb, sb = d_buf[:size], e_buf[:size], x_buf[:size], s_f[block]
+                    np.copyto(xb, x[block])  # float64 once: no mixed-type loops below
+                    np.multiply(sb, old, out=d)
+                    np.subtract(xb, d, out=d)  # x - old mean
+                    np.add(sb, xb, out=sb)
+                    np.multiply(sb, new, out=e)
+                    np.subtract(xb, e, out=e)  # x - new mean
+                    d *= e
+                    m2_f[block] += d
+                    if nz_f is not None:
+                        np.add(nz_f[block], xb != 0, out=nz_f[block], casting="unsafe")
+
+            pool.map(step)
             return
 
-        def welford(index: int, slab: tuple[slice, ...]) -> None:
+        def step_missing(index: int, slab: tuple[slice, ...]) -> None:
+            with np.errstate(invalid="ignore"):
+                _step_missing(index, slab)
+
+        def _step_missing(index: int, slab: tuple[slice, ...]) -> None:
             x = values_of(index, slab).astype(np.float64, copy=False)
             n_prev = n_before[slab] if np.ndim(n_before) else n_before
+            s_s = total[slab]
             finite = np.isfinite(x)
-            n_new = n_prev + finite
-            xf = np.where(finite, x, mean[slab])
-            delta = xf - mean[slab]
-            step = np.divide(delta, n_new, out=np.zeros_like(delta), where=n_new > 0)
-            mean[slab] += step
-            m2[slab] += delta * (xf - mean[slab])
+            n_new = np.asarray(n_prev + finite, dtype=np.float64)
+            mean_old = np.divide(s_s, n_prev, out=np.zeros_like(x), where=n_prev > 0)
+            d = np.where(finite, x, 0.0) - np.where(finite, mean_old, 0.0)
+            np.add(s_s, x, out=s_s, where=finite)
+            mean_new = np.divide(s_s, n_new, out=np.zeros_like(x), where=n_new > 0)
+            d *= np.where(finite, x - mean_new, 0.0)
+            m2[slab] += d
+            if nonzero is not None:
+                hit = (x != 0) & finite
+                np.add(nonzero[slab], hit, out=nonzero[slab], casting="unsafe")
 
-        pool.map(welford)
+        pool.map(step_missing)
 
     def remove(
         self,
@@ -172,13 +241,15 @@ class CohortStats:
         lo: float,
         hi: float,
         n_now: np.ndarray | int,
+        s1_now: Callable[[], np.ndarray],
     ) -> None:
         """Undo :meth:`add` of one volume, before the accumulator subtracts it from its sum.
 
-        ``n_now`` is the per-voxel count of finite values including this volume. Counts
-        and exact sums of squares are subtracted exactly; Welford's state is stepped back
-        (``mean' = mean - (x - mean) / (n - 1)``, ``M2' = M2 - (x - mean') (x - mean)``),
-        which agrees with a recompute to float64 round-off.
+        ``n_now`` is the per-voxel count of finite values including this volume, ``s1_now``
+        returns the float64 sum including it. Counts and exact sums of squares are
+        subtracted exactly; Welford's M2 is stepped back (with ``mean = S / n`` and
+        ``mean' = (S - x) / (n - 1)``: ``M2' = M2 - (x - mean') (x - mean)``), which
+        agrees with a recompute to float64 round-off.
         """
         if self.overlap and not self.overlap_binary:
             nonzero = self.nonzero
@@ -204,23 +275,23 @@ class CohortStats:
                     )
                 )
             return
-        mean, m2 = self.mean, self.m2
+        m2 = self.m2
+        s1 = s1_now()
 
         def step_back(index: int, slab: tuple[slice, ...]) -> None:
             x = values_of(index, slab).astype(np.float64, copy=False)
             n = n_now[slab] if np.ndim(n_now) else n_now
             finite = np.isfinite(x)
             n_after = np.asarray(n - finite, dtype=np.float64)
-            mean_s, m2_s = mean[slab], m2[slab]
-            xf = np.where(finite, x, mean_s)
-            delta = xf - mean_s
-            step = np.divide(delta, n_after, out=np.zeros_like(delta), where=n_after > 0)
-            previous = mean_s - step
-            m2_s -= (xf - previous) * delta
+            s_s, m2_s = s1[slab], m2[slab]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_now = np.divide(s_s, n, out=np.zeros_like(x), where=np.asarray(n) > 0)
+                s_prev = np.where(finite, s_s - x, s_s)  # what the sum becomes
+                mean_prev = np.divide(s_prev, n_after, out=np.zeros_like(x), where=n_after > 0)
+                change = np.where(finite, (x - mean_prev) * (x - mean_now), 0.0)
+            m2_s -= change
             np.maximum(m2_s, 0.0, out=m2_s)  # round-off must not make a variance negative
             m2_s[finite & (n_after <= 1)] = 0.0  # one value (or none) deviates by nothing
-            previous[finite & (n_after == 0)] = 0.0
-            mean_s[...] = previous
 
         pool.map(step_back)
 
@@ -228,9 +299,8 @@ class CohortStats:
         """Re-order every per-voxel array with ``move`` (the reference changed)."""
         self.nonzero = move(self.nonzero)
         self.sq_total = move(self.sq_total)
-        self.mean = move(self.mean)
         self.m2 = move(self.m2)
-        for array in (self.nonzero, self.sq_total, self.mean):
+        for array in (self.nonzero, self.sq_total, self.m2):
             if array is not None:
                 self.shape = tuple(array.shape)
                 break
@@ -256,7 +326,7 @@ class CohortStats:
                 self._fold(n, s1)
             if not self.exact:
                 meta["SpreadForm"] = "welford"
-                volumes += [("mean", self.mean), ("m2", self.m2)]
+                volumes.append(("m2", self.m2))
             elif self.binary:
                 meta["SpreadForm"] = "binary"
             else:
@@ -279,7 +349,6 @@ class CohortStats:
             stats.sq_bound = int(meta["SquareBound"])
             if form == "welford":
                 stats.binary = False
-                stats.mean = np.array(volumes["mean"], dtype=np.float64, order="F")
                 stats.m2 = np.array(volumes["m2"], dtype=np.float64, order="F")
             elif form == "squares":
                 stats.binary = False
@@ -289,11 +358,14 @@ class CohortStats:
         return stats
 
     def _fold(self, n: np.ndarray | int, s1: np.ndarray) -> None:
-        """Turn the exact (n, S1, S2) into Welford's (mean, M2), per voxel."""
+        """Turn the exact (n, S1, S2) into Welford's M2, per voxel (the mean is S1 / n)."""
+        if np.ndim(n) == 0 and int(n) == 0:  # nothing added yet: no deviation either
+            self.m2 = np.zeros(self.shape, order="F")
+            self.sq_total = None
+            return
         n_arr = np.broadcast_to(np.asarray(n, dtype=np.float64), self.shape)
         s2 = self._sq_or_sum(s1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            self.mean = np.where(n_arr > 0, s1 / n_arr, 0.0).astype(np.float64, order="F")
             numerator = self._exact_numerator(n, s1, s2)
             self.m2 = np.where(n_arr > 0, numerator / n_arr, 0.0).astype(np.float64, order="F")
         self.sq_total = None
@@ -356,9 +428,17 @@ class CohortStats:
             self.overlap_binary = False
         if not self.spread:
             return
-        if self.binary and other.binary and self.exact and other.exact:
-            self.sq_bound += other.sq_bound
-            return
+        n_max = int(np.max(n_self)) + int(np.max(n_other))
+        if self.exact and other.exact:
+            if self.binary and other.binary:
+                self.sq_bound += other.sq_bound
+                return
+            bound = self.sq_bound + other.sq_bound
+            if n_max * bound < _EXACT_LIMIT:  # both exact integers: add the squares
+                mine = self._sq_or_sum(s1_self)
+                self.sq_total = mine + conform(other._sq_or_sum(s1_other))
+                self.binary, self.sq_bound = False, bound
+                return
         if self.exact:
             self._fold(n_self, s1_self)
         if other.exact:
@@ -368,13 +448,11 @@ class CohortStats:
             np.asarray(conform(np.broadcast_to(n_other, other.shape)), dtype=np.float64),
             self.shape,
         )
-        mean_b, m2_b = conform(other.mean), conform(other.m2)
+        s1_b = conform(s1_other)
         n = na + nb_
-        delta = mean_b - self.mean
         with np.errstate(invalid="ignore", divide="ignore"):
-            weight = np.where(n > 0, nb_ / n, 0.0)
-            self.m2 += m2_b + np.where(n > 0, delta * delta * na * nb_ / n, 0.0)
-        self.mean += delta * weight
+            delta = np.where(nb_ > 0, s1_b / nb_, 0.0) - np.where(na > 0, s1_self / na, 0.0)
+            self.m2 += conform(other.m2) + np.where(n > 0, delta * delta * na * nb_ / n, 0.0)
 
 
 @dataclass
@@ -389,7 +467,7 @@ class OverlapRow:
 
 def overlap_table(nonzero: np.ndarray, n_inputs: int) -> list[OverlapRow]:
     """For every k from 1 to ``n_inputs``: how many voxels have ``nonzero >= k``."""
-    counts = np.bincount(nonzero.ravel(), minlength=n_inputs + 1)[: n_inputs + 1]
+    counts = np.bincount(np.ravel(nonzero, order="K"), minlength=n_inputs + 1)[: n_inputs + 1]
     surviving = np.cumsum(counts[::-1])[::-1]  # surviving[k] = voxels with nonzero >= k
     return [
         OverlapRow(k, round(k / n_inputs, 6), int(surviving[k])) for k in range(1, n_inputs + 1)
@@ -434,24 +512,32 @@ def cohort_images(
     """
     stats: CohortStats | None = acc.stats
     n = acc.count if acc.count is not None else acc.n_inputs
-    s1 = acc.total  # a float64 copy when the sum is kept in integers: take it once
+    s1_cache: list[np.ndarray] = []
+
+    def s1() -> np.ndarray:  # a float64 copy when the sum is kept in integers: once
+        if not s1_cache:
+            s1_cache.append(acc.total)
+        return s1_cache[0]
+
     images: dict[str, nb.Nifti1Image] = {}
     n_inputs = acc.n_inputs
     tag = f"nipype_heatmap {{}} of {n_inputs} volumes".format
+    count_dtype = np.uint16 if n_inputs < 2**16 else np.uint32
     if coverage:
-        dtype = np.uint16 if n_inputs < 2**16 else np.uint32
-        cover = np.broadcast_to(np.asarray(n), acc.ref_shape).astype(dtype, order="F")
+        if np.ndim(n):
+            cover = n.astype(count_dtype, order="F")
+        else:
+            cover = np.full(acc.ref_shape, n, dtype=count_dtype, order="F")
         images["coverage"] = acc.make_image(cover, tag("coverage").encode())
     if std:
         if stats is None or not stats.spread:
             raise ValueError("the spread was not tracked: build the accumulator with spread=True")
-        var = stats.variance(n, s1, ddof)
+        var = stats.variance(n, s1(), ddof)
         images["variance"] = acc.make_image(
             var.astype(np.float32), tag(f"variance ddof={ddof}").encode()
         )
-        images["std"] = acc.make_image(
-            np.sqrt(var).astype(np.float32), tag(f"std ddof={ddof}").encode()
-        )
+        np.sqrt(var, out=var)
+        images["std"] = acc.make_image(var.astype(np.float32), tag(f"std ddof={ddof}").encode())
     table = None
     k = resolve_min_count(n_inputs, min_count, min_fraction)
     if k is not None:
@@ -459,15 +545,16 @@ def cohort_images(
             raise ValueError(
                 "the overlap was not tracked: build the accumulator with overlap=True"
             )
-        nonzero = stats.nonzero_count(s1)
+        exact = acc.integer_total if stats.overlap_binary else None
+        nonzero = exact if exact is not None else stats.nonzero_count(s1())
+        nonzero = nonzero.astype(count_dtype, order="F")
         table = overlap_table(nonzero, n_inputs)
-        dtype = np.uint16 if n_inputs < 2**16 else np.uint32
-        images["overlap"] = acc.make_image(nonzero.astype(dtype), tag("non-zero count").encode())
-        mask = (nonzero >= k).astype(np.uint8)
+        images["overlap"] = acc.make_image(nonzero, tag("non-zero count").encode())
+        mask = (nonzero >= k).view(np.uint8)
         images["mincount"] = acc.make_image(mask, tag(f"overlap >= {k}").encode())
         LOGGER.info(
             "%d voxel(s) have a non-zero value in at least %d of %d inputs",
-            int(mask.sum()),
+            np.count_nonzero(mask),
             k,
             n_inputs,
         )

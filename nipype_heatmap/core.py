@@ -212,8 +212,9 @@ class HeatmapAccumulator:
         if self.grid is None:
             self._set_reference(volume)
         values_of, kind, lo, hi = self._values(volume)
+        summed = False  # whether the cohort statistics added the volume to the sum
         if self.stats is not None:  # before the sum and count change
-            self.stats.add(
+            summed = self.stats.add(
                 values_of,
                 self._slab_pool(),
                 kind=kind,
@@ -221,14 +222,18 @@ class HeatmapAccumulator:
                 hi=hi,
                 n_before=self.count if self.count is not None else self.n_inputs,
                 s1_before=self._total_or_zeros,
+                float_total=self._float_sum,
             )
         complete = True  # every voxel has a finite value
-        if kind in "biu":  # integers are always finite
-            self._add_integers(values_of, int(lo), int(hi))
-        elif np.isfinite(lo) and np.isfinite(hi):
-            self._add_floats(values_of)
+        if kind in "biu" or (np.isfinite(lo) and np.isfinite(hi)):
+            if summed:
+                pass
+            elif kind in "biu":  # integers are always finite
+                self._add_integers(values_of, int(lo), int(hi))
+            else:
+                self._add_floats(values_of)
         else:
-            lo, hi = self._add_with_missing(values_of, volume.path)
+            lo, hi = self._add_with_missing(values_of, volume.path, add_sum=not summed)
             complete = False
         if complete and self.count is not None:
             count = self.count
@@ -305,7 +310,9 @@ class HeatmapAccumulator:
         pool = self._slab_pool()
         n_now = self.count if self.count is not None else self.n_inputs
         if self.stats is not None:  # before the sum and count change
-            self.stats.remove(values_of, pool, kind=kind, lo=lo, hi=hi, n_now=n_now)
+            self.stats.remove(
+                values_of, pool, kind=kind, lo=lo, hi=hi, n_now=n_now, s1_now=self._float_sum
+            )
         complete = kind in "biu" or (np.isfinite(lo) and np.isfinite(hi))
         if self._int_total is not None and kind in "biu":
             int_total = self._int_total  # any subset's sum stays within the bounds
@@ -431,6 +438,12 @@ class HeatmapAccumulator:
             return self._int_total.astype(np.float64, order="F")
         return self._float_total
 
+    @property
+    def integer_total(self) -> np.ndarray | None:
+        """The exact integer sum while every input was an unscaled integer volume, else
+        None (read-only use: it is the state itself)."""
+        return self._int_total
+
     def _float_sum(self) -> np.ndarray:
         """Return the float64 sum to add into, folding the exact integer sum into it once."""
         if self._float_total is not None and not self._float_total.flags.writeable:
@@ -443,8 +456,11 @@ class HeatmapAccumulator:
                 self._float_total = np.zeros(self.ref_shape, dtype=np.float64, order="F")
         return self._float_total
 
-    def _add_with_missing(self, values_of, source: str) -> tuple[float, float]:
-        """Add the finite values only and count them; return their range."""
+    def _add_with_missing(
+        self, values_of, source: str, add_sum: bool = True
+    ) -> tuple[float, float]:
+        """Add the finite values only (unless ``add_sum`` is False: the cohort statistics
+        did) and count them; return their range."""
         if self.count is None:
             self.count = np.full(self.ref_shape, self.n_inputs, dtype=np.uint32, order="F")
         total, count = self._float_sum(), self.count
@@ -452,7 +468,8 @@ class HeatmapAccumulator:
         def add(index: int, slab: tuple[slice, ...]) -> tuple[int, float, float]:
             values = values_of(index, slab)
             finite = np.isfinite(values)
-            np.add(total[slab], values, out=total[slab], where=finite)
+            if add_sum:
+                np.add(total[slab], values, out=total[slab], where=finite)
             np.add(count[slab], finite, out=count[slab], casting="unsafe")
             n_finite = int(np.count_nonzero(finite))
             lo, hi = _minmax(values[finite]) if n_finite else (np.nan, np.nan)

@@ -203,7 +203,7 @@ def test_state_records_digest_range_and_header_per_input(masks, floats, tmp_path
     assert first["Range"] == [0.0, 1.0]
     data = nb.load(floats[0]).get_fdata()
     assert second["Range"] == [np.nanmin(data), np.nanmax(data)]
-    assert meta["Volumes"] == ["sum", "count", "nonzero", "mean", "m2"]
+    assert meta["Volumes"] == ["sum", "count", "nonzero", "m2"]
     assert meta["CohortStats"]["SpreadForm"] == "welford"
 
 
