@@ -272,3 +272,24 @@ def test_subtraction_never_overwrites_an_input(make_nifti, in_dir, tmp_path, cap
     assert main([str(in_dir), "--group-b", str(b), "-o", str(victim), "-q"]) == 1
     assert "overwrite one of the inputs" in capsys.readouterr().err
     assert victim.read_bytes() == before
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tracking_the_spread_never_changes_the_mean(float_files, int_files, make_nifti, threads):
+    # The spread of floats is updated in the same pass as the sum: the sum must still be
+    # the plain float64 loop's, bit for bit, with or without missing values.
+    complete = [str(make_nifti(f"c{i}.nii", np.full(SHAPE, 0.1 * i + 0.3, np.float32)))
+                for i in range(3)]  # fmt: skip
+    files = [*int_files[:2], *complete, *float_files[:3], *complete]
+    plain = HeatmapAccumulator(num_threads=threads)
+    tracked = HeatmapAccumulator(num_threads=threads, overlap=True, spread=True)
+    for f in files:
+        plain.add_file(f)
+        tracked.add_file(f)
+    for use_mean in (True, False):
+        a = plain.aggregate(use_mean=use_mean, clip_to_input_range=False)
+        b = tracked.aggregate(use_mean=use_mean, clip_to_input_range=False)
+        assert_array_equal(a.view(np.uint64), b.view(np.uint64))
+    n, var, nonzero = _brute(_stack(files))
+    assert_array_equal(tracked.stats.nonzero_count(tracked.total), nonzero)
+    assert_allclose(tracked.stats.variance(tracked.count, tracked.total), var, rtol=1e-9)
