@@ -1,9 +1,10 @@
 """Partial heatmaps as files: chunks computed apart merge exactly, and a saved cohort can
 grow and shrink without re-reading it.
 
-A partial heatmap ("state") is one float64 NIfTI-1 file of shape ``(X, Y, Z, K)`` on the
-reference grid. Volume 0 is the voxel-wise sum of finite input values, volume 1 the
-voxel-wise number of finite values (the coverage); the cohort statistics follow when they
+A partial heatmap ("state") is one NIfTI-1 file of shape ``(X, Y, Z, K)`` on the
+reference grid, float64 or, when every value is an integer (masks, labels), the narrowest
+integer type that holds them all exactly. Volume 0 is the voxel-wise sum of finite input
+values, volume 1 the voxel-wise number of finite values (the coverage); the cohort statistics follow when they
 were tracked (``Volumes`` names them): ``nonzero`` (inputs with a non-zero value, unless
 every input was a binary mask: then it is the sum), ``sumsq`` (the exact integer sum of
 squares, for integer inputs) or ``m2`` (Welford's sum of squared deviations from the
@@ -125,9 +126,10 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
         "ReferenceHeader": base64.b64encode(acc.ref_header.binaryblock).decode("ascii"),
         "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
     }
+    dtype = _storage_dtype([v for _, v in volumes])
     header = nb.Nifti1Header()
     header.set_data_shape((*acc.ref_shape, len(volumes)))
-    header.set_data_dtype(np.float64)
+    header.set_data_dtype(dtype)
     header.set_qform(acc.ref_affine, code="aligned")
     header.set_sform(acc.ref_affine, code="aligned")
     header.set_xyzt_units(*acc.ref_header.get_xyzt_units())
@@ -141,9 +143,43 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     assert head.tell() == int(header["vox_offset"])
     shape = acc.ref_shape
     return write_atomic(
-        [head.getvalue(), *(b for _, v in volumes for b in _float64_bytes(v, shape))],
+        [head.getvalue(), *(b for _, v in volumes for b in _volume_bytes(v, shape, dtype))],
         state_file,
     )
+
+
+#: Types a state's volumes are stored in: the narrowest that holds every value exactly.
+_STORAGE_TYPES = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "uint32", "int32"))
+
+
+def _storage_dtype(volumes) -> np.dtype:
+    """The narrowest integer type holding every volume exactly, else float64.
+
+    Sums, counts and non-zero counts of integer inputs (masks, labels) are integers: stored
+    in uint8/uint16 they take a fraction of the space and time of float64 (a state of 1000
+    masks: uint16), losslessly. Any non-integral value (a floating-point input's sum,
+    Welford's M2) keeps float64 for all.
+    """
+    low, high = 0, 0
+    for values in volumes:
+        if np.ndim(values) == 0:
+            low, high = min(low, int(values)), max(high, int(values))
+            continue
+        array = np.asarray(values)
+        if array.dtype.kind == "f":
+            lo, hi = array.min(), array.max()
+            if not (np.isfinite(lo) and np.isfinite(hi)) or abs(lo) > 2**31 or abs(hi) > 2**31:
+                return np.dtype(np.float64)
+            if not np.array_equal(np.rint(array), array):  # a float input's sum, M2
+                return np.dtype(np.float64)
+        else:
+            lo, hi = array.min(), array.max()
+        low, high = min(low, int(lo)), max(high, int(hi))
+    for dtype in _STORAGE_TYPES:
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    return np.dtype(np.float64)
 
 
 def _record_to_json(record: SourceRecord) -> dict:
@@ -172,21 +208,21 @@ def _record_from_json(item) -> SourceRecord:
     )
 
 
-def _float64_bytes(values: np.ndarray | int, shape, block: int = 1 << 20):
-    """A volume as float64 bytes in NIfTI (Fortran) order, a block at a time (a constant
-    when ``values`` is a number)."""
+def _volume_bytes(values: np.ndarray | int, shape, dtype: np.dtype, block: int = 1 << 20):
+    """A volume as ``dtype`` bytes in NIfTI (Fortran) order, a block at a time (a constant
+    when ``values`` is a number); no whole copy is made."""
     size = int(np.prod(shape))
     if np.ndim(values) == 0:
         for start in range(0, size, block):
-            yield np.full(min(block, size - start), float(values)).tobytes()
+            yield np.full(min(block, size - start), values, dtype=dtype).tobytes()
         return
     array = np.asarray(values)
-    if array.dtype == np.float64 and array.flags.f_contiguous:
+    if array.dtype == dtype and array.flags.f_contiguous:
         yield memoryview(array.reshape(-1, order="F")).cast("B")  # a view, no copy
         return
     flat = array.reshape(-1, order="F")
     for start in range(0, size, block):
-        yield flat[start : start + block].astype(np.float64).tobytes()
+        yield flat[start : start + block].astype(dtype).tobytes()
 
 
 def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
@@ -231,10 +267,10 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
         stats_meta = meta.get("CohortStats")
     except (KeyError, TypeError, ValueError, IndexError, zlib.error) as err:
         raise ValueError(f"{path}: corrupt partial heatmap ({type(err).__name__}: {err})") from err
-    if data.shape != (*shape, len(names)) or data.dtype != np.float64:
+    if data.shape != (*shape, len(names)) or data.dtype not in (*_STORAGE_TYPES, np.float64):
         raise ValueError(
             f"{path}: data {data.shape} {data.dtype} do not match its metadata's "
-            f"{(*shape, len(names))} float64"
+            f"{(*shape, len(names))} (float64 or a narrower integer type)"
         )
     if not np.allclose(header.get_best_affine(), affine, atol=1e-4):
         raise ValueError(f"{path}: affine differs from the one its metadata records")
@@ -252,8 +288,11 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
             raise ValueError(
                 f"{path}: corrupt cohort statistics ({type(err).__name__}: {err})"
             ) from err
+    total = volumes["sum"]
+    if total.dtype != np.float64:  # an integer state: exact in float64 too
+        total = total.astype(np.float64, order="F")
     return HeatmapAccumulator.from_parts(
-        total=volumes["sum"],
+        total=total,
         count=None if np.all(count == n_inputs) else count.astype(np.uint32, order="F"),
         records=records,
         global_range=None if global_min is None else (float(global_min), float(global_max)),

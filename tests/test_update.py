@@ -320,3 +320,13 @@ def test_command_refuses_bad_updates_naming_the_file(make_nifti, tmp_path, capsy
     with pytest.raises(SystemExit) as usage:
         _run(["--update", str(state)], capsys)
     assert usage.value.code == 2
+
+
+def test_integer_states_are_stored_narrow_and_float_states_in_float64(masks, floats, tmp_path):
+    small = _state(masks[:4], tmp_path / "m.nii.gz")
+    assert nb.load(small).get_data_dtype() == np.uint8  # sums and counts of 4 masks
+    wide = _state(floats[:2], tmp_path / "f.nii.gz")
+    assert nb.load(wide).get_data_dtype() == np.float64
+    # a narrow state loads and updates exactly (its sum continues in float64, exactly)
+    acc = update_state(small, add=masks[4:6])
+    _assert_same(_maps(acc), _maps(accumulate_files(masks[:6], overlap=True, spread=True)))
