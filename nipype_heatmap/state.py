@@ -4,11 +4,12 @@ grow and shrink without re-reading it.
 A partial heatmap ("state") is one NIfTI-1 file of shape ``(X, Y, Z, K)`` on the
 reference grid, float64 or, when every value is an integer (masks, labels), the narrowest
 integer type that holds them all exactly. Volume 0 is the voxel-wise sum of finite input
-values, volume 1 the voxel-wise number of finite values (the coverage); the cohort statistics follow when they
-were tracked (``Volumes`` names them): ``nonzero`` (inputs with a non-zero value, unless
-every input was a binary mask: then it is the sum), ``sumsq`` (the exact integer sum of
-squares, for integer inputs) or ``m2`` (Welford's sum of squared deviations from the
-mean, ``sum / count``, once a floating-point input arrived). Any NIfTI tool opens it
+values, volume 1 the voxel-wise number of finite values (the coverage); the cohort
+statistics follow when they were tracked (``Volumes`` names them): ``nonzero`` (inputs
+with a non-zero value, unless every input was a binary mask: then it is the sum),
+``sumsq`` (the exact integer sum of squares, for integer inputs) or ``m2`` (Welford's sum
+of squared deviations from the mean, ``sum / count``, once a floating-point input
+arrived). Any NIfTI tool opens it
 (``fslhd``, ``mrinfo``, nibabel, a viewer). The rest travels inside the same file, as JSON
 in a NIfTI comment extension (code 6), so that nothing can separate them (Nipype deletes
 undeclared files from node folders)::
