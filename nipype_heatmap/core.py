@@ -168,12 +168,21 @@ class HeatmapAccumulator:
     ) -> HeatmapAccumulator:
         """Rebuild an accumulator from its parts (a saved partial heatmap).
 
-        ``total`` may be a read-only view; it is copied only if more is added to it.
+        ``total`` may be a read-only view; it is copied only if more is added to it. An
+        integer ``total`` (the exact sum of integer inputs, whose ``records`` all carry
+        their value ranges) continues as an exact integer sum, as if the files had been
+        added here.
         """
         acc = cls()
         acc.n_inputs = len(records)
         acc.records = list(records)
-        acc._float_total = total
+        if total.dtype.kind in "iu":  # an integer state: continue exactly, as a recompute
+            low = sum(min(int(r.value_range[0]), 0) for r in records)  # type: ignore[index]
+            high = sum(max(int(r.value_range[1]), 0) for r in records)  # type: ignore[index]
+            acc._int_total = total.astype(_int_sum_dtype(low, high), order="F")
+            acc._int_bounds = (low, high)
+        else:
+            acc._float_total = total
         acc.count = count
         if global_range is not None:
             acc.global_min, acc.global_max = global_range
@@ -438,6 +447,10 @@ class HeatmapAccumulator:
             return self._int_total.astype(np.float64, order="F")
         return self._float_total
 
+    def integer_bounds(self) -> tuple[int, int] | None:
+        """Bounds of every voxel's exact integer sum, or None once the sum is float64."""
+        return self._int_bounds if self._float_total is None else None
+
     @property
     def integer_total(self) -> np.ndarray | None:
         """The exact integer sum while every input was an unscaled integer volume, else
@@ -572,8 +585,23 @@ class HeatmapAccumulator:
             self.count = np.full(self.ref_shape, self.n_inputs, dtype=np.uint32, order="F")
         if self.count is not None:
             self.count += other_count if other_count is not None else np.uint32(other.n_inputs)
-        total = self._float_sum()
-        np.add(total, other_total, out=total)
+        mine, theirs = self.integer_bounds(), other.integer_bounds()
+        if mine is not None and theirs is not None and other._int_total is not None:
+            low, high = mine[0] + theirs[0], mine[1] + theirs[1]
+            dtype = _int_sum_dtype(low, high)
+            if self._int_total is not None and dtype.kind in "iu":  # both exact: stay so
+                dtype = np.promote_types(dtype, self._int_total.dtype)
+                other_int = self.grid.conform(
+                    other._int_total, other.grid.affine, other.grid.source
+                )
+                self._int_total = np.add(
+                    self._int_total, other_int, dtype=dtype, order="F", casting="unsafe"
+                )
+                self._int_bounds = (low, high)
+                other_total = None
+        if other_total is not None:
+            total = self._float_sum()
+            np.add(total, other_total, out=total)
         if other.global_min is not None:
             self._update_range(other.global_min, other.global_max)  # type: ignore[arg-type]
         self.n_inputs += other.n_inputs

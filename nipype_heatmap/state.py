@@ -22,11 +22,13 @@ undeclared files from node folders)::
       "Volumes": ["sum", "count"],        # what the 4th axis holds, in order
       "CohortStats": {"Overlap": true, "NonzeroIsSum": true,
                       "Spread": true, "SpreadForm": "binary", "SquareBound": 12},
+      "Headers": ["<base64 header>", ...],  # the inputs' distinct headers
       "Sources": [                        # every input, in order
         {"Path": "/abs/sub-01.nii.gz",
          "Digest": "sha256:9f2c...",      # of the file's bytes, to recognise it on removal
          "Range": [0, 1],                 # its finite value range (null if none)
-         "Header": "<base64 header>",     # becomes the reference if earlier ones go
+         "Header": 0,                     # its header, in "Headers" (each stored once):
+                                          # the reference if the inputs before it go
          "ImageClass": "Nifti1Image"},
         ...],
       "Shape": [182, 218, 182],
@@ -37,7 +39,8 @@ undeclared files from node folders)::
     }
 
 Print it with ``python -c "import sys; from nipype_heatmap.state import read_metadata;
-print(read_metadata(sys.argv[1]))" part.nii.gz`` (or ``nib-ls -H``).
+print(read_metadata(sys.argv[1]))" part.nii.gz | python -m json.tool`` (it is stored
+compact).
 
 The sums are float64 and the counts are exact integers, so merging partials gives the
 single-pass maps to float64 round-off (exactly, for integer inputs such as masks), and so
@@ -108,6 +111,13 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     total = acc.total
     count = acc.count if acc.count is not None else acc.n_inputs
     volumes: list[tuple[str, np.ndarray | int]] = [("sum", total), ("count", count)]
+    header_index: dict[bytes | None, int] = {}
+    for record in acc.records:  # inputs of one pipeline share one header: store it once
+        header_index.setdefault(record.header, len(header_index))
+    headers = [
+        None if block is None else base64.b64encode(block).decode("ascii")
+        for block in header_index
+    ]
     stats_meta = None
     if acc.stats is not None:
         stats_meta, stats_volumes = acc.stats.to_state(count, total)
@@ -120,14 +130,15 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
         "GlobalMax": acc.global_max,
         "Volumes": [name for name, _ in volumes],
         "CohortStats": stats_meta,
-        "Sources": [_record_to_json(r) for r in acc.records],
+        "Headers": headers,
+        "Sources": [_record_to_json(r, header_index) for r in acc.records],
         "Shape": list(acc.ref_shape),
         "Affine": np.asarray(acc.ref_affine).tolist(),
         "ImageClass": acc.image_class.__name__,
         "ReferenceHeader": base64.b64encode(acc.ref_header.binaryblock).decode("ascii"),
         "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
     }
-    dtype = _storage_dtype([v for _, v in volumes])
+    dtype = _storage_dtype(acc, volumes)
     header = nb.Nifti1Header()
     header.set_data_shape((*acc.ref_shape, len(volumes)))
     header.set_data_dtype(dtype)
@@ -137,7 +148,9 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     names = ", ".join(name for name, _ in volumes)
     header["descrip"] = f"nipype_heatmap partial: {names} of {acc.n_inputs}".encode()[:80]
     header.extensions.append(
-        nb.nifti1.Nifti1Extension(ECODE_COMMENT, json.dumps(meta, indent=1).encode("utf-8"))
+        nb.nifti1.Nifti1Extension(
+            ECODE_COMMENT, json.dumps(meta, separators=(",", ":")).encode("utf-8")
+        )
     )
     head = io.BytesIO()
     header.write_to(head)  # header, extensions; vox_offset is set to where they end
@@ -153,29 +166,22 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
 _STORAGE_TYPES = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "uint32", "int32"))
 
 
-def _storage_dtype(volumes) -> np.dtype:
+def _storage_dtype(acc: HeatmapAccumulator, volumes) -> np.dtype:
     """The narrowest integer type holding every volume exactly, else float64.
 
-    Sums, counts and non-zero counts of integer inputs (masks, labels) are integers: stored
-    in uint8/uint16 they take a fraction of the space and time of float64 (a state of 1000
-    masks: uint16), losslessly. Any non-integral value (a floating-point input's sum,
-    Welford's M2) keeps float64 for all.
+    While the sum is exact integers (every input an unscaled integer volume: masks,
+    labels), so are the counts and the sums of squares: stored in uint8 or uint16 they take
+    a fraction of the space and time of float64 (a state of 1000 masks: uint16),
+    losslessly. The bounds come from the inputs' value ranges, not from scanning the data.
+    Anything else (a floating-point input's sum, Welford's M2) keeps float64 for all.
     """
-    low, high = 0, 0
-    for values in volumes:
-        if np.ndim(values) == 0:
-            low, high = min(low, int(values)), max(high, int(values))
-            continue
-        array = np.asarray(values)
-        if array.dtype.kind == "f":
-            lo, hi = array.min(), array.max()
-            if not (np.isfinite(lo) and np.isfinite(hi)) or abs(lo) > 2**31 or abs(hi) > 2**31:
-                return np.dtype(np.float64)
-            if not np.array_equal(np.rint(array), array):  # a float input's sum, M2
-                return np.dtype(np.float64)
-        else:
-            lo, hi = array.min(), array.max()
-        low, high = min(low, int(lo)), max(high, int(hi))
+    bounds = acc.integer_bounds()
+    names = {name for name, _ in volumes}
+    if bounds is None or "m2" in names:
+        return np.dtype(np.float64)
+    low, high = min(bounds[0], 0), max(bounds[1], acc.n_inputs)
+    if "sumsq" in names:
+        high = max(high, acc.stats.sq_bound)  # type: ignore[union-attr]
     for dtype in _STORAGE_TYPES:
         info = np.iinfo(dtype)
         if info.min <= low and high <= info.max:
@@ -183,19 +189,17 @@ def _storage_dtype(volumes) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def _record_to_json(record: SourceRecord) -> dict:
+def _record_to_json(record: SourceRecord, header_index: dict[bytes | None, int]) -> dict:
     return {
         "Path": record.path,
         "Digest": record.digest,
         "Range": None if record.value_range is None else list(record.value_range),
-        "Header": None
-        if record.header is None
-        else base64.b64encode(record.header).decode("ascii"),
+        "Header": header_index[record.header],
         "ImageClass": record.image_class,
     }
 
 
-def _record_from_json(item) -> SourceRecord:
+def _record_from_json(item, headers: list[bytes | None]) -> SourceRecord:
     if isinstance(item, str):  # format version 1: the path only
         return SourceRecord(item, None, None)
     value_range = item["Range"]
@@ -203,7 +207,7 @@ def _record_from_json(item) -> SourceRecord:
     return SourceRecord(
         str(item["Path"]),
         None if value_range is None else (float(value_range[0]), float(value_range[1])),
-        None if header is None else base64.b64decode(header),
+        None if header is None else headers[int(header)],
         str(item.get("ImageClass") or "Nifti1Image"),
         item.get("Digest"),
     )
@@ -260,7 +264,8 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
         ref_bytes = base64.b64decode(meta["ReferenceHeader"])
         ref_header = klass.header_class.from_fileobj(io.BytesIO(ref_bytes))
         n_inputs = int(meta["NInputs"])
-        records = [_record_from_json(item) for item in meta["Sources"]]
+        headers = [None if h is None else base64.b64decode(h) for h in meta.get("Headers", [])]
+        records = [_record_from_json(item, headers) for item in meta["Sources"]]
         if records and records[0].header is None:
             records[0] = SourceRecord(records[0].path, None, ref_bytes, meta["ImageClass"])
         names = list(meta.get("Volumes", ["sum", "count"]))
@@ -290,8 +295,8 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
                 f"{path}: corrupt cohort statistics ({type(err).__name__}: {err})"
             ) from err
     total = volumes["sum"]
-    if total.dtype != np.float64:  # an integer state: exact in float64 too
-        total = total.astype(np.float64, order="F")
+    if total.dtype != np.float64 and any(r.value_range is None for r in records):
+        total = total.astype(np.float64, order="F")  # no ranges to bound it: float64
     return HeatmapAccumulator.from_parts(
         total=total,
         count=None if np.all(count == n_inputs) else count.astype(np.uint32, order="F"),

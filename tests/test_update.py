@@ -330,3 +330,30 @@ def test_integer_states_are_stored_narrow_and_float_states_in_float64(masks, flo
     # a narrow state loads and updates exactly (its sum continues in float64, exactly)
     acc = update_state(small, add=masks[4:6])
     _assert_same(_maps(acc), _maps(accumulate_files(masks[:6], overlap=True, spread=True)))
+
+
+def test_signed_integer_states_stay_exact_through_removals(make_nifti, rng, tmp_path):
+    files = [
+        str(make_nifti(f"s{i}.nii", rng.integers(-300, 300, SHAPE).astype(np.int16)))
+        for i in range(5)
+    ]
+    files.append(str(make_nifti("big.nii", np.full(SHAPE, 30000, np.int16))))
+    state = _state(files[:4], tmp_path / "s.nii.gz")
+    assert nb.load(state).get_data_dtype() == np.int32  # the sums of squares need it
+    acc = update_state(state, add=files[4:], remove=[files[1], files[2]])
+    assert acc.integer_total is not None  # still the exact integer sum
+    want = accumulate_files([files[0], files[3], *files[4:]], overlap=True, spread=True)
+    _assert_same(_maps(acc), _maps(want))
+
+
+def test_merged_integer_partials_stay_integer(masks, tmp_path):
+    from nipype_heatmap.state import merge_states
+
+    parts = [_state(masks[i : i + 3], tmp_path / f"p{i}.nii.gz") for i in (0, 3, 6)]
+    merged = merge_states(parts)
+    assert merged.integer_total is not None
+    saved = save_state(merged, tmp_path / "merged.nii.gz")
+    assert nb.load(saved).get_data_dtype() == np.uint8
+    _assert_same(
+        _maps(load_state(saved)), _maps(accumulate_files(masks, overlap=True, spread=True))
+    )
