@@ -308,7 +308,7 @@ class CohortStats:
 
     # -- saving in a partial heatmap (see nipype_heatmap.state) --------------------------
     def to_state(
-        self, n: np.ndarray | int, s1: np.ndarray
+        self, n: np.ndarray | int, s1: Callable[[], np.ndarray]
     ) -> tuple[dict, list[tuple[str, np.ndarray]]]:
         """The metadata and float64 volumes that :meth:`from_state` rebuilds these from.
 
@@ -323,7 +323,7 @@ class CohortStats:
                 volumes.append(("nonzero", self.nonzero))
         if self.spread:
             if self.exact and self.sq_total is not None and self.sq_bound >= 2**53:
-                self._fold(n, s1)
+                self._fold(n, s1())
             if not self.exact:
                 meta["SpreadForm"] = "welford"
                 volumes.append(("m2", self.m2))

@@ -854,6 +854,7 @@ def accumulate_files(
     spread: bool = False,
     digests: bool = False,
     acc: HeatmapAccumulator | None = None,
+    volumes: Iterable[Volume] | None = None,
 ) -> HeatmapAccumulator:
     """Add files to a new accumulator in order, reading ahead on other threads.
 
@@ -878,6 +879,9 @@ def accumulate_files(
     acc : HeatmapAccumulator, optional
         Add to this accumulator (a loaded state) instead of a new one; ``overlap`` and
         ``spread`` are then its own.
+    volumes : iterable of Volume, optional
+        The volumes of ``files``, already being read (:func:`~nipype_heatmap.io.iter_volumes`),
+        instead of reading them here.
 
     Returns
     -------
@@ -898,7 +902,8 @@ def accumulate_files(
         acc.close()
         acc.num_threads = threads
     level = logging.INFO if debug else logging.DEBUG
-    volumes = iter_volumes(files, read_ahead=ahead, workers=threads, digest=digests)
+    if volumes is None:
+        volumes = iter_volumes(files, read_ahead=ahead, workers=threads, digest=digests)
     try:
         with _progress_bar(len(files), progress) as bar:
             for volume in volumes:

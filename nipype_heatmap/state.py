@@ -4,13 +4,13 @@ grow and shrink without re-reading it.
 A partial heatmap ("state") is one NIfTI-1 file of shape ``(X, Y, Z, K)`` on the
 reference grid, float64 or, when every value is an integer (masks, labels), the narrowest
 integer type that holds them all exactly. Volume 0 is the voxel-wise sum of finite input
-values, volume 1 the voxel-wise number of finite values (the coverage); the cohort
-statistics follow when they were tracked (``Volumes`` names them): ``nonzero`` (inputs
-with a non-zero value, unless every input was a binary mask: then it is the sum),
-``sumsq`` (the exact integer sum of squares, for integer inputs) or ``m2`` (Welford's sum
-of squared deviations from the mean, ``sum / count``, once a floating-point input
-arrived). Any NIfTI tool opens it
-(``fslhd``, ``mrinfo``, nibabel, a viewer). The rest travels inside the same file, as JSON
+values, volume 1 the voxel-wise number of finite values (the coverage; left out when every
+input had a finite value everywhere: it is then ``NInputs``); the cohort statistics follow
+when they were tracked (``Volumes`` names them): ``nonzero`` (inputs with a non-zero
+value, unless every input was a binary mask: then it is the sum), ``sumsq`` (the exact
+integer sum of squares, for integer inputs) or ``m2`` (Welford's sum of squared deviations
+from the mean, ``sum / count``, once a floating-point input arrived). Any NIfTI tool opens
+it (``fslhd``, ``mrinfo``, nibabel, a viewer). The rest travels inside the same file, as JSON
 in a NIfTI comment extension (code 6), so that nothing can separate them (Nipype deletes
 undeclared files from node folders)::
 
@@ -19,7 +19,7 @@ undeclared files from node folders)::
       "FormatVersion": 2,
       "NInputs": 12,                      # volumes accumulated
       "GlobalMin": 0.0, "GlobalMax": 1.0, # over finite input values (null if none)
-      "Volumes": ["sum", "count"],        # what the 4th axis holds, in order
+      "Volumes": ["sum", "count", "m2"],  # what the 4th axis holds, in order
       "CohortStats": {"Overlap": true, "NonzeroIsSum": true,
                       "Spread": true, "SpreadForm": "binary", "SquareBound": 12},
       "Headers": ["<base64 header>", ...],  # the inputs' distinct headers
@@ -54,10 +54,12 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nb
@@ -108,9 +110,12 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     if acc.n_inputs == 0 or acc.ref_shape is None or acc.ref_header is None:
         raise ValueError("cannot save an empty partial heatmap: no volume was added")
     check_output_filename(os.path.basename(os.fspath(state_file)))
-    total = acc.total
+    exact = acc.integer_total  # stored as it is when integers: no float64 round trip
+    total = exact if exact is not None else acc.total
     count = acc.count if acc.count is not None else acc.n_inputs
-    volumes: list[tuple[str, np.ndarray | int]] = [("sum", total), ("count", count)]
+    volumes: list[tuple[str, np.ndarray | int]] = [("sum", total)]
+    if acc.count is not None:  # else every input had a value everywhere: NInputs
+        volumes.append(("count", acc.count))
     header_index: dict[bytes | None, int] = {}
     for record in acc.records:  # inputs of one pipeline share one header: store it once
         header_index.setdefault(record.header, len(header_index))
@@ -120,7 +125,7 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     ]
     stats_meta = None
     if acc.stats is not None:
-        stats_meta, stats_volumes = acc.stats.to_state(count, total)
+        stats_meta, stats_volumes = acc.stats.to_state(count, lambda: acc.total)
         volumes += stats_volumes
     meta = {
         "Format": FORMAT,
@@ -281,10 +286,14 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
     if not np.allclose(header.get_best_affine(), affine, atol=1e-4):
         raise ValueError(f"{path}: affine differs from the one its metadata records")
     volumes = {name: data[..., i] for i, name in enumerate(names)}
-    if names[:2] != ["sum", "count"] or len(set(names)) != len(names):
+    if names[:1] != ["sum"] or len(set(names)) != len(names):
         raise ValueError(f"{path}: corrupt partial heatmap (volumes {names})")
-    count = volumes["count"]
-    if len(records) != n_inputs or count.max() > n_inputs or count.min() < 0:
+    count = volumes.get("count")  # absent: NInputs everywhere (version 1 always has it)
+    if (
+        n_inputs < 1
+        or len(records) != n_inputs
+        or (count is not None and (count.max() > n_inputs or count.min() < 0))
+    ):
         raise ValueError(f"{path}: counts and sources disagree with NInputs={n_inputs}")
     stats = None
     if stats_meta is not None:
@@ -299,7 +308,9 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
         total = total.astype(np.float64, order="F")  # no ranges to bound it: float64
     return HeatmapAccumulator.from_parts(
         total=total,
-        count=None if np.all(count == n_inputs) else count.astype(np.uint32, order="F"),
+        count=None
+        if count is None or np.all(count == n_inputs)
+        else count.astype(np.uint32, order="F"),
         records=records,
         global_range=None if global_min is None else (float(global_min), float(global_max)),
         ref_affine=affine,
@@ -379,13 +390,60 @@ def update_state(
         (version 1 states); a file to add is already in it; or nothing would be left. The
         state file is then unchanged.
     """
-    from .core import _refuse_output_among_inputs, accumulate_files
-    from .io import prepare_output, warn_duplicates
+    from .core import accumulate_files
+    from .io import iter_volumes, prepare_output
+    from .parallel import resolve_num_threads
 
     state_path = os.path.abspath(os.fspath(state_file))
     target = prepare_output(state_path if out_file is None else out_file)
-    acc = load_state(state_path)
     to_add = [os.path.abspath(os.fspath(p)) for p in add]
+    threads = resolve_num_threads(num_threads)
+    # The new files are read (on the reader threads) while the state inflates on another;
+    # nothing is added before every check below has passed.
+    volumes = iter_volumes(to_add, read_ahead=max(2, threads), workers=threads, digest=True)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="heatmap-state") as pool:
+            loading = pool.submit(load_state, state_path)
+            first = [next(volumes)] if to_add else []
+            acc = loading.result()
+        indices = _check_update(acc, state_path, target, to_add, remove)
+        if to_add:
+            acc = accumulate_files(
+                to_add,
+                acc=acc,
+                volumes=itertools.chain(first, volumes),
+                num_threads=threads,
+                progress=progress,
+                debug=debug,
+            )
+    finally:
+        volumes.close()
+    try:
+        for index in sorted(indices, reverse=True):
+            acc.remove_file_at(index)
+    finally:
+        acc.close()
+    save_state(acc, target)
+    return acc
+
+
+def _check_update(
+    acc: HeatmapAccumulator,
+    state_path: str,
+    target: str,
+    to_add: Sequence[str],
+    remove: Sequence[str | os.PathLike[str]],
+) -> list[int]:
+    """Check an update before anything changes; return the indices of the inputs to remove.
+
+    Raises
+    ------
+    ValueError
+        As :func:`update_state`.
+    """
+    from .core import _refuse_output_among_inputs
+    from .io import warn_duplicates
+
     indices: list[int] = []
     for path in (os.path.abspath(os.fspath(p)) for p in remove):
         found = [i for i, r in enumerate(acc.records) if r.path == path and i not in indices]
@@ -411,19 +469,4 @@ def update_state(
             )
     warn_duplicates(to_add)
     _refuse_output_among_inputs(to_add, [state_path, target])
-    if to_add:
-        acc = accumulate_files(
-            to_add,
-            acc=acc,
-            digests=True,
-            num_threads=num_threads,
-            progress=progress,
-            debug=debug,
-        )
-    try:
-        for index in sorted(indices, reverse=True):
-            acc.remove_file_at(index)
-    finally:
-        acc.close()
-    save_state(acc, target)
-    return acc
+    return indices
