@@ -238,7 +238,7 @@ class HeatmapAccumulator:
             if summed:
                 pass
             elif kind in "biu":  # integers are always finite
-                self._add_integers(values_of, int(lo), int(hi))
+                self._add_integers(values_of, int(lo), int(hi), self._sparse(volume))
             else:
                 self._add_floats(values_of)
         else:
@@ -260,6 +260,16 @@ class HeatmapAccumulator:
             )
         )
         return float(lo), float(hi)
+
+    def _sparse(self, volume: Volume) -> tuple[np.ndarray, np.ndarray] | None:
+        """The non-zero voxels the reader listed, when they can be added as they are: an
+        unscaled volume already in the reference grid's voxel order."""
+        index = volume.nonzero_index
+        if index is None or volume.slope is not None or self.grid is None:
+            return None
+        if not self.grid.matches(volume.shape, volume.affine):
+            return None  # re-ordered onto the grid: the listed positions do not apply
+        return index, volume.data.reshape(-1, order="F")[index]
 
     def _values(self, volume: Volume):
         """The volume's values on the reference grid, slab by slab, with their kind and
@@ -504,7 +514,9 @@ class HeatmapAccumulator:
         total = self._float_sum()
         self._slab_pool().map(lambda i, s: np.add(total[s], values_of(i, s), out=total[s]))
 
-    def _add_integers(self, values_of, lo: int, hi: int) -> None:
+    def _add_integers(self, values_of, lo: int, hi: int, sparse=None) -> None:
+        """Add an integer volume to the exact integer sum (``sparse``: its non-zero voxels
+        as flat Fortran-order indices and values, when the reader found few)."""
         if self._float_total is not None:  # a float input came first: stay in float64
             self._add_floats(values_of)
             return
@@ -523,10 +535,17 @@ class HeatmapAccumulator:
         # integer add (masks) is too quick to pay for handing slabs to other threads: the
         # reader threads, inflating the next files, have the cores.
         int_total = self._int_total
-        pool = self._slab_pool() if dtype.itemsize >= 4 else SlabPool(self.ref_shape, 1)
-        pool.map(
-            lambda i, s: np.add(int_total[s], values_of(i, s), out=int_total[s], casting="unsafe")
-        )
+        if sparse is not None:  # only the non-zero voxels: the others add nothing
+            index, values = sparse
+            flat = int_total.reshape(-1, order="F")  # a view: the sum is Fortran-ordered
+            flat[index] += values.astype(dtype, copy=False)
+        else:
+            pool = self._slab_pool() if dtype.itemsize >= 4 else SlabPool(self.ref_shape, 1)
+            pool.map(
+                lambda i, s: np.add(
+                    int_total[s], values_of(i, s), out=int_total[s], casting="unsafe"
+                )
+            )
         self._int_bounds = (low, high)
 
     def _update_range(self, lo: float, hi: float) -> None:

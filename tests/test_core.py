@@ -433,3 +433,33 @@ def test_all_nan_input_before_finite_ones_keeps_the_clip_range(make_nifti):
     ]
     out = np.asanyarray(compute_heatmap(files, False, True).dataobj)
     assert np.all(out == 0.75)  # sum 1.0 clipped to the finite input range [0.25, 0.75]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32])
+def test_sparse_masks_add_only_their_nonzero_voxels_with_the_same_result(make_nifti, rng, dtype):
+    # Reader threads list the non-zero voxels of sparse integer volumes (few lesion voxels)
+    # and only those are added; dense, scaled and re-ordered volumes take the dense path.
+    files = []
+    for i in range(6):
+        data = np.zeros(SHAPE, dtype)
+        data[tuple(rng.integers(0, n, 5) for n in SHAPE)] = rng.integers(1, 100, 5)
+        affine = None
+        if i == 2:  # the same grid, x axis flipped: positions must not be reused as listed
+            data = data[::-1]
+            affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+            affine[:3, 3] = [-6.0 + 2.0 * (SHAPE[0] - 1), -8.0, -9.0]
+        files.append(str(make_nifti(f"s{i}.nii.gz", data, affine=affine)))
+    files.append(str(make_nifti("dense.nii.gz", rng.integers(0, 3, SHAPE).astype(dtype))))
+    from nipype_heatmap.io import iter_volumes
+
+    volumes = list(iter_volumes(files, read_ahead=2))
+    assert volumes[0].nonzero_index is not None and volumes[-1].nonzero_index is None
+    sparse, dense = core.HeatmapAccumulator(), core.HeatmapAccumulator()
+    for volume, path in zip(volumes, files, strict=True):
+        sparse.add_volume(volume)
+        dense.add_file(path)  # read without the listing: the dense path
+    for use_mean in (True, False):
+        a = sparse.aggregate(use_mean=use_mean, clip_to_input_range=False)
+        b = dense.aggregate(use_mean=use_mean, clip_to_input_range=False)
+        assert_array_equal(a.view(np.uint64), b.view(np.uint64))
+    assert sparse.integer_total is not None and sparse.integer_total.sum() > 0

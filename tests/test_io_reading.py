@@ -369,3 +369,17 @@ def test_read_header_reads_gzip_and_plain(make_nifti):
     for name in ("a.nii.gz", "b.nii"):
         path = make_nifti(name)
         assert io.read_header(path).get_data_shape() == SHAPE
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.bool_])
+@pytest.mark.parametrize("size", [0, 7, 4096, 4096 * 3 + 5, 100_003])
+def test_nonzero_positions_equal_flatnonzero(dtype, size):
+    from nipype_heatmap.io.reading import nonzero_positions
+
+    rng = np.random.default_rng(size)
+    flat = np.zeros(size, dtype)
+    if size:
+        hits = rng.integers(0, size, max(1, size // 500))
+        flat[hits] = 1
+        flat[-1] = 1  # in the tail after the whole blocks
+    np.testing.assert_array_equal(nonzero_positions(flat), np.flatnonzero(flat))

@@ -75,6 +75,10 @@ class Volume:
         ``"sha256:<hex>"`` of the file's bytes as stored (compressed or not), when asked
         for (:func:`read_volume` with ``digest=True``): what a saved state records to
         recognise the file later.
+    nonzero_index : numpy.ndarray, optional
+        Flat (Fortran-order) positions of the non-zero voxels of a sparse integer volume
+        (a lesion mask: under one voxel in eight), listed by a reader thread so that the
+        sum adds only those.
     """
 
     path: str
@@ -86,6 +90,7 @@ class Volume:
     image_class: type
     value_range: tuple[float, float] | None = None
     digest: str | None = None
+    nonzero_index: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -411,14 +416,14 @@ def iter_volumes(
     pending = iter(paths)
     try:
         for path in pending:
-            queue.append(pool.submit(_read_with_range, path, digest))
+            queue.append(pool.submit(_read_with_range, path, digest, workers > 1))
             if len(queue) >= read_ahead:
                 break
         while queue:
             volume = queue.popleft().result()
             nxt = next(pending, None)
             if nxt is not None:
-                queue.append(pool.submit(_read_with_range, nxt, digest))
+                queue.append(pool.submit(_read_with_range, nxt, digest, workers > 1))
             yield volume
             del volume
     finally:
@@ -427,11 +432,44 @@ def iter_volumes(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_with_range(path: str, digest: bool = False) -> Volume:
-    """Read a volume and, off the caller's thread, the range of its stored values."""
+def _read_with_range(path: str, digest: bool = False, sparse: bool = False) -> Volume:
+    """Read a volume and, off the caller's thread, the range of its stored values; with
+    ``sparse`` (several reader threads, which then have time to spare), also list the
+    non-zero voxels of a sparse integer volume, so that the caller adds only those."""
     volume = read_volume(path, digest=digest)
     if volume.slope is not None:
         return volume  # a scaled volume's range is taken after scaling, by the caller
-    return dataclasses.replace(
-        volume, value_range=(volume.data.min().item(), volume.data.max().item())
-    )
+    data = volume.data
+    if sparse and data.dtype.kind in "biu" and data.flags.f_contiguous:
+        flat = data.reshape(-1, order="F")
+        nonzero = np.count_nonzero(flat)  # vectorized: a fraction of a min/max scan
+        if nonzero * _SPARSE_FRACTION < flat.size:
+            index = nonzero_positions(flat)
+            values = flat[index]  # with the zeros around them, these make the range
+            lo = min(values.min().item(), 0) if nonzero else 0
+            hi = max(values.max().item(), 0) if nonzero else 0
+            return dataclasses.replace(volume, value_range=(lo, hi), nonzero_index=index)
+    return dataclasses.replace(volume, value_range=(data.min().item(), data.max().item()))
+
+
+def nonzero_positions(flat: np.ndarray, block: int = 4096) -> np.ndarray:
+    """``np.flatnonzero(flat)`` for a sparse 1D integer array, several times faster.
+
+    The array is scanned a block of bytes at a time as 64-bit words (one vectorized
+    reduction); only blocks holding a non-zero byte are searched voxel by voxel.
+    """
+    nbytes = flat.size * flat.itemsize
+    whole = nbytes // block * block // flat.itemsize  # voxels in whole blocks
+    if whole == 0:
+        return np.flatnonzero(flat)
+    words = flat[:whole].view(np.uint64).reshape(-1, block // 8)
+    hit = np.flatnonzero(np.bitwise_or.reduce(words, axis=1))
+    per_block = block // flat.itemsize
+    rows, cols = np.nonzero(flat[:whole].reshape(-1, per_block)[hit])
+    found = hit[rows] * per_block + cols
+    tail = np.flatnonzero(flat[whole:]) + whole
+    return np.concatenate([found, tail]) if tail.size else found
+
+
+#: An integer volume with fewer than 1 / _SPARSE_FRACTION non-zero voxels is added sparsely.
+_SPARSE_FRACTION = 8
