@@ -43,8 +43,8 @@ DEFAULT_TESTS = {
     "nipype_heatmap/io/writing.py": "tests/test_io_writing.py tests/test_core.py",
     "nipype_heatmap/io/discovery.py": "tests/test_io_discovery.py tests/test_core.py",
     "nipype_heatmap/io/grid.py": "tests/test_io_grid.py tests/test_state.py",
-    "nipype_heatmap/state.py": "tests/test_state.py",
-    "nipype_heatmap/cohort.py": "tests/test_cohort.py",
+    "nipype_heatmap/state.py": "tests/test_update.py tests/test_state.py",
+    "nipype_heatmap/cohort.py": "tests/test_cohort.py tests/test_update.py",
     "nipype_heatmap/parallel.py": "tests/test_parallel.py",
     "nipype_heatmap/cli.py": "tests/test_cli.py tests/test_cohort.py",
 }
