@@ -293,3 +293,157 @@ def test_tracking_the_spread_never_changes_the_mean(float_files, int_files, make
     n, var, nonzero = _brute(_stack(files))
     assert_array_equal(tracked.stats.nonzero_count(tracked.total), nonzero)
     assert_allclose(tracked.stats.variance(tracked.count, tracked.total), var, rtol=1e-9)
+
+
+# -- cases the mutation run (tools/mutate.py) showed untested -------------------------------
+
+
+def test_spread_in_small_blocks_and_of_reordered_volumes_matches_numpy(
+    make_nifti, rng, monkeypatch
+):
+    # Blocks of a few voxels (block edges everywhere) and a volume stored with its x axis
+    # flipped (a slab that is not contiguous on the reference grid) give numpy's values.
+    from nipype_heatmap import cohort
+
+    monkeypatch.setattr(cohort, "_BLOCK", 37)
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-6.0 + 2.0 * (SHAPE[0] - 1), -8.0, -9.0]
+    data = [(rng.standard_normal(SHAPE) * 3 + 50).astype(np.float32) for _ in range(4)]
+    for d in data:
+        d[rng.random(SHAPE) < 0.2] = 0.0
+    files = [str(make_nifti(f"b{i}.nii", d)) for i, d in enumerate(data[:3])]
+    files.append(str(make_nifti("flipped.nii", data[3][::-1], affine=affine)))
+    acc = _accumulate(files, threads=2)
+    n, var, nonzero = _brute(np.stack(data).astype(np.float64))
+    assert_allclose(acc.stats.variance(acc.n_inputs, acc.total), var, rtol=1e-10)
+    assert_array_equal(acc.stats.nonzero_count(acc.total), nonzero)
+
+
+def test_overlap_without_spread_never_counts_missing_values(float_files):
+    acc = HeatmapAccumulator(overlap=True)
+    for f in float_files:
+        acc.add_file(f)
+    assert_array_equal(acc.stats.nonzero_count(acc.total), _brute(_stack(float_files))[2])
+
+
+@pytest.mark.parametrize("values", ["probabilities", "zero_one_two"])
+def test_only_binary_integers_take_the_sum_as_count_and_square(make_nifti, rng, values):
+    # Probabilities in [0, 1] are not binary (their sum is no count of non-zero inputs) and
+    # neither are integers up to 2 (their squares are not the values).
+    if values == "probabilities":
+        data = [np.where(rng.random(SHAPE) < 0.5, 0, rng.random(SHAPE)) for _ in range(4)]
+        data = [d.astype(np.float32) for d in data]
+    else:
+        data = [rng.integers(0, 3, SHAPE).astype(np.uint8) for _ in range(4)]
+    files = [str(make_nifti(f"v{i}.nii", d)) for i, d in enumerate(data)]
+    acc = _accumulate(files)
+    _, var, nonzero = _brute(np.stack(data).astype(np.float64))
+    assert_array_equal(acc.stats.nonzero_count(acc.total), nonzero)
+    assert_allclose(acc.stats.variance(4, acc.total), var, rtol=1e-10)
+
+
+def test_complete_volumes_after_missing_ones_count_their_zeros(float_files, make_nifti, rng):
+    # After a volume with NaN the count is per voxel: a complete volume's zeros and ones must
+    # still be counted right in the fused pass.
+    complete = [rng.integers(0, 2, SHAPE).astype(np.float32) for _ in range(2)]
+    files = float_files[:2] + [str(make_nifti(f"z{i}.nii", d)) for i, d in enumerate(complete)]
+    acc = _accumulate(files)
+    n, var, nonzero = _brute(_stack(files))
+    assert_array_equal(acc.stats.nonzero_count(acc.total), nonzero)
+    assert_allclose(acc.stats.variance(acc.count, acc.total), var, rtol=1e-10, equal_nan=True)
+
+
+def test_large_integers_keep_the_exact_variance(make_nifti, rng):
+    # Sums of squares beyond 2**53 but within int64: the exact integer numerator is used.
+    files = [
+        str(make_nifti(f"l{i}.nii", rng.integers(2**27, 2**28, SHAPE).astype(np.int32)))
+        for i in range(4)
+    ]
+    acc = _accumulate(files)
+    assert acc.stats.exact and 4 * acc.stats.sq_bound >= 2**53
+    stack = _stack(files).astype(np.int64)
+    numerator = 4 * (stack**2).sum(0) - stack.sum(0) ** 2
+    assert_array_equal(acc.stats.variance(4, acc.total), numerator / (4 * 3))
+
+
+def test_merging_refuses_parts_that_track_other_statistics(mask_files):
+    a = HeatmapAccumulator(overlap=True, spread=True)
+    b = HeatmapAccumulator(overlap=True, spread=False)
+    a.add_file(mask_files[0])
+    b.add_file(mask_files[1])
+    with pytest.raises(ValueError, match="different cohort statistics"):
+        a.merge(b)
+
+
+def test_merging_integer_parts_keeps_the_spread_exact_and_float_then_integer_parts_merge(
+    int_files, float_files
+):
+    merged = HeatmapAccumulator(overlap=True, spread=True)
+    for part in (int_files[:2], int_files[2:]):
+        merged.merge(_accumulate(part))
+    assert merged.stats.exact
+    # a part still exact (integers) merged into one that is not (floats)
+    files = float_files[:3] + int_files[:2]
+    mixed = HeatmapAccumulator(overlap=True, spread=True)
+    for part in (files[:3], files[3:]):
+        mixed.merge(_accumulate(part))
+    whole = _accumulate(files)
+    assert_allclose(
+        mixed.stats.variance(mixed.count, mixed.total),
+        whole.stats.variance(whole.count, whole.total),
+        rtol=1e-10,
+        equal_nan=True,
+    )
+
+
+def test_merging_parts_where_the_first_has_no_value_at_a_voxel(make_nifti, rng):
+    first = np.full(SHAPE, np.nan, np.float32)
+    first[0] = 1.0  # only one slice has values in the first part
+    others = [(rng.random(SHAPE) * 10).astype(np.float32) for _ in range(3)]
+    files = [str(make_nifti("first.nii", first))]
+    files += [str(make_nifti(f"o{i}.nii", d)) for i, d in enumerate(others)]
+    merged = HeatmapAccumulator(overlap=True, spread=True)
+    for part in (files[:1], files[1:]):
+        merged.merge(_accumulate(part))
+    _, var, _ = _brute(_stack(files))
+    assert_allclose(merged.stats.variance(merged.count, merged.total), var, rtol=1e-10)
+
+
+def test_overlap_table_fractions_and_thresholds_by_fraction():
+    rows = overlap_table(np.array([0, 1, 2, 3, 3], dtype=np.uint32), 3)
+    assert [(r.min_count, r.fraction, r.voxels) for r in rows] == [
+        (1, 0.333333, 4),
+        (2, 0.666667, 3),
+        (3, 1.0, 2),
+    ]
+    assert resolve_min_count(10, min_fraction=1.0) == 10
+    assert resolve_min_count(10, min_fraction=0.01) == 1
+    assert resolve_min_count(10, min_fraction=0.25) == 3
+
+
+def test_default_maps_and_missing_statistics(mask_files, tmp_path):
+    from nipype_heatmap.cohort import cohort_images, write_maps
+
+    plain = HeatmapAccumulator()
+    for f in mask_files:
+        plain.add_file(f)
+    with pytest.raises(ValueError, match="spread was not tracked"):
+        cohort_images(plain, std=True)
+    with pytest.raises(ValueError, match="overlap was not tracked"):
+        cohort_images(plain, coverage=False, std=False, min_count=2)
+    images, table = cohort_images(_accumulate(mask_files))  # coverage and std by default
+    assert set(images) == {"coverage", "std", "variance"} and table is None
+    written = write_maps(plain, tmp_path / "m.nii.gz")  # the heatmap only, clipped mean
+    assert set(written) == {"heatmap"}
+    assert_array_equal(
+        np.asanyarray(nb.load(written["heatmap"]).dataobj), np.asanyarray(plain.finalize().dataobj)
+    )
+    written = write_cohort_maps(mask_files, tmp_path / "c.nii.gz")
+    assert set(written) == {"heatmap"}
+
+
+def test_subtraction_needs_both_groups(mask_files):
+    with pytest.raises(ValueError, match="both groups"):
+        compute_subtraction([], mask_files)
+    with pytest.raises(ValueError, match="both groups"):
+        compute_subtraction(mask_files, [])

@@ -133,6 +133,9 @@ def test_removing_everything_but_one_file(floats, counts, tmp_path):
         want = _maps(accumulate_files(files[3:], overlap=True, spread=True), ddof=0)
         _assert_same(_maps(acc, ddof=0), want, exact=files is counts)
         assert acc.global_min == want["mean"][np.isfinite(want["mean"])].min()
+        n = acc.count if acc.count is not None else acc.n_inputs
+        variance = acc.stats.variance(n, acc.total, ddof=0)
+        assert np.all(variance[np.isfinite(variance)] == 0.0)  # one value: exactly none
 
 
 def test_updates_refuse_and_leave_the_state_unchanged(masks, make_nifti, rng, tmp_path):
