@@ -465,7 +465,8 @@ def _check_update(
         if path in kept:
             raise ValueError(
                 f"{path}: already an input of the state {state_path} (input {kept[path] + 1}); "
-                "remove it in the same update to replace it"
+                "to replace it with a corrected version, remove it while the old version is "
+                "still there (the removal checks its hash), then add the new one"
             )
     warn_duplicates(to_add)
     _refuse_output_among_inputs(to_add, [state_path, target])
