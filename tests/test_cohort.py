@@ -402,11 +402,12 @@ def test_merging_parts_where_the_first_has_no_value_at_a_voxel(make_nifti, rng):
     others = [(rng.random(SHAPE) * 10).astype(np.float32) for _ in range(3)]
     files = [str(make_nifti("first.nii", first))]
     files += [str(make_nifti(f"o{i}.nii", d)) for i, d in enumerate(others)]
-    merged = HeatmapAccumulator(overlap=True, spread=True)
-    for part in (files[:1], files[1:]):
-        merged.merge(_accumulate(part))
-    _, var, _ = _brute(_stack(files))
-    assert_allclose(merged.stats.variance(merged.count, merged.total), var, rtol=1e-10)
+    for order in ((files[:1], files[1:]), (files[1:], files[:1])):  # empty in either part
+        merged = HeatmapAccumulator(overlap=True, spread=True)
+        for part in order:
+            merged.merge(_accumulate(part))
+        _, var, _ = _brute(_stack([*order[0], *order[1]]))
+        assert_allclose(merged.stats.variance(merged.count, merged.total), var, rtol=1e-10)
 
 
 def test_overlap_table_fractions_and_thresholds_by_fraction():
@@ -447,3 +448,23 @@ def test_subtraction_needs_both_groups(mask_files):
         compute_subtraction([], mask_files)
     with pytest.raises(ValueError, match="both groups"):
         compute_subtraction(mask_files, [])
+
+
+def test_infinite_values_without_nan_are_missing_for_the_overlap(make_nifti, rng):
+    data = rng.integers(0, 2, SHAPE).astype(np.float32)
+    data[0, 0, 0] = np.inf  # infinite (the lowest value is finite), and no NaN anywhere
+    files = [str(make_nifti("inf.nii", data)), str(make_nifti("ones.nii", np.ones(SHAPE, "f4")))]
+    acc = HeatmapAccumulator(overlap=True)
+    for f in files:
+        acc.add_file(f)
+    assert_array_equal(acc.stats.nonzero_count(acc.total), _brute(_stack(files))[2])
+
+
+def test_write_maps_default_ddof_is_one(float_files, tmp_path):
+    from nipype_heatmap.cohort import write_maps
+
+    acc = _accumulate(float_files)
+    written = write_maps(acc, tmp_path / "m.nii.gz", std=True)
+    _, var, _ = _brute(_stack(float_files), ddof=1)
+    got = np.asanyarray(nb.load(written["variance"]).dataobj)
+    assert_allclose(got, var.astype(np.float32), rtol=1e-6, equal_nan=True)
