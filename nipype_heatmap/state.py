@@ -113,7 +113,7 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     exact = acc.integer_total  # stored as it is when integers: no float64 round trip
     total = exact if exact is not None else acc.total
     count = acc.count if acc.count is not None else acc.n_inputs
-    volumes: list[tuple[str, np.ndarray | int]] = [("sum", total)]
+    volumes: list[tuple[str, np.ndarray]] = [("sum", total)]
     if acc.count is not None:  # else every input had a value everywhere: NInputs
         volumes.append(("count", acc.count))
     header_index: dict[bytes | None, int] = {}
@@ -160,9 +160,8 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     head = io.BytesIO()
     header.write_to(head)  # header, extensions; vox_offset is set to where they end
     assert head.tell() == int(header["vox_offset"])
-    shape = acc.ref_shape
     return write_atomic(
-        [head.getvalue(), *(b for _, v in volumes for b in _volume_bytes(v, shape, dtype))],
+        [head.getvalue(), *(b for _, v in volumes for b in _volume_bytes(v, dtype))],
         state_file,
     )
 
@@ -218,20 +217,15 @@ def _record_from_json(item, headers: list[bytes | None]) -> SourceRecord:
     )
 
 
-def _volume_bytes(values: np.ndarray | int, shape, dtype: np.dtype, block: int = 1 << 20):
-    """A volume as ``dtype`` bytes in NIfTI (Fortran) order, a block at a time (a constant
-    when ``values`` is a number); no whole copy is made."""
-    size = int(np.prod(shape))
-    if np.ndim(values) == 0:
-        for start in range(0, size, block):
-            yield np.full(min(block, size - start), values, dtype=dtype).tobytes()
-        return
+def _volume_bytes(values: np.ndarray, dtype: np.dtype, block: int = 1 << 20):
+    """A volume as ``dtype`` bytes in NIfTI (Fortran) order, a block at a time; no whole
+    copy is made."""
     array = np.asarray(values)
     if array.dtype == dtype and array.flags.f_contiguous:
         yield memoryview(array.reshape(-1, order="F")).cast("B")  # a view, no copy
         return
     flat = array.reshape(-1, order="F")
-    for start in range(0, size, block):
+    for start in range(0, flat.size, block):
         yield flat[start : start + block].astype(dtype).tobytes()
 
 

@@ -10,7 +10,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from nipype_heatmap.cohort import cohort_images
-from nipype_heatmap.core import accumulate_files
+from nipype_heatmap.core import HeatmapAccumulator, accumulate_files
 from nipype_heatmap.state import load_state, read_metadata, save_state, update_state
 
 from .conftest import SHAPE, default_affine
@@ -360,3 +360,99 @@ def test_merged_integer_partials_stay_integer(masks, tmp_path):
     _assert_same(
         _maps(load_state(saved)), _maps(accumulate_files(masks, overlap=True, spread=True))
     )
+
+
+# -- cases the mutation run of state.py showed untested ------------------------------------
+
+
+def test_state_file_is_a_plain_nifti_with_its_grid_and_a_comment_extension(masks, tmp_path):
+    acc = accumulate_files(masks[:3], digests=True)
+    state = nb.load(save_state(acc, tmp_path / "s.nii.gz"))
+    assert_array_equal(state.header.get_sform(), acc.ref_affine)
+    assert_array_equal(state.header.get_qform(), acc.ref_affine)
+    assert int(state.header["sform_code"]) == int(state.header["qform_code"]) == 2  # aligned
+    assert state.header.get_xyzt_units() == acc.ref_header.get_xyzt_units()
+    assert [ext.get_code() for ext in state.header.extensions] == [6]  # "comment"
+    with pytest.raises(ValueError, match="nii"):
+        save_state(acc, tmp_path / "state.txt")
+    with pytest.raises(ValueError, match="empty"):
+        save_state(HeatmapAccumulator(), tmp_path / "e.nii.gz")
+
+
+def test_version_1_states_load_and_merge_but_cannot_lose_files(make_nifti, rng, tmp_path):
+    from .test_state import _rewrite_metadata
+
+    data = rng.random(SHAPE).astype(np.float32)
+    data[0] = np.nan  # a count volume, as every version 1 state has
+    files = [str(make_nifti("a.nii", data)), str(make_nifti("b.nii", data * 2))]
+    state = save_state(accumulate_files(files, digests=True), tmp_path / "v1.nii.gz")
+
+    def as_version_1(meta):
+        old = {k: v for k, v in meta.items() if k not in ("Volumes", "Headers", "CohortStats")}
+        return json.dumps(
+            {**old, "FormatVersion": 1, "Sources": [s["Path"] for s in meta["Sources"]]}
+        )
+
+    _rewrite_metadata(state, as_version_1)
+    acc = load_state(state)
+    want = accumulate_files(files)
+    assert acc.sources == files
+    assert_array_equal(acc.finalize().get_fdata(), want.finalize().get_fdata())
+    with pytest.raises(ValueError, match="no content hash"):
+        update_state(state, remove=[files[0]])
+
+
+def test_corrupt_volume_lists_and_counts_are_refused(make_nifti, rng, tmp_path):
+    from .test_state import _rewrite_metadata
+
+    data = rng.random(SHAPE).astype(np.float32)
+    data[0] = np.nan
+    files = [str(make_nifti("a.nii", data)), str(make_nifti("b.nii", data))]
+    state = save_state(accumulate_files(files, digests=True), tmp_path / "s.nii.gz")
+    for change, message in (
+        (lambda m: {**m, "Volumes": ["count", "sum"]}, "volumes"),
+        (lambda m: {**m, "Volumes": ["sum", "sum"]}, "volumes"),
+        (lambda m: {**m, "NInputs": 1, "Sources": m["Sources"][:1]}, "NInputs=1"),
+    ):
+        copy = tmp_path / "copy.nii.gz"
+        copy.write_bytes(open(state, "rb").read())
+        _rewrite_metadata(copy, lambda meta, change=change: json.dumps(change(meta)))
+        with pytest.raises(ValueError, match=message):
+            load_state(copy)
+
+
+def test_a_count_below_n_everywhere_is_kept(make_nifti, tmp_path):
+    files = [
+        str(make_nifti("nan.nii", np.full(SHAPE, np.nan, np.float32))),
+        str(make_nifti("one.nii", np.ones(SHAPE, np.float32))),
+    ]
+    state = save_state(accumulate_files(files, digests=True), tmp_path / "s.nii.gz")
+    mean = load_state(state).aggregate(use_mean=True, clip_to_input_range=False)
+    assert_array_equal(mean, 1.0)  # 1 / 1, not 1 / 2
+
+
+def test_nifti2_inputs_keep_their_class_when_the_reference_goes(make_nifti, rng, tmp_path):
+    files = [str(make_nifti(f"n{i}.nii", nifti2=True)) for i in range(3)]
+    state = _state(files, tmp_path / "s.nii.gz")
+    acc = update_state(state, remove=[files[0]])
+    assert isinstance(acc.finalize(), nb.Nifti2Image)
+
+
+def test_added_files_can_be_removed_by_a_later_update(masks, tmp_path):
+    state = _state(masks[:3], tmp_path / "s.nii.gz")
+    update_state(state, add=masks[3:5])
+    acc = update_state(state, remove=[masks[4]])  # its hash was recorded when added
+    assert acc.sources == masks[:4]
+
+
+def test_update_messages_and_warnings(masks, tmp_path, caplog):
+    state = _state(masks[:3], tmp_path / "s.nii.gz")
+    with pytest.raises(
+        ValueError, match=r"m2\.nii\.gz: already an input of the state .*\(input 3\)"
+    ):
+        update_state(state, add=[masks[2]])
+    with pytest.raises(ValueError, match="would overwrite one of the inputs"):
+        update_state(state, add=[masks[3], str(state)])
+    with caplog.at_level("WARNING", logger="nipype_heatmap"):
+        update_state(state, add=[masks[3], masks[3]])
+    assert "m3.nii.gz" in caplog.text and "more than once" in caplog.text
