@@ -365,13 +365,16 @@ def test_merged_integer_partials_stay_integer(masks, tmp_path):
 # -- cases the mutation run of state.py showed untested ------------------------------------
 
 
-def test_state_file_is_a_plain_nifti_with_its_grid_and_a_comment_extension(masks, tmp_path):
-    acc = accumulate_files(masks[:3], digests=True)
+def test_state_file_is_a_plain_nifti_with_its_grid_and_a_comment_extension(
+    masks, make_nifti, tmp_path
+):
+    first = make_nifti("units.nii.gz", header_hook=lambda h: h.set_xyzt_units("mm", "sec"))
+    acc = accumulate_files([str(first), *masks[:2]], digests=True)
     state = nb.load(save_state(acc, tmp_path / "s.nii.gz"))
     assert_array_equal(state.header.get_sform(), acc.ref_affine)
     assert_array_equal(state.header.get_qform(), acc.ref_affine)
     assert int(state.header["sform_code"]) == int(state.header["qform_code"]) == 2  # aligned
-    assert state.header.get_xyzt_units() == acc.ref_header.get_xyzt_units()
+    assert state.header.get_xyzt_units() == ("mm", "sec")
     assert [ext.get_code() for ext in state.header.extensions] == [6]  # "comment"
     with pytest.raises(ValueError, match="nii"):
         save_state(acc, tmp_path / "state.txt")
