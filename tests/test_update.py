@@ -459,3 +459,20 @@ def test_update_messages_and_warnings(masks, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="nipype_heatmap"):
         update_state(state, add=[masks[3], masks[3]])
     assert "m3.nii.gz" in caplog.text and "more than once" in caplog.text
+
+
+def test_removing_the_reference_moves_every_statistic_to_the_next_files_voxel_order(
+    make_nifti, rng, tmp_path
+):
+    # Non-binary integers and a float: the non-zero count, the sums of squares or M2 are
+    # arrays of their own, and must follow the sum onto the flipped next file's grid.
+    for last in ("int", "float"):
+        data = [rng.integers(0, 9, SHAPE).astype(np.int16) for _ in range(3)]
+        files = [str(make_nifti(f"{last}0.nii", data[0]))]
+        files.append(str(make_nifti(f"{last}1.nii", data[1][::-1], affine=_flipped_affine())))
+        third = data[2] if last == "int" else data[2].astype(np.float32) / 3
+        files.append(str(make_nifti(f"{last}2.nii", third)))
+        state = _state(files, tmp_path / f"{last}.nii.gz")
+        acc = update_state(state, remove=[files[0]])
+        want = accumulate_files(files[1:], overlap=True, spread=True)
+        _assert_same(_maps(acc), _maps(want), exact=last == "int")
