@@ -247,12 +247,7 @@ def write_group_derivative(
     from .io import read_file_bytes, write_atomic
 
     selection = BIDSSelection.from_any(selection)
-    out_dir = Path(output_dir).absolute()
-    input_root = Path(selection.dataset_root).absolute()
-    _refuse_inside_input(out_dir, input_root)
-    description_file = out_dir / "dataset_description.json"
-    description = _read_description(description_file)
-    link = _dataset_link(description, input_root, out_dir)
+    out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
 
     stem = derivative_stem(
         selection.entities,
@@ -324,6 +319,31 @@ def write_group_derivative(
         outputs.figures = [report["png"]]
     LOGGER.info("Wrote %s (%d inputs)", out_file, len(uris))
     return outputs
+
+
+def _open_dataset(
+    output_dir: str | os.PathLike[str], selection: BIDSSelection
+) -> tuple[Path, Path, Path, dict[str, Any], str]:
+    """Check where a derivative goes and read what is there: the output folder, the input
+    dataset's root, ``dataset_description.json`` (path and content) and the input's link name.
+
+    Raises
+    ------
+    ValueError
+        As :func:`write_group_derivative`.
+    """
+    out_dir = Path(output_dir).absolute()
+    input_root = Path(selection.dataset_root).absolute()
+    _refuse_inside_input(out_dir, input_root)
+    description_file = out_dir / "dataset_description.json"
+    description = _read_description(description_file)
+    return (
+        out_dir,
+        input_root,
+        description_file,
+        description,
+        _dataset_link(description, input_root, out_dir),
+    )
 
 
 def _units(use_mean: bool, clip_to_input_range: bool, normalize: bool) -> str:
@@ -527,12 +547,7 @@ def write_cohort_derivatives(
     from .io import read_file_bytes, write_atomic
 
     selection = BIDSSelection.from_any(selection)
-    out_dir = Path(output_dir).absolute()
-    input_root = Path(selection.dataset_root).absolute()
-    _refuse_inside_input(out_dir, input_root)
-    description_file = out_dir / "dataset_description.json"
-    description = _read_description(description_file)
-    link = _dataset_link(description, input_root, out_dir)
+    out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
     uris = [f"bids:{link}:{selection.relpath(f)}" for f in selection.files]
     fields: dict[str, Any] = {"ddof": ddof, "k": min_count}
     if groups is not None:
