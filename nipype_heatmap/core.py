@@ -577,16 +577,24 @@ class HeatmapAccumulator:
             self.num_threads, self._pool = threads, None
             return self
         assert self.grid is not None and other.grid is not None
-        # A part whose first file had flipped or permuted axes on the same grid is
-        # re-ordered losslessly, exactly as such an input is; any other grid is an error.
-        other_total = self.grid.conform(
-            other.total, other.grid.affine, other.grid.source, "partial heatmap"
-        )
-        other_count = (
-            None
-            if other.count is None
-            else self.grid.conform(other.count, other.grid.affine, other.grid.source)
-        )
+
+        def conform(array: np.ndarray) -> np.ndarray:
+            # A part whose first file had flipped or permuted axes on the same grid is
+            # re-ordered losslessly, exactly as such an input is; any other grid is an error.
+            return self.grid.conform(
+                array, other.grid.affine, other.grid.source, "partial heatmap"
+            )
+
+        # Both sums exact integers whose total stays exact: add them as integers.
+        mine, theirs = self.integer_bounds(), other.integer_bounds()
+        int_dtype = None
+        if mine is not None and theirs is not None:
+            if self._int_total is not None and other._int_total is not None:
+                wanted = _int_sum_dtype(mine[0] + theirs[0], mine[1] + theirs[1])
+                if wanted.kind in "iu":
+                    int_dtype = np.promote_types(wanted, self._int_total.dtype)
+        other_sum = conform(other._int_total if int_dtype is not None else other.total)
+        other_count = None if other.count is None else conform(other.count)
         if self.stats is not None or other.stats is not None:
             if self.stats is None or other.stats is None:
                 raise ValueError(
@@ -598,29 +606,20 @@ class HeatmapAccumulator:
                 n_other=other.count if other.count is not None else other.n_inputs,
                 s1_self=self.total,
                 s1_other=other.total,
-                conform=lambda a: self.grid.conform(a, other.grid.affine, other.grid.source),
+                conform=conform,
             )
         if self.count is None and other_count is not None:
             self.count = np.full(self.ref_shape, self.n_inputs, dtype=np.uint32, order="F")
         if self.count is not None:
             self.count += other_count if other_count is not None else np.uint32(other.n_inputs)
-        mine, theirs = self.integer_bounds(), other.integer_bounds()
-        if mine is not None and theirs is not None and other._int_total is not None:
-            low, high = mine[0] + theirs[0], mine[1] + theirs[1]
-            dtype = _int_sum_dtype(low, high)
-            if self._int_total is not None and dtype.kind in "iu":  # both exact: stay so
-                dtype = np.promote_types(dtype, self._int_total.dtype)
-                other_int = self.grid.conform(
-                    other._int_total, other.grid.affine, other.grid.source
-                )
-                self._int_total = np.add(
-                    self._int_total, other_int, dtype=dtype, order="F", casting="unsafe"
-                )
-                self._int_bounds = (low, high)
-                other_total = None
-        if other_total is not None:
+        if int_dtype is not None:
+            self._int_total = np.add(
+                self._int_total, other_sum, dtype=int_dtype, order="F", casting="unsafe"
+            )
+            self._int_bounds = (mine[0] + theirs[0], mine[1] + theirs[1])  # type: ignore[index]
+        else:
             total = self._float_sum()
-            np.add(total, other_total, out=total)
+            np.add(total, other_sum, out=total)
         if other.global_min is not None:
             self._update_range(other.global_min, other.global_max)  # type: ignore[arg-type]
         self.n_inputs += other.n_inputs
