@@ -337,6 +337,11 @@ def merge_states(state_files) -> HeatmapAccumulator:
     return merged
 
 
+#: How many new files an update reads ahead while the state loads (memory: that many
+#: input volumes as stored, whatever the size of the state).
+_UPDATE_READ_AHEAD = 8
+
+
 def update_state(
     state_file: str | os.PathLike[str],
     *,
@@ -392,9 +397,11 @@ def update_state(
     target = prepare_output(state_path if out_file is None else out_file)
     to_add = [os.path.abspath(os.fspath(p)) for p in add]
     threads = resolve_num_threads(num_threads)
-    # The new files are read (on the reader threads) while the state inflates on another;
-    # nothing is added before every check below has passed.
-    volumes = iter_volumes(to_add, read_ahead=max(2, threads), workers=threads, digest=True)
+    # The new files are read (on the reader threads) while the state inflates on another,
+    # up to _UPDATE_READ_AHEAD of them ahead so that the readers do not wait for the
+    # state; nothing is added before every check below has passed.
+    ahead = max(2, threads, min(len(to_add), _UPDATE_READ_AHEAD))
+    volumes = iter_volumes(to_add, read_ahead=ahead, workers=threads, digest=True)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="heatmap-state") as pool:
             loading = pool.submit(load_state, state_path)

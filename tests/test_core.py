@@ -440,16 +440,17 @@ def test_sparse_masks_add_only_their_nonzero_voxels_with_the_same_result(make_ni
     # Reader threads list the non-zero voxels of sparse integer volumes (few lesion voxels)
     # and only those are added; dense, scaled and re-ordered volumes take the dense path.
     files = []
+    BIG = (64, 60, 56)  # big enough for blocks of non-zero voxels to be sparse
     for i in range(6):
-        data = np.zeros(SHAPE, dtype)
-        data[tuple(rng.integers(0, n, 5) for n in SHAPE)] = rng.integers(1, 100, 5)
+        data = np.zeros(BIG, dtype)
+        data[tuple(rng.integers(0, n, 5) for n in BIG)] = rng.integers(1, 100, 5)
         affine = None
         if i == 2:  # the same grid, x axis flipped: positions must not be reused as listed
             data = data[::-1]
             affine = np.diag([-2.0, 2.0, 2.0, 1.0])
-            affine[:3, 3] = [-6.0 + 2.0 * (SHAPE[0] - 1), -8.0, -9.0]
+            affine[:3, 3] = [-6.0 + 2.0 * (BIG[0] - 1), -8.0, -9.0]
         files.append(str(make_nifti(f"s{i}.nii.gz", data, affine=affine)))
-    files.append(str(make_nifti("dense.nii.gz", rng.integers(0, 3, SHAPE).astype(dtype))))
+    files.append(str(make_nifti("dense.nii.gz", rng.integers(0, 3, BIG).astype(dtype))))
     from nipype_heatmap.io import iter_volumes
 
     volumes = list(iter_volumes(files, read_ahead=2))

@@ -382,4 +382,21 @@ def test_nonzero_positions_equal_flatnonzero(dtype, size):
         hits = rng.integers(0, size, max(1, size // 500))
         flat[hits] = 1
         flat[-1] = 1  # in the tail after the whole blocks
-    np.testing.assert_array_equal(nonzero_positions(flat), np.flatnonzero(flat))
+    for block in (64, 1024, 4096):
+        np.testing.assert_array_equal(nonzero_positions(flat, block), np.flatnonzero(flat))
+
+
+@pytest.mark.parametrize("block", [64, 1024, 4096])
+def test_nonzero_positions_with_a_limit_lists_sparse_arrays_and_refuses_dense_ones(block):
+    from nipype_heatmap.io.reading import nonzero_positions
+
+    flat = np.zeros(500_000, np.uint8)
+    flat[[3, 9_000, 499_999]] = [1, 7, 2]
+    listed = nonzero_positions(flat, block=block, limit=flat.size // 8)
+    np.testing.assert_array_equal(listed, [3, 9_000, 499_999])
+    flat[::5] = 1  # non-zero in every block: not worth listing
+    assert nonzero_positions(flat, block=block, limit=flat.size // 8) is None
+    np.testing.assert_array_equal(nonzero_positions(flat, block=block), np.flatnonzero(flat))
+    tiny = np.array([0, 1, 1], np.int16)  # shorter than a block
+    assert nonzero_positions(tiny, block=block, limit=1) is None
+    np.testing.assert_array_equal(nonzero_positions(tiny, block=block, limit=2), [1, 2])

@@ -442,29 +442,36 @@ def _read_with_range(path: str, digest: bool = False, sparse: bool = False) -> V
     data = volume.data
     if sparse and data.dtype.kind in "biu" and data.flags.f_contiguous:
         flat = data.reshape(-1, order="F")
-        nonzero = np.count_nonzero(flat)  # vectorized: a fraction of a min/max scan
-        if nonzero * _SPARSE_FRACTION < flat.size:
-            index = nonzero_positions(flat)
+        index = nonzero_positions(flat, limit=flat.size // _SPARSE_FRACTION)
+        if index is not None:
             values = flat[index]  # with the zeros around them, these make the range
-            lo = min(values.min().item(), 0) if nonzero else 0
-            hi = max(values.max().item(), 0) if nonzero else 0
+            lo = min(values.min().item(), 0) if index.size else 0
+            hi = max(values.max().item(), 0) if index.size else 0
             return dataclasses.replace(volume, value_range=(lo, hi), nonzero_index=index)
     return dataclasses.replace(volume, value_range=(data.min().item(), data.max().item()))
 
 
-def nonzero_positions(flat: np.ndarray, block: int = 4096) -> np.ndarray:
+def nonzero_positions(
+    flat: np.ndarray, block: int = 1024, limit: int | None = None
+) -> np.ndarray | None:
     """``np.flatnonzero(flat)`` for a sparse 1D integer array, several times faster.
 
     The array is scanned a block of bytes at a time as 64-bit words (one vectorized
-    reduction); only blocks holding a non-zero byte are searched voxel by voxel.
+    reduction); only blocks holding a non-zero byte are searched voxel by voxel. With
+    ``limit``, returns None instead when the blocks holding non-zero voxels cover more
+    than ``limit`` voxels (the array is not sparse enough to be worth listing), which
+    costs that one scan only.
     """
     nbytes = flat.size * flat.itemsize
     whole = nbytes // block * block // flat.itemsize  # voxels in whole blocks
+    per_block = block // flat.itemsize
     if whole == 0:
-        return np.flatnonzero(flat)
+        found = np.flatnonzero(flat)
+        return None if limit is not None and found.size > limit else found
     words = flat[:whole].view(np.uint64).reshape(-1, block // 8)
     hit = np.flatnonzero(np.bitwise_or.reduce(words, axis=1))
-    per_block = block // flat.itemsize
+    if limit is not None and hit.size * per_block + (flat.size - whole) > limit:
+        return None
     rows, cols = np.nonzero(flat[:whole].reshape(-1, per_block)[hit])
     found = hit[rows] * per_block + cols
     tail = np.flatnonzero(flat[whole:]) + whole
