@@ -26,9 +26,10 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import nibabel as nb
 import numpy as np
@@ -395,11 +396,19 @@ def make_volume(
 
 
 def iter_volumes(
-    paths: Iterable[str], read_ahead: int = 2, workers: int = 2, *, digest: bool = False
-) -> Iterator[Volume]:
+    paths: Iterable[str],
+    read_ahead: int = 2,
+    workers: int = 2,
+    *,
+    digest: bool = False,
+    prepare: Callable[[Volume], Any] | None = None,
+) -> Iterator[Any]:
     """Yield the volumes of ``paths`` in order, reading up to ``read_ahead`` files ahead.
 
-    With ``digest``, each volume carries the hash of its file (see :class:`Volume`).
+    With ``digest``, each volume carries the hash of its file (see :class:`Volume`). With
+    ``prepare``, what it returns for each volume is yielded instead, and it runs on the
+    reader threads (the per-file work of a computation other than the sum: label atlases
+    group their voxels by label there); its exceptions are raised as read errors are.
 
     Reading and inflating run on ``workers`` threads (libdeflate, zlib and numpy release the
     GIL) while the caller accumulates. At most ``read_ahead + 1`` volumes are in memory. An
@@ -409,21 +418,23 @@ def iter_volumes(
     paths = list(paths)
     if read_ahead < 1 or len(paths) < 2:
         for path in paths:
-            yield read_volume(path, digest=digest)
+            volume = read_volume(path, digest=digest)
+            yield volume if prepare is None else prepare(volume)
         return
+    task = _read_with_range if prepare is None else _read_prepared
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="heatmap-read")
     queue: deque[Future[Volume]] = deque()
     pending = iter(paths)
     try:
         for path in pending:
-            queue.append(pool.submit(_read_with_range, path, digest, workers > 1))
+            queue.append(pool.submit(task, path, digest, workers > 1, prepare))
             if len(queue) >= read_ahead:
                 break
         while queue:
             volume = queue.popleft().result()
             nxt = next(pending, None)
             if nxt is not None:
-                queue.append(pool.submit(_read_with_range, nxt, digest, workers > 1))
+                queue.append(pool.submit(task, nxt, digest, workers > 1, prepare))
             yield volume
             del volume
     finally:
@@ -432,7 +443,14 @@ def iter_volumes(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_with_range(path: str, digest: bool = False, sparse: bool = False) -> Volume:
+def _read_prepared(path: str, digest: bool, sparse: bool, prepare: Callable[[Volume], Any]):
+    """Read a volume and run ``prepare`` on it (on a reader thread)."""
+    return prepare(read_volume(path, digest=digest))
+
+
+def _read_with_range(
+    path: str, digest: bool = False, sparse: bool = False, prepare: None = None
+) -> Volume:
     """Read a volume and, off the caller's thread, the range of its stored values; with
     ``sparse`` (several reader threads, which then have time to spare), also list the
     non-zero voxels of a sparse integer volume, so that the caller adds only those."""

@@ -1,0 +1,1123 @@
+"""Probabilistic atlases from label images, in one pass over the inputs.
+
+N label images (segmentations, parcellations, annotators' label maps) on one grid go in;
+out come, for every label that occurs in any input (the union, not the first file's
+labels), the fraction of inputs having that label at each voxel, and the
+maximum-probability maps made from those fractions.
+
+How it is computed
+------------------
+Each input is read once, whatever the number of labels. On the reader threads its
+foreground voxels (everything but the background value) are grouped by label (one
+stable radix sort). The accumulator keeps, per label, an exact integer count volume
+over that label's bounding box only (grown when a later input reaches further), so
+memory follows what the labels occupy, not ``labels x grid`` (an aseg-like atlas at
+1 mm: tens of MB instead of gigabytes), and does not grow with N. Accumulators merge
+exactly (integer counts), so partial atlases of chunks of inputs give the same atlas for
+any chunking.
+
+Outputs
+-------
+- **per-label probability maps**: one 4D float32 image, volume ``i`` for the ``i``-th row
+  of the label table, value ``count / N`` (computed in float64, stored float32);
+- **label table** (a BIDS ``dseg.tsv``): ``index``, ``name``, ``color``, how many inputs
+  contain the label (``n_inputs``) and its mean volume over the inputs in mm³
+  (``mean_volume_mm3``, the sum of its probability map times the voxel volume); rows by
+  ascending index;
+- **maximum-probability maps**, one per threshold ``t`` (percent): at each voxel, the
+  label with the highest probability, where that probability is ``>= t %`` and ``> 0``;
+  the background value elsewhere. Ties go to the lowest label value; how many voxels tie
+  is reported. Comparisons are exact (integer counts against ``t * N / 100``);
+- **sparse atlas** (:class:`SparseAtlas`): per voxel only the labels with a count above
+  zero, most probable first, in one integer NIfTI (see :meth:`SparseAtlas.save`); it
+  holds the exact counts, so it round-trips to the dense maps bit for bit, merges with
+  other sparse atlases (it is also the partial state of the map-reduce), and answers
+  "which labels, with which probability, at this point" (:meth:`SparseAtlas.query`).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from . import __version__
+from .core import SourceRecord
+from .io import Grid, iter_volumes, read_volume, write_atomic
+from .io.reading import Volume, read_nifti_data
+
+LOGGER = logging.getLogger(__name__)
+
+#: Default maximum-probability thresholds, in percent (Harvard-Oxford's).
+DEFAULT_THRESHOLDS = (0, 25, 50)
+
+FORMAT = "nipype_heatmap.atlas"
+FORMAT_VERSION = 1
+_ECODE_COMMENT = 6
+
+
+# -- one input: its voxels grouped by label -----------------------------------------------
+@dataclass(frozen=True)
+class LabelVoxels:
+    """One label image's foreground voxels, grouped by label (made on a reader thread).
+
+    Attributes
+    ----------
+    volume : Volume
+        The image it came from (its data are dropped once grouped).
+    labels : numpy.ndarray
+        The labels present, ascending (int64).
+    starts : numpy.ndarray
+        ``len(labels) + 1`` offsets: label ``labels[n]`` owns columns
+        ``starts[n]:starts[n + 1]`` of ``ijk``.
+    ijk : numpy.ndarray
+        ``(3, M)`` int64 voxel indices of the foreground, grouped by label.
+    """
+
+    volume: Volume
+    shape: tuple[int, int, int]
+    labels: np.ndarray
+    starts: np.ndarray
+    ijk: np.ndarray
+
+
+def label_data(volume: Volume) -> np.ndarray:
+    """The label values of a volume as an integer array, on its own voxel order.
+
+    Integer data are taken as stored. Scaled or floating-point data are accepted only if
+    every (scaled) value is a whole number (as written by tools that store labels as
+    float32).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if a value is not a whole number (NaN, infinite or fractional):
+        the file is not a label image.
+    """
+    data = volume.data
+    if volume.slope is None and data.dtype.kind in "biu":
+        return data.astype(np.uint8) if data.dtype.kind == "b" else data
+    values = data.astype(np.float64)
+    if volume.slope is not None:
+        values = values * volume.slope + volume.inter
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{volume.path}: not a label image: value {float(values[where])!r} at voxel "
+            f"{where} is "
+            "not a whole number (label images hold integer labels; was a probability map or "
+            "an interpolated image given?)"
+        )
+    if values.size and (values.min() < -(2**31) or values.max() >= 2**31):
+        raise ValueError(f"{volume.path}: label values outside the 32-bit integer range")
+    return values.astype(np.int64)
+
+
+def group_labels(volume: Volume, background: int = 0) -> LabelVoxels:
+    """Group a label image's foreground voxels by label, on its own voxel order.
+
+    Parameters
+    ----------
+    volume : Volume
+        A label image (see :func:`label_data` for what is accepted).
+    background : int, default=0
+        The value that is no label.
+
+    Returns
+    -------
+    LabelVoxels
+    """
+    data = label_data(volume)
+    mask = data != background
+    i, j, k = (a.astype(np.int64) for a in np.nonzero(mask))  # C order: i slowest
+    values = data[mask].astype(np.int64)
+    if values.size == 0:
+        labels = np.zeros(0, np.int64)
+        starts = np.zeros(1, np.int64)
+        ijk = np.zeros((3, 0), np.int64)
+    else:
+        low = int(values.min())
+        span = int(values.max()) - low
+        if span < 1 << 16:  # a stable radix sort on 16-bit keys, and counts by bincount
+            key = (values - low).astype(np.uint16)
+            order = np.argsort(key, kind="stable")
+            counts = np.bincount(key, minlength=span + 1)
+            labels = np.flatnonzero(counts).astype(np.int64) + low
+            sizes = counts[counts > 0]
+        else:
+            order = np.argsort(values, kind="stable")
+            labels, sizes = np.unique(values, return_counts=True)
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        ijk = np.stack([i[order], j[order], k[order]])
+    small = dataclasses.replace(volume, data=np.zeros((0, 0, 0), np.uint8), nonzero_index=None)
+    return LabelVoxels(small, tuple(volume.shape), labels, starts, ijk)
+
+
+# -- the accumulator ---------------------------------------------------------------------
+class LabelAtlasAccumulator:
+    """Exact per-label voxel counts over label images, each in its label's bounding box.
+
+    Parameters
+    ----------
+    background : int, default=0
+        The value that is no label.
+
+    Attributes
+    ----------
+    n_inputs : int
+        Images added.
+    records : list of SourceRecord
+        One per input, in order (path, label range, header, image class, content hash).
+    boxes : dict
+        ``label -> (origin, counts)``: the voxel index of the box's first corner and a
+        uint32 count array over the box (Fortran order).
+    presence : dict
+        ``label -> number of inputs that contain it``.
+    grid : Grid
+        The reference grid (the first input's).
+    """
+
+    def __init__(self, background: int = 0) -> None:
+        self.background = int(background)
+        self.n_inputs = 0
+        self.records: list[SourceRecord] = []
+        self.boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.presence: dict[int, int] = {}
+        self.grid: Grid | None = None
+        self.ref_header: nb.nifti1.Nifti1Header | None = None
+        self.image_class: type = nb.Nifti1Image
+
+    # -- adding ---------------------------------------------------------------------------
+    def add_file(self, path: str | os.PathLike[str]) -> None:
+        """Read one label image, check it against the reference grid and add it."""
+        self.add(group_labels(read_volume(path, digest=True), self.background))
+
+    def add(self, grouped: LabelVoxels) -> None:
+        """Add one grouped label image (see :func:`group_labels`).
+
+        Raises
+        ------
+        ValueError
+            If it is not on the reference grid (set by the first), up to a lossless
+            re-ordering of its voxel axes.
+        """
+        volume = grouped.volume
+        if self.grid is None:
+            self.grid = Grid(grouped.shape, volume.affine, volume.path)
+            self.ref_header = volume.header.copy()
+            self.image_class = volume.image_class
+        ijk = grouped.ijk
+        if not self.grid.matches(grouped.shape, volume.affine):
+            ijk = _reorder_indices(self.grid, ijk, grouped.shape, volume)
+        starts = grouped.starts
+        for n, label in enumerate(grouped.labels.tolist()):
+            cols = ijk[:, starts[n] : starts[n + 1]]
+            lo, hi = cols.min(axis=1), cols.max(axis=1)
+            origin, counts = self._box(label, lo, hi)
+            local = cols - origin[:, None]
+            shape = counts.shape
+            flat = local[0] + shape[0] * (local[1] + shape[1] * local[2])
+            counts.reshape(-1, order="F")[flat] += np.uint32(1)  # one voxel once per input
+            self.presence[label] = self.presence.get(label, 0) + 1
+        labels = grouped.labels
+        self.n_inputs += 1
+        self.records.append(
+            SourceRecord(
+                volume.path,
+                (float(labels.min()), float(labels.max())) if labels.size else None,
+                bytes(volume.header.binaryblock),
+                volume.image_class.__name__,
+                volume.digest,
+            )
+        )
+
+    def _box(self, label: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The count box of ``label``, grown (copied once) to cover ``lo..hi``."""
+        if label not in self.boxes:
+            self.boxes[label] = (lo.copy(), np.zeros(tuple(hi - lo + 1), np.uint32, order="F"))
+            return self.boxes[label]
+        origin, counts = self.boxes[label]
+        end = origin + counts.shape - 1
+        if np.all(lo >= origin) and np.all(hi <= end):
+            return origin, counts
+        new_lo, new_hi = np.minimum(lo, origin), np.maximum(hi, end)
+        grown = np.zeros(tuple(new_hi - new_lo + 1), np.uint32, order="F")
+        at = origin - new_lo
+        grown[at[0] : at[0] + counts.shape[0], at[1] : at[1] + counts.shape[1],
+              at[2] : at[2] + counts.shape[2]] = counts  # fmt: skip
+        self.boxes[label] = (new_lo, grown)
+        return self.boxes[label]
+
+    def merge(self, other: LabelAtlasAccumulator) -> None:
+        """Add another accumulator's counts (its inputs come after this one's), exactly.
+
+        Raises
+        ------
+        ValueError
+            If the grids differ (beyond a lossless re-ordering) or the backgrounds do.
+        """
+        if other.n_inputs == 0:
+            return
+        if self.n_inputs and other.background != self.background:
+            raise ValueError(
+                f"background {other.background} differs from {self.background}; "
+                "partial atlases must use one background value"
+            )
+        if self.grid is None:
+            self.background = other.background
+            self.grid, self.ref_header = other.grid, other.ref_header
+            self.image_class = other.image_class
+        assert other.grid is not None and self.grid is not None
+        same = self.grid.matches(other.grid.shape, other.grid.affine)
+        for label, (origin, counts) in sorted(other.boxes.items()):
+            if not same:  # re-ordered: through a dense volume, one label at a time
+                dense = np.zeros(other.grid.shape, np.uint32, order="F")
+                _paste(dense, origin, counts)
+                dense = self.grid.conform(dense, other.grid.affine, other.grid.source, "atlas")
+                origin, counts = _bounding_box(np.asarray(dense))
+                if counts is None:
+                    continue
+            _, mine = self._box(label, origin, origin + counts.shape - 1)
+            start = origin - self.boxes[label][0]
+            mine[start[0] : start[0] + counts.shape[0], start[1] : start[1] + counts.shape[1],
+                 start[2] : start[2] + counts.shape[2]] += counts  # fmt: skip
+        for label, n in other.presence.items():
+            self.presence[label] = self.presence.get(label, 0) + n
+        self.n_inputs += other.n_inputs
+        self.records.extend(other.records)
+
+    # -- results --------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[int]:
+        """Every label seen, ascending."""
+        return sorted(self.boxes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The reference grid's shape."""
+        if self.grid is None:
+            raise ValueError("no label image was added")
+        return self.grid.shape
+
+    def counts_of(self, label: int) -> np.ndarray:
+        """The dense uint32 count volume of one label (how many inputs have it per voxel)."""
+        dense = np.zeros(self.shape, np.uint32, order="F")
+        _paste(dense, *self.boxes[label])
+        return dense
+
+    def probability_of(self, label: int) -> np.ndarray:
+        """The dense float32 probability map of one label: ``count / N``."""
+        return probability(self.counts_of(label), self.n_inputs)
+
+    def voxel_totals(self) -> dict[int, int]:
+        """``label -> sum of its counts`` (its voxels over all inputs)."""
+        return {
+            label: int(counts.sum(dtype=np.uint64)) for label, (_, counts) in self.boxes.items()
+        }
+
+    def to_sparse(self) -> SparseAtlas:
+        """The sparse form: per voxel, the labels with a non-zero count, most probable first."""
+        if self.grid is None or self.ref_header is None:
+            raise ValueError("no label image was added; an atlas needs at least one input")
+        shape = self.shape
+        n_labels = np.zeros(shape, np.uint16, order="F")
+        for origin, counts in self.boxes.values():
+            view = _view(n_labels, origin, counts.shape)
+            view += counts > 0
+        flat_n = n_labels.reshape(-1, order="F")
+        index = np.flatnonzero(flat_n)
+        slots = int(flat_n.max()) if flat_n.size else 0
+        row_of = np.full(flat_n.size, -1, np.int64)
+        row_of[index] = np.arange(index.size)
+        del n_labels, flat_n
+        labels = np.full((index.size, max(slots, 1)), self.background, np.int64)
+        counts_out = np.zeros((index.size, max(slots, 1)), np.uint32)
+        filled = np.zeros(index.size, np.int64)
+        nx, ny = shape[0], shape[1]
+        for label in self.labels:  # ascending: equal counts stay in label order below
+            origin, counts = self.boxes[label]
+            local = np.flatnonzero(counts.reshape(-1, order="F"))
+            li, lj, lk = np.unravel_index(local, counts.shape, order="F")
+            flat = (li + origin[0]) + nx * ((lj + origin[1]) + ny * (lk + origin[2]))
+            rows = row_of[flat]
+            cols = filled[rows]
+            labels[rows, cols] = label
+            counts_out[rows, cols] = counts.reshape(-1, order="F")[local]
+            filled[rows] += 1
+        order = np.argsort(-counts_out.astype(np.int64), axis=1, kind="stable")
+        labels = np.take_along_axis(labels, order, axis=1)
+        counts_out = np.take_along_axis(counts_out, order, axis=1)
+        return SparseAtlas(
+            shape=shape,
+            affine=self.grid.affine,
+            index=index,
+            labels=labels[:, :slots],
+            counts=counts_out[:, :slots],
+            n_inputs=self.n_inputs,
+            background=self.background,
+            presence={label: self.presence[label] for label in self.labels},
+            records=list(self.records),
+            ref_header=self.ref_header,
+            image_class=self.image_class,
+        )
+
+
+def _view(dense: np.ndarray, origin, shape) -> np.ndarray:
+    o = [int(v) for v in origin]
+    return dense[o[0] : o[0] + shape[0], o[1] : o[1] + shape[1], o[2] : o[2] + shape[2]]
+
+
+def _paste(dense: np.ndarray, origin, counts: np.ndarray) -> None:
+    _view(dense, origin, counts.shape)[...] = counts
+
+
+def _bounding_box(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    hit = np.nonzero(dense)
+    if not hit[0].size:
+        return np.zeros(3, np.int64), None
+    lo = np.array([a.min() for a in hit], np.int64)
+    hi = np.array([a.max() for a in hit], np.int64)
+    return lo, np.asfortranarray(_view(dense, lo, tuple(hi - lo + 1)))
+
+
+def _reorder_indices(grid: Grid, ijk: np.ndarray, shape, volume: Volume) -> np.ndarray:
+    """Map voxel indices of a re-oriented image onto the reference grid's voxel order.
+
+    Raises
+    ------
+    ValueError
+        As :meth:`Grid.conform`, if no lossless re-ordering puts the image on the grid.
+    """
+    ornt = grid.reordering(shape, volume.affine)
+    if ornt is None:  # let conform raise its message (shape or affine)
+        grid.conform(np.zeros(shape, np.uint8), volume.affine, volume.path)
+        raise AssertionError("unreachable")  # pragma: no cover
+    LOGGER.info(
+        "%s: label image voxel axes re-ordered onto the grid of %s", volume.path, grid.source
+    )
+    out = np.empty_like(ijk)
+    for axis, (target, flip) in enumerate(ornt.astype(int)):
+        values = ijk[axis]
+        out[target] = shape[axis] - 1 - values if flip < 0 else values
+    return out
+
+
+def probability(counts: np.ndarray, n_inputs: int) -> np.ndarray:
+    """``count / N`` in float64, stored float32: the one formula of every probability map."""
+    return (np.asarray(counts, np.float64) / n_inputs).astype(np.float32)
+
+
+def accumulate_labels(
+    files: Iterable[str | os.PathLike[str]],
+    *,
+    background: int = 0,
+    num_threads: int | None = None,
+    acc: LabelAtlasAccumulator | None = None,
+) -> LabelAtlasAccumulator:
+    """Read label images once each (grouped by label on the reader threads) and count them.
+
+    Parameters
+    ----------
+    files : iterable of path-like
+        Label images on one grid (up to lossless re-ordering of voxel axes), in order.
+    background : int, default=0
+        The value that is no label.
+    num_threads : int, optional
+        Reader threads (default: the cores this process may use).
+    acc : LabelAtlasAccumulator, optional
+        Add to this one instead of a new one.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: unreadable, not 3D, not a label image, or not on the grid.
+    """
+    from .io import find_nifti_files  # noqa: F401 - the same discovery rules as heatmaps
+    from .parallel import resolve_num_threads
+
+    paths = [os.path.abspath(os.fspath(f)) for f in files]
+    if not paths:
+        raise ValueError("no label image given; an atlas needs at least one input")
+    threads = resolve_num_threads(num_threads)
+    acc = LabelAtlasAccumulator(background) if acc is None else acc
+    if acc.n_inputs and acc.background != background:
+        raise ValueError(f"background {background} differs from the atlas's {acc.background}")
+    grouped = iter_volumes(
+        paths,
+        read_ahead=max(2, threads),
+        workers=threads,
+        digest=True,
+        prepare=lambda volume: group_labels(volume, background),
+    )
+    try:
+        for item in grouped:
+            acc.add(item)
+            LOGGER.debug("%s: %d labels", item.volume.path, item.labels.size)
+    finally:
+        grouped.close()
+    return acc
+
+
+# -- the sparse form ---------------------------------------------------------------------
+@dataclass
+class SparseAtlas:
+    """An atlas as per-voxel lists of (label, count), most probable first.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The grid.
+    affine : numpy.ndarray
+        Its voxel-to-world affine.
+    index : numpy.ndarray
+        Flat (Fortran-order) positions of the voxels where some label has a count.
+    labels, counts : numpy.ndarray
+        ``(len(index), K)``: the labels at each of those voxels, by descending count then
+        ascending label, and their counts; unused slots hold the background and 0. ``K``
+        is the largest number of labels any voxel has.
+    n_inputs : int
+        N, the number of label images.
+    background : int
+        The value that is no label.
+    presence : dict
+        ``label -> number of inputs containing it``, for every label (ascending).
+    records : list of SourceRecord
+        The inputs.
+    ref_header : nibabel.nifti1.Nifti1Header
+        The first input's header.
+    image_class : type
+        Its class.
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    index: np.ndarray
+    labels: np.ndarray
+    counts: np.ndarray
+    n_inputs: int
+    background: int
+    presence: dict[int, int]
+    records: list[SourceRecord]
+    ref_header: nb.nifti1.Nifti1Header
+    image_class: type = nb.Nifti1Image
+
+    @property
+    def label_list(self) -> list[int]:
+        """Every label of the atlas, ascending (the order of the 4D maps and the table)."""
+        return sorted(self.presence)
+
+    @property
+    def slots(self) -> int:
+        """K, the most labels any voxel has."""
+        return int(self.labels.shape[1])
+
+    def probabilities(self) -> np.ndarray:
+        """The dense 4D float32 probability maps, one volume per label, ascending."""
+        labels = self.label_list
+        out = np.zeros((*self.shape, len(labels)), np.float32, order="F")
+        for n, label in enumerate(labels):
+            out[..., n] = self.probability_of(label)
+        return out
+
+    def counts_of(self, label: int) -> np.ndarray:
+        """One label's dense uint32 count volume."""
+        flat = np.zeros(int(np.prod(self.shape)), np.uint32)
+        rows, cols = np.nonzero(self.labels == label)
+        hit = self.counts[rows, cols] > 0
+        flat[self.index[rows[hit]]] = self.counts[rows[hit], cols[hit]]
+        return flat.reshape(self.shape, order="F")
+
+    def probability_of(self, label: int) -> np.ndarray:
+        """One label's dense float32 probability map (``count / N``)."""
+        return probability(self.counts_of(label), self.n_inputs)
+
+    def max_probability(self, threshold: float) -> tuple[np.ndarray, int]:
+        """The maximum-probability map at ``threshold`` percent, and its tied voxels.
+
+        Returns
+        -------
+        dseg : numpy.ndarray
+            int64 labels: at each voxel the most probable label (ties: the lowest label),
+            kept where its probability is ``>= threshold %`` and ``> 0``; the background
+            elsewhere.
+        tied : int
+            Kept voxels where another label has the same, highest, probability.
+        """
+        limit = Fraction(str(threshold)) * self.n_inputs / 100  # exact: counts >= t N / 100
+        flat = np.full(int(np.prod(self.shape)), self.background, np.int64)
+        if self.slots == 0:
+            return flat.reshape(self.shape, order="F"), 0
+        top = self.counts[:, 0].astype(np.int64)
+        keep = (top * limit.denominator >= limit.numerator) & (top > 0)
+        flat[self.index[keep]] = self.labels[keep, 0]
+        tied = 0
+        if self.slots > 1:
+            tied = int(np.count_nonzero(keep & (self.counts[:, 1] == self.counts[:, 0])))
+        return flat.reshape(self.shape, order="F"), tied
+
+    def query(self, xyz_mm: Sequence[float]) -> list[tuple[int, float]]:
+        """The labels at a world coordinate, with their probabilities, most probable first.
+
+        The point is taken at the nearest voxel centre; an empty list outside the grid or
+        where no input has a label.
+        """
+        ijk = np.linalg.solve(self.affine, np.array([*map(float, xyz_mm), 1.0]))[:3]
+        voxel = np.round(ijk).astype(np.int64)
+        if np.any(voxel < 0) or np.any(voxel >= self.shape):
+            return []
+        flat = int(voxel[0] + self.shape[0] * (voxel[1] + self.shape[1] * voxel[2]))
+        row = np.searchsorted(self.index, flat)
+        if row >= self.index.size or self.index[row] != flat:
+            return []
+        return [
+            (int(label), float(probability(np.array([count]), self.n_inputs)[0]))
+            for label, count in zip(self.labels[row], self.counts[row], strict=True)
+            if count > 0
+        ]
+
+    def to_accumulator(self) -> LabelAtlasAccumulator:
+        """Back to an accumulator (to merge with others or add more inputs)."""
+        acc = LabelAtlasAccumulator(self.background)
+        acc.grid = Grid(self.shape, self.affine, self.records[0].path)
+        acc.ref_header, acc.image_class = self.ref_header, self.image_class
+        acc.n_inputs, acc.records = self.n_inputs, list(self.records)
+        acc.presence = dict(self.presence)
+        nx, ny = self.shape[0], self.shape[1]
+        for label in self.label_list:
+            rows, cols = np.nonzero((self.labels == label) & (self.counts > 0))
+            flat = self.index[rows]
+            ijk = np.stack([flat % nx, (flat // nx) % ny, flat // (nx * ny)])
+            lo, hi = ijk.min(axis=1), ijk.max(axis=1)
+            origin, box = acc._box(label, lo, hi)
+            local = ijk - origin[:, None]
+            box.reshape(-1, order="F")[
+                local[0] + box.shape[0] * (local[1] + box.shape[1] * local[2])
+            ] = self.counts[rows, cols]
+        return acc
+
+    # -- the file ----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write the sparse atlas as one NIfTI-1 file, atomically.
+
+        The file is a 4D integer image of ``2K`` volumes on the atlas grid: volumes
+        ``0..K-1`` hold, per voxel, the labels with a non-zero count, most probable first
+        (ties: lowest label first), the background value in unused slots (so volume 0 is the
+        maximum-probability map at threshold 0); volumes ``K..2K-1`` hold their counts (the
+        number of inputs with that label there). The probability of a label is its count
+        divided by ``NInputs``. The rest is JSON in a NIfTI comment extension: ``Format``
+        (``nipype_heatmap.atlas``), ``FormatVersion``, ``NInputs``, ``Background``,
+        ``Slots`` (K), ``Labels`` (every label, ascending) with ``Presence`` (inputs
+        containing each), ``Sources`` (the inputs, as in a partial heatmap), ``Affine``,
+        ``Shape``, the reference header. The integer type is the narrowest that holds
+        every label, the background and N.
+        """
+        from .state import _record_to_json  # one record format for every state file
+
+        header_index: dict[bytes | None, int] = {}
+        for record in self.records:
+            header_index.setdefault(record.header, len(header_index))
+        labels = self.label_list
+        meta = {
+            "Format": FORMAT,
+            "FormatVersion": FORMAT_VERSION,
+            "NInputs": self.n_inputs,
+            "Background": self.background,
+            "Slots": self.slots,
+            "Labels": labels,
+            "Presence": [self.presence[label] for label in labels],
+            "Headers": [
+                None if h is None else base64.b64encode(h).decode("ascii") for h in header_index
+            ],
+            "Sources": [_record_to_json(r, header_index) for r in self.records],
+            "Shape": list(self.shape),
+            "Affine": np.asarray(self.affine).tolist(),
+            "ImageClass": self.image_class.__name__,
+            "ReferenceHeader": base64.b64encode(self.ref_header.binaryblock).decode("ascii"),
+            "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
+        }
+        dtype = _label_dtype(
+            [*labels, self.background, self.n_inputs]
+            if labels
+            else [self.background, self.n_inputs]
+        )
+        header = nb.Nifti1Header()
+        header.set_data_shape((*self.shape, 2 * self.slots))
+        header.set_data_dtype(dtype)
+        header.set_qform(self.affine, code="aligned")
+        header.set_sform(self.affine, code="aligned")
+        header.set_xyzt_units(*self.ref_header.get_xyzt_units())
+        header["descrip"] = (
+            f"nipype_heatmap sparse atlas, K={self.slots}, N={self.n_inputs}".encode()
+        )
+        header.extensions.append(
+            nb.nifti1.Nifti1Extension(
+                _ECODE_COMMENT, json.dumps(meta, separators=(",", ":")).encode("utf-8")
+            )
+        )
+        head = io.BytesIO()
+        header.write_to(head)
+
+        def volumes():
+            yield head.getvalue()
+            size = int(np.prod(self.shape))
+            for table, fill in ((self.labels, self.background), (self.counts, 0)):
+                for slot in range(self.slots):
+                    flat = np.full(size, fill, dtype)
+                    flat[self.index] = table[:, slot]
+                    yield flat.tobytes()
+
+        return write_atomic(volumes(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SparseAtlas:
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            Naming the file, if it is not a sparse atlas of a version this one reads, or
+            its data disagree with its metadata.
+        """
+        from .state import _record_from_json
+
+        path = os.path.abspath(os.fspath(path))
+        header, data = read_nifti_data(path)
+        meta = None
+        for ext in header.extensions:
+            if ext.get_code() == _ECODE_COMMENT:
+                text = ext.get_content()
+                text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+                if FORMAT in text:
+                    meta = json.loads(text)
+        if not isinstance(meta, dict) or meta.get("Format") != FORMAT:
+            raise ValueError(f"{path}: not a nipype_heatmap sparse atlas (no {FORMAT} metadata)")
+        if meta.get("FormatVersion") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: sparse atlas format version {meta.get('FormatVersion')} is not "
+                f"{FORMAT_VERSION}; read it with the nipype_heatmap version that wrote it"
+            )
+        try:
+            shape = tuple(int(n) for n in meta["Shape"])
+            slots, n_inputs = int(meta["Slots"]), int(meta["NInputs"])
+            background = int(meta["Background"])
+            presence = dict(
+                zip(
+                    (int(v) for v in meta["Labels"]),
+                    (int(v) for v in meta["Presence"]),
+                    strict=True,
+                )
+            )
+            headers = [None if h is None else base64.b64decode(h) for h in meta["Headers"]]
+            records = [_record_from_json(item, headers) for item in meta["Sources"]]
+            klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[
+                meta["ImageClass"]
+            ]
+            ref_header = klass.header_class.from_fileobj(
+                io.BytesIO(base64.b64decode(meta["ReferenceHeader"]))
+            )
+            affine = np.asarray(meta["Affine"], np.float64)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise ValueError(
+                f"{path}: corrupt sparse atlas ({type(err).__name__}: {err})"
+            ) from err
+        expected = (*shape, 2 * slots) if slots else shape[:3]
+        if tuple(data.shape[: len(expected)]) != expected[: data.ndim] or len(records) != n_inputs:
+            raise ValueError(f"{path}: data {data.shape} or sources disagree with the metadata")
+        flat = data.reshape(-1, max(2 * slots, 1), order="F") if slots else np.zeros((0, 0))
+        counts_all = flat[:, slots : 2 * slots] if slots else np.zeros((0, 0), np.uint32)
+        index = np.flatnonzero(counts_all[:, 0]) if slots else np.zeros(0, np.int64)
+        labels = flat[index, :slots].astype(np.int64)
+        counts = counts_all[index].astype(np.uint32)
+        if counts.size and (
+            int(counts.max()) > n_inputs
+            or set(np.unique(labels[counts > 0]).tolist()) - set(presence)
+        ):
+            raise ValueError(f"{path}: counts above NInputs or labels missing from its metadata")
+        return cls(
+            shape,
+            affine,
+            index,
+            labels,
+            counts,
+            n_inputs,
+            background,
+            presence,
+            records,
+            ref_header,
+            klass,
+        )
+
+
+def _label_dtype(values: Iterable[int]) -> np.dtype:
+    values = [int(v) for v in values]
+    low, high = min(values), max(values)
+    for dtype in ("uint8", "int16", "uint16", "int32"):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return np.dtype(dtype)
+    raise ValueError(f"labels from {low} to {high} do not fit a 32-bit integer NIfTI")
+
+
+def load_atlas(path: str | os.PathLike[str]) -> SparseAtlas:
+    """Read a sparse atlas (``--sparse``, :meth:`SparseAtlas.save`)."""
+    return SparseAtlas.load(path)
+
+
+def merge_atlases(paths: Iterable[str | os.PathLike[str]]) -> LabelAtlasAccumulator:
+    """Merge sparse atlases (partial atlases of chunks of inputs), in order, exactly.
+
+    Raises
+    ------
+    ValueError
+        If none is given, one is not a sparse atlas, or they are not on one grid or use
+        different backgrounds (naming the file).
+    """
+    paths = list(paths)
+    if not paths:
+        raise ValueError("no partial atlas given; nothing to merge")
+    merged = LabelAtlasAccumulator()
+    for path in paths:
+        part = SparseAtlas.load(path).to_accumulator()
+        try:
+            merged.merge(part)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+    return merged
+
+
+# -- label tables ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LabelInfo:
+    """A label's name and colour (``#rrggbb``), from a label table."""
+
+    name: str
+    color: str | None = None
+
+
+def read_label_table(path: str | os.PathLike[str]) -> dict[int, LabelInfo]:
+    """Read label names (and colours) from a BIDS ``dseg.tsv`` or a FreeSurfer colour LUT.
+
+    A file whose first non-comment line has tab-separated ``index`` and ``name`` columns is
+    read as a BIDS table (``color`` as ``#rrggbb``, if present); otherwise every
+    non-comment line must be ``index name R G B [A]`` (FreeSurfer's
+    ``FreeSurferColorLUT.txt``).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line, if a row cannot be read or an index repeats.
+    """
+    path = os.fspath(path)
+    text = Path(path).read_text(encoding="utf-8-sig")
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1)]
+    content = [
+        (n, line) for n, line in lines if line.strip() and not line.lstrip().startswith("#")
+    ]
+    table: dict[int, LabelInfo] = {}
+    if not content:
+        raise ValueError(f"{path}: empty label table")
+
+    def put(n: int, index: str, info: LabelInfo) -> None:
+        try:
+            value = int(index)
+        except ValueError:
+            raise ValueError(
+                f"{path}, line {n}: label index {index!r} is not an integer"
+            ) from None
+        if value in table:
+            raise ValueError(f"{path}, line {n}: label {value} is listed twice")
+        table[value] = info
+
+    first = content[0][1].rstrip("\n").split("\t")
+    if "index" in first and "name" in first:
+        rows = csv.DictReader(io.StringIO("\n".join(line for _, line in content)), delimiter="\t")
+        for (n, _), row in zip(content[1:], rows, strict=False):  # rows may be fewer
+            color = (row.get("color") or "").strip() or None
+            if color is not None and not _is_hex_color(color):
+                raise ValueError(f"{path}, line {n}: color {color!r} is not #rrggbb")
+            put(n, row["index"].strip(), LabelInfo((row["name"] or "").strip(), color))
+        return table
+    for n, line in content:
+        parts = line.split()
+        if len(parts) < 5:
+            raise ValueError(
+                f"{path}, line {n}: expected 'index name R G B [A]' (FreeSurfer LUT) or a "
+                "tab-separated table with 'index' and 'name' columns (BIDS dseg.tsv)"
+            )
+        try:
+            rgb = [int(v) for v in parts[2:5]]
+        except ValueError:
+            raise ValueError(f"{path}, line {n}: R G B must be integers") from None
+        put(n, parts[0], LabelInfo(parts[1], "#{:02x}{:02x}{:02x}".format(*rgb)))
+    return table
+
+
+def _is_hex_color(text: str) -> bool:
+    return (
+        len(text) == 7 and text[0] == "#" and all(c in "0123456789abcdefABCDEF" for c in text[1:])
+    )
+
+
+def default_color(label: int) -> str:
+    """A distinct, reproducible colour for a label without one (golden-angle hues)."""
+    import colorsys
+
+    hue = (label * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.65, 0.95)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+# -- writing the atlas -------------------------------------------------------------------
+def label_rows(
+    atlas: SparseAtlas, table: Mapping[int, LabelInfo] | None = None
+) -> list[dict[str, object]]:
+    """The label table's rows (ascending index): index, name, color, n_inputs,
+    mean_volume_mm3. Labels missing from ``table`` are named by their index (and logged)."""
+    table = dict(table or {})
+    zooms = atlas.ref_header.get_zooms()[:3]
+    voxel_mm3 = float(np.prod(np.asarray(zooms, np.float64)))
+    totals: dict[int, int] = {}
+    used = atlas.counts > 0
+    for label in atlas.label_list:
+        totals[label] = int(atlas.counts[used & (atlas.labels == label)].sum(dtype=np.uint64))
+    missing = [label for label in atlas.label_list if label not in table]
+    if table and missing:
+        LOGGER.warning(
+            "labels %s occur in the inputs but not in the label table; named by their index",
+            missing,
+        )
+    rows = []
+    for label in atlas.label_list:
+        info = table.get(label, LabelInfo(str(label)))
+        rows.append({
+            "index": label,
+            "name": info.name,
+            "color": info.color or default_color(label),
+            "n_inputs": atlas.presence[label],
+            "mean_volume_mm3": round(totals[label] * voxel_mm3 / atlas.n_inputs, 4),
+        })  # fmt: skip
+    return rows
+
+
+def atlas_names(atlas_name: str, thresholds: Sequence[float]) -> dict[str, str]:
+    """File names of an atlas's outputs, in the BIDS atlas convention (as TemplateFlow).
+
+    ``atlas-<name>_probseg.nii.gz`` (4D), ``atlas-<name>_desc-th<t>_dseg.nii.gz`` per
+    threshold, ``atlas-<name>_dseg.tsv``, ``atlas-<name>_desc-sparse_probseg.nii.gz``.
+    """
+    if not atlas_name or not atlas_name.isalnum():
+        raise ValueError(
+            f"atlas name {atlas_name!r} must be letters and digits only (a BIDS label)"
+        )
+    stem = f"atlas-{atlas_name}"
+    names = {
+        "probseg": f"{stem}_probseg.nii.gz",
+        "table": f"{stem}_dseg.tsv",
+        "sparse": f"{stem}_desc-sparse_probseg.nii.gz",
+    }
+    for t in thresholds:
+        names[f"th{_threshold_label(t)}"] = f"{stem}_desc-th{_threshold_label(t)}_dseg.nii.gz"
+    return names
+
+
+def _threshold_label(threshold: float) -> str:
+    """``25`` -> ``"25"``, ``12.5`` -> ``"12p5"`` (BIDS labels are alphanumeric)."""
+    value = Fraction(str(threshold))
+    if not 0 <= value <= 100:
+        raise ValueError(f"threshold {threshold} is not a percentage in [0, 100]")
+    text = f"{float(value):g}"
+    return text.replace(".", "p")
+
+
+def write_atlas(
+    atlas: SparseAtlas,
+    out_dir: str | os.PathLike[str],
+    *,
+    atlas_name: str = "heatmap",
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    label_table: Mapping[int, LabelInfo] | None = None,
+    dense: bool = True,
+    sparse: bool = False,
+    extra_metadata: Mapping[str, object] | None = None,
+) -> dict[str, str]:
+    """Write an atlas's files into ``out_dir`` (see the module docstring for what they are).
+
+    Each NIfTI gets a JSON sidecar (sample size, sources, parameters, tied voxels); every
+    file is written atomically, and the output names are checked before anything is
+    written.
+
+    Returns
+    -------
+    dict
+        ``{"probseg": path, "th25": path, ..., "table": path, "sparse": path}`` of what was
+        written.
+    """
+    from .io import prepare_output
+
+    names = atlas_names(atlas_name, thresholds)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    wanted = [k for k in names if (k != "probseg" or dense) and (k != "sparse" or sparse)]
+    paths = {  # folder created and proven writable before anything is written
+        k: prepare_output(os.path.join(out_dir, names[k]))
+        if names[k].endswith(".nii.gz")
+        else os.path.join(out_dir, names[k])
+        for k in wanted
+    }
+    rows = label_rows(atlas, label_table)
+    labels = [row["index"] for row in rows]
+    common = {
+        "SampleSize": atlas.n_inputs,
+        "Sources": [r.path for r in atlas.records],
+        "Background": atlas.background,
+        "GeneratedBy": [{"Name": "nipype_heatmap", "Version": __version__}],
+        **(extra_metadata or {}),
+    }
+    written: dict[str, str] = {}
+    if "probseg" in paths:
+        written["probseg"] = _write_image(
+            paths["probseg"],
+            atlas,
+            np.float32,
+            (atlas.probability_of(label) for label in labels),
+            len(labels),
+            {
+                **common,
+                "Description": "Per-label probability maps: volume i is the fraction of "
+                "inputs with the label of row i of the dseg.tsv at each voxel.",
+                "Labels": labels,
+            },
+        )
+    dtype = _label_dtype([*labels, atlas.background])
+    for t in thresholds:
+        key = f"th{_threshold_label(t)}"
+        dseg, tied = atlas.max_probability(t)
+        written[key] = _write_image(
+            paths[key],
+            atlas,
+            dtype,
+            [dseg],
+            1,
+            {
+                **common,
+                "Description": f"Maximum-probability map: the most probable label where its "
+                f"probability is >= {t} % (and > 0); ties go to the lowest label.",
+                "Threshold": float(t),
+                "TiedVoxels": tied,
+            },
+            intent="label",
+            cal=(float(min(labels, default=0)), float(max(labels, default=0))),
+        )
+        LOGGER.info("maximum-probability map at %g %%: %d tied voxel(s)", t, tied)
+    written["table"] = _write_table(paths["table"], rows)
+    if "sparse" in paths:
+        written["sparse"] = atlas.save(paths["sparse"])
+        _write_sidecar(
+            paths["sparse"],
+            {
+                **common,
+                "Description": "Sparse atlas (nipype_heatmap.atlas format 1): volumes "
+                f"0..{atlas.slots - 1} are the labels present at each voxel, most probable "
+                f"first; volumes {atlas.slots}..{2 * atlas.slots - 1} the number of inputs "
+                "with each; probability = count / SampleSize. Load it with "
+                "nipype_heatmap.atlas.load_atlas.",
+                "Slots": atlas.slots,
+            },
+        )
+    return written
+
+
+def _write_image(path, atlas, dtype, volumes, n, meta, *, intent="none", cal=(0.0, 1.0)) -> str:
+    """Stream ``n`` volumes into one NIfTI with the first input's header (as the heatmap's:
+    data type set, scaling cleared, no extensions), then its JSON sidecar."""
+    header = atlas.ref_header.copy()
+    header.set_data_shape((*atlas.shape, n) if n > 1 else atlas.shape)
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(np.nan, np.nan)
+    header["cal_min"], header["cal_max"] = cal
+    header["descrip"] = f"nipype_heatmap atlas, N={atlas.n_inputs}".encode()[:80]
+    header.set_intent(intent)
+    header.extensions.clear()
+    if header["sform_code"] == 0 and header["qform_code"] == 0:
+        header.set_sform(atlas.affine, code="aligned")
+    head = io.BytesIO()
+    header.write_to(head)  # sets vox_offset to where the header ends
+    padding = int(header["vox_offset"]) - head.tell()
+    assert padding >= 0
+
+    def chunks():
+        yield head.getvalue() + b"\0" * padding
+        for volume in volumes:
+            yield np.asarray(volume, dtype).tobytes(order="F")
+
+    written = write_atomic(chunks(), path)
+    _write_sidecar(path, meta)
+    return written
+
+
+def _write_sidecar(path: str, meta: Mapping[str, object]) -> str:
+    sidecar = path[: -len(".nii.gz")] + ".json" if path.endswith(".nii.gz") else path + ".json"
+    text = json.dumps(meta, indent=2) + "\n"
+    return write_atomic([text.encode("utf-8")], sidecar)
+
+
+def _write_table(path: str, rows: list[dict[str, object]]) -> str:
+    out = io.StringIO()
+    columns = ["index", "name", "color", "n_inputs", "mean_volume_mm3"]
+    out.write("\t".join(columns) + "\n")
+    for row in rows:
+        out.write("\t".join(str(row[c]) for c in columns) + "\n")
+    return write_atomic([out.getvalue().encode("utf-8")], path)
+
+
+def build_atlas(
+    files: Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    background: int = 0,
+    label_table: str | os.PathLike[str] | None = None,
+    num_threads: int | None = None,
+    **options,
+) -> dict[str, str]:
+    """Make a probabilistic atlas from label images: one pass, then :func:`write_atlas`.
+
+    Parameters
+    ----------
+    files : iterable of path-like
+        Label images on one grid.
+    out_dir : path-like
+        Where to write.
+    background : int, default=0
+        The value that is no label.
+    label_table : path-like, optional
+        A BIDS ``dseg.tsv`` or FreeSurfer colour LUT naming the labels.
+    num_threads : int, optional
+        Reader threads.
+    **options
+        ``atlas_name``, ``thresholds``, ``dense``, ``sparse`` of :func:`write_atlas`.
+
+    Returns
+    -------
+    dict
+        What :func:`write_atlas` wrote.
+    """
+    table = read_label_table(label_table) if label_table is not None else None
+    names = atlas_names(
+        options.get("atlas_name", "heatmap"), options.get("thresholds", DEFAULT_THRESHOLDS)
+    )
+    del names  # checked before any input is read
+    acc = accumulate_labels(files, background=background, num_threads=num_threads)
+    return write_atlas(acc.to_sparse(), out_dir, label_table=table, **options)

@@ -1,0 +1,177 @@
+"""The ``nipype-heatmap-atlas`` command: a probabilistic atlas from label images."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+EXAMPLES = """\
+examples:
+  # per-label probability maps, max-probability maps at 0/25/50 %, label table
+  nipype-heatmap-atlas segmentations/ -o atlas/ --label-table FreeSurferColorLUT.txt
+  # a 300-area parcellation: write the sparse form instead of the dense 4D
+  nipype-heatmap-atlas parcellations/ -o atlas/ --sparse --atlas-name Cohort
+  # map-reduce: one sparse partial atlas per chunk (cluster jobs), then merge them
+  nipype-heatmap-atlas chunk1/ -o part1/ --sparse --no-maps
+  nipype-heatmap-atlas --merge part1/atlas-heatmap_desc-sparse_probseg.nii.gz \\
+      part2/atlas-heatmap_desc-sparse_probseg.nii.gz -o atlas/
+
+exit status: 0 on success, 1 on bad input data or an unwritable output, 2 on usage errors.
+"""
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of ``nipype-heatmap-atlas``."""
+    from . import __version__
+    from .cli import add_nprocs_option
+
+    parser = argparse.ArgumentParser(
+        prog="nipype-heatmap-atlas",
+        description=(
+            "Probabilistic atlas from co-registered label images: per-label probability "
+            "maps (one 4D image), maximum-probability maps at thresholds, and a label "
+            "table, in one pass over the inputs."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="a folder (its *.nii/*.nii.gz files, sorted by name) or a label image",
+    )
+    parser.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR")
+    parser.add_argument(
+        "--atlas-name",
+        default="heatmap",
+        metavar="NAME",
+        help="the atlas-<NAME> entity of the output names (letters and digits; default: heatmap)",
+    )
+    parser.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        help="the label value that is no label (default: 0)",
+    )
+    parser.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[0.0, 25.0, 50.0],
+        metavar="PERCENT",
+        help="a maximum-probability map for each (default: 0 25 50)",
+    )
+    parser.add_argument(
+        "--label-table",
+        metavar="FILE",
+        help="label names and colours: a BIDS dseg.tsv or a FreeSurfer colour LUT",
+    )
+    parser.add_argument(
+        "--sparse",
+        action="store_true",
+        help="write the sparse atlas (labels and counts per voxel; exact, mergeable) "
+        "instead of the dense 4D probability image",
+    )
+    parser.add_argument(
+        "--dense",
+        action="store_true",
+        help="with --sparse, also write the dense 4D probability image",
+    )
+    parser.add_argument(
+        "--no-maps",
+        action="store_true",
+        help="with --sparse, write only the sparse atlas (a partial atlas to --merge later)",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="SPARSE_ATLAS",
+        help="merge sparse (partial) atlases exactly and write the atlas of all their inputs",
+    )
+    add_nprocs_option(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nipype-heatmap-atlas``; return the exit status (0 ok, 1 bad input, 2 usage)."""
+    from .cli import run_reporting_errors
+
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if bool(args.inputs) == bool(args.merge):
+        parser.error("give INPUT label images, or --merge SPARSE_ATLAS files (not both)")
+    if args.no_maps and not args.sparse:
+        parser.error("--no-maps needs --sparse (there would be nothing to write)")
+
+    def job() -> str:
+        from .atlas import (
+            accumulate_labels,
+            atlas_names,
+            merge_atlases,
+            read_label_table,
+            write_atlas,
+        )
+
+        out_dir = os.path.abspath(args.output_dir)
+        names = atlas_names(args.atlas_name, args.thresholds)  # checked before reading
+        table = read_label_table(args.label_table) if args.label_table else None
+        if args.merge:
+            acc = merge_atlases(args.merge)
+        else:
+            produced = [os.path.join(out_dir, n) for n in names.values()]
+            files = _label_inputs(args.inputs, produced)
+            acc = accumulate_labels(
+                files, background=args.background, num_threads=args.num_threads
+            )
+        written = write_atlas(
+            acc.to_sparse(),
+            out_dir,
+            atlas_name=args.atlas_name,
+            thresholds=() if args.no_maps else args.thresholds,
+            label_table=table,
+            dense=(args.dense or not args.sparse) and not args.no_maps,
+            sparse=args.sparse,
+        )
+        return "\n".join(written.values())
+
+    return run_reporting_errors("nipype-heatmap-atlas", job, args)
+
+
+def _label_inputs(inputs: Sequence[str], produced: Sequence[str]) -> list[str]:
+    """The files of INPUT folders and files. A folder's listing leaves out this run's
+    outputs (an earlier run into the same folder); a named file that is one is refused,
+    since it would be overwritten."""
+    import logging
+
+    from .io import find_nifti_files, same_file
+
+    files: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for path in find_nifti_files(item):
+                if any(same_file(path, out) for out in produced if os.path.exists(out)):
+                    logging.getLogger("nipype_heatmap").warning(
+                        "%s: an output of this command; not taken as an input", path
+                    )
+                else:
+                    files.append(path)
+        elif os.path.exists(item):
+            if any(same_file(item, out) for out in produced if os.path.exists(out)):
+                raise ValueError(
+                    f"{item}: an output of this run is among the inputs; it would be "
+                    "overwritten: write the atlas to another folder (-o)"
+                )
+            files.append(os.path.abspath(item))
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return files
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""Probabilistic atlases from label images, against a brute-force numpy reference."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from nipype_heatmap import atlas as at
+from nipype_heatmap.cli_atlas import main as atlas_main
+
+from .conftest import SHAPE, default_affine
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _on_reference_grid(path: str, ref_affine: np.ndarray) -> np.ndarray:
+    """Brute force: each reference voxel's value, looked up through world coordinates."""
+    img = nb.load(path)
+    data = np.asanyarray(img.dataobj)
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+    world = ref_affine @ np.stack([ii, jj, kk, np.ones_like(ii)]).reshape(4, -1)
+    vox = np.rint(np.linalg.solve(img.affine, world)[:3]).astype(int)
+    return data[vox[0], vox[1], vox[2]].reshape(SHAPE).astype(np.int64)
+
+
+def _reference(paths, background=0, ref_affine=None):
+    """Brute-force atlas: labels (union), dense counts, and max-prob maps per threshold."""
+    ref_affine = default_affine() if ref_affine is None else ref_affine
+    stack = np.stack([_on_reference_grid(str(p), ref_affine) for p in paths])
+    labels = sorted(set(np.unique(stack).tolist()) - {background})
+    counts = {label: (stack == label).sum(axis=0) for label in labels}
+    return stack, labels, counts
+
+
+def _maxprob(labels, counts, n, threshold, background=0):
+    out = np.full(SHAPE, background, np.int64)
+    best = np.zeros(SHAPE, np.int64)
+    tied = np.zeros(SHAPE, bool)
+    for label in labels:  # ascending: a later label wins only when strictly higher
+        c = counts[label]
+        tied = np.where(c > best, False, tied | ((c == best) & (c > 0)))
+        out = np.where(c > best, label, out)
+        best = np.maximum(best, c)
+    keep = (best > 0) & (best * 100 >= threshold * n)
+    return np.where(keep, out, background), int((keep & tied).sum())
+
+
+@pytest.fixture
+def label_files(make_nifti, rng):
+    """Six label images: label 7 absent from the first, 300 (needs int16) in the fourth."""
+
+    def make(dtype=np.int16, n=6):
+        files = []
+        for i in range(n):
+            data = rng.choice([0, 0, 1, 2, 3, 5], size=SHAPE)
+            if i == 0:
+                data[data == 5] = 3  # the first input lacks label 5 ...
+            if i in (2, 4):
+                data[:2, :2, :2] = 7  # ... and label 7
+            if i == 3 and np.iinfo(dtype).max >= 300:
+                data[3, 3, 3] = 300
+            files.append(str(make_nifti(f"seg{i}.nii.gz", data.astype(dtype))))
+        return files
+
+    return make
+
+
+def test_probability_and_max_probability_maps_match_brute_force(label_files):
+    files = label_files()
+    acc = at.accumulate_labels(files)
+    sparse = acc.to_sparse()
+    stack, labels, counts = _reference(files)
+    assert sparse.label_list == labels == [1, 2, 3, 5, 7, 300]  # union, not the first's
+    n = len(files)
+    dense = sparse.probabilities()
+    for i, label in enumerate(labels):
+        expected = (counts[label] / n).astype(np.float32)
+        np.testing.assert_array_equal(dense[..., i], expected)
+        np.testing.assert_array_equal(acc.probability_of(label), expected)
+        assert sparse.presence[label] == int((stack == label).any(axis=(1, 2, 3)).sum())
+    for threshold in (0, 25, 50, 33.4, 100):
+        got, tied = sparse.max_probability(threshold)
+        want, want_tied = _maxprob(labels, counts, n, threshold)
+        np.testing.assert_array_equal(got, want)
+        assert tied == want_tied
+    assert sparse.max_probability(0)[1] > 0  # this data has ties, so they were exercised
+
+
+def test_ties_go_to_the_lowest_label_and_are_counted(make_nifti):
+    a = np.zeros(SHAPE, np.uint8)
+    b = np.zeros(SHAPE, np.uint8)
+    a[0, 0, 0], b[0, 0, 0] = 9, 4  # a 50/50 tie: 4 wins although 9 came first
+    a[1, 0, 0], b[1, 0, 0] = 6, 6  # no tie
+    files = [str(make_nifti("a.nii", a)), str(make_nifti("b.nii", b))]
+    sparse = at.accumulate_labels(files).to_sparse()
+    dseg, tied = sparse.max_probability(50)
+    assert dseg[0, 0, 0] == 4 and dseg[1, 0, 0] == 6 and tied == 1
+    dseg, tied = sparse.max_probability(50.1)  # 50 % does not reach 50.1 %
+    assert dseg[0, 0, 0] == 0 and dseg[1, 0, 0] == 6 and tied == 0
+
+
+def test_threshold_comparison_is_exact_for_thirds(make_nifti):
+    # 1 of 3 inputs is 33.33...%: kept at 33.3, dropped at 33.34 (no float round-off)
+    datas = [np.zeros(SHAPE, np.uint8) for _ in range(3)]
+    datas[0][2, 2, 2] = 1
+    files = [str(make_nifti(f"t{i}.nii", d)) for i, d in enumerate(datas)]
+    sparse = at.accumulate_labels(files).to_sparse()
+    assert sparse.max_probability(33.3)[0][2, 2, 2] == 1
+    assert sparse.max_probability(33.34)[0][2, 2, 2] == 0
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
+)
+def test_every_integer_width_gives_the_reference(label_files, dtype):
+    files = label_files(dtype=dtype, n=3)
+    sparse = at.accumulate_labels(files).to_sparse()
+    _, labels, counts = _reference(files)
+    assert sparse.label_list == labels
+    for label in labels:
+        np.testing.assert_array_equal(sparse.counts_of(label), counts[label])
+
+
+def test_reoriented_inputs_are_counted_on_the_reference_grid(make_nifti, rng):
+    datas = [rng.integers(0, 4, SHAPE).astype(np.int16) for _ in range(3)]
+    files = [str(make_nifti("r0.nii.gz", datas[0]))]
+    flipped = default_affine().copy()  # x axis flipped, the same world grid
+    flipped[0, 0] = -2.0
+    flipped[0, 3] = -6.0 + 2.0 * (SHAPE[0] - 1)
+    files.append(str(make_nifti("r1.nii.gz", datas[1][::-1], affine=flipped)))
+    swapped = default_affine()[:, [1, 0, 2, 3]]  # axes i and j swapped
+    files.append(str(make_nifti("r2.nii.gz", datas[2].transpose(1, 0, 2), affine=swapped)))
+    sparse = at.accumulate_labels(files).to_sparse()
+    for label in (1, 2, 3):
+        want = sum((d == label).astype(int) for d in datas)
+        np.testing.assert_array_equal(sparse.counts_of(label), want)
+    _, _, counts = _reference(files)  # and the world-coordinate brute force agrees
+    np.testing.assert_array_equal(sparse.counts_of(2), counts[2])
+
+
+def test_labels_stored_as_whole_floats_are_accepted_and_fractions_refused(make_nifti):
+    whole = np.zeros(SHAPE, np.float32)
+    whole[0, 0, 0] = 17.0
+    ok = str(make_nifti("whole.nii", whole, dtype=np.float32))
+    frac = whole.copy()
+    frac[1, 2, 3] = 0.5
+    bad = str(make_nifti("frac.nii", frac, dtype=np.float32))
+    assert at.accumulate_labels([ok]).to_sparse().label_list == [17]
+    with pytest.raises(
+        ValueError, match=r"frac\.nii: not a label image: value 0\.5 at voxel \(1, 2, 3\)"
+    ):
+        at.accumulate_labels([ok, bad])
+    nan = whole.copy()
+    nan[0, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="nan.nii: not a label image"):
+        at.accumulate_labels([str(make_nifti("nan.nii", nan, dtype=np.float32))])
+
+
+def test_background_option_excludes_another_value(make_nifti):
+    data = np.full(SHAPE, 255, np.uint8)
+    data[0, 0, 0] = 0  # 0 is a label here
+    sparse = at.accumulate_labels([str(make_nifti("b.nii", data))], background=255).to_sparse()
+    assert sparse.label_list == [0]
+    dseg, _ = sparse.max_probability(0)
+    assert dseg[0, 0, 0] == 0 and dseg[1, 1, 1] == 255
+
+
+def test_grid_mismatch_names_the_file(make_nifti):
+    a = str(make_nifti("a.nii", np.ones(SHAPE, np.uint8)))
+    shifted = default_affine()
+    shifted[0, 3] += 1.0
+    b = str(make_nifti("b.nii", np.ones(SHAPE, np.uint8), affine=shifted))
+    with pytest.raises(ValueError, match=r"b\.nii: affine"):
+        at.accumulate_labels([a, b])
+
+
+def test_memory_follows_the_labels_not_labels_times_grid(make_nifti):
+    files = []
+    for i in range(3):
+        data = np.zeros(SHAPE, np.int32)
+        for label in range(1, 41):  # 40 labels, each one voxel (+ i shift)
+            data[label % 7, (label // 7) % 8, min(8, i + label // 56)] = label
+        files.append(str(make_nifti(f"m{i}.nii", data)))
+    acc = at.accumulate_labels(files)
+    box_voxels = sum(counts.size for _, counts in acc.boxes.values())
+    assert len(acc.boxes) == 40 and box_voxels == 40 * 3  # 1 x 1 x 3 boxes, not 40 x 504
+
+
+def test_sparse_atlas_round_trips_exactly_and_answers_queries(label_files, tmp_path):
+    files = label_files()
+    sparse = at.accumulate_labels(files).to_sparse()
+    path = sparse.save(tmp_path / "a_desc-sparse_probseg.nii.gz")
+    loaded = at.load_atlas(path)
+    assert loaded.label_list == sparse.label_list and loaded.n_inputs == 6
+    np.testing.assert_array_equal(loaded.probabilities(), sparse.probabilities())
+    assert [r.path for r in loaded.records] == files
+    # volume 0 of the file is the max-probability map at 0 %
+    slot0 = np.asanyarray(nb.load(path).dataobj)[..., 0]
+    np.testing.assert_array_equal(slot0, sparse.max_probability(0)[0])
+    # a query at the world coordinate of voxel (3, 3, 3)
+    xyz = (default_affine() @ [3, 3, 3, 1])[:3]
+    answer = loaded.query(xyz)
+    stack, labels, counts = _reference(files)
+    want = sorted(
+        ((label, counts[label][3, 3, 3]) for label in labels if counts[label][3, 3, 3]),
+        key=lambda item: (-item[1], item[0]),
+    )
+    assert [label for label, _ in answer] == [label for label, _ in want]
+    assert [p for _, p in answer] == [float(np.float32(c / 6)) for _, c in want]
+    assert loaded.query(xyz + 1000) == []  # outside the grid
+
+
+def test_not_a_sparse_atlas_is_refused(make_nifti):
+    path = str(make_nifti("plain.nii.gz"))
+    with pytest.raises(ValueError, match="plain.nii.gz: not a nipype_heatmap sparse atlas"):
+        at.load_atlas(path)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_partial_atlases_merge_to_the_single_pass(label_files, tmp_path, chunk):
+    files = label_files()
+    whole = at.accumulate_labels(files).to_sparse()
+    parts = []
+    for n, start in enumerate(range(0, len(files), chunk)):
+        part = at.accumulate_labels(files[start : start + chunk]).to_sparse()
+        parts.append(part.save(tmp_path / f"p{n}.nii.gz"))
+    merged = at.merge_atlases(parts).to_sparse()
+    assert merged.label_list == whole.label_list
+    assert merged.presence == whole.presence
+    np.testing.assert_array_equal(merged.index, whole.index)
+    np.testing.assert_array_equal(merged.labels, whole.labels)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    assert [r.path for r in merged.records] == files
+
+
+def test_merging_a_partial_on_a_reoriented_reference_gives_the_single_pass(
+    make_nifti, rng, tmp_path
+):
+    datas = [rng.integers(0, 3, SHAPE).astype(np.uint8) for _ in range(2)]
+    flipped = default_affine().copy()
+    flipped[0, 0] = -2.0
+    flipped[0, 3] = -6.0 + 2.0 * (SHAPE[0] - 1)
+    a = str(make_nifti("a.nii", datas[0]))
+    b = str(make_nifti("b.nii", datas[1][::-1], affine=flipped))
+    whole = at.accumulate_labels([a, b]).to_sparse()
+    parts = [
+        at.accumulate_labels([f]).to_sparse().save(tmp_path / f"{i}.nii")
+        for i, f in enumerate([a, b])
+    ]
+    merged = at.merge_atlases(parts).to_sparse()
+    for label in (1, 2):
+        np.testing.assert_array_equal(merged.counts_of(label), whole.counts_of(label))
+
+
+def test_label_tables_bids_and_freesurfer(tmp_path, label_files):
+    bids = tmp_path / "dseg.tsv"
+    bids.write_text("index\tname\tcolor\n1\tCSF\t#112233\n2\tGM\t#445566\n3\tWM\t\n")
+    lut = tmp_path / "FreeSurferColorLUT.txt"
+    lut.write_text(
+        "# comment\n\n0  Unknown 0 0 0 0\n2  Left-Cerebral-White-Matter 245 245 245 0\n"
+    )
+    assert at.read_label_table(bids)[1] == at.LabelInfo("CSF", "#112233")
+    assert at.read_label_table(bids)[3] == at.LabelInfo("WM", None)
+    assert at.read_label_table(lut)[2] == at.LabelInfo("Left-Cerebral-White-Matter", "#f5f5f5")
+    dup = tmp_path / "dup.tsv"
+    dup.write_text("index\tname\n1\ta\n1\tb\n")
+    with pytest.raises(ValueError, match=r"dup.tsv, line 3: label 1 is listed twice"):
+        at.read_label_table(dup)
+    junk = tmp_path / "junk.txt"
+    junk.write_text("hello world\n")
+    with pytest.raises(ValueError, match=r"junk.txt, line 1: expected"):
+        at.read_label_table(junk)
+    sparse = at.accumulate_labels(label_files()).to_sparse()
+    rows = at.label_rows(sparse, at.read_label_table(bids))
+    assert [r["name"] for r in rows] == ["CSF", "GM", "WM", "5", "7", "300"]
+    assert rows[0]["color"] == "#112233" and rows[3]["color"].startswith("#")
+
+
+def test_write_atlas_files_names_sidecars_and_table(label_files, tmp_path):
+    files = label_files()
+    sparse = at.accumulate_labels(files).to_sparse()
+    written = at.write_atlas(sparse, tmp_path / "out", atlas_name="Test", sparse=True)
+    assert sorted(os.path.basename(p) for p in written.values()) == sorted(
+        [
+            "atlas-Test_probseg.nii.gz",
+            "atlas-Test_desc-th0_dseg.nii.gz",
+            "atlas-Test_desc-th25_dseg.nii.gz",
+            "atlas-Test_desc-th50_dseg.nii.gz",
+            "atlas-Test_dseg.tsv",
+            "atlas-Test_desc-sparse_probseg.nii.gz",
+        ]
+    )
+    img = nb.load(written["probseg"])
+    assert img.shape == (*SHAPE, 6) and img.get_data_dtype() == np.float32
+    np.testing.assert_allclose(img.affine, default_affine())
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), sparse.probabilities())
+    th25 = nb.load(written["th25"])
+    np.testing.assert_array_equal(np.asanyarray(th25.dataobj), sparse.max_probability(25)[0])
+    assert th25.header.get_intent()[0] == "label"
+    side = json.loads((tmp_path / "out" / "atlas-Test_desc-th25_dseg.json").read_text())
+    assert side["SampleSize"] == 6 and side["Threshold"] == 25.0 and side["Sources"] == files
+    assert side["TiedVoxels"] == sparse.max_probability(25)[1]
+    lines = (tmp_path / "out" / "atlas-Test_dseg.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["index", "name", "color", "n_inputs", "mean_volume_mm3"]
+    stack, labels, counts = _reference(files)
+    row = dict(zip(lines[0].split("\t"), lines[1].split("\t"), strict=True))
+    assert int(row["index"]) == 1 and int(row["n_inputs"]) == 6
+    assert float(row["mean_volume_mm3"]) == pytest.approx(counts[1].sum() * 8.0 / 6)
+
+
+def test_threshold_names_and_bad_names(tmp_path):
+    assert at.atlas_names("X", [12.5])["th12p5"] == "atlas-X_desc-th12p5_dseg.nii.gz"
+    with pytest.raises(ValueError, match="letters and digits"):
+        at.atlas_names("my_atlas", [0])
+    with pytest.raises(ValueError, match="not a percentage"):
+        at.atlas_names("X", [150])
+
+
+def test_cli_writes_the_atlas_and_merges_partials(label_files, tmp_path, capsys):
+    files = label_files()
+    folder = os.path.dirname(files[0])
+    assert atlas_main([folder, "-o", str(tmp_path / "one"), "-q", "--sparse", "--dense"]) == 0
+    one = at.load_atlas(tmp_path / "one" / "atlas-heatmap_desc-sparse_probseg.nii.gz")
+    parts = []
+    for n, chunk in enumerate([files[:2], files[2:]]):
+        assert (
+            atlas_main([*chunk, "-o", str(tmp_path / f"p{n}"), "-q", "--sparse", "--no-maps"]) == 0
+        )
+        assert sorted(os.listdir(tmp_path / f"p{n}")) == [
+            "atlas-heatmap_desc-sparse_probseg.json",
+            "atlas-heatmap_desc-sparse_probseg.nii.gz",
+            "atlas-heatmap_dseg.tsv",
+        ]
+        parts.append(str(tmp_path / f"p{n}" / "atlas-heatmap_desc-sparse_probseg.nii.gz"))
+    assert atlas_main(["--merge", *parts, "-o", str(tmp_path / "merged"), "-q"]) == 0
+    merged = nb.load(tmp_path / "merged" / "atlas-heatmap_probseg.nii.gz")
+    np.testing.assert_array_equal(np.asanyarray(merged.dataobj), one.probabilities())
+    capsys.readouterr()
+
+
+def test_cli_errors_name_the_file_and_write_nothing(make_nifti, tmp_path, capsys):
+    good = str(make_nifti("good.nii", np.ones(SHAPE, np.uint8)))
+    bad = str(make_nifti("prob.nii", np.full(SHAPE, 0.3, np.float32), dtype=np.float32))
+    out = tmp_path / "out"
+    assert atlas_main([good, bad, "-o", str(out)]) == 1
+    assert "prob.nii: not a label image" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(SystemExit) as exc:
+        atlas_main(["-o", str(out)])
+    assert exc.value.code == 2
+
+
+def test_cli_rerun_into_the_input_folder_skips_its_own_outputs(make_nifti, in_dir, capsys):
+    for i in range(2):
+        make_nifti(f"s{i}.nii.gz", np.full(SHAPE, i + 1, np.uint8))
+    assert atlas_main([str(in_dir), "-o", str(in_dir), "-q"]) == 0
+    first = np.asanyarray(nb.load(in_dir / "atlas-heatmap_probseg.nii.gz").dataobj).copy()
+    assert atlas_main([str(in_dir), "-o", str(in_dir), "-q"]) == 0  # dseg maps not re-read
+    again = np.asanyarray(nb.load(in_dir / "atlas-heatmap_probseg.nii.gz").dataobj)
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (*SHAPE, 2)
+    capsys.readouterr()
