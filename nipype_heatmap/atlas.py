@@ -67,31 +67,7 @@ FORMAT_VERSION = 1
 _ECODE_COMMENT = 6
 
 
-# -- one input: its voxels grouped by label -----------------------------------------------
-@dataclass(frozen=True)
-class LabelVoxels:
-    """One label image's foreground voxels, grouped by label (made on a reader thread).
-
-    Attributes
-    ----------
-    volume : Volume
-        The image it came from (its data are dropped once grouped).
-    labels : numpy.ndarray
-        The labels present, ascending (int64).
-    starts : numpy.ndarray
-        ``len(labels) + 1`` offsets: label ``labels[n]`` owns columns
-        ``starts[n]:starts[n + 1]`` of ``ijk``.
-    ijk : numpy.ndarray
-        ``(3, M)`` int64 voxel indices of the foreground, grouped by label.
-    """
-
-    volume: Volume
-    shape: tuple[int, int, int]
-    labels: np.ndarray
-    starts: np.ndarray
-    ijk: np.ndarray
-
-
+# -- one input -------------------------------------------------------------------------
 def label_data(volume: Volume) -> np.ndarray:
     """The label values of a volume as an integer array, on its own voxel order.
 
@@ -117,53 +93,69 @@ def label_data(volume: Volume) -> np.ndarray:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"{volume.path}: not a label image: value {float(values[where])!r} at voxel "
-            f"{where} is "
-            "not a whole number (label images hold integer labels; was a probability map or "
-            "an interpolated image given?)"
+            f"{where} is not a whole number (label images hold integer labels; was a "
+            "probability map or an interpolated image given?)"
         )
     if values.size and (values.min() < -(2**31) or values.max() >= 2**31):
         raise ValueError(f"{volume.path}: label values outside the 32-bit integer range")
     return values.astype(np.int64)
 
 
-def group_labels(volume: Volume, background: int = 0) -> LabelVoxels:
-    """Group a label image's foreground voxels by label, on its own voxel order.
+def label_histogram(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values present in an integer array and how many voxels hold each (ascending).
 
-    Parameters
-    ----------
-    volume : Volume
-        A label image (see :func:`label_data` for what is accepted).
-    background : int, default=0
-        The value that is no label.
-
-    Returns
-    -------
-    LabelVoxels
+    A histogram (``bincount``) over the values' span when it is under 2**20 wide (labels
+    are), else a sort.
     """
-    data = label_data(volume)
-    mask = data != background
-    i, j, k = (a.astype(np.int64) for a in np.nonzero(mask))  # C order: i slowest
-    values = data[mask].astype(np.int64)
-    if values.size == 0:
-        labels = np.zeros(0, np.int64)
-        starts = np.zeros(1, np.int64)
-        ijk = np.zeros((3, 0), np.int64)
-    else:
-        low = int(values.min())
-        span = int(values.max()) - low
-        if span < 1 << 16:  # a stable radix sort on 16-bit keys, and counts by bincount
-            key = (values - low).astype(np.uint16)
-            order = np.argsort(key, kind="stable")
-            counts = np.bincount(key, minlength=span + 1)
-            labels = np.flatnonzero(counts).astype(np.int64) + low
-            sizes = counts[counts > 0]
+    flat = data.reshape(-1, order="A")
+    if flat.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if flat.dtype.itemsize <= 2:  # the whole type's range: no min/max pass needed
+        info = np.iinfo(flat.dtype)
+        offset = int(info.min)
+        keys = flat.view(np.uint8 if flat.dtype.itemsize == 1 else np.uint16)
+        if offset:  # signed: two's complement puts negatives after the positives
+            counts = np.bincount(keys, minlength=1 << (8 * flat.dtype.itemsize))
+            half = len(counts) // 2
+            counts = np.concatenate([counts[half:], counts[:half]])
         else:
-            order = np.argsort(values, kind="stable")
-            labels, sizes = np.unique(values, return_counts=True)
-        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        ijk = np.stack([i[order], j[order], k[order]])
-    small = dataclasses.replace(volume, data=np.zeros((0, 0, 0), np.uint8), nonzero_index=None)
-    return LabelVoxels(small, tuple(volume.shape), labels, starts, ijk)
+            counts = np.bincount(keys)
+    else:
+        offset, high = int(flat.min()), int(flat.max())
+        if high - offset >= 1 << 20:
+            values, counts = np.unique(flat, return_counts=True)
+            return values.astype(np.int64), counts.astype(np.int64)
+        counts = np.bincount((flat - offset).astype(np.int64, copy=False))
+    present = np.flatnonzero(counts)
+    return present.astype(np.int64) + offset, counts[present].astype(np.int64)
+
+
+def _bounding_boxes(
+    data: np.ndarray, labels: Sequence[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``label -> (lowest, highest voxel index)`` of each of ``labels`` in ``data``: the
+    voxels of those labels only, sorted by label once (a radix sort), with one vectorized
+    minimum and maximum per axis and label."""
+    wanted = np.asarray(sorted(labels), np.int64)
+    hit = np.isin(data, wanted)
+    ijk = np.nonzero(hit)
+    values = data[hit].astype(np.int64)
+    order = np.argsort(np.searchsorted(wanted, values).astype(np.uint16), kind="stable")
+    starts = np.searchsorted(values[order], wanted)
+    lows = [np.minimum.reduceat(axis[order], starts) for axis in ijk]
+    highs = [np.maximum.reduceat(axis[order], starts) for axis in ijk]
+    return {
+        int(label): (
+            np.array([low[n] for low in lows], np.int64),
+            np.array([high[n] for high in highs], np.int64),
+        )
+        for n, label in enumerate(wanted.tolist())
+    }
+
+
+#: Voxels added on each side when a label's box grows, so that the next inputs (shifted
+#: by registration) rarely make it grow again.
+_BOX_MARGIN = 3
 
 
 # -- the accumulator ---------------------------------------------------------------------
@@ -174,6 +166,8 @@ class LabelAtlasAccumulator:
     ----------
     background : int, default=0
         The value that is no label.
+    grid : Grid, optional
+        The reference grid; default: the first input's.
 
     Attributes
     ----------
@@ -190,58 +184,86 @@ class LabelAtlasAccumulator:
         The reference grid (the first input's).
     """
 
-    def __init__(self, background: int = 0) -> None:
+    def __init__(self, background: int = 0, grid: Grid | None = None) -> None:
         self.background = int(background)
         self.n_inputs = 0
         self.records: list[SourceRecord] = []
         self.boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.presence: dict[int, int] = {}
-        self.grid: Grid | None = None
+        self.grid: Grid | None = grid
         self.ref_header: nb.nifti1.Nifti1Header | None = None
         self.image_class: type = nb.Nifti1Image
 
     # -- adding ---------------------------------------------------------------------------
-    def add_file(self, path: str | os.PathLike[str]) -> None:
+    def add_file(self, path: str | os.PathLike[str]) -> SourceRecord:
         """Read one label image, check it against the reference grid and add it."""
-        self.add(group_labels(read_volume(path, digest=True), self.background))
+        return self.add_volume(read_volume(path, digest=True))
 
-    def add(self, grouped: LabelVoxels) -> None:
-        """Add one grouped label image (see :func:`group_labels`).
+    def add_volume(self, volume: Volume) -> SourceRecord:
+        """Add one label image (see :func:`label_data` for what is accepted).
 
         Raises
         ------
         ValueError
-            If it is not on the reference grid (set by the first), up to a lossless
-            re-ordering of its voxel axes.
+            If it is not a label image, or not on the reference grid (set by the first),
+            up to a lossless re-ordering of its voxel axes; nothing is added then.
         """
-        volume = grouped.volume
+        record = self.count(volume)
+        self.n_inputs += 1
+        self.records.append(record)
+        return record
+
+    def count(self, volume: Volume) -> SourceRecord:
+        """Add a label image's counts and presence, and return its record; the caller keeps
+        the records in input order (:func:`accumulate_labels` counts on several threads,
+        one accumulator each).
+
+        Each label present is added over its bounding box: ``box += (data[box] == label)``,
+        a vectorized pass over the box only. A label with voxels outside its box (a new
+        label, or one reaching further than before) grows the box first.
+        """
         if self.grid is None:
-            self.grid = Grid(grouped.shape, volume.affine, volume.path)
+            self.grid = Grid(volume.shape, volume.affine, volume.path)
+        if self.ref_header is None:
             self.ref_header = volume.header.copy()
             self.image_class = volume.image_class
-        ijk = grouped.ijk
-        if not self.grid.matches(grouped.shape, volume.affine):
-            ijk = _reorder_indices(self.grid, ijk, grouped.shape, volume)
-        starts = grouped.starts
-        for n, label in enumerate(grouped.labels.tolist()):
-            cols = ijk[:, starts[n] : starts[n + 1]]
-            lo, hi = cols.min(axis=1), cols.max(axis=1)
-            origin, counts = self._box(label, lo, hi)
-            local = cols - origin[:, None]
-            shape = counts.shape
-            flat = local[0] + shape[0] * (local[1] + shape[1] * local[2])
-            counts.reshape(-1, order="F")[flat] += np.uint32(1)  # one voxel once per input
+        data = self.grid.conform(label_data(volume), volume.affine, volume.path, "label image")
+        # Fast path: every label already has a box; if the voxels found in the boxes add
+        # up to the whole foreground, no label reaches outside its box and none is new.
+        hits = {}
+        found = 0
+        for label, (origin, counts) in self.boxes.items():
+            hit = _view(data, origin, counts.shape) == label
+            n = int(np.count_nonzero(hit))
+            if n:
+                hits[label] = (hit, n)
+                found += n
+        foreground = int(np.count_nonzero(data != self.background))
+        values = None
+        if found != foreground:  # some label is new or reaches further: find which
+            values, sizes = label_histogram(data)
+            size_of = dict(zip(values.tolist(), sizes.tolist(), strict=True))
+            size_of.pop(self.background, None)
+            outside = [v for v, n in size_of.items() if hits.get(v, (None, 0))[1] != n]
+            for label, (lo, hi) in _bounding_boxes(data, outside).items():
+                lo = np.maximum(lo - _BOX_MARGIN, 0)
+                hi = np.minimum(hi + _BOX_MARGIN, np.asarray(data.shape) - 1)
+                origin, counts = self._box(label, lo, hi)
+                hit = _view(data, origin, counts.shape) == label
+                hits[label] = (hit, size_of[label])
+        for label, (hit, _) in hits.items():
+            self.boxes[label][1][...] += hit
             self.presence[label] = self.presence.get(label, 0) + 1
-        labels = grouped.labels
-        self.n_inputs += 1
-        self.records.append(
-            SourceRecord(
-                volume.path,
-                (float(labels.min()), float(labels.max())) if labels.size else None,
-                bytes(volume.header.binaryblock),
-                volume.image_class.__name__,
-                volume.digest,
-            )
+        if values is None:
+            present = sorted(hits)
+            with_bg = present + ([self.background] if foreground < data.size else [])
+            values = np.asarray(sorted(with_bg), np.int64)
+        return SourceRecord(
+            volume.path,
+            (float(values[0]), float(values[-1])) if values.size else None,
+            bytes(volume.header.binaryblock),
+            volume.image_class.__name__,
+            volume.digest,
         )
 
     def _box(self, label: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,9 +277,7 @@ class LabelAtlasAccumulator:
             return origin, counts
         new_lo, new_hi = np.minimum(lo, origin), np.maximum(hi, end)
         grown = np.zeros(tuple(new_hi - new_lo + 1), np.uint32, order="F")
-        at = origin - new_lo
-        grown[at[0] : at[0] + counts.shape[0], at[1] : at[1] + counts.shape[1],
-              at[2] : at[2] + counts.shape[2]] = counts  # fmt: skip
+        _view(grown, origin - new_lo, counts.shape)[...] = counts
         self.boxes[label] = (new_lo, grown)
         return self.boxes[label]
 
@@ -269,7 +289,7 @@ class LabelAtlasAccumulator:
         ValueError
             If the grids differ (beyond a lossless re-ordering) or the backgrounds do.
         """
-        if other.n_inputs == 0:
+        if other.n_inputs == 0 and not other.boxes:
             return
         if self.n_inputs and other.background != self.background:
             raise ValueError(
@@ -278,8 +298,9 @@ class LabelAtlasAccumulator:
             )
         if self.grid is None:
             self.background = other.background
-            self.grid, self.ref_header = other.grid, other.ref_header
-            self.image_class = other.image_class
+            self.grid = other.grid
+        if self.ref_header is None:
+            self.ref_header, self.image_class = other.ref_header, other.image_class
         assert other.grid is not None and self.grid is not None
         same = self.grid.matches(other.grid.shape, other.grid.affine)
         for label, (origin, counts) in sorted(other.boxes.items()):
@@ -290,10 +311,8 @@ class LabelAtlasAccumulator:
                 origin, counts = _bounding_box(np.asarray(dense))
                 if counts is None:
                     continue
-            _, mine = self._box(label, origin, origin + counts.shape - 1)
-            start = origin - self.boxes[label][0]
-            mine[start[0] : start[0] + counts.shape[0], start[1] : start[1] + counts.shape[1],
-                 start[2] : start[2] + counts.shape[2]] += counts  # fmt: skip
+            mine_origin, mine = self._box(label, origin, origin + counts.shape - 1)
+            _view(mine, origin - mine_origin, counts.shape)[...] += counts
         for label, n in other.presence.items():
             self.presence[label] = self.presence.get(label, 0) + n
         self.n_inputs += other.n_inputs
@@ -343,9 +362,12 @@ class LabelAtlasAccumulator:
         row_of = np.full(flat_n.size, -1, np.int64)
         row_of[index] = np.arange(index.size)
         del n_labels, flat_n
-        labels = np.full((index.size, max(slots, 1)), self.background, np.int64)
+        wide = any(not -(2**31) <= v < 2**31 for v in (*self.boxes, self.background))
+        labels = np.full(
+            (index.size, max(slots, 1)), self.background, np.int64 if wide else np.int32
+        )
         counts_out = np.zeros((index.size, max(slots, 1)), np.uint32)
-        filled = np.zeros(index.size, np.int64)
+        filled = np.zeros(index.size, np.uint16)
         nx, ny = shape[0], shape[1]
         for label in self.labels:  # ascending: equal counts stay in label order below
             origin, counts = self.boxes[label]
@@ -357,9 +379,14 @@ class LabelAtlasAccumulator:
             labels[rows, cols] = label
             counts_out[rows, cols] = counts.reshape(-1, order="F")[local]
             filled[rows] += 1
-        order = np.argsort(-counts_out.astype(np.int64), axis=1, kind="stable")
-        labels = np.take_along_axis(labels, order, axis=1)
-        counts_out = np.take_along_axis(counts_out, order, axis=1)
+        del row_of, filled
+        multi = np.flatnonzero(counts_out[:, 1] > 0) if slots > 1 else np.zeros(0, np.int64)
+        step = 1 << 18  # most probable first, a block of voxels at a time (bounded memory)
+        for start in range(0, multi.size, step):
+            part = multi[start : start + step]
+            order = np.argsort(-counts_out[part].astype(np.int64), axis=1, kind="stable")
+            labels[part] = np.take_along_axis(labels[part], order, axis=1)
+            counts_out[part] = np.take_along_axis(counts_out[part], order, axis=1)
         return SparseAtlas(
             shape=shape,
             affine=self.grid.affine,
@@ -393,28 +420,6 @@ def _bounding_box(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return lo, np.asfortranarray(_view(dense, lo, tuple(hi - lo + 1)))
 
 
-def _reorder_indices(grid: Grid, ijk: np.ndarray, shape, volume: Volume) -> np.ndarray:
-    """Map voxel indices of a re-oriented image onto the reference grid's voxel order.
-
-    Raises
-    ------
-    ValueError
-        As :meth:`Grid.conform`, if no lossless re-ordering puts the image on the grid.
-    """
-    ornt = grid.reordering(shape, volume.affine)
-    if ornt is None:  # let conform raise its message (shape or affine)
-        grid.conform(np.zeros(shape, np.uint8), volume.affine, volume.path)
-        raise AssertionError("unreachable")  # pragma: no cover
-    LOGGER.info(
-        "%s: label image voxel axes re-ordered onto the grid of %s", volume.path, grid.source
-    )
-    out = np.empty_like(ijk)
-    for axis, (target, flip) in enumerate(ornt.astype(int)):
-        values = ijk[axis]
-        out[target] = shape[axis] - 1 - values if flip < 0 else values
-    return out
-
-
 def probability(counts: np.ndarray, n_inputs: int) -> np.ndarray:
     """``count / N`` in float64, stored float32: the one formula of every probability map."""
     return (np.asarray(counts, np.float64) / n_inputs).astype(np.float32)
@@ -427,7 +432,11 @@ def accumulate_labels(
     num_threads: int | None = None,
     acc: LabelAtlasAccumulator | None = None,
 ) -> LabelAtlasAccumulator:
-    """Read label images once each (grouped by label on the reader threads) and count them.
+    """Read label images once each and count every label, on several threads.
+
+    Each reader thread counts the files it reads into an accumulator of its own; they are
+    merged at the end. Counts are integers, so the result is the same for any number of
+    threads and any assignment of files to threads; the records keep the input order.
 
     Parameters
     ----------
@@ -440,12 +449,19 @@ def accumulate_labels(
     acc : LabelAtlasAccumulator, optional
         Add to this one instead of a new one.
 
+    Notes
+    -----
+    Memory: the boxes of one accumulator per thread, plus ``num_threads + 2`` input
+    volumes in flight; flat in the number of files.
+
     Raises
     ------
     ValueError
         Naming the file: unreadable, not 3D, not a label image, or not on the grid.
     """
-    from .io import find_nifti_files  # noqa: F401 - the same discovery rules as heatmaps
+    import threading
+
+    from .io import read_header
     from .parallel import resolve_num_threads
 
     paths = [os.path.abspath(os.fspath(f)) for f in files]
@@ -455,19 +471,44 @@ def accumulate_labels(
     acc = LabelAtlasAccumulator(background) if acc is None else acc
     if acc.n_inputs and acc.background != background:
         raise ValueError(f"background {background} differs from the atlas's {acc.background}")
-    grouped = iter_volumes(
-        paths,
-        read_ahead=max(2, threads),
-        workers=threads,
-        digest=True,
-        prepare=lambda volume: group_labels(volume, background),
+    grid = acc.grid
+    if grid is None:  # the reference grid, known before the threads start
+        header = read_header(paths[0])
+        grid = Grid(header.get_data_shape()[:3], header.get_best_affine(), paths[0])
+    local = threading.local()
+    partials: list[LabelAtlasAccumulator] = []
+    lock = threading.Lock()
+
+    def count(volume: Volume) -> SourceRecord:
+        mine = getattr(local, "acc", None)
+        if mine is None:
+            mine = local.acc = LabelAtlasAccumulator(background, grid)
+            with lock:
+                partials.append(mine)
+        return mine.count(volume)
+
+    records = iter_volumes(
+        paths, read_ahead=max(2, threads), workers=threads, digest=True, prepare=count
     )
+    counted: list[SourceRecord] = []
     try:
-        for item in grouped:
-            acc.add(item)
-            LOGGER.debug("%s: %d labels", item.volume.path, item.labels.size)
+        for record in records:
+            counted.append(record)
+            LOGGER.debug("%s: labels %s", record.path, record.value_range)
     finally:
-        grouped.close()
+        records.close()
+    if acc.ref_header is None:  # the first input's header, from its record
+        klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[
+            counted[0].image_class
+        ]
+        acc.ref_header = klass.header_class.from_fileobj(io.BytesIO(counted[0].header))
+        acc.image_class = klass
+    for part in partials:
+        part.ref_header, part.image_class = acc.ref_header, acc.image_class
+        acc.merge(part)
+    acc.grid = grid
+    acc.n_inputs += len(counted)
+    acc.records.extend(counted)
     return acc
 
 
@@ -513,6 +554,7 @@ class SparseAtlas:
     records: list[SourceRecord]
     ref_header: nb.nifti1.Nifti1Header
     image_class: type = nb.Nifti1Image
+    _groups: dict | None = dataclasses.field(default=None, init=False, repr=False)
 
     @property
     def label_list(self) -> list[int]:
@@ -532,17 +574,51 @@ class SparseAtlas:
             out[..., n] = self.probability_of(label)
         return out
 
+    def entries(self, label: int) -> tuple[np.ndarray, np.ndarray]:
+        """One label's voxels (flat, Fortran order, ascending) and their counts."""
+        if self._groups is None:  # every label's entries at once, sorted by label
+            rows, cols = np.nonzero(self.counts > 0)
+            found = self.labels[rows, cols]
+            order = np.argsort(found, kind="stable")  # rows stay ascending within a label
+            rows, cols, found = rows[order], cols[order], found[order]
+            bounds = np.searchsorted(found, self.label_list + [np.iinfo(np.int64).max])
+            self._groups = {
+                label: (rows[a:b], cols[a:b])
+                for label, a, b in zip(self.label_list, bounds[:-1], bounds[1:], strict=True)
+            }
+        rows, cols = self._groups[label]
+        return self.index[rows], self.counts[rows, cols]
+
+    def iter_probabilities(self):
+        """Each label's probability map in turn (ascending labels), as the bytes of a
+        float32 volume in NIfTI order: one buffer, reused, so each must be consumed (written)
+        before the next is asked for."""
+        flat = np.zeros(int(np.prod(self.shape)), np.float32)
+        for label in self.label_list:
+            positions, counts = self.entries(label)
+            flat[positions] = probability(counts, self.n_inputs)
+            yield memoryview(flat).cast("B")
+            flat[positions] = 0
+
     def counts_of(self, label: int) -> np.ndarray:
         """One label's dense uint32 count volume."""
         flat = np.zeros(int(np.prod(self.shape)), np.uint32)
-        rows, cols = np.nonzero(self.labels == label)
-        hit = self.counts[rows, cols] > 0
-        flat[self.index[rows[hit]]] = self.counts[rows[hit], cols[hit]]
+        positions, counts = self.entries(label)
+        flat[positions] = counts
         return flat.reshape(self.shape, order="F")
+
+    def totals(self) -> dict[int, int]:
+        """``label -> sum of its counts`` (its voxels over all inputs)."""
+        return {
+            label: int(self.entries(label)[1].sum(dtype=np.uint64)) for label in self.label_list
+        }
 
     def probability_of(self, label: int) -> np.ndarray:
         """One label's dense float32 probability map (``count / N``)."""
-        return probability(self.counts_of(label), self.n_inputs)
+        flat = np.zeros(int(np.prod(self.shape)), np.float32)
+        positions, counts = self.entries(label)
+        flat[positions] = probability(counts, self.n_inputs)
+        return flat.reshape(self.shape, order="F")
 
     def max_probability(self, threshold: float) -> tuple[np.ndarray, int]:
         """The maximum-probability map at ``threshold`` percent, and its tied voxels.
@@ -597,15 +673,14 @@ class SparseAtlas:
         acc.presence = dict(self.presence)
         nx, ny = self.shape[0], self.shape[1]
         for label in self.label_list:
-            rows, cols = np.nonzero((self.labels == label) & (self.counts > 0))
-            flat = self.index[rows]
+            flat, values = self.entries(label)
             ijk = np.stack([flat % nx, (flat // nx) % ny, flat // (nx * ny)])
             lo, hi = ijk.min(axis=1), ijk.max(axis=1)
             origin, box = acc._box(label, lo, hi)
             local = ijk - origin[:, None]
             box.reshape(-1, order="F")[
                 local[0] + box.shape[0] * (local[1] + box.shape[1] * local[2])
-            ] = self.counts[rows, cols]
+            ] = values
         return acc
 
     # -- the file ----------------------------------------------------------------------
@@ -674,10 +749,10 @@ class SparseAtlas:
             yield head.getvalue()
             size = int(np.prod(self.shape))
             for table, fill in ((self.labels, self.background), (self.counts, 0)):
+                flat = np.full(size, fill, dtype)  # one buffer: each slot sets the same voxels
                 for slot in range(self.slots):
-                    flat = np.full(size, fill, dtype)
                     flat[self.index] = table[:, slot]
-                    yield flat.tobytes()
+                    yield memoryview(flat).cast("B")  # compressed before the next slot
 
         return write_atomic(volumes(), path)
 
@@ -889,10 +964,7 @@ def label_rows(
     table = dict(table or {})
     zooms = atlas.ref_header.get_zooms()[:3]
     voxel_mm3 = float(np.prod(np.asarray(zooms, np.float64)))
-    totals: dict[int, int] = {}
-    used = atlas.counts > 0
-    for label in atlas.label_list:
-        totals[label] = int(atlas.counts[used & (atlas.labels == label)].sum(dtype=np.uint64))
+    totals = atlas.totals()
     missing = [label for label in atlas.label_list if label not in table]
     if table and missing:
         LOGGER.warning(
@@ -992,7 +1064,7 @@ def write_atlas(
             paths["probseg"],
             atlas,
             np.float32,
-            (atlas.probability_of(label) for label in labels),
+            atlas.iter_probabilities(),
             len(labels),
             {
                 **common,
@@ -1061,7 +1133,10 @@ def _write_image(path, atlas, dtype, volumes, n, meta, *, intent="none", cal=(0.
     def chunks():
         yield head.getvalue() + b"\0" * padding
         for volume in volumes:
-            yield np.asarray(volume, dtype).tobytes(order="F")
+            if isinstance(volume, memoryview):
+                yield volume
+            else:
+                yield np.asarray(volume, dtype).tobytes(order="F")
 
     written = write_atomic(chunks(), path)
     _write_sidecar(path, meta)

@@ -179,15 +179,22 @@ def test_grid_mismatch_names_the_file(make_nifti):
 
 
 def test_memory_follows_the_labels_not_labels_times_grid(make_nifti):
+    big = (40, 40, 40)
     files = []
-    for i in range(3):
-        data = np.zeros(SHAPE, np.int32)
-        for label in range(1, 41):  # 40 labels, each one voxel (+ i shift)
-            data[label % 7, (label // 7) % 8, min(8, i + label // 56)] = label
-        files.append(str(make_nifti(f"m{i}.nii", data)))
+    for i in range(3):  # 40 one-voxel labels, moving one voxel along k per input
+        data = np.zeros(big, np.int32)
+        for label in range(1, 41):
+            data[label - 1, 20, 5 + i] = label
+        files.append(str(make_nifti(f"m{i}.nii", data, affine=np.eye(4))))
     acc = at.accumulate_labels(files)
     box_voxels = sum(counts.size for _, counts in acc.boxes.values())
-    assert len(acc.boxes) == 40 and box_voxels == 40 * 3  # 1 x 1 x 3 boxes, not 40 x 504
+    margin = at._BOX_MARGIN
+    assert len(acc.boxes) == 40
+    assert box_voxels <= 40 * (1 + 2 * margin) ** 2 * (3 + 2 * margin)  # not 40 x 64000
+    for label in (1, 40):
+        want = np.zeros(big, np.uint32)
+        want[label - 1, 20, 5:8] = 1
+        np.testing.assert_array_equal(acc.counts_of(label), want)
 
 
 def test_sparse_atlas_round_trips_exactly_and_answers_queries(label_files, tmp_path):
@@ -364,3 +371,34 @@ def test_cli_rerun_into_the_input_folder_skips_its_own_outputs(make_nifti, in_di
     np.testing.assert_array_equal(first, again)
     assert first.shape == (*SHAPE, 2)
     capsys.readouterr()
+
+
+def test_label_atlas_node_and_map_reduce_workflow_give_the_same_atlas(label_files, tmp_path):
+    from nipype_heatmap.interfaces import LabelAtlas
+    from nipype_heatmap.workflows import init_scaled_atlas_wf
+
+    files = label_files()
+    os.chdir(tmp_path)  # a failing node's crash file lands here, not in the repository
+    (tmp_path / "n").mkdir()
+    single = LabelAtlas(in_files=files, sparse=True, atlas_name="One").run(cwd=str(tmp_path / "n"))
+    out = single.outputs
+    assert out.n_inputs == 6 and out.labels == [1, 2, 3, 5, 7, 300]
+    assert [os.path.basename(f) for f in out.dseg_files] == [
+        f"atlas-One_desc-th{t}_dseg.nii.gz" for t in (0, 25, 50)
+    ]
+    wf = init_scaled_atlas_wf(chunk_size=4, sparse=True, atlas_name="One")
+    wf.base_dir = str(tmp_path / "work")
+    wf.config["execution"]["crashdump_dir"] = str(tmp_path)
+    wf.inputs.inputnode.in_files = files
+    graph = wf.run()
+    merged = next(n for n in graph.nodes() if n.name == "label_atlas").result.outputs
+    assert merged.n_inputs == 6 and merged.labels == out.labels
+    for a, b in [
+        (merged.probseg_file, out.probseg_file),
+        *zip(merged.dseg_files, out.dseg_files, strict=True),
+    ]:
+        np.testing.assert_array_equal(
+            np.asanyarray(nb.load(a).dataobj), np.asanyarray(nb.load(b).dataobj)
+        )
+    assert open(merged.label_table).read() == open(out.label_table).read()
+    assert [r.path for r in at.load_atlas(merged.sparse_file).records] == files

@@ -272,6 +272,58 @@ INPUTS = {
         },
         "variance_file": {"desc": "Variance map to store (desc-variance).", "exists": True},
     },
+    "LabelAtlas": {
+        "atlas_name": {
+            "usedefault": True,
+            "desc": "The atlas-<name> entity of the output names.",
+            "default": "heatmap",
+        },
+        "background": {"usedefault": True, "desc": "The value that is no label.", "default": 0},
+        "dense": {
+            "usedefault": True,
+            "desc": "Write the dense 4D probability image.",
+            "default": True,
+        },
+        "in_files": {
+            "xor": ["partial_atlases"],
+            "desc": "Label images on one grid, in order; the first sets the grid and header.",
+        },
+        "label_table": {
+            "desc": "Label names and colours: a BIDS dseg.tsv or a FreeSurfer LUT.",
+            "exists": True,
+        },
+        "num_threads": {
+            "usedefault": True,
+            "nohash": True,
+            "desc": "Threads to use; Nipype's plugins reserve this many cores (not hashed).",
+            "default": 1,
+        },
+        "partial_atlases": {
+            "xor": ["in_files"],
+            "desc": "Sparse partial atlases (PartialLabelAtlas) to merge, in input order.",
+        },
+        "sparse": {"usedefault": True, "desc": "Write the sparse atlas.", "default": False},
+        "thresholds": {
+            "usedefault": True,
+            "desc": "Percent thresholds of the maximum-probability maps.",
+            "default": [0.0, 25.0, 50.0],
+        },
+    },
+    "PartialLabelAtlas": {
+        "background": {"usedefault": True, "desc": "The value that is no label.", "default": 0},
+        "in_files": {"mandatory": True, "desc": "One chunk of the label images, in order."},
+        "num_threads": {
+            "usedefault": True,
+            "nohash": True,
+            "desc": "Threads to use; Nipype's plugins reserve this many cores (not hashed).",
+            "default": 1,
+        },
+        "output_filename": {
+            "usedefault": True,
+            "desc": "Bare file name of the partial atlas (a .nii or .nii.gz file).",
+            "default": "partial_atlas.nii.gz",
+        },
+    },
 }
 
 OUTPUTS = {
@@ -318,6 +370,18 @@ OUTPUTS = {
         "out_file": {"desc": "The map, BIDS-named, in the derivatives dataset."},
         "out_report": {"desc": "The HTML report, when asked for."},
         "out_sidecar": {"desc": "Its JSON sidecar (Sources, parameters)."},
+    },
+    "LabelAtlas": {
+        "dseg_files": {"desc": "Maximum-probability maps, one per threshold, in order."},
+        "label_table": {"desc": "The label table (BIDS dseg.tsv)."},
+        "labels": {"desc": "Every label, ascending (the 4D volumes' order)."},
+        "n_inputs": {"desc": "How many label images went in."},
+        "probseg_file": {"desc": "4D float32 per-label probability maps (with dense=True)."},
+        "sparse_file": {"desc": "The sparse atlas (with sparse=True)."},
+    },
+    "PartialLabelAtlas": {
+        "n_inputs": {"desc": "How many label images this chunk holds."},
+        "out_file": {"desc": "The chunk's sparse atlas (exact counts)."},
     },
 }
 

@@ -16,6 +16,7 @@ from nipype_heatmap.workflows import (
     SEGMENTERS,
     init_bids_heatmap_wf,
     init_lesion_overlap_wf,
+    init_scaled_atlas_wf,
     init_scaled_heatmap_wf,
     init_tissue_probability_wf,
 )
@@ -46,6 +47,7 @@ def _docstring_fields(builder, section):
         (init_tissue_probability_wf, {}),
         (init_lesion_overlap_wf, {}),
         (init_scaled_heatmap_wf, {"chunk_size": 10}),
+        (init_scaled_atlas_wf, {"chunk_size": 10}),
         (init_bids_heatmap_wf, {"space": "MNI152NLin2009cAsym", "label": "lesion"}),
     ],
     ids=lambda b: getattr(b, "__name__", ""),
