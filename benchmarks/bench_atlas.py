@@ -54,7 +54,9 @@ def make_labels(folder: Path, n: int, n_labels: int, seed: int = 3) -> None:
     for i in range(n):
         shift = rng.integers(-3, 4, 3)
         img = np.roll(base, tuple(shift), axis=(0, 1, 2)) * brain
-        nb.Nifti1Image(img.astype(np.int16), AFFINE).to_filename(folder / f"sub-{i:03d}_dseg.nii.gz")
+        nb.Nifti1Image(img.astype(np.int16), AFFINE).to_filename(
+            folder / f"sub-{i:03d}_dseg.nii.gz"
+        )
 
 
 def ensure_labels(root: Path, n: int, n_labels: int) -> Path:
@@ -79,7 +81,10 @@ def per_label_passes(files: list[Path], labels: list[int]) -> dict[int, np.ndarr
 def fsl_style(files: list[Path], labels: list[int]) -> dict[int, np.ndarray]:
     """FSL's recipe in numpy: the whole 4D stack first, then a mean per label."""
     stack = np.stack([np.asanyarray(nb.load(path).dataobj) for path in files])
-    return {label: (stack == label).mean(axis=0, dtype=np.float64).astype(np.float32) for label in labels}
+    return {
+        label: (stack == label).mean(axis=0, dtype=np.float64).astype(np.float32)
+        for label in labels
+    }
 
 
 def main() -> int:
@@ -111,7 +116,9 @@ def main() -> int:
                 seconds, mib = run(cmd)
                 times[label].append(seconds)
                 peak[label] = max(peak.get(label, 0.0), mib)
-        _, small_peak = run([str(BIN / "nipype-heatmap-atlas"), str(small), "-q", "-o", str(out / "s")])
+        _, small_peak = run(
+            [str(BIN / "nipype-heatmap-atlas"), str(small), "-q", "-o", str(out / "s")]
+        )
         med = {k: statistics.median(v) for k, v in times.items()}
 
         from nipype_heatmap.atlas import load_atlas
@@ -119,14 +126,21 @@ def main() -> int:
         atlas = load_atlas(out / "sparse" / "atlas-heatmap_desc-sparse_probseg.nii.gz")
         subset = atlas.label_list[: args.recipe_labels]
         recipe_times = {}
-        for name, recipe in (("per-label passes", per_label_passes), ("FSL-style 4D stack", fsl_style)):
+        for name, recipe in (
+            ("per-label passes", per_label_passes),
+            ("FSL-style 4D stack", fsl_style),
+        ):
             start = time.perf_counter()
             maps = recipe(files, subset)
-            recipe_times[name] = (time.perf_counter() - start) * len(atlas.label_list) / len(subset)
+            recipe_times[name] = (
+                (time.perf_counter() - start) * len(atlas.label_list) / len(subset)
+            )
             for label in subset:
                 assert np.array_equal(maps[label], atlas.probability_of(label)), (name, label)
         dense_mib = os.path.getsize(out / "dense" / "atlas-heatmap_probseg.nii.gz") / 2**20
-        sparse_mib = os.path.getsize(out / "sparse" / "atlas-heatmap_desc-sparse_probseg.nii.gz") / 2**20
+        sparse_mib = (
+            os.path.getsize(out / "sparse" / "atlas-heatmap_desc-sparse_probseg.nii.gz") / 2**20
+        )
 
     base = med["nipype-heatmap"]
     n_labels = len(atlas.label_list)
@@ -141,7 +155,9 @@ def main() -> int:
         print(f"| `{label}` | {seconds:.2f} | {seconds / base:.2f}x | {peak[label]:.0f} |")
     for name, seconds in recipe_times.items():
         ratio = seconds / med["atlas (dense 4D)"]
-        print(f"| {name} (numpy) | {seconds:.1f} | {seconds / base:.1f}x (atlas {ratio:.0f}x faster) | - |")
+        print(
+            f"| {name} (numpy) | {seconds:.1f} | {seconds / base:.1f}x (atlas {ratio:.0f}x faster) | - |"
+        )
     print(
         f"\npeak RSS of the atlas: {small_peak:.0f} MiB for {max(2, args.n // 5)} inputs, "
         f"{peak['atlas (dense 4D)']:.0f} MiB for {args.n}. Files: dense 4D {dense_mib:.1f} MiB, "

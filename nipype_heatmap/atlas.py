@@ -45,6 +45,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -101,58 +102,6 @@ def label_data(volume: Volume) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def label_histogram(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The values present in an integer array and how many voxels hold each (ascending).
-
-    A histogram (``bincount``) over the values' span when it is under 2**20 wide (labels
-    are), else a sort.
-    """
-    flat = data.reshape(-1, order="A")
-    if flat.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if flat.dtype.itemsize <= 2:  # the whole type's range: no min/max pass needed
-        info = np.iinfo(flat.dtype)
-        offset = int(info.min)
-        keys = flat.view(np.uint8 if flat.dtype.itemsize == 1 else np.uint16)
-        if offset:  # signed: two's complement puts negatives after the positives
-            counts = np.bincount(keys, minlength=1 << (8 * flat.dtype.itemsize))
-            half = len(counts) // 2
-            counts = np.concatenate([counts[half:], counts[:half]])
-        else:
-            counts = np.bincount(keys)
-    else:
-        offset, high = int(flat.min()), int(flat.max())
-        if high - offset >= 1 << 20:
-            values, counts = np.unique(flat, return_counts=True)
-            return values.astype(np.int64), counts.astype(np.int64)
-        counts = np.bincount((flat - offset).astype(np.int64, copy=False))
-    present = np.flatnonzero(counts)
-    return present.astype(np.int64) + offset, counts[present].astype(np.int64)
-
-
-def _bounding_boxes(
-    data: np.ndarray, labels: Sequence[int]
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """``label -> (lowest, highest voxel index)`` of each of ``labels`` in ``data``: the
-    voxels of those labels only, sorted by label once (a radix sort), with one vectorized
-    minimum and maximum per axis and label."""
-    wanted = np.asarray(sorted(labels), np.int64)
-    hit = np.isin(data, wanted)
-    ijk = np.nonzero(hit)
-    values = data[hit].astype(np.int64)
-    order = np.argsort(np.searchsorted(wanted, values).astype(np.uint16), kind="stable")
-    starts = np.searchsorted(values[order], wanted)
-    lows = [np.minimum.reduceat(axis[order], starts) for axis in ijk]
-    highs = [np.maximum.reduceat(axis[order], starts) for axis in ijk]
-    return {
-        int(label): (
-            np.array([low[n] for low in lows], np.int64),
-            np.array([high[n] for high in highs], np.int64),
-        )
-        for n, label in enumerate(wanted.tolist())
-    }
-
-
 #: Voxels added on each side when a label's box grows, so that the next inputs (shifted
 #: by registration) rarely make it grow again.
 _BOX_MARGIN = 3
@@ -193,6 +142,19 @@ class LabelAtlasAccumulator:
         self.grid: Grid | None = grid
         self.ref_header: nb.nifti1.Nifti1Header | None = None
         self.image_class: type = nb.Nifti1Image
+        # Counts are uint16 (half the memory traffic of uint32) until 65535 volumes have
+        # been counted into these boxes, then uint32.
+        self._dtype: type = np.uint16
+        self._counted = 0
+        self._argmax_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def _widen(self) -> None:
+        """Switch the count boxes to uint32 (before a count could pass 65535)."""
+        self._dtype = np.uint32
+        self.boxes = {
+            label: (origin, counts.astype(np.uint32, order="F"))
+            for label, (origin, counts) in self.boxes.items()
+        }
 
     # -- adding ---------------------------------------------------------------------------
     def add_file(self, path: str | os.PathLike[str]) -> SourceRecord:
@@ -228,55 +190,74 @@ class LabelAtlasAccumulator:
             self.ref_header = volume.header.copy()
             self.image_class = volume.image_class
         data = self.grid.conform(label_data(volume), volume.affine, volume.path, "label image")
-        # Fast path: every label already has a box; if the voxels found in the boxes add
-        # up to the whole foreground, no label reaches outside its box and none is new.
-        hits = {}
-        found = 0
+        self._argmax_cache = None
+        if self._counted >= np.iinfo(self._dtype).max:
+            self._widen()
+        # Fast path: each label's voxels in its box are added while they are in cache; if
+        # they add up to the whole foreground, no label reaches outside its box and none is
+        # new. Otherwise (rare once the boxes have grown) the labels that do are found,
+        # taken back out, and added again over their grown boxes.
+        found: dict[int, int] = {}
         for label, (origin, counts) in self.boxes.items():
             hit = _view(data, origin, counts.shape) == label
             n = int(np.count_nonzero(hit))
             if n:
-                hits[label] = (hit, n)
-                found += n
+                counts += hit
+                found[label] = n
         foreground = int(np.count_nonzero(data != self.background))
-        values = None
-        if found != foreground:  # some label is new or reaches further: find which
-            values, sizes = label_histogram(data)
-            size_of = dict(zip(values.tolist(), sizes.tolist(), strict=True))
-            size_of.pop(self.background, None)
-            outside = [v for v, n in size_of.items() if hits.get(v, (None, 0))[1] != n]
-            for label, (lo, hi) in _bounding_boxes(data, outside).items():
-                lo = np.maximum(lo - _BOX_MARGIN, 0)
-                hi = np.minimum(hi + _BOX_MARGIN, np.asarray(data.shape) - 1)
-                origin, counts = self._box(label, lo, hi)
-                hit = _view(data, origin, counts.shape) == label
-                hits[label] = (hit, size_of[label])
-        for label, (hit, _) in hits.items():
-            self.boxes[label][1][...] += hit
+        if sum(found.values()) != foreground:  # some label is new or reaches further
+            self._add_strays(data, found)
+        for label in found:
             self.presence[label] = self.presence.get(label, 0) + 1
-        if values is None:
-            present = sorted(hits)
-            with_bg = present + ([self.background] if foreground < data.size else [])
-            values = np.asarray(sorted(with_bg), np.int64)
+        self._counted += 1
+        values = sorted([*found, *([self.background] if foreground < data.size else [])])
         return SourceRecord(
             volume.path,
-            (float(values[0]), float(values[-1])) if values.size else None,
+            (float(values[0]), float(values[-1])) if values else None,
             bytes(volume.header.binaryblock),
             volume.image_class.__name__,
             volume.digest,
         )
 
+    def _add_strays(self, data: np.ndarray, found: dict[int, int]) -> None:
+        """Add the labels that have voxels outside their boxes (or no box yet): those
+        voxels (few, once the boxes have grown) are found in one pass; each such label's
+        in-box part is taken back out and added again over its grown box."""
+        covered = np.zeros(data.shape, bool, order="F")
+        for label in found:
+            origin, counts = self.boxes[label]
+            _view(covered, origin, counts.shape)[...] |= _view(data, origin, counts.shape) == label
+        stray = np.nonzero((data != self.background) & ~covered)
+        del covered
+        stray_values = data[stray]
+        limit = np.asarray(data.shape) - 1
+        for label in np.unique(stray_values).tolist():
+            where = stray_values == label
+            lo = np.array([axis[where].min() for axis in stray], np.int64)
+            hi = np.array([axis[where].max() for axis in stray], np.int64)
+            if label in self.boxes:
+                origin, counts = self.boxes[label]
+                if label in found:  # take the part inside the old box back out
+                    counts -= _view(data, origin, counts.shape) == label
+                lo, hi = np.minimum(lo, origin), np.maximum(hi, origin + counts.shape - 1)
+            lo = np.maximum(lo - _BOX_MARGIN, 0)
+            hi = np.minimum(hi + _BOX_MARGIN, limit)
+            origin, counts = self._box(label, lo, hi)
+            hit = _view(data, origin, counts.shape) == label
+            counts += hit
+            found[label] = int(np.count_nonzero(hit))
+
     def _box(self, label: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The count box of ``label``, grown (copied once) to cover ``lo..hi``."""
         if label not in self.boxes:
-            self.boxes[label] = (lo.copy(), np.zeros(tuple(hi - lo + 1), np.uint32, order="F"))
+            self.boxes[label] = (lo.copy(), np.zeros(tuple(hi - lo + 1), self._dtype, order="F"))
             return self.boxes[label]
         origin, counts = self.boxes[label]
         end = origin + counts.shape - 1
         if np.all(lo >= origin) and np.all(hi <= end):
             return origin, counts
         new_lo, new_hi = np.minimum(lo, origin), np.maximum(hi, end)
-        grown = np.zeros(tuple(new_hi - new_lo + 1), np.uint32, order="F")
+        grown = np.zeros(tuple(new_hi - new_lo + 1), self._dtype, order="F")
         _view(grown, origin - new_lo, counts.shape)[...] = counts
         self.boxes[label] = (new_lo, grown)
         return self.boxes[label]
@@ -302,6 +283,10 @@ class LabelAtlasAccumulator:
         if self.ref_header is None:
             self.ref_header, self.image_class = other.ref_header, other.image_class
         assert other.grid is not None and self.grid is not None
+        self._argmax_cache = None
+        if self._counted + other._counted > np.iinfo(self._dtype).max:
+            self._widen()
+        self._counted += other._counted
         same = self.grid.matches(other.grid.shape, other.grid.affine)
         for label, (origin, counts) in sorted(other.boxes.items()):
             if not same:  # re-ordered: through a dense volume, one label at a time
@@ -341,11 +326,58 @@ class LabelAtlasAccumulator:
         """The dense float32 probability map of one label: ``count / N``."""
         return probability(self.counts_of(label), self.n_inputs)
 
-    def voxel_totals(self) -> dict[int, int]:
+    def totals(self) -> dict[int, int]:
         """``label -> sum of its counts`` (its voxels over all inputs)."""
-        return {
-            label: int(counts.sum(dtype=np.uint64)) for label, (_, counts) in self.boxes.items()
-        }
+        return {label: int(self.boxes[label][1].sum(dtype=np.uint64)) for label in self.labels}
+
+    @property
+    def label_list(self) -> list[int]:
+        """Every label seen, ascending (the order of the 4D maps and the table)."""
+        return self.labels
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The reference grid's affine."""
+        if self.grid is None:
+            raise ValueError("no label image was added")
+        return self.grid.affine
+
+    def iter_probabilities(self):
+        """As :meth:`SparseAtlas.iter_probabilities`, from the boxes."""
+        flat = np.zeros(int(np.prod(self.shape)), np.float32)
+        dense = flat.reshape(self.shape, order="F")
+        for label in self.labels:
+            origin, counts = self.boxes[label]
+            view = _view(dense, origin, counts.shape)
+            view[...] = probability(counts, self.n_inputs)
+            yield memoryview(flat).cast("B")
+            view[...] = 0
+
+    def max_probability(self, threshold: float) -> tuple[np.ndarray, int]:
+        """As :meth:`SparseAtlas.max_probability` (the same map and ties), from the boxes."""
+        best, winner, tie = self._argmax()
+        limit = Fraction(str(threshold)) * self.n_inputs / 100  # exact: counts >= t N / 100
+        top = best.astype(np.int64)
+        keep = (top * limit.denominator >= limit.numerator) & (top > 0)
+        return np.where(keep, winner, self.background), int(np.count_nonzero(keep & tie))
+
+    def _argmax(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per voxel: the highest count, its label (ties: the lowest label, since labels
+        come in ascending order and only a higher count replaces), and whether it ties."""
+        if self._argmax_cache is None:
+            best = np.zeros(self.shape, self._dtype, order="F")
+            winner = np.full(self.shape, self.background, np.int64, order="F")
+            tie = np.zeros(self.shape, bool, order="F")
+            for label in self.labels:
+                origin, counts = self.boxes[label]
+                b, w, t = (_view(a, origin, counts.shape) for a in (best, winner, tie))
+                greater = counts > b
+                t[(counts == b) & (counts > 0)] = True
+                t[greater] = False
+                w[greater] = label
+                np.maximum(b, counts, out=b)
+            self._argmax_cache = (best, winner, tie)
+        return self._argmax_cache
 
     def to_sparse(self) -> SparseAtlas:
         """The sparse form: per voxel, the labels with a non-zero count, most probable first."""
@@ -671,6 +703,9 @@ class SparseAtlas:
         acc.ref_header, acc.image_class = self.ref_header, self.image_class
         acc.n_inputs, acc.records = self.n_inputs, list(self.records)
         acc.presence = dict(self.presence)
+        acc._counted = self.n_inputs
+        if self.n_inputs > np.iinfo(acc._dtype).max:
+            acc._widen()
         nx, ny = self.shape[0], self.shape[1]
         for label in self.label_list:
             flat, values = self.entries(label)
@@ -1015,7 +1050,7 @@ def _threshold_label(threshold: float) -> str:
 
 
 def write_atlas(
-    atlas: SparseAtlas,
+    atlas: SparseAtlas | LabelAtlasAccumulator,
     out_dir: str | os.PathLike[str],
     *,
     atlas_name: str = "heatmap",
@@ -1059,8 +1094,13 @@ def write_atlas(
         **(extra_metadata or {}),
     }
     written: dict[str, str] = {}
+    # The dense 4D (the largest file) is compressed on a thread of its own while the rest
+    # is computed and written here (the compressors release the GIL).
+    pool = ThreadPoolExecutor(1, thread_name_prefix="heatmap-atlas-write")
+    dense_job = None
     if "probseg" in paths:
-        written["probseg"] = _write_image(
+        dense_job = pool.submit(
+            _write_image,
             paths["probseg"],
             atlas,
             np.float32,
@@ -1073,6 +1113,17 @@ def write_atlas(
                 "Labels": labels,
             },
         )
+    try:
+        _write_the_rest(atlas, paths, thresholds, labels, rows, common, written)
+    finally:
+        pool.shutdown(wait=True)
+    if dense_job is not None:
+        written = {"probseg": dense_job.result(), **written}
+    return written
+
+
+def _write_the_rest(atlas, paths, thresholds, labels, rows, common, written) -> None:
+    """The max-probability maps, the table and the sparse atlas, into ``written``."""
     dtype = _label_dtype([*labels, atlas.background])
     for t in thresholds:
         key = f"th{_threshold_label(t)}"
@@ -1096,6 +1147,8 @@ def write_atlas(
         LOGGER.info("maximum-probability map at %g %%: %d tied voxel(s)", t, tied)
     written["table"] = _write_table(paths["table"], rows)
     if "sparse" in paths:
+        if isinstance(atlas, LabelAtlasAccumulator):
+            atlas = atlas.to_sparse()
         written["sparse"] = atlas.save(paths["sparse"])
         _write_sidecar(
             paths["sparse"],
@@ -1109,7 +1162,6 @@ def write_atlas(
                 "Slots": atlas.slots,
             },
         )
-    return written
 
 
 def _write_image(path, atlas, dtype, volumes, n, meta, *, intent="none", cal=(0.0, 1.0)) -> str:
@@ -1195,4 +1247,4 @@ def build_atlas(
     )
     del names  # checked before any input is read
     acc = accumulate_labels(files, background=background, num_threads=num_threads)
-    return write_atlas(acc.to_sparse(), out_dir, label_table=table, **options)
+    return write_atlas(acc, out_dir, label_table=table, **options)

@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 files, background=args.background, num_threads=args.num_threads
             )
         written = write_atlas(
-            acc.to_sparse(),
+            acc,
             out_dir,
             atlas_name=args.atlas_name,
             thresholds=() if args.no_maps else args.thresholds,

@@ -662,7 +662,7 @@ class LabelAtlas(SimpleInterface):
                 )
             else:
                 raise ValueError("LabelAtlas needs in_files or partial_atlases")
-            atlas = acc.to_sparse()
+            atlas = acc
             written = write_atlas(
                 atlas,
                 runtime.cwd,

@@ -83,10 +83,15 @@ def test_probability_and_max_probability_maps_match_brute_force(label_files):
         np.testing.assert_array_equal(acc.probability_of(label), expected)
         assert sparse.presence[label] == int((stack == label).any(axis=(1, 2, 3)).sum())
     for threshold in (0, 25, 50, 33.4, 100):
-        got, tied = sparse.max_probability(threshold)
         want, want_tied = _maxprob(labels, counts, n, threshold)
-        np.testing.assert_array_equal(got, want)
-        assert tied == want_tied
+        for source in (sparse, acc):  # from the sparse form and straight from the boxes
+            got, tied = source.max_probability(threshold)
+            np.testing.assert_array_equal(got, want)
+            assert tied == want_tied
+    from_boxes = b"".join(bytes(v) for v in acc.iter_probabilities())
+    from_sparse = b"".join(bytes(v) for v in sparse.iter_probabilities())
+    assert from_boxes == from_sparse == np.asfortranarray(dense).tobytes(order="F")
+    assert acc.totals() == sparse.totals() == {k: int(v.sum()) for k, v in counts.items()}
     assert sparse.max_probability(0)[1] > 0  # this data has ties, so they were exercised
 
 
@@ -402,3 +407,38 @@ def test_label_atlas_node_and_map_reduce_workflow_give_the_same_atlas(label_file
         )
     assert open(merged.label_table).read() == open(out.label_table).read()
     assert [r.path for r in at.load_atlas(merged.sparse_file).records] == files
+
+
+def test_counts_widen_from_uint16_before_they_could_overflow(make_nifti):
+    data = np.zeros(SHAPE, np.uint8)
+    data[1:3, 1:3, 1:3] = 4
+    path = str(make_nifti("w.nii", data))
+    acc = at.LabelAtlasAccumulator()
+    acc.add_file(path)
+    assert acc.boxes[4][1].dtype == np.uint16
+    acc._counted = 65535  # as if 65535 volumes had been counted (a count could reach 65536)
+    acc.boxes[4][1][...] = np.where(acc.boxes[4][1] > 0, 65535, 0)
+    acc.add_file(path)
+    assert acc.boxes[4][1].dtype == np.uint32
+    assert int(acc.counts_of(4)[1, 1, 1]) == 65536
+    # merging two partials whose counts could sum past 65535 widens too
+    a, b = at.LabelAtlasAccumulator(), at.LabelAtlasAccumulator()
+    a.add_file(path)
+    b.add_file(path)
+    a._counted = b._counted = 40_000
+    a.boxes[4][1][...] = b.boxes[4][1][...] = np.where(a.boxes[4][1] > 0, 40_000, 0)
+    a.merge(b)
+    assert int(a.counts_of(4)[1, 1, 1]) == 80_000
+
+
+def test_a_label_reaching_outside_its_box_is_counted_once(make_nifti):
+    # input 2 has label 3 inside the first's box and far outside it: the part inside is
+    # taken back out and added again over the grown box, never twice
+    a = np.zeros(SHAPE, np.uint8)
+    a[0, 0, 0] = 3
+    b = a.copy()
+    b[6, 7, 8] = 3
+    files = [str(make_nifti("a.nii", a)), str(make_nifti("b.nii", b)), str(make_nifti("c.nii", a))]
+    acc = at.accumulate_labels(files, num_threads=1)
+    counts = acc.counts_of(3)
+    assert counts[0, 0, 0] == 3 and counts[6, 7, 8] == 1 and counts.sum() == 4
