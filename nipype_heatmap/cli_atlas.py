@@ -91,6 +91,13 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="SPARSE_ATLAS",
         help="merge sparse (partial) atlases exactly and write the atlas of all their inputs",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write the visual report (max-probability map in the labels' colours and "
+        "the label table; needs the 'report' extra)",
+    )
+    parser.add_argument("--underlay", metavar="UNDERLAY", help="anatomical image for the report")
     add_nprocs_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
@@ -106,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.inputs) == bool(args.merge):
         parser.error("give INPUT label images, or --merge SPARSE_ATLAS files (not both)")
+    if args.report and args.no_maps:
+        parser.error("--report draws the maps: not with --no-maps")
     if args.no_maps and not args.sparse:
         parser.error("--no-maps needs --sparse (there would be nothing to write)")
 
@@ -138,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             dense=(args.dense or not args.sparse) and not args.no_maps,
             sparse=args.sparse,
         )
+        if args.report:
+            from .report import write_atlas_report
+
+            written["report"] = write_atlas_report(
+                written, acc, out_dir, underlay=args.underlay, command=" ".join(sys.argv)
+            )
         return "\n".join(written.values())
 
     return run_reporting_errors("nipype-heatmap-atlas", job, args)

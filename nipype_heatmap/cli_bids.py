@@ -53,7 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
     select = parser.add_argument_group(
         "selection (one value per entity, one file per subject and session)"
     )
-    select.add_argument("--suffix", default="mask", help="suffix of the inputs (default: mask)")
+    select.add_argument("--suffix", help="suffix of the inputs (default: mask; dseg with --atlas)")
     for entity, help_text in (
         ("space", "space entity (e.g. MNI152NLin2009cAsym)"),
         ("res", "res entity (e.g. 2)"),
@@ -114,6 +114,22 @@ def get_parser() -> argparse.ArgumentParser:
         help="the table (default: participants.tsv of the dataset, or of the raw dataset "
         "holding it)",
     )
+    atlas = parser.add_argument_group(
+        "label atlas (instead of a heatmap): per-label probability maps, "
+        "maximum-probability maps and a label table from label images (dseg)"
+    )
+    atlas.add_argument("--atlas", metavar="NAME", help="make the atlas atlas-NAME")
+    atlas.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[0.0, 25.0, 50.0],
+        metavar="PERCENT",
+        help="of the maximum-probability maps (default: 0 25 50)",
+    )
+    atlas.add_argument("--label-table", metavar="FILE", help="BIDS dseg.tsv or FreeSurfer LUT")
+    atlas.add_argument("--background", type=int, default=0, help="no-label value (default: 0)")
+    atlas.add_argument("--sparse", action="store_true", help="also write the sparse atlas")
     parser.add_argument("--report", action="store_true", help="write the visual report")
     parser.add_argument(
         "--underlay",
@@ -146,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "min_fraction": args.min_fraction,
     }
     wants_cohort = args.coverage or args.std or args.min_count or args.min_fraction
+    if args.atlas and (wants_cohort or args.group_column or not args.use_mean or args.normalize):
+        parser.error("--atlas makes an atlas: no heatmap, cohort or subtraction flags with it")
     if args.group_column and wants_cohort:
         parser.error("a subtraction (--group-column) does not go with cohort maps")
 
@@ -157,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entities = ("space", "res", "label", "desc", "datatype", "session", "task", "run")
         selection = select_bids_inputs(
             args.bids_dir,
-            suffix=args.suffix,
+            suffix=args.suffix or ("dseg" if args.atlas else "mask"),
             acquisition=args.acquisition,
             bids_filters=load_filter_file(args.bids_filter_file)
             if args.bids_filter_file
@@ -172,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "normalize": args.normalize,
         }
         command = " ".join(["nipype-heatmap-bids", *map(shlex.quote, argv_used)])
+        if args.atlas:
+            return _atlas(args, selection, command)
         if args.group_column:
             return _subtraction(args, selection, command)
         with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +241,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return "\n".join(filter(None, [outputs.out_file, *extra.values(), outputs.report_html]))
 
     return run_reporting_errors("nipype-heatmap-bids", job, args)
+
+
+def _atlas(args: argparse.Namespace, selection, command: str) -> str:
+    """The label atlas of the selected images, as a BIDS derivative."""
+    from .atlas import accumulate_labels, atlas_names, read_label_table, write_atlas
+    from .derivatives import write_atlas_derivatives
+
+    atlas_names(args.atlas, args.thresholds)  # checked before any input is read
+    table = read_label_table(args.label_table) if args.label_table else None
+    acc = accumulate_labels(
+        selection.files, background=args.background, num_threads=args.num_threads
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        written = write_atlas(
+            acc,
+            tmp,
+            atlas_name=args.atlas,
+            thresholds=args.thresholds,
+            label_table=table,
+            sparse=args.sparse,
+        )
+        stored = write_atlas_derivatives(
+            written,
+            args.output_dir,
+            selection,
+            atlas_name=args.atlas,
+            overwrite=args.overwrite,
+            command=command,
+        )
+        report = None
+        if args.report:
+            from .report import write_atlas_report
+
+            report = write_atlas_report(
+                stored, acc, args.output_dir, underlay=args.underlay, command=command
+            )
+    return "\n".join(filter(None, [*stored.values(), report]))
 
 
 def _subtraction(args: argparse.Namespace, selection, command: str) -> str:

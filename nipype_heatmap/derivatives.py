@@ -599,3 +599,98 @@ def write_cohort_derivatives(
     _ensure_dataset_files(out_dir)
     LOGGER.info("Wrote %d cohort map(s) into %s", len(planned), out_dir)
     return written
+
+
+def atlas_stem(entities: Mapping[str, str], atlas_name: str) -> str:
+    """The stem shared by an atlas's files: the inputs' entities (not ``label`` or ``desc``,
+    which the atlas summarizes) with ``atlas-<name>`` after ``space``, in BIDS order.
+
+    Examples
+    --------
+    >>> atlas_stem({"space": "MNI152NLin2009cAsym", "res": "2", "desc": "aseg",
+    ...             "suffix": "dseg"}, "Cohort")
+    'space-MNI152NLin2009cAsym_atlas-Cohort_res-2'
+    """
+    check_label("atlas", atlas_name)
+    parts = []
+    for name, key in ENTITY_KEYS.items():
+        if name in ("label", "desc"):
+            continue
+        if entities.get(name):
+            parts.append(f"{key}-{entities[name]}")
+        if name == "space":
+            parts.append(f"atlas-{atlas_name}")
+    return "_".join(parts)
+
+
+def write_atlas_derivatives(
+    written: Mapping[str, str],
+    output_dir: str | os.PathLike[str],
+    selection: BIDSSelection | Mapping[str, Any],
+    *,
+    atlas_name: str,
+    overwrite: bool = False,
+    command: str | None = None,
+) -> dict[str, str]:
+    """Store an atlas (the files :func:`nipype_heatmap.atlas.write_atlas` wrote) as a BIDS
+    derivative: ``<stem>_probseg.nii.gz``, ``<stem>_desc-th<k>_dseg.nii.gz``,
+    ``<stem>_dseg.tsv``, ``<stem>_desc-sparse_probseg.nii.gz`` (see :func:`atlas_stem`),
+    each NIfTI with its sidecar (inputs as BIDS URIs, ``SpatialReference``, the atlas's
+    parameters), ``atlas-<name>_description.json``, and the same overwrite rule as
+    :func:`write_group_derivative`.
+
+    Returns
+    -------
+    dict
+        The keys of ``written`` (and ``description``) -> the paths in ``output_dir``.
+    """
+    from .io import read_file_bytes, write_atomic
+
+    selection = BIDSSelection.from_any(selection)
+    out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
+    uris = [f"bids:{link}:{selection.relpath(f)}" for f in selection.files]
+    stem = atlas_stem(selection.entities, atlas_name)
+    space = selection.entities.get("space")
+    planned = {}
+    for key, path in written.items():
+        name = os.path.basename(path)
+        rest = name.split("_", 1)[1]  # what follows atlas-<name>_ in write_atlas's names
+        target = out_dir / f"{stem}_{rest}"
+        planned[key] = (path, target)
+        if name.endswith(".nii.gz"):
+            sidecar = Path(path[: -len(".nii.gz")] + ".json")
+            meta = json.loads(sidecar.read_text())
+            parameters = {k: meta[k] for k in ("Threshold", "Background") if k in meta}
+            _refuse_replacing_another_map(
+                target, target.with_name(target.name[: -len(".nii.gz")] + ".json"),
+                uris, parameters, overwrite,
+            )  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, str] = {}
+    for key, (path, target) in planned.items():
+        content = read_file_bytes(path) if path.endswith(".nii.gz") else Path(path).read_bytes()
+        write_atomic([content], target)
+        result[key] = str(target)
+        if path.endswith(".nii.gz"):
+            meta = json.loads(Path(path[: -len(".nii.gz")] + ".json").read_text())
+            meta["Sources"] = uris
+            meta["SpatialReference"] = space if space in STANDARD_SPACES else uris[0]
+            meta["Subjects"] = selection.subjects
+            meta["GeneratedBy"] = [_generated_by(command)]
+            _write_json(target.with_name(target.name[: -len(".nii.gz")] + ".json"), meta)
+    description_json = out_dir / f"atlas-{atlas_name}_description.json"
+    _write_json(
+        description_json,
+        {
+            "Name": f"{atlas_name}: probabilistic atlas of {len(uris)} label images",
+            "Description": "Per-label probability maps (fraction of inputs with each label), "
+            "maximum-probability maps at thresholds and a label table, made with "
+            "nipype_heatmap from the images listed in each file's Sources.",
+            "SpatialReference": space if space in STANDARD_SPACES else uris[0],
+        },
+    )
+    result["description"] = str(description_json)
+    _update_description(description_file, description, link, input_root, out_dir, selection)
+    _ensure_dataset_files(out_dir)
+    LOGGER.info("Wrote the atlas %s into %s", atlas_name, out_dir)
+    return result

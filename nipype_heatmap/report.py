@@ -40,6 +40,17 @@ _PARAMETER_NAMES = {
 }
 
 
+#: The pages' style sheet.
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em}
+table{border-collapse:collapse} th,td{text-align:left;padding:.25em 1em .25em 0;
+vertical-align:top;border-bottom:1px solid #ddd} img{max-width:100%}
+code{background:#f4f4f4;padding:.1em .3em;word-break:break-all} .meta{color:#444}
+.swatch{display:inline-block;width:1.2em;height:1.2em;border:1px solid #888;
+vertical-align:middle}
+"""
+
+
 def _plotting():
     require("matplotlib", "the visual report")
     import matplotlib
@@ -219,12 +230,7 @@ def _page(
     background = Path(underlay).name if underlay else "none (no anatomical image was given)"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em}}
-table{{border-collapse:collapse}} th,td{{text-align:left;padding:.25em 1em .25em 0;
-vertical-align:top;border-bottom:1px solid #ddd}} img{{max-width:100%}}
-code{{background:#f4f4f4;padding:.1em .3em;word-break:break-all}} .meta{{color:#444}}
-</style></head>
+<style>{_STYLE}</style></head>
 <body><h1>{esc(title)}</h1>
 <p class="meta">nipype_heatmap {esc(version)} &middot; {esc(made)}</p>
 <p class="meta">Command: <code>{esc(command or "(not recorded)")}</code></p>
@@ -251,3 +257,125 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def write_atlas_report(
+    stored: Mapping[str, str],
+    atlas: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    underlay: str | os.PathLike[str] | None = None,
+    command: str | None = None,
+) -> str:
+    """The visual report of a label atlas: its maximum-probability map over an underlay in
+    the labels' colours, and the label table with each label's sample count and volume.
+
+    Parameters
+    ----------
+    stored : mapping
+        The atlas's files (``th<k>`` maps, ``table``), as
+        :func:`nipype_heatmap.atlas.write_atlas` or
+        :func:`nipype_heatmap.derivatives.write_atlas_derivatives` return them.
+    atlas : LabelAtlasAccumulator or SparseAtlas
+        The atlas (for its sample size and sources).
+    output_dir : path-like
+        Where the page goes (the figure in ``figures/``).
+    underlay : path-like, optional
+        Anatomical image to draw over; else none is drawn.
+    command : str, optional
+        Shown on the page.
+
+    Returns
+    -------
+    str
+        The HTML page's path.
+    """
+    from matplotlib.colors import ListedColormap
+
+    from . import __version__
+
+    plt, plotting = _plotting()
+    maps = sorted((k for k in stored if k.startswith("th")), key=lambda k: k != "th25")
+    if not maps:
+        raise ValueError("the atlas report needs a maximum-probability map (a threshold)")
+    dseg_file = stored[maps[0]]
+    rows = _read_tsv(stored["table"])
+    index_of = {int(row["index"]): n + 1 for n, row in enumerate(rows)}
+    img = nb.load(dseg_file)
+    labels = np.asanyarray(img.dataobj)
+    ranks = np.zeros(labels.shape, np.int16)  # each label's row in the table, 1-based
+    for value in np.unique(labels).tolist():
+        ranks[labels == value] = index_of.get(int(value), 0)
+    shown = nb.Nifti1Image(ranks, img.affine)
+    cmap = ListedColormap([row["color"] for row in rows], name="atlas")
+    background = nb.load(underlay) if underlay is not None else None
+
+    fig = plt.figure(figsize=(14, 8.5), facecolor="black")
+    grid = fig.add_gridspec(3, 1, hspace=0.08)
+    for row, (direction, name) in enumerate((("z", "axial"), ("y", "coronal"), ("x", "sagittal"))):
+        ax = fig.add_subplot(grid[row])
+        plotting.plot_roi(
+            shown,
+            bg_img=background,
+            display_mode=direction,
+            cut_coords=6,
+            cmap=cmap,
+            vmin=0.5,
+            vmax=len(rows) + 0.5,
+            colorbar=False,
+            black_bg=True,
+            dim=0,
+            annotate=True,
+            title=f"{name} cuts (mm)",
+            axes=ax,
+            figure=fig,
+            alpha=0.9,
+        )
+    threshold = Path(dseg_file).name.split("desc-th", 1)[1].split("_", 1)[0].replace("p", ".")
+    title = f"Maximum-probability map at {threshold} %, {atlas.n_inputs} label images"
+    fig.suptitle(title, color="white", fontsize=13)
+    out_dir = Path(output_dir)
+    stem = Path(dseg_file).name[: -len(".nii.gz")]
+    png = out_dir / "figures" / f"{stem}.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=80, facecolor="black")
+    plt.close(fig)
+
+    esc = html.escape
+    body = "".join(
+        f"<tr><td><span class='swatch' style='background:{esc(r['color'])}'></span></td>"
+        f"<td>{esc(r['index'])}</td><td>{esc(r['name'])}</td><td>{esc(r['n_inputs'])}</td>"
+        f"<td>{float(r['mean_volume_mm3']):.1f}</td></tr>"
+        for r in rows
+    )
+    sources = "".join(f"<li>{esc(r.path)}</li>" for r in atlas.records)
+    made = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    encoded = base64.b64encode(png.read_bytes()).decode("ascii")
+    underlay_name = Path(underlay).name if underlay else "none (no anatomical image was given)"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>{_STYLE}</style></head>
+<body><h1>{esc(title)}</h1>
+<p class="meta">nipype_heatmap {esc(__version__)} &middot; {esc(made)}</p>
+<p class="meta">Command: <code>{esc(command or "(not recorded)")}</code></p>
+<p>At each voxel, the label most inputs have (ties: the lowest label value), where at least
+{esc(threshold)} % of the {atlas.n_inputs} inputs have it. Colours are the labels' colours
+from the table below. Underlay: {esc(underlay_name)}. Cuts are in millimetres; L and R mark
+the subject's left and right.</p>
+<img alt="maximum-probability map in axial, coronal and sagittal cuts"
+ src="data:image/png;base64,{encoded}">
+<h2>Labels ({len(rows)})</h2>
+<table><tr><th></th><th>index</th><th>name</th><th>inputs with the label</th>
+<th>mean volume (mm&sup3;)</th></tr>{body}</table>
+<h2>Inputs ({atlas.n_inputs})</h2><details><summary>show</summary><ol>{sources}</ol></details>
+</body></html>
+"""
+    html_file = out_dir / f"{stem}.html"
+    html_file.write_text(page)
+    return str(html_file)
+
+
+def _read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:] if line]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 
 import nibabel as nb
 import numpy as np
@@ -442,3 +444,91 @@ def test_a_label_reaching_outside_its_box_is_counted_once(make_nifti):
     acc = at.accumulate_labels(files, num_threads=1)
     counts = acc.counts_of(3)
     assert counts[0, 0, 0] == 3 and counts[6, 7, 8] == 1 and counts.sum() == 4
+
+
+# -- BIDS mode and the report ------------------------------------------------------------
+@pytest.fixture
+def dseg_dataset(tmp_path, rng):
+    """A derivatives dataset of three subjects' tissue segmentations (dseg, 3 classes)."""
+    from .test_bids import SPACE, _save
+
+    root = tmp_path / "derivatives" / "smriprep"
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "sMRIPrep",
+                "BIDSVersion": "1.10.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "sMRIPrep", "Version": "0.16.0"}],
+            }
+        )
+    )
+    for sub in ("01", "02", "03"):
+        seg = rng.integers(0, 4, SHAPE).astype(np.uint8)
+        _save(root / f"sub-{sub}" / "anat" / f"sub-{sub}_space-{SPACE}_res-2_dseg.nii.gz", seg)
+    return root
+
+
+def test_bids_atlas_is_a_validator_clean_derivative(dseg_dataset, tmp_path, capsys):
+    from nipype_heatmap.cli_bids import main as bids_main
+
+    from .test_bids import SPACE
+    from .test_derivatives import validator_errors
+
+    pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
+    table = tmp_path / "tissues.tsv"
+    table.write_text("index\tname\tcolor\n1\tCSF\t#0000ff\n2\tGM\t#808080\n3\tWM\t#ffffff\n")
+    out = tmp_path / "derivatives" / "atlas"
+    argv = [str(dseg_dataset), str(out), "group", "--atlas", "Tissue", "--space", SPACE, "-q"]
+    assert bids_main([*argv, "--label-table", str(table), "--sparse"]) == 0
+    stem = f"space-{SPACE}_atlas-Tissue_res-2"
+    names = sorted(p.name for p in out.iterdir())
+    for suffix in ("probseg.nii.gz", "probseg.json", "desc-th25_dseg.nii.gz", "dseg.tsv",
+                   "desc-th0_dseg.json", "desc-sparse_probseg.nii.gz"):  # fmt: skip
+        assert f"{stem}_{suffix}" in names
+    side = json.loads((out / f"{stem}_desc-th50_dseg.json").read_text())
+    assert side["Sources"][0].startswith("bids:") and side["SampleSize"] == 3
+    assert side["Threshold"] == 50.0 and side["SpatialReference"] == SPACE
+    files = sorted(str(p) for p in dseg_dataset.rglob("*_dseg.nii.gz"))
+    want = at.accumulate_labels(files).to_sparse()
+    got = np.asanyarray(nb.load(out / f"{stem}_desc-th50_dseg.nii.gz").dataobj)
+    np.testing.assert_array_equal(got, want.max_probability(50)[0])
+    assert (out / f"{stem}_dseg.tsv").read_text().splitlines()[1].startswith("1\tCSF\t#0000ff\t3")
+    assert validator_errors(out) == []
+    # the same command again is fine; other thresholds' maps from other inputs are refused
+    assert bids_main([*argv, "--label-table", str(table), "--sparse"]) == 0
+    capsys.readouterr()
+
+
+def test_atlas_report_shows_the_labels_in_their_colours(label_files, tmp_path, capsys):
+    pytest.importorskip("nilearn", reason="the report needs the 'report' extra")
+    files = label_files()
+    out = tmp_path / "out"
+    table = tmp_path / "t.tsv"
+    table.write_text("index\tname\tcolor\n1\tred one\t#ff0000\n2\tgreen\t#00ff00\n")
+    assert atlas_main([*files, "-o", str(out), "-q", "--report", "--label-table", str(table)]) == 0
+    page = (out / "atlas-heatmap_desc-th25_dseg.html").read_text()
+    assert "red one" in page and "#ff0000" in page and "Labels (6)" in page
+    assert "Inputs (6)" in page and "at least\n25 %" in page.replace(" 25 %", "\n25 %")
+    png = out / "figures" / "atlas-heatmap_desc-th25_dseg.png"
+    import matplotlib.image
+
+    pixels = (matplotlib.image.imread(png)[..., :3] * 255).astype(int)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    green = (pixels[..., 1] > 200) & (pixels[..., 0] < 60) & (pixels[..., 2] < 60)
+    assert red.sum() > 20 and green.sum() > 20  # label 1 and 2 drawn in the table's colours
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no headless Chromium here (Debian: apt-get install chromium)")
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--window-size=1200,1600", f"--screenshot={shot}",
+         (out / "atlas-heatmap_desc-th25_dseg.html").as_uri()],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shot.exists(), "the browser wrote no screenshot"
+    seen = (matplotlib.image.imread(shot)[..., :3] * 255).astype(int)
+    assert ((seen[..., 0] > 200) & (seen[..., 1] < 60) & (seen[..., 2] < 60)).sum() > 20
+    capsys.readouterr()
