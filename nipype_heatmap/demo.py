@@ -33,6 +33,7 @@ class DemoCohort:
     lesion_masks: list[str] = field(default_factory=list)
     brain_mask: str = ""
     gm_template: str = ""
+    wm_template: str = ""
 
 
 def _templates():
@@ -74,6 +75,7 @@ def make_demo_cohort(
     wm = datasets.load_mni152_wm_template(resolution=2).get_fdata(dtype=np.float32)
     brain = datasets.load_mni152_brain_mask(resolution=2).get_fdata(dtype=np.float32) > 0
     gm_img = datasets.load_mni152_gm_template(resolution=2)
+    wm_img = datasets.load_mni152_wm_template(resolution=2)
 
     cohort = DemoCohort(root=root)
     cohort.brain_mask = _save(
@@ -81,6 +83,9 @@ def make_demo_cohort(
     )
     cohort.gm_template = _save(
         gm_img.get_fdata(dtype=np.float32), affine, root / "tpl-MNI152_label-GM_probseg.nii.gz"
+    )
+    cohort.wm_template = _save(
+        wm_img.get_fdata(dtype=np.float32), affine, root / "tpl-MNI152_label-WM_probseg.nii.gz"
     )
 
     # Lesion "hotspots": deep white matter points shared by the cohort, so lesions overlap.
@@ -196,7 +201,48 @@ def run_demo(
     }
     written["count"] = shutil.copy(results["overlap_count"].out_file, maps)
     written["lesion"] = shutil.copy(results["lesion_probability"].out_file, maps)
+    written.update(_tissue_atlas(results["segment_otsu"].tissue_files, cohort, maps / "atlas"))
     return summarize(written, cohort)
+
+
+#: The demo atlas's label table: the segmenter's classes.
+TISSUE_LABELS = {1: ("CSF", "#3c78d8"), 2: ("GM", "#a0a0a0"), 3: ("WM", "#f2f2f2")}
+
+
+def _tissue_atlas(tissue_lists, cohort: DemoCohort, out_dir: Path) -> dict[str, str]:
+    """A 3-class tissue atlas of the subjects' segmentations: each subject's CSF, GM and WM
+    masks become one label image (1, 2, 3), then one atlas pass."""
+    from .atlas import LabelInfo, accumulate_labels, write_atlas
+
+    dseg_dir = cohort.root / "dseg"
+    dseg_dir.mkdir(parents=True, exist_ok=True)
+    dsegs = []
+    for n, masks in enumerate(tissue_lists):
+        imgs = [nb.load(path) for path in masks]
+        labels = sum(
+            (np.asanyarray(img.dataobj) > 0).astype(np.uint8) * label
+            for label, img in zip(TISSUE_LABELS, imgs, strict=True)
+        )
+        dsegs.append(_save(labels, imgs[0].affine, dseg_dir / f"sub-{n + 1:02d}_dseg.nii.gz"))
+    table = {label: LabelInfo(name, color) for label, (name, color) in TISSUE_LABELS.items()}
+    written = write_atlas(
+        accumulate_labels(dsegs), out_dir, atlas_name="Tissue", label_table=table
+    )
+    return {f"atlas_{key}": path for key, path in written.items()}
+
+
+def atlas_template_correlations(probseg: str, cohort: DemoCohort) -> dict[str, float]:
+    """Pearson r of the atlas's CSF, GM and WM maps with the MNI152 templates, inside the
+    brain mask (CSF against what the GM and WM templates leave: 1 - GM - WM)."""
+    mask = np.asanyarray(nb.load(cohort.brain_mask).dataobj) > 0
+    maps = nb.load(probseg).get_fdata()
+    gm = nb.load(cohort.gm_template).get_fdata()
+    wm = nb.load(cohort.wm_template).get_fdata()
+    templates = {"GM": gm, "WM": wm, "CSF": np.clip(1.0 - gm - wm, 0.0, 1.0)}
+    return {
+        name: float(np.corrcoef(maps[..., label - 1][mask], templates[name][mask])[0, 1])
+        for label, (name, _) in TISSUE_LABELS.items()
+    }
 
 
 def gm_template_correlation(gm_map: str, gm_template: str, brain_mask: str) -> float:
@@ -224,4 +270,12 @@ def summarize(written: dict[str, str], cohort: DemoCohort) -> str:
     lines.append(f"  lesion probability  {written['lesion']}")
     r = gm_template_correlation(written["gm"], cohort.gm_template, cohort.brain_mask)
     lines.append(f"GM map vs MNI152 GM template: Pearson r = {r:.3f} inside the brain mask")
+    if "atlas_probseg" in written:
+        lines.append(f"  tissue atlas     {written['atlas_probseg']}  (+ max-probability maps")
+        lines.append(f"                   and the label table {written['atlas_table']})")
+        r_all = atlas_template_correlations(written["atlas_probseg"], cohort)
+        lines.append(
+            "Tissue atlas vs MNI152 templates (Pearson r inside the brain mask): "
+            + ", ".join(f"{name} {value:.3f}" for name, value in r_all.items())
+        )
     return "\n".join(lines)

@@ -16,9 +16,11 @@ CHECK_IMPORTS = """
 import importlib.util, nipype_heatmap
 from nipype_heatmap import HeatmapVolume, generate_heatmap_volume, write_heatmap
 from nipype_heatmap.interfaces import MergeHeatmaps, PartialHeatmap, HeatmapDerivativesSink
+from nipype_heatmap.interfaces import LabelAtlas, PartialLabelAtlas
+from nipype_heatmap.atlas import load_atlas, build_atlas, accumulate_labels, write_atlas
 from nipype_heatmap.workflows import (
     init_bids_heatmap_wf, init_lesion_overlap_wf, init_scaled_heatmap_wf,
-    init_tissue_probability_wf,
+    init_tissue_probability_wf, init_scaled_atlas_wf,
 )
 from nipype_heatmap._optional import have_deflate, have_isal
 assert have_deflate and have_isal, "the fast path is not installed by default"
@@ -63,5 +65,10 @@ def test_wheel_in_a_fresh_venv_runs_the_demo_and_every_readme_import(tmp_path):
         cwd=work,
     )
     assert demo.returncode == 0, demo.stderr[-2000:]
-    assert "Pearson r" in demo.stdout
+    assert "Pearson r" in demo.stdout and "Tissue atlas vs MNI152 templates" in demo.stdout
+    for command in ("nipype-heatmap-atlas", "nipype-heatmap-bids"):
+        shown = subprocess.run(
+            [str(env_dir / "bin" / command), "--help"], capture_output=True, text=True, cwd=work
+        )
+        assert shown.returncode == 0 and "usage:" in shown.stdout, shown.stderr
     assert not list(work.glob("crash-*")), "crash files landed in the working folder"
