@@ -37,7 +37,6 @@ Outputs
 
 from __future__ import annotations
 
-import base64
 import csv
 import dataclasses
 import io
@@ -734,11 +733,8 @@ class SparseAtlas:
         ``Shape``, the reference header. The integer type is the narrowest that holds
         every label, the background and N.
         """
-        from .state import _record_to_json  # one record format for every state file
+        from .state import provenance_to_json  # one provenance format for every state
 
-        header_index: dict[bytes | None, int] = {}
-        for record in self.records:
-            header_index.setdefault(record.header, len(header_index))
         labels = self.label_list
         meta = {
             "Format": FORMAT,
@@ -748,15 +744,9 @@ class SparseAtlas:
             "Slots": self.slots,
             "Labels": labels,
             "Presence": [self.presence[label] for label in labels],
-            "Headers": [
-                None if h is None else base64.b64encode(h).decode("ascii") for h in header_index
-            ],
-            "Sources": [_record_to_json(r, header_index) for r in self.records],
-            "Shape": list(self.shape),
-            "Affine": np.asarray(self.affine).tolist(),
-            "ImageClass": self.image_class.__name__,
-            "ReferenceHeader": base64.b64encode(self.ref_header.binaryblock).decode("ascii"),
-            "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
+            **provenance_to_json(
+                self.records, self.shape, self.affine, self.image_class, self.ref_header
+            ),
         }
         dtype = _label_dtype(
             [*labels, self.background, self.n_inputs]
@@ -801,7 +791,7 @@ class SparseAtlas:
             Naming the file, if it is not a sparse atlas of a version this one reads, or
             its data disagree with its metadata.
         """
-        from .state import _record_from_json
+        from .state import provenance_from_json
 
         path = os.path.abspath(os.fspath(path))
         header, data = read_nifti_data(path)
@@ -820,7 +810,7 @@ class SparseAtlas:
                 f"{FORMAT_VERSION}; read it with the nipype_heatmap version that wrote it"
             )
         try:
-            shape = tuple(int(n) for n in meta["Shape"])
+            records, shape, affine, klass, ref_header = provenance_from_json(meta)
             slots, n_inputs = int(meta["Slots"]), int(meta["NInputs"])
             background = int(meta["Background"])
             presence = dict(
@@ -830,15 +820,6 @@ class SparseAtlas:
                     strict=True,
                 )
             )
-            headers = [None if h is None else base64.b64decode(h) for h in meta["Headers"]]
-            records = [_record_from_json(item, headers) for item in meta["Sources"]]
-            klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[
-                meta["ImageClass"]
-            ]
-            ref_header = klass.header_class.from_fileobj(
-                io.BytesIO(base64.b64decode(meta["ReferenceHeader"]))
-            )
-            affine = np.asarray(meta["Affine"], np.float64)
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise ValueError(
                 f"{path}: corrupt sparse atlas ({type(err).__name__}: {err})"

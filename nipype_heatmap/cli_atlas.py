@@ -50,25 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the atlas-<NAME> entity of the output names (letters and digits; default: heatmap)",
     )
-    parser.add_argument(
-        "--background",
-        type=int,
-        default=0,
-        help="the label value that is no label (default: 0)",
-    )
-    parser.add_argument(
-        "--thresholds",
-        type=float,
-        nargs="+",
-        default=[0.0, 25.0, 50.0],
-        metavar="PERCENT",
-        help="a maximum-probability map for each (default: 0 25 50)",
-    )
-    parser.add_argument(
-        "--label-table",
-        metavar="FILE",
-        help="label names and colours: a BIDS dseg.tsv or a FreeSurfer colour LUT",
-    )
+    add_atlas_options(parser)
     parser.add_argument(
         "--sparse",
         action="store_true",
@@ -103,6 +85,30 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def add_atlas_options(group) -> None:
+    """The options of an atlas shared with ``nipype-heatmap-bids --atlas``: background,
+    thresholds, label table."""
+    group.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        help="the label value that is no label (default: 0)",
+    )
+    group.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[0.0, 25.0, 50.0],
+        metavar="PERCENT",
+        help="a maximum-probability map for each (default: 0 25 50)",
+    )
+    group.add_argument(
+        "--label-table",
+        metavar="FILE",
+        help="label names and colours: a BIDS dseg.tsv or a FreeSurfer colour LUT",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

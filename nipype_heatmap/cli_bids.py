@@ -39,6 +39,7 @@ usage errors.
 def get_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``nipype-heatmap-bids``."""
     from . import __version__
+    from .cli_atlas import add_atlas_options
 
     parser = argparse.ArgumentParser(
         prog="nipype-heatmap-bids",
@@ -119,16 +120,7 @@ def get_parser() -> argparse.ArgumentParser:
         "maximum-probability maps and a label table from label images (dseg)"
     )
     atlas.add_argument("--atlas", metavar="NAME", help="make the atlas atlas-NAME")
-    atlas.add_argument(
-        "--thresholds",
-        type=float,
-        nargs="+",
-        default=[0.0, 25.0, 50.0],
-        metavar="PERCENT",
-        help="of the maximum-probability maps (default: 0 25 50)",
-    )
-    atlas.add_argument("--label-table", metavar="FILE", help="BIDS dseg.tsv or FreeSurfer LUT")
-    atlas.add_argument("--background", type=int, default=0, help="no-label value (default: 0)")
+    add_atlas_options(atlas)
     atlas.add_argument("--sparse", action="store_true", help="also write the sparse atlas")
     parser.add_argument("--report", action="store_true", help="write the visual report")
     parser.add_argument(

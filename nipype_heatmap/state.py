@@ -116,13 +116,6 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     volumes: list[tuple[str, np.ndarray]] = [("sum", total)]
     if acc.count is not None:  # else every input had a value everywhere: NInputs
         volumes.append(("count", acc.count))
-    header_index: dict[bytes | None, int] = {}
-    for record in acc.records:  # inputs of one pipeline share one header: store it once
-        header_index.setdefault(record.header, len(header_index))
-    headers = [
-        None if block is None else base64.b64encode(block).decode("ascii")
-        for block in header_index
-    ]
     stats_meta = None
     if acc.stats is not None:
         stats_meta, stats_volumes = acc.stats.to_state(count, lambda: acc.total)
@@ -135,13 +128,9 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
         "GlobalMax": acc.global_max,
         "Volumes": [name for name, _ in volumes],
         "CohortStats": stats_meta,
-        "Headers": headers,
-        "Sources": [_record_to_json(r, header_index) for r in acc.records],
-        "Shape": list(acc.ref_shape),
-        "Affine": np.asarray(acc.ref_affine).tolist(),
-        "ImageClass": acc.image_class.__name__,
-        "ReferenceHeader": base64.b64encode(acc.ref_header.binaryblock).decode("ascii"),
-        "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
+        **provenance_to_json(
+            acc.records, acc.ref_shape, acc.ref_affine, acc.image_class, acc.ref_header
+        ),
     }
     dtype = _storage_dtype(acc, volumes)
     header = nb.Nifti1Header()
@@ -191,6 +180,48 @@ def _storage_dtype(acc: HeatmapAccumulator, volumes) -> np.dtype:
         if info.min <= low and high <= info.max:
             return dtype
     return np.dtype(np.float64)
+
+
+def provenance_to_json(records, shape, affine, image_class, ref_header) -> dict:
+    """The metadata every state file carries (partial heatmaps, sparse atlases): the inputs
+    (``Sources``, each distinct header once in ``Headers``), the grid, the image class, the
+    reference header and what wrote it."""
+    header_index: dict[bytes | None, int] = {}
+    for record in records:  # inputs of one pipeline share one header: store it once
+        header_index.setdefault(record.header, len(header_index))
+    return {
+        "Headers": [
+            None if block is None else base64.b64encode(block).decode("ascii")
+            for block in header_index
+        ],
+        "Sources": [_record_to_json(r, header_index) for r in records],
+        "Shape": [int(n) for n in shape],
+        "Affine": np.asarray(affine).tolist(),
+        "ImageClass": image_class.__name__,
+        "ReferenceHeader": base64.b64encode(ref_header.binaryblock).decode("ascii"),
+        "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
+    }
+
+
+def provenance_from_json(meta: dict):
+    """Read :func:`provenance_to_json`'s fields back: ``(records, shape, affine,
+    image_class, ref_header)``.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError, IndexError
+        If a field is missing or malformed (the caller names the file).
+    """
+    shape = tuple(int(n) for n in meta["Shape"])
+    affine = np.asarray(meta["Affine"], dtype=np.float64)
+    klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[meta["ImageClass"]]
+    ref_bytes = base64.b64decode(meta["ReferenceHeader"])
+    ref_header = klass.header_class.from_fileobj(io.BytesIO(ref_bytes))
+    headers = [None if h is None else base64.b64decode(h) for h in meta.get("Headers", [])]
+    records = [_record_from_json(item, headers) for item in meta["Sources"]]
+    if records and records[0].header is None:
+        records[0] = SourceRecord(records[0].path, None, ref_bytes, meta["ImageClass"])
+    return records, shape, affine, klass, ref_header
 
 
 def _record_to_json(record: SourceRecord, header_index: dict[bytes | None, int]) -> dict:
@@ -257,16 +288,8 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
             f"of {READABLE_VERSIONS}; merge with the nipype_heatmap version that wrote it"
         )
     try:
-        shape = tuple(int(n) for n in meta["Shape"])
-        affine = np.asarray(meta["Affine"], dtype=np.float64)
-        klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[meta["ImageClass"]]
-        ref_bytes = base64.b64decode(meta["ReferenceHeader"])
-        ref_header = klass.header_class.from_fileobj(io.BytesIO(ref_bytes))
+        records, shape, affine, klass, ref_header = provenance_from_json(meta)
         n_inputs = int(meta["NInputs"])
-        headers = [None if h is None else base64.b64decode(h) for h in meta.get("Headers", [])]
-        records = [_record_from_json(item, headers) for item in meta["Sources"]]
-        if records and records[0].header is None:
-            records[0] = SourceRecord(records[0].path, None, ref_bytes, meta["ImageClass"])
         names = list(meta.get("Volumes", ["sum", "count"]))
         global_min, global_max = meta["GlobalMin"], meta["GlobalMax"]
         stats_meta = meta.get("CohortStats")

@@ -9,7 +9,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..interfaces import LabelAtlas, PartialLabelAtlas
-from .scaled_heatmap import _split_chunks
+from .scaled_heatmap import split_chunks_node
 
 #: Peak memory (GB) of one atlas job on the 1 mm MNI grid with ~100 compact labels (the
 #: README's benchmark: under 0.7 GB for the whole command, dense 4D included).
@@ -72,13 +72,7 @@ def init_scaled_atlas_wf(
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_files"]), name="inputnode")
     fields = ["probseg_file", "dseg_files", "label_table", "sparse_file", "n_inputs", "labels"]
     outputnode = pe.Node(niu.IdentityInterface(fields=fields), name="outputnode")
-    split_chunks = pe.Node(
-        niu.Function(
-            function=_split_chunks, input_names=["in_files", "chunk_size"], output_names=["chunks"]
-        ),
-        name="split_chunks",
-    )
-    split_chunks.inputs.chunk_size = int(chunk_size)
+    split_chunks = split_chunks_node(chunk_size)
     partial = pe.MapNode(
         PartialLabelAtlas(background=background, num_threads=num_threads),
         iterfield=["in_files"],

@@ -102,13 +102,7 @@ def init_scaled_heatmap_wf(
         ),
         name="outputnode",
     )
-    split_chunks = pe.Node(
-        niu.Function(
-            function=_split_chunks, input_names=["in_files", "chunk_size"], output_names=["chunks"]
-        ),
-        name="split_chunks",
-    )
-    split_chunks.inputs.chunk_size = int(chunk_size)
+    split_chunks = split_chunks_node(chunk_size)
     partial = pe.MapNode(
         PartialHeatmap(num_threads=num_threads, cohort_stats=track),
         iterfield=["in_files"],
@@ -154,6 +148,18 @@ COHORT_OUTPUTS = {
     "min_count": ("overlap_file", "mincount_file", "overlap_table"),
 }
 _COHORT_FILES = {name for names in COHORT_OUTPUTS.values() for name in names}
+
+
+def split_chunks_node(chunk_size: int) -> pe.Node:
+    """The node that cuts ``in_files`` into ``chunks`` of ``chunk_size`` files."""
+    node = pe.Node(
+        niu.Function(
+            function=_split_chunks, input_names=["in_files", "chunk_size"], output_names=["chunks"]
+        ),
+        name="split_chunks",
+    )
+    node.inputs.chunk_size = int(chunk_size)
+    return node
 
 
 def _split_chunks(in_files, chunk_size):
