@@ -532,3 +532,14 @@ def test_atlas_report_shows_the_labels_in_their_colours(label_files, tmp_path, c
     seen = (matplotlib.image.imread(shot)[..., :3] * 255).astype(int)
     assert ((seen[..., 0] > 200) & (seen[..., 1] < 60) & (seen[..., 2] < 60)).sum() > 20
     capsys.readouterr()
+
+
+def test_inputs_without_any_label_are_an_error_and_one_label_is_still_4d(make_nifti, tmp_path):
+    empty = str(make_nifti("empty.nii.gz", np.zeros(SHAPE, np.uint8)))
+    with pytest.raises(ValueError, match="no label in any of the 1 input.*background value 0"):
+        at.build_atlas([empty], tmp_path / "none")
+    assert not (tmp_path / "none").exists() or not any((tmp_path / "none").iterdir())
+    one = str(make_nifti("one.nii.gz", np.ones(SHAPE, np.uint8)))
+    written = at.build_atlas([one], tmp_path / "one")
+    assert nb.load(written["probseg"]).shape == (*SHAPE, 1)
+    assert nb.load(written["th50"]).shape == SHAPE
