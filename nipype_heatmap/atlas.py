@@ -426,8 +426,8 @@ class LabelAtlasAccumulator:
             shape=shape,
             affine=self.grid.affine,
             index=index,
-            labels=labels[:, :slots],
-            counts=counts_out[:, :slots],
+            labels=labels[:, : max(slots, 1)],  # one slot at least: a file needs a volume
+            counts=counts_out[:, : max(slots, 1)],
             n_inputs=self.n_inputs,
             background=self.background,
             presence={label: self.presence[label] for label in self.labels},
@@ -598,7 +598,7 @@ class SparseAtlas:
 
     @property
     def slots(self) -> int:
-        """K, the most labels any voxel has."""
+        """K, the most labels any voxel has (at least 1, so that the file has volumes)."""
         return int(self.labels.shape[1])
 
     def probabilities(self) -> np.ndarray:
@@ -669,8 +669,6 @@ class SparseAtlas:
         """
         limit = Fraction(str(threshold)) * self.n_inputs / 100  # exact: counts >= t N / 100
         flat = np.full(int(np.prod(self.shape)), self.background, np.int64)
-        if self.slots == 0:
-            return flat.reshape(self.shape, order="F"), 0
         top = self.counts[:, 0].astype(np.int64)
         keep = (top * limit.denominator >= limit.numerator) & (top > 0)
         flat[self.index[keep]] = self.labels[keep, 0]
@@ -828,12 +826,14 @@ class SparseAtlas:
             raise ValueError(
                 f"{path}: corrupt sparse atlas ({type(err).__name__}: {err})"
             ) from err
-        expected = (*shape, 2 * slots) if slots else shape[:3]
-        if tuple(data.shape[: len(expected)]) != expected[: data.ndim] or len(records) != n_inputs:
-            raise ValueError(f"{path}: data {data.shape} or sources disagree with the metadata")
-        flat = data.reshape(-1, max(2 * slots, 1), order="F") if slots else np.zeros((0, 0))
-        counts_all = flat[:, slots : 2 * slots] if slots else np.zeros((0, 0), np.uint32)
-        index = np.flatnonzero(counts_all[:, 0]) if slots else np.zeros(0, np.int64)
+        if slots < 1 or data.shape != (*shape, 2 * slots) or len(records) != n_inputs:
+            raise ValueError(
+                f"{path}: data {data.shape} or sources disagree with the metadata "
+                f"(Shape {list(shape)}, Slots {slots}, NInputs {n_inputs})"
+            )
+        flat = data.reshape(-1, 2 * slots, order="F")
+        counts_all = flat[:, slots:]
+        index = np.flatnonzero(counts_all[:, 0])
         labels = flat[index, :slots].astype(np.int64)
         counts = counts_all[index].astype(np.uint32)
         if counts.size and (

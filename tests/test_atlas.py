@@ -543,3 +543,18 @@ def test_inputs_without_any_label_are_an_error_and_one_label_is_still_4d(make_ni
     written = at.build_atlas([one], tmp_path / "one")
     assert nb.load(written["probseg"]).shape == (*SHAPE, 1)
     assert nb.load(written["th50"]).shape == SHAPE
+
+
+def test_a_chunk_without_labels_saves_loads_and_merges(make_nifti, tmp_path):
+    empty = str(make_nifti("empty.nii.gz", np.zeros(SHAPE, np.uint8)))
+    some = np.zeros(SHAPE, np.uint8)
+    some[1, 2, 3] = 5
+    labelled = str(make_nifti("some.nii.gz", some))
+    part = at.accumulate_labels([empty]).to_sparse().save(tmp_path / "p0.nii.gz")
+    loaded = at.load_atlas(part)
+    assert loaded.label_list == [] and loaded.n_inputs == 1
+    other = at.accumulate_labels([labelled]).to_sparse().save(tmp_path / "p1.nii.gz")
+    merged = at.merge_atlases([part, other]).to_sparse()
+    assert merged.n_inputs == 2 and merged.label_list == [5]
+    assert merged.probability_of(5)[1, 2, 3] == np.float32(0.5)
+    assert [r.path for r in merged.records] == [empty, labelled]
