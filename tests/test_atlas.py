@@ -558,3 +558,109 @@ def test_a_chunk_without_labels_saves_loads_and_merges(make_nifti, tmp_path):
     assert merged.n_inputs == 2 and merged.label_list == [5]
     assert merged.probability_of(5)[1, 2, 3] == np.float32(0.5)
     assert [r.path for r in merged.records] == [empty, labelled]
+
+
+# -- gaps found by the mutation run (tools/mutate.py nipype_heatmap/atlas.py) ------------
+def test_add_file_counts_records_and_uses_the_default_background(make_nifti):
+    data = np.zeros(SHAPE, np.uint8)
+    data[2, 2, 2] = 4
+    a = str(make_nifti("a.nii.gz", data))
+    b = str(make_nifti("b.nii.gz", np.zeros(SHAPE, np.uint8)))
+    acc = at.LabelAtlasAccumulator()
+    acc.add_file(a)
+    acc.add_file(b)
+    assert acc.n_inputs == 2 and [r.path for r in acc.records] == [a, b]
+    assert all(r.digest.startswith("sha256:") for r in acc.records)
+    sparse = acc.to_sparse()
+    assert sparse.label_list == [4]  # 0 is the background by default
+    assert sparse.probability_of(4)[2, 2, 2] == np.float32(0.5)
+    assert sparse.ref_header is not None and sparse.presence == {4: 1}
+
+
+def test_two_labels_at_a_voxel_are_ordered_by_probability(make_nifti):
+    datas = [np.zeros(SHAPE, np.uint8) for _ in range(3)]
+    datas[0][1, 1, 1] = 4  # label 4 once, label 9 twice: 9 comes first
+    datas[1][1, 1, 1] = datas[2][1, 1, 1] = 9
+    files = [str(make_nifti(f"k{i}.nii", d)) for i, d in enumerate(datas)]
+    sparse = at.accumulate_labels(files).to_sparse()
+    assert sparse.slots == 2
+    row = int(np.searchsorted(sparse.index, 1 + SHAPE[0] * (1 + SHAPE[1] * 1)))
+    assert sparse.labels[row].tolist() == [9, 4] and sparse.counts[row].tolist() == [2, 1]
+    assert sparse.max_probability(0)[0][1, 1, 1] == 9
+
+
+def test_adding_with_another_background_than_the_atlas_is_refused(make_nifti):
+    path = str(make_nifti("a.nii", np.ones(SHAPE, np.uint8)))
+    acc = at.accumulate_labels([path])
+    with pytest.raises(ValueError, match="background 1 differs from the atlas's 0"):
+        at.accumulate_labels([path], background=1, acc=acc)
+
+
+def test_query_at_the_grid_edges(make_nifti):
+    data = np.zeros(SHAPE, np.uint8)
+    data[0, 0, 0] = 2  # the first voxel
+    data[0, 1, 0] = 3  # the voxel a query one step past the x edge would wrongly hit
+    sparse = at.accumulate_labels([str(make_nifti("e.nii", data))]).to_sparse()
+    affine = default_affine()
+    assert sparse.query((affine @ [0, 0, 0, 1])[:3]) == [(2, 1.0)]
+    assert sparse.query((affine @ [SHAPE[0], 0, 0, 1])[:3]) == []  # one voxel past x
+    assert sparse.query((affine @ [-1, 0, 0, 1])[:3]) == []
+    last = [n - 1 for n in SHAPE]  # after every listed voxel, and unlabelled
+    assert sparse.query((affine @ [*last, 1])[:3]) == []
+
+
+def test_sparse_file_has_the_atlas_grid_in_its_header_and_refuses_tampered_counts(
+    label_files, tmp_path
+):
+    sparse = at.accumulate_labels(label_files()).to_sparse()
+    path = sparse.save(tmp_path / "s.nii.gz")
+    img = nb.load(path)
+    np.testing.assert_allclose(img.affine, default_affine())
+    assert int(img.header["sform_code"]) > 0 and int(img.header["qform_code"]) > 0
+    meta = json.loads(img.header.extensions[0].get_content())
+    meta["NInputs"] = 2
+    meta["Sources"] = meta["Sources"][:2]
+    img.header.extensions.clear()
+    img.header.extensions.append(nb.nifti1.Nifti1Extension(6, json.dumps(meta).encode()))
+    nb.save(
+        nb.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header), tmp_path / "t.nii.gz"
+    )
+    with pytest.raises(ValueError, match="t.nii.gz: counts above NInputs"):
+        at.load_atlas(tmp_path / "t.nii.gz")
+
+
+def test_label_table_details(tmp_path):
+    lut = tmp_path / "lut.txt"
+    lut.write_text("7 Seven 1 2 3\n")  # no alpha column: still a LUT line
+    assert at.read_label_table(lut) == {7: at.LabelInfo("Seven", "#010203")}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("index\tname\tcolor\n1\tx\t#12345\n")
+    with pytest.raises(ValueError, match="bad.tsv, line 2: color '#12345' is not #rrggbb"):
+        at.read_label_table(bad)
+    colours = [at.default_color(label) for label in range(-5, 2000)]
+    assert all(at._is_hex_color(c) for c in colours)
+    assert len(set(colours[:50])) == 50  # distinct for neighbouring labels
+
+
+def test_write_defaults_names_and_header_fields(make_nifti, tmp_path):
+    data = np.zeros(SHAPE, np.int16)
+    data[1, 1, 1] = 3  # stored 3 with scl_slope 2: the label is 6
+    path = str(
+        make_nifti(
+            "scaled.nii.gz",
+            data,
+            dtype=np.int16,
+            slope=2.0,
+            header_hook=lambda h: h.extensions.append(nb.nifti1.Nifti1Extension(6, b"input")),
+        )
+    )
+    table = tmp_path / "t.tsv"
+    table.write_text("index\tname\n6\tsix\n")
+    written = at.build_atlas([path], tmp_path / "out", label_table=table, thresholds=[100])
+    assert "sparse" not in written  # the dense 4D by default, not the sparse form
+    assert os.path.basename(written["th100"]) == "atlas-heatmap_desc-th100_dseg.nii.gz"
+    dseg = nb.load(written["th100"])
+    assert dseg.header.get_slope_inter() == (None, None)  # the input's scaling is not copied
+    assert np.asanyarray(dseg.dataobj)[1, 1, 1] == 6 and float(dseg.header["cal_max"]) == 6.0
+    assert len(dseg.header.extensions) == 0  # nor its extensions
+    assert "6\tsix" in open(written["table"]).read()
