@@ -57,7 +57,7 @@ import nibabel as nb
 import numpy as np
 
 from . import __version__
-from .core import SourceRecord
+from .core import _IMAGE_CLASSES, SourceRecord
 from .io import Grid, iter_volumes, read_volume, write_atomic
 from .io.reading import Volume, read_nifti_data
 
@@ -68,7 +68,6 @@ DEFAULT_THRESHOLDS = (0, 25, 50)
 
 FORMAT = "nipype_heatmap.atlas"
 FORMAT_VERSION = 1
-_ECODE_COMMENT = 6
 
 
 # -- one input -------------------------------------------------------------------------
@@ -129,7 +128,8 @@ class LabelAtlasAccumulator:
         One per input, in order (path, label range, header, image class, content hash).
     boxes : dict
         ``label -> (origin, counts)``: the voxel index of the box's first corner and a
-        uint32 count array over the box (Fortran order).
+        count array over the box (Fortran order; uint16, uint32 once 65,535 volumes have
+        been counted).
     presence : dict
         ``label -> number of inputs that contain it``.
     grid : Grid
@@ -185,7 +185,8 @@ class LabelAtlasAccumulator:
 
         Each label present is added over its bounding box: ``box += (data[box] == label)``,
         a vectorized pass over the box only. A label with voxels outside its box (a new
-        label, or one reaching further than before) grows the box first.
+        label, or one reaching further than before) is counted again over its grown box
+        (:meth:`_add_strays`).
         """
         if self.grid is None:
             self.grid = Grid(volume.shape, volume.affine, volume.path)
@@ -213,10 +214,10 @@ class LabelAtlasAccumulator:
         for label in found:
             self.presence[label] = self.presence.get(label, 0) + 1
         self._counted += 1
-        values = sorted([*found, *([self.background] if foreground < data.size else [])])
+        values = [*found, *([self.background] if foreground < data.size else [])]
         return SourceRecord(
             volume.path,
-            (float(values[0]), float(values[-1])) if values else None,
+            (float(min(values)), float(max(values))) if values else None,
             bytes(volume.header.binaryblock),
             volume.image_class.__name__,
             volume.digest,
@@ -225,7 +226,8 @@ class LabelAtlasAccumulator:
     def _add_strays(self, data: np.ndarray, found: dict[int, int]) -> None:
         """Add the labels that have voxels outside their boxes (or no box yet): those
         voxels (few, once the boxes have grown) are found in one pass; each such label's
-        in-box part is taken back out and added again over its grown box."""
+        in-box part is taken back out and added again over its box, grown (by
+        :meth:`_box`) to take in the strays plus a margin."""
         covered = np.zeros(data.shape, bool, order="F")
         for label in found:
             origin, counts = self.boxes[label]
@@ -242,7 +244,6 @@ class LabelAtlasAccumulator:
                 origin, counts = self.boxes[label]
                 if label in found:  # take the part inside the old box back out
                     counts -= _view(data, origin, counts.shape) == label
-                lo, hi = np.minimum(lo, origin), np.maximum(hi, origin + counts.shape - 1)
             lo = np.maximum(lo - _BOX_MARGIN, 0)
             hi = np.minimum(hi + _BOX_MARGIN, limit)
             origin, counts = self._box(label, lo, hi)
@@ -308,11 +309,6 @@ class LabelAtlasAccumulator:
 
     # -- results --------------------------------------------------------------------------
     @property
-    def labels(self) -> list[int]:
-        """Every label seen, ascending."""
-        return sorted(self.boxes)
-
-    @property
     def shape(self) -> tuple[int, int, int]:
         """The reference grid's shape."""
         if self.grid is None:
@@ -331,12 +327,12 @@ class LabelAtlasAccumulator:
 
     def totals(self) -> dict[int, int]:
         """``label -> sum of its counts`` (its voxels over all inputs)."""
-        return {label: int(self.boxes[label][1].sum(dtype=np.uint64)) for label in self.labels}
+        return {label: int(self.boxes[label][1].sum(dtype=np.uint64)) for label in self.label_list}
 
     @property
     def label_list(self) -> list[int]:
         """Every label seen, ascending (the order of the 4D maps and the table)."""
-        return self.labels
+        return sorted(self.boxes)
 
     @property
     def affine(self) -> np.ndarray:
@@ -349,7 +345,7 @@ class LabelAtlasAccumulator:
         """As :meth:`SparseAtlas.iter_probabilities`, from the boxes."""
         flat = np.zeros(int(np.prod(self.shape)), np.float32)
         dense = flat.reshape(self.shape, order="F")
-        for label in self.labels:
+        for label in self.label_list:
             origin, counts = self.boxes[label]
             view = _view(dense, origin, counts.shape)
             view[...] = probability(counts, self.n_inputs)
@@ -371,7 +367,7 @@ class LabelAtlasAccumulator:
             best = np.zeros(self.shape, self._dtype, order="F")
             winner = np.full(self.shape, self.background, np.int64, order="F")
             tie = np.zeros(self.shape, bool, order="F")
-            for label in self.labels:
+            for label in self.label_list:
                 origin, counts = self.boxes[label]
                 b, w, t = (_view(a, origin, counts.shape) for a in (best, winner, tie))
                 greater = counts > b
@@ -404,7 +400,7 @@ class LabelAtlasAccumulator:
         counts_out = np.zeros((index.size, max(slots, 1)), np.uint32)
         filled = np.zeros(index.size, np.uint16)
         nx, ny = shape[0], shape[1]
-        for label in self.labels:  # ascending: equal counts stay in label order below
+        for label in self.label_list:  # ascending: equal counts stay in label order below
             origin, counts = self.boxes[label]
             local = np.flatnonzero(counts.reshape(-1, order="F"))
             li, lj, lk = np.unravel_index(local, counts.shape, order="F")
@@ -430,7 +426,7 @@ class LabelAtlasAccumulator:
             counts=counts_out[:, : max(slots, 1)],
             n_inputs=self.n_inputs,
             background=self.background,
-            presence={label: self.presence[label] for label in self.labels},
+            presence={label: self.presence[label] for label in self.label_list},
             records=list(self.records),
             ref_header=self.ref_header,
             image_class=self.image_class,
@@ -533,11 +529,8 @@ def accumulate_labels(
     finally:
         records.close()
     if acc.ref_header is None:  # the first input's header, from its record
-        klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[
-            counted[0].image_class
-        ]
-        acc.ref_header = klass.header_class.from_fileobj(io.BytesIO(counted[0].header))
-        acc.image_class = klass
+        acc.ref_header = counted[0].load_header()
+        acc.image_class = _IMAGE_CLASSES[counted[0].image_class]
     for part in partials:
         part.ref_header, part.image_class = acc.ref_header, acc.image_class
         acc.merge(part)
@@ -707,16 +700,12 @@ class SparseAtlas:
         acc._counted = self.n_inputs
         if self.n_inputs > np.iinfo(acc._dtype).max:
             acc._widen()
-        nx, ny = self.shape[0], self.shape[1]
         for label in self.label_list:
             flat, values = self.entries(label)
-            ijk = np.stack([flat % nx, (flat // nx) % ny, flat // (nx * ny)])
-            lo, hi = ijk.min(axis=1), ijk.max(axis=1)
-            origin, box = acc._box(label, lo, hi)
-            local = ijk - origin[:, None]
-            box.reshape(-1, order="F")[
-                local[0] + box.shape[0] * (local[1] + box.shape[1] * local[2])
-            ] = values
+            ijk = np.stack(np.unravel_index(flat, self.shape, order="F"))
+            origin, box = acc._box(label, ijk.min(axis=1), ijk.max(axis=1))
+            local = np.ravel_multi_index(tuple(ijk - origin[:, None]), box.shape, order="F")
+            box.reshape(-1, order="F")[local] = values
         return acc
 
     # -- the file ----------------------------------------------------------------------
@@ -735,7 +724,7 @@ class SparseAtlas:
         ``Shape``, the reference header. The integer type is the narrowest that holds
         every label, the background and N.
         """
-        from .state import provenance_to_json  # one provenance format for every state
+        from .state import provenance_to_json, state_head  # one format for every state
 
         labels = self.label_list
         meta = {
@@ -750,30 +739,18 @@ class SparseAtlas:
                 self.records, self.shape, self.affine, self.image_class, self.ref_header
             ),
         }
-        dtype = _label_dtype(
-            [*labels, self.background, self.n_inputs]
-            if labels
-            else [self.background, self.n_inputs]
+        dtype = _label_dtype([*labels, self.background, self.n_inputs])
+        head = state_head(
+            (*self.shape, 2 * self.slots),
+            dtype,
+            self.affine,
+            self.ref_header,
+            f"nipype_heatmap sparse atlas, K={self.slots}, N={self.n_inputs}",
+            meta,
         )
-        header = nb.Nifti1Header()
-        header.set_data_shape((*self.shape, 2 * self.slots))
-        header.set_data_dtype(dtype)
-        header.set_qform(self.affine, code="aligned")
-        header.set_sform(self.affine, code="aligned")
-        header.set_xyzt_units(*self.ref_header.get_xyzt_units())
-        header["descrip"] = (
-            f"nipype_heatmap sparse atlas, K={self.slots}, N={self.n_inputs}".encode()
-        )
-        header.extensions.append(
-            nb.nifti1.Nifti1Extension(
-                _ECODE_COMMENT, json.dumps(meta, separators=(",", ":")).encode("utf-8")
-            )
-        )
-        head = io.BytesIO()
-        header.write_to(head)
 
         def volumes():
-            yield head.getvalue()
+            yield head
             size = int(np.prod(self.shape))
             for table, fill in ((self.labels, self.background), (self.counts, 0)):
                 flat = np.full(size, fill, dtype)  # one buffer: each slot sets the same voxels
@@ -793,19 +770,16 @@ class SparseAtlas:
             Naming the file, if it is not a sparse atlas of a version this one reads, or
             its data disagree with its metadata.
         """
-        from .state import provenance_from_json
+        from .state import _metadata_text, provenance_from_json
 
         path = os.path.abspath(os.fspath(path))
         header, data = read_nifti_data(path)
-        meta = None
-        for ext in header.extensions:
-            if ext.get_code() == _ECODE_COMMENT:
-                text = ext.get_content()
-                text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-                if FORMAT in text:
-                    meta = json.loads(text)
+        try:
+            meta = json.loads(_metadata_text(header, Path(path), FORMAT, "sparse atlas"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: unreadable sparse atlas metadata ({err})") from err
         if not isinstance(meta, dict) or meta.get("Format") != FORMAT:
-            raise ValueError(f"{path}: not a nipype_heatmap sparse atlas (no {FORMAT} metadata)")
+            raise ValueError(f"{path}: not a nipype_heatmap sparse atlas (Format != {FORMAT})")
         if meta.get("FormatVersion") != FORMAT_VERSION:
             raise ValueError(
                 f"{path}: sparse atlas format version {meta.get('FormatVersion')} is not "
@@ -1004,17 +978,20 @@ def label_rows(
     return rows
 
 
-def atlas_names(atlas_name: str, thresholds: Sequence[float]) -> dict[str, str]:
+def atlas_names(
+    atlas_name: str, thresholds: Sequence[float], stem: str | None = None
+) -> dict[str, str]:
     """File names of an atlas's outputs, in the BIDS atlas convention (as TemplateFlow).
 
-    ``atlas-<name>_probseg.nii.gz`` (4D), ``atlas-<name>_desc-th<t>_dseg.nii.gz`` per
-    threshold, ``atlas-<name>_dseg.tsv``, ``atlas-<name>_desc-sparse_probseg.nii.gz``.
+    ``<stem>_probseg.nii.gz`` (4D), ``<stem>_desc-th<t>_dseg.nii.gz`` per threshold,
+    ``<stem>_dseg.tsv``, ``<stem>_desc-sparse_probseg.nii.gz``; the stem is
+    ``atlas-<name>`` unless given (a BIDS derivative's has its inputs' entities too).
     """
     if not atlas_name or not atlas_name.isalnum():
         raise ValueError(
             f"atlas name {atlas_name!r} must be letters and digits only (a BIDS label)"
         )
-    stem = f"atlas-{atlas_name}"
+    stem = stem or f"atlas-{atlas_name}"
     names = {
         "probseg": f"{stem}_probseg.nii.gz",
         "table": f"{stem}_dseg.tsv",
@@ -1044,12 +1021,14 @@ def write_atlas(
     dense: bool = True,
     sparse: bool = False,
     extra_metadata: Mapping[str, object] | None = None,
+    stem: str | None = None,
 ) -> dict[str, str]:
     """Write an atlas's files into ``out_dir`` (see the module docstring for what they are).
 
-    Each NIfTI gets a JSON sidecar (sample size, sources, parameters, tied voxels); every
-    file is written atomically, and the output names are checked before anything is
-    written.
+    Each NIfTI gets a JSON sidecar (sample size, sources, parameters, tied voxels; then
+    ``extra_metadata``, which overrides them); every file is written atomically, and the
+    output names are checked before anything is written. ``stem`` replaces the names'
+    ``atlas-<name>`` (see :func:`atlas_names`).
 
     Returns
     -------
@@ -1059,7 +1038,7 @@ def write_atlas(
     """
     from .io import prepare_output
 
-    names = atlas_names(atlas_name, thresholds)
+    names = atlas_names(atlas_name, thresholds, stem)
     out_dir = os.path.abspath(os.fspath(out_dir))
     os.makedirs(out_dir, exist_ok=True)
     wanted = [k for k in names if (k != "probseg" or dense) and (k != "sparse" or sparse)]

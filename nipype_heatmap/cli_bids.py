@@ -237,38 +237,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _atlas(args: argparse.Namespace, selection, command: str) -> str:
     """The label atlas of the selected images, as a BIDS derivative."""
-    from .atlas import accumulate_labels, atlas_names, read_label_table, write_atlas
-    from .derivatives import write_atlas_derivatives
+    from .atlas import accumulate_labels, read_label_table
+    from .derivatives import check_atlas_derivative, write_atlas_derivatives
 
-    atlas_names(args.atlas, args.thresholds)  # checked before any input is read
+    options = {"atlas_name": args.atlas, "thresholds": args.thresholds}
+    check_atlas_derivative(  # before any input is read
+        args.output_dir, selection, background=args.background, overwrite=args.overwrite, **options
+    )
     table = read_label_table(args.label_table) if args.label_table else None
     acc = accumulate_labels(
         selection.files, background=args.background, num_threads=args.num_threads
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        written = write_atlas(
-            acc,
-            tmp,
-            atlas_name=args.atlas,
-            thresholds=args.thresholds,
-            label_table=table,
-            sparse=args.sparse,
-        )
-        stored = write_atlas_derivatives(
-            written,
-            args.output_dir,
-            selection,
-            atlas_name=args.atlas,
-            overwrite=args.overwrite,
-            command=command,
-        )
-        report = None
-        if args.report:
-            from .report import write_atlas_report
+    stored = write_atlas_derivatives(
+        acc,
+        args.output_dir,
+        selection,
+        label_table=table,
+        sparse=args.sparse,
+        overwrite=args.overwrite,
+        command=command,
+        **options,
+    )
+    report = None
+    if args.report:
+        from .report import write_atlas_report
 
-            report = write_atlas_report(
-                stored, acc, args.output_dir, underlay=args.underlay, command=command
-            )
+        report = write_atlas_report(
+            stored, acc, args.output_dir, underlay=args.underlay, command=command
+        )
     return "\n".join(filter(None, [*stored.values(), report]))
 
 

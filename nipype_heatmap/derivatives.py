@@ -42,7 +42,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -623,61 +623,111 @@ def atlas_stem(entities: Mapping[str, str], atlas_name: str) -> str:
     return "_".join(parts)
 
 
-def write_atlas_derivatives(
-    written: Mapping[str, str],
+def check_atlas_derivative(
     output_dir: str | os.PathLike[str],
     selection: BIDSSelection | Mapping[str, Any],
     *,
     atlas_name: str,
+    thresholds: Sequence[float],
+    background: int = 0,
+    overwrite: bool = False,
+) -> str:
+    """Check, before any input is read, where an atlas derivative goes: the output folder's
+    place (not inside the input dataset), and that no map of the same name made from other
+    inputs or parameters would be replaced (the rule of :func:`write_group_derivative`).
+
+    Returns
+    -------
+    str
+        The file stem of the atlas's files (:func:`atlas_stem`).
+
+    Raises
+    ------
+    ValueError, FileExistsError
+        As :func:`write_group_derivative`.
+    """
+    from .atlas import _threshold_label, atlas_names
+
+    selection = BIDSSelection.from_any(selection)
+    out_dir, _, _, _, link = _open_dataset(output_dir, selection)
+    uris = [f"bids:{link}:{selection.relpath(f)}" for f in selection.files]
+    stem = atlas_stem(selection.entities, atlas_name)
+    threshold_of = {f"th{_threshold_label(t)}": float(t) for t in thresholds}
+    for key, name in atlas_names(atlas_name, thresholds, stem=stem).items():
+        if not name.endswith(".nii.gz"):
+            continue
+        parameters: dict[str, Any] = {"Background": int(background)}
+        if key in threshold_of:
+            parameters["Threshold"] = threshold_of[key]
+        target = out_dir / name
+        sidecar = target.with_name(name[: -len(".nii.gz")] + ".json")
+        _refuse_replacing_another_map(target, sidecar, uris, parameters, overwrite)
+    return stem
+
+
+def write_atlas_derivatives(
+    atlas: Any,
+    output_dir: str | os.PathLike[str],
+    selection: BIDSSelection | Mapping[str, Any],
+    *,
+    atlas_name: str,
+    thresholds: Sequence[float],
+    label_table: Mapping[int, Any] | None = None,
+    sparse: bool = False,
     overwrite: bool = False,
     command: str | None = None,
 ) -> dict[str, str]:
-    """Store an atlas (the files :func:`nipype_heatmap.atlas.write_atlas` wrote) as a BIDS
-    derivative: ``<stem>_probseg.nii.gz``, ``<stem>_desc-th<k>_dseg.nii.gz``,
-    ``<stem>_dseg.tsv``, ``<stem>_desc-sparse_probseg.nii.gz`` (see :func:`atlas_stem`),
-    each NIfTI with its sidecar (inputs as BIDS URIs, ``SpatialReference``, the atlas's
-    parameters), ``atlas-<name>_description.json``, and the same overwrite rule as
-    :func:`write_group_derivative`.
+    """Write an atlas as a BIDS derivative, straight into ``output_dir``:
+    ``<stem>_probseg.nii.gz``, ``<stem>_desc-th<k>_dseg.nii.gz``, ``<stem>_dseg.tsv``
+    and, with ``sparse``, ``<stem>_desc-sparse_probseg.nii.gz`` (see :func:`atlas_stem`),
+    each NIfTI with its sidecar (inputs as BIDS URIs, ``SpatialReference``, the subjects,
+    the atlas's parameters), ``atlas-<name>_description.json``, and the overwrite rule of
+    :func:`check_atlas_derivative` (checked again here).
+
+    Parameters
+    ----------
+    atlas : LabelAtlasAccumulator or SparseAtlas
+        The counted atlas.
+    output_dir, selection, overwrite, command
+        As for :func:`write_group_derivative`.
+    atlas_name, thresholds, label_table, sparse
+        As for :func:`nipype_heatmap.atlas.write_atlas`.
 
     Returns
     -------
     dict
-        The keys of ``written`` (and ``description``) -> the paths in ``output_dir``.
+        What :func:`~nipype_heatmap.atlas.write_atlas` wrote, and ``description``.
     """
-    from .io import read_file_bytes, write_atomic
+    from .atlas import write_atlas
 
     selection = BIDSSelection.from_any(selection)
+    stem = check_atlas_derivative(
+        output_dir,
+        selection,
+        atlas_name=atlas_name,
+        thresholds=thresholds,
+        background=atlas.background,
+        overwrite=overwrite,
+    )
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
     uris = [f"bids:{link}:{selection.relpath(f)}" for f in selection.files]
-    stem = atlas_stem(selection.entities, atlas_name)
     space = selection.entities.get("space")
-    planned = {}
-    for key, path in written.items():
-        name = os.path.basename(path)
-        rest = name.split("_", 1)[1]  # what follows atlas-<name>_ in write_atlas's names
-        target = out_dir / f"{stem}_{rest}"
-        planned[key] = (path, target)
-        if name.endswith(".nii.gz"):
-            sidecar = Path(path[: -len(".nii.gz")] + ".json")
-            meta = json.loads(sidecar.read_text())
-            parameters = {k: meta[k] for k in ("Threshold", "Background") if k in meta}
-            _refuse_replacing_another_map(
-                target, target.with_name(target.name[: -len(".nii.gz")] + ".json"),
-                uris, parameters, overwrite,
-            )  # fmt: skip
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, str] = {}
-    for key, (path, target) in planned.items():
-        content = read_file_bytes(path) if path.endswith(".nii.gz") else Path(path).read_bytes()
-        write_atomic([content], target)
-        result[key] = str(target)
-        if path.endswith(".nii.gz"):
-            meta = json.loads(Path(path[: -len(".nii.gz")] + ".json").read_text())
-            meta["Sources"] = uris
-            meta["SpatialReference"] = space if space in STANDARD_SPACES else uris[0]
-            meta["Subjects"] = selection.subjects
-            meta["GeneratedBy"] = [_generated_by(command)]
-            _write_json(target.with_name(target.name[: -len(".nii.gz")] + ".json"), meta)
+    reference = space if space in STANDARD_SPACES else uris[0]
+    result = write_atlas(
+        atlas,
+        out_dir,
+        atlas_name=atlas_name,
+        stem=stem,
+        thresholds=thresholds,
+        label_table=label_table,
+        sparse=sparse,
+        extra_metadata={
+            "Sources": uris,
+            "SpatialReference": reference,
+            "Subjects": selection.subjects,
+            "GeneratedBy": [_generated_by(command)],
+        },
+    )
     description_json = out_dir / f"atlas-{atlas_name}_description.json"
     _write_json(
         description_json,
@@ -686,7 +736,7 @@ def write_atlas_derivatives(
             "Description": "Per-label probability maps (fraction of inputs with each label), "
             "maximum-probability maps at thresholds and a label table, made with "
             "nipype_heatmap from the images listed in each file's Sources.",
-            "SpatialReference": space if space in STANDARD_SPACES else uris[0],
+            "SpatialReference": reference,
         },
     )
     result["description"] = str(description_json)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import json
 import os
 import warnings
 from collections.abc import Mapping
@@ -331,7 +332,8 @@ def write_atlas_report(
             figure=fig,
             alpha=0.9,
         )
-    threshold = Path(dseg_file).name.split("desc-th", 1)[1].split("_", 1)[0].replace("p", ".")
+    sidecar = Path(dseg_file[: -len(".nii.gz")] + ".json")
+    threshold = f"{json.loads(sidecar.read_text())['Threshold']:g}"
     title = f"Maximum-probability map at {threshold} %, {atlas.n_inputs} label images"
     fig.suptitle(title, color="white", fontsize=13)
     out_dir = Path(output_dir)

@@ -67,7 +67,7 @@ import numpy as np
 
 from . import __version__
 from .cohort import CohortStats
-from .core import HeatmapAccumulator, SourceRecord
+from .core import _IMAGE_CLASSES, HeatmapAccumulator, SourceRecord
 from .io import check_output_filename, read_nifti_data, write_atomic
 
 FORMAT = "nipype_heatmap.partial"
@@ -86,14 +86,46 @@ def read_metadata(state_file: str | os.PathLike[str]) -> str:
     return _metadata_text(nb.load(state_file).header, Path(state_file))
 
 
-def _metadata_text(header: nb.Nifti1Header, path: Path) -> str:
+def _metadata_text(
+    header: nb.Nifti1Header, path: Path, fmt: str = FORMAT, what: str = "partial heatmap"
+) -> str:
+    """The JSON of format ``fmt`` in a state file's comment extension (partial heatmaps,
+    sparse atlases); ValueError naming the file if there is none."""
     for ext in header.extensions:
         if ext.get_code() == ECODE_COMMENT:
             content = ext.get_content()
             text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-            if FORMAT in text:
+            if fmt in text:
                 return text
-    raise ValueError(f"{path}: not a nipype_heatmap partial heatmap (no {FORMAT} metadata)")
+    raise ValueError(f"{path}: not a nipype_heatmap {what} (no {fmt} metadata)")
+
+
+def state_head(
+    shape: Sequence[int],
+    dtype: np.dtype,
+    affine: np.ndarray,
+    ref_header: nb.nifti1.Nifti1Header,
+    descrip: str,
+    meta: dict,
+) -> bytes:
+    """The header of a state file (a plain NIfTI-1 image on the reference grid) with its
+    metadata as compact JSON in a comment extension: the bytes before the voxels."""
+    header = nb.Nifti1Header()
+    header.set_data_shape(tuple(shape))
+    header.set_data_dtype(dtype)
+    header.set_qform(affine, code="aligned")
+    header.set_sform(affine, code="aligned")
+    header.set_xyzt_units(*ref_header.get_xyzt_units())
+    header["descrip"] = descrip.encode()[:80]
+    header.extensions.append(
+        nb.nifti1.Nifti1Extension(
+            ECODE_COMMENT, json.dumps(meta, separators=(",", ":")).encode("utf-8")
+        )
+    )
+    head = io.BytesIO()
+    header.write_to(head)  # header, extensions; vox_offset is set to where they end
+    assert head.tell() == int(header["vox_offset"])
+    return head.getvalue()
 
 
 def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> str:
@@ -133,24 +165,17 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
         ),
     }
     dtype = _storage_dtype(acc, volumes)
-    header = nb.Nifti1Header()
-    header.set_data_shape((*acc.ref_shape, len(volumes)))
-    header.set_data_dtype(dtype)
-    header.set_qform(acc.ref_affine, code="aligned")
-    header.set_sform(acc.ref_affine, code="aligned")
-    header.set_xyzt_units(*acc.ref_header.get_xyzt_units())
     names = ", ".join(name for name, _ in volumes)
-    header["descrip"] = f"nipype_heatmap partial: {names} of {acc.n_inputs}".encode()[:80]
-    header.extensions.append(
-        nb.nifti1.Nifti1Extension(
-            ECODE_COMMENT, json.dumps(meta, separators=(",", ":")).encode("utf-8")
-        )
+    head = state_head(
+        (*acc.ref_shape, len(volumes)),
+        dtype,
+        acc.ref_affine,
+        acc.ref_header,
+        f"nipype_heatmap partial: {names} of {acc.n_inputs}",
+        meta,
     )
-    head = io.BytesIO()
-    header.write_to(head)  # header, extensions; vox_offset is set to where they end
-    assert head.tell() == int(header["vox_offset"])
     return write_atomic(
-        [head.getvalue(), *(b for _, v in volumes for b in _volume_bytes(v, dtype))],
+        [head, *(b for _, v in volumes for b in _volume_bytes(v, dtype))],
         state_file,
     )
 
@@ -214,7 +239,7 @@ def provenance_from_json(meta: dict):
     """
     shape = tuple(int(n) for n in meta["Shape"])
     affine = np.asarray(meta["Affine"], dtype=np.float64)
-    klass = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}[meta["ImageClass"]]
+    klass = _IMAGE_CLASSES[meta["ImageClass"]]
     ref_bytes = base64.b64decode(meta["ReferenceHeader"])
     ref_header = klass.header_class.from_fileobj(io.BytesIO(ref_bytes))
     headers = [None if h is None else base64.b64decode(h) for h in meta.get("Headers", [])]

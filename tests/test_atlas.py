@@ -496,9 +496,15 @@ def test_bids_atlas_is_a_validator_clean_derivative(dseg_dataset, tmp_path, caps
     np.testing.assert_array_equal(got, want.max_probability(50)[0])
     assert (out / f"{stem}_dseg.tsv").read_text().splitlines()[1].startswith("1\tCSF\t#0000ff\t3")
     assert validator_errors(out) == []
-    # the same command again is fine; other thresholds' maps from other inputs are refused
+    # the same command again is fine; maps made with other parameters are not replaced
     assert bids_main([*argv, "--label-table", str(table), "--sparse"]) == 0
+    before = (out / f"{stem}_desc-th50_dseg.nii.gz").read_bytes()
     capsys.readouterr()
+    assert bids_main([*argv, "--background", "2"]) == 1
+    assert "exists and was made from other inputs or parameters (Background" in (
+        capsys.readouterr().err
+    )
+    assert (out / f"{stem}_desc-th50_dseg.nii.gz").read_bytes() == before
 
 
 def test_atlas_report_shows_the_labels_in_their_colours(label_files, tmp_path, capsys):

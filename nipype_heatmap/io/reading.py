@@ -408,7 +408,7 @@ def iter_volumes(
     With ``digest``, each volume carries the hash of its file (see :class:`Volume`). With
     ``prepare``, what it returns for each volume is yielded instead, and it runs on the
     reader threads (the per-file work of a computation other than the sum: label atlases
-    group their voxels by label there); its exceptions are raised as read errors are.
+    count each file there); its exceptions are raised as read errors are.
 
     Reading and inflating run on ``workers`` threads (libdeflate, zlib and numpy release the
     GIL) while the caller accumulates. At most ``read_ahead + 1`` volumes are in memory. An
@@ -421,20 +421,25 @@ def iter_volumes(
             volume = read_volume(path, digest=digest)
             yield volume if prepare is None else prepare(volume)
         return
-    task = _read_with_range if prepare is None else _read_prepared
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="heatmap-read")
-    queue: deque[Future[Volume]] = deque()
+
+    def submit(path: str) -> Future[Any]:
+        if prepare is None:
+            return pool.submit(_read_with_range, path, digest, workers > 1)
+        return pool.submit(_read_prepared, path, digest, prepare)
+
+    queue: deque[Future[Any]] = deque()
     pending = iter(paths)
     try:
         for path in pending:
-            queue.append(pool.submit(task, path, digest, workers > 1, prepare))
+            queue.append(submit(path))
             if len(queue) >= read_ahead:
                 break
         while queue:
             volume = queue.popleft().result()
             nxt = next(pending, None)
             if nxt is not None:
-                queue.append(pool.submit(task, nxt, digest, workers > 1, prepare))
+                queue.append(submit(nxt))
             yield volume
             del volume
     finally:
@@ -443,14 +448,12 @@ def iter_volumes(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_prepared(path: str, digest: bool, sparse: bool, prepare: Callable[[Volume], Any]):
+def _read_prepared(path: str, digest: bool, prepare: Callable[[Volume], Any]):
     """Read a volume and run ``prepare`` on it (on a reader thread)."""
     return prepare(read_volume(path, digest=digest))
 
 
-def _read_with_range(
-    path: str, digest: bool = False, sparse: bool = False, prepare: None = None
-) -> Volume:
+def _read_with_range(path: str, digest: bool = False, sparse: bool = False) -> Volume:
     """Read a volume and, off the caller's thread, the range of its stored values; with
     ``sparse`` (several reader threads, which then have time to spare), also list the
     non-zero voxels of a sparse integer volume, so that the caller adds only those."""
