@@ -648,9 +648,9 @@ class LabelAtlas(SimpleInterface):
     def _run_interface(self, runtime):
         from .atlas import accumulate_labels, merge_atlases, read_label_table, write_atlas
 
-        table = read_label_table(self.inputs.label_table) if isdefined(
-            self.inputs.label_table
-        ) else None  # fmt: skip
+        table = None
+        if isdefined(self.inputs.label_table):
+            table = read_label_table(self.inputs.label_table)
         with core_logs_in_nipype():
             if isdefined(self.inputs.partial_atlases):
                 acc = merge_atlases(self.inputs.partial_atlases)
@@ -662,9 +662,8 @@ class LabelAtlas(SimpleInterface):
                 )
             else:
                 raise ValueError("LabelAtlas needs in_files or partial_atlases")
-            atlas = acc
             written = write_atlas(
-                atlas,
+                acc,
                 runtime.cwd,
                 atlas_name=self.inputs.atlas_name,
                 thresholds=self.inputs.thresholds,
@@ -678,8 +677,8 @@ class LabelAtlas(SimpleInterface):
             self._results["sparse_file"] = written["sparse"]
         self._results["dseg_files"] = [v for k, v in written.items() if k.startswith("th")]
         self._results["label_table"] = written["table"]
-        self._results["n_inputs"] = atlas.n_inputs
-        self._results["labels"] = atlas.label_list
+        self._results["n_inputs"] = acc.n_inputs
+        self._results["labels"] = acc.label_list
         return runtime
 
 
