@@ -444,7 +444,6 @@ class HeatmapAccumulator:
 
     def _set_reference(self, volume: Volume) -> None:
         self.grid = Grid(volume.shape, volume.affine, volume.path)  # type: ignore[arg-type]
-        self.close()
         if any(self._track.values()):
             self.stats = CohortStats(volume.shape, **self._track)
         self.ref_header = volume.header.copy()
@@ -705,9 +704,7 @@ class HeatmapAccumulator:
         """
         assert self.ref_header is not None
         header = self.ref_header.copy()
-        header.set_data_shape(data.shape)
-        header.set_data_dtype(data.dtype)
-        header.set_slope_inter(np.nan, np.nan)
+        header.set_data_dtype(data.dtype)  # the shape and cleared scaling: nibabel, below
         lo, hi = _finite_range(data)
         header["cal_min"], header["cal_max"] = (lo, hi) if lo is not None else (0.0, 0.0)
         header["descrip"] = descrip[:80]

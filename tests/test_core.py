@@ -464,3 +464,54 @@ def test_sparse_masks_add_only_their_nonzero_voxels_with_the_same_result(make_ni
         b = dense.aggregate(use_mean=use_mean, clip_to_input_range=False)
         assert_array_equal(a.view(np.uint64), b.view(np.uint64))
     assert sparse.integer_total is not None and sparse.integer_total.sum() > 0
+
+
+# Gaps found by the mutation run of core.py (tools/mutate.py): each test below went red on
+# the mutant named in its comment.
+
+
+def test_normalization_ignores_voxels_without_any_finite_value(make_nifti):
+    # A voxel NaN in every input has a NaN mean; normalization runs over the finite voxels
+    # only (not: the whole map NaN, or normalization skipped), and cal_min/cal_max are the
+    # finite range. Mutants: `_finite_range`'s fast-path test negated / `and` -> `or`, its
+    # empty test negated.
+    a = np.full(SHAPE, 1.0, np.float32)
+    b = np.full(SHAPE, 3.0, np.float32)
+    a[1, 2, 3] = 5.0
+    a[0, 0, 0] = b[0, 0, 0] = np.nan
+    files = [make_nifti("a.nii", a, dtype=np.float32), make_nifti("b.nii", b, dtype=np.float32)]
+    img = compute_heatmap(files, use_mean=True, clip_to_input_range=False, normalize=True)
+    out = np.asanyarray(img.dataobj)
+    assert np.isnan(out[0, 0, 0])
+    assert out[1, 2, 3] == 1.0  # mean 4, the finite maximum
+    assert out[2, 2, 2] == 0.0  # mean 2, the finite minimum
+    assert np.count_nonzero(np.isnan(out)) == 1
+    assert (float(img.header["cal_min"]), float(img.header["cal_max"])) == (0.0, 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_cal_max_is_the_finite_maximum_when_the_float32_sum_overflows(make_nifti):
+    # Two values near the float32 maximum sum to more than float32 can hold: that voxel is
+    # +inf in the float32 map; the header's display range stays finite (viewers scale by it).
+    a = np.full(SHAPE, 1.0, np.float32)
+    a[0, 0, 0] = 3e38
+    files = [make_nifti(n, a, dtype=np.float32) for n in ("a.nii", "b.nii")]
+    img = compute_heatmap(files, use_mean=False, clip_to_input_range=False)
+    out = np.asanyarray(img.dataobj)
+    assert out[0, 0, 0] == np.inf
+    assert (float(img.header["cal_min"]), float(img.header["cal_max"])) == (2.0, 2.0)
+
+
+def test_output_header_drops_the_first_inputs_intent_and_extensions(make_nifti):
+    # A label intent, or an extension describing the first input (AFNI, CIFTI), would make
+    # viewers misread the map. Mutants: `set_intent("none")` and `extensions.clear()` removed.
+    def hook(hdr):
+        hdr.set_intent("label")
+        hdr.extensions.append(nb.nifti1.Nifti1Extension(6, b"describes the first input"))
+
+    files = [make_nifti("a.nii.gz", header_hook=hook), make_nifti("b.nii.gz")]
+    out = write_heatmap(files, files[0].parent.parent / "out" / "map.nii.gz")
+    hdr = nb.load(out).header
+    assert hdr.get_intent()[0] == "none"
+    assert len(hdr.extensions) == 0
+    assert nb.load(files[0]).header.get_intent()[0] == "label"  # the input is untouched

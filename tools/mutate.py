@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The fast tests that guard each module (no workflow runs, no cluster, no wheel build).
 DEFAULT_TESTS = {
     "nipype_heatmap/core.py": "tests/test_core.py tests/test_io_reading.py "
-    "tests/test_parallel.py tests/test_cohort.py tests/test_state.py tests/test_io_discovery.py",
+    "tests/test_parallel.py tests/test_cohort.py tests/test_state.py tests/test_io_discovery.py "
+    "tests/test_update.py",
     "nipype_heatmap/io/reading.py": "tests/test_io_reading.py tests/test_core.py",
     "nipype_heatmap/io/writing.py": "tests/test_io_writing.py tests/test_core.py",
     "nipype_heatmap/io/discovery.py": "tests/test_io_discovery.py tests/test_core.py",
@@ -211,15 +212,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, help="only the first N mutants of each module")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--mutants",
+        help="only these mutant numbers, comma-separated (e.g. the survivors of a last run)",
+    )
     args = parser.parse_args(argv)
     total = killed = 0
     for module in args.modules:
         tests = args.tests or DEFAULT_TESTS.get(module, "tests")
         n = count_sites((ROOT / module).read_text())
         indices = range(min(n, args.limit) if args.limit else n)
+        if args.mutants:
+            indices = [int(i) for i in args.mutants.split(",") if int(i) < n]
+        lines = (ROOT / module).read_text().splitlines()
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run_mutant, module, i, tests, args.timeout) for i in indices]
-            results = [future.result() for future in futures]
+            results = []
+            for future in futures:
+                mutant, result = future.result()
+                results.append((mutant, result))
+                # One line per mutant as it ends, so that a long run can be watched (and an
+                # interrupted one still tells what it found).
+                print(
+                    f"{module}:{mutant.line} mutant {mutant.index} {result}: "
+                    f"{mutant.description} | {lines[mutant.line - 1].strip()[:70]}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         survivors = [(m, r) for m, r in results if r == "survived"]
         total += len(results)
         killed += len(results) - len(survivors)
