@@ -478,9 +478,7 @@ class HeatmapAccumulator:
                 self._float_total = np.zeros(self.ref_shape, dtype=np.float64, order="F")
         return self._float_total
 
-    def _add_with_missing(
-        self, values_of, source: str, add_sum: bool = True
-    ) -> tuple[float, float]:
+    def _add_with_missing(self, values_of, source: str, *, add_sum: bool) -> tuple[float, float]:
         """Add the finite values only (unless ``add_sum`` is False: the cohort statistics
         did) and count them; return their range."""
         if self.count is None:
@@ -652,10 +650,9 @@ class HeatmapAccumulator:
         result = np.empty(self.ref_shape, dtype=work, order="F")
         if use_mean:
             denominator = self.n_inputs if self.count is None else self.count
+            # A voxel without any finite value has sum 0 and count 0: 0 / 0 is its NaN.
             with np.errstate(invalid="ignore", divide="ignore"):
                 np.divide(source, denominator, out=result, dtype=np.float64, casting="same_kind")
-            if self.count is not None:
-                result[self.count == 0] = np.nan
         else:
             np.copyto(result, source, casting="same_kind")
         if clip_to_input_range:

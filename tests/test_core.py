@@ -515,3 +515,130 @@ def test_output_header_drops_the_first_inputs_intent_and_extensions(make_nifti):
     assert hdr.get_intent()[0] == "none"
     assert len(hdr.extensions) == 0
     assert nb.load(files[0]).header.get_intent()[0] == "label"  # the input is untouched
+
+
+def test_write_heatmap_defaults_are_the_clipped_mean_without_normalization(make_nifti, rng):
+    # The documented defaults of the function most scripts call (mutants: the mean and
+    # normalization defaults flipped; clipping cannot change a mean). A sum would be 1.0
+    # or 0.5, normalization would stretch 0.25..0.5 to 0..1.
+    a = np.full(SHAPE, 0.25, np.float32)
+    b = np.full(SHAPE, 0.75, np.float32)
+    a[0, 0, 0] = b[0, 0, 0] = 0.25
+    files = [make_nifti("a.nii", a, dtype=np.float32), make_nifti("b.nii", b, dtype=np.float32)]
+    out = nb.load(write_heatmap(files, files[0].parent.parent / "out.nii.gz")).get_fdata()
+    assert out[0, 0, 0] == 0.25
+    assert np.count_nonzero(out == 0.5) == out.size - 1
+
+
+def test_no_worker_thread_outlives_the_computation(make_nifti):
+    # A long-lived process (a Nipype MultiProc worker, a notebook) computing many maps
+    # must not keep idle threads of every run (mutant: the final close() removed).
+    import threading
+
+    files = [
+        make_nifti(f"p{i}.nii", np.full(SHAPE, i / 4, np.float32), dtype=np.float32)
+        for i in range(3)
+    ]  # floats: the additions run on the slab threads
+    before = {t.ident for t in threading.enumerate()}
+    kept = []  # accumulators a caller keeps (to merge, save or update) hold no threads
+    for _ in range(2):
+        compute_heatmap(files, num_threads=3)
+        kept.append(core.accumulate_files([str(f) for f in files], num_threads=2, overlap=True))
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t.ident not in before and t.name.startswith("heatmap")
+    ]
+    assert left == []
+    assert all(acc.n_inputs == 3 for acc in kept)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [
+        (np.uint8, (200, 200, 100)),
+        (np.int16, (30000, 30000, -30000)),
+        (np.int16, (-30000,) * 3),
+        (np.int16, (-32768, -1, 0)),  # one below int16: the bounds must not be off by one
+    ],
+)
+def test_integer_sums_widen_before_they_would_wrap(make_nifti, dtype, values):
+    # The exact integer sum starts in the input's width and must widen as the bounds grow
+    # (mutant: the widening skipped, and the sum wraps silently).
+    files = [make_nifti(f"v{i}.nii.gz", np.full(SHAPE, v, dtype)) for i, v in enumerate(values)]
+    total = compute_heatmap(files, use_mean=False, clip_to_input_range=False).get_fdata()
+    assert np.all(total == sum(values))
+    mean = np.asanyarray(compute_heatmap(files, clip_to_input_range=False).dataobj)
+    assert np.all(mean == np.float32(sum(values) / 3))
+
+
+def test_one_finite_voxel_gives_the_range_and_the_display_range(make_nifti):
+    # A volume whose only finite value is one voxel still has a range (mutant: one-element
+    # arrays treated as empty), and a map with one finite voxel has it as cal_min/cal_max.
+    a = np.full(SHAPE, np.nan, np.float32)
+    a[3, 3, 3] = 5.0
+    b = np.full(SHAPE, 1.0, np.float32)
+    files = [make_nifti("a.nii", a, dtype=np.float32), make_nifti("b.nii", b, dtype=np.float32)]
+    out = np.asanyarray(compute_heatmap(files, use_mean=False, clip_to_input_range=True).dataobj)
+    assert out[3, 3, 3] == 5.0  # 6 clipped to the range [1, 5], not to [1, 1]
+    assert out[0, 0, 0] == 1.0
+    img = compute_heatmap([files[0]], use_mean=True, clip_to_input_range=False)
+    assert (float(img.header["cal_min"]), float(img.header["cal_max"])) == (5.0, 5.0)
+
+
+def test_aggregate_and_finalize_default_to_the_mean(make_nifti):
+    files = [make_nifti(f"m{i}.nii.gz", np.full(SHAPE, i + 1, np.uint8)) for i in range(3)]
+    acc = core.accumulate_files([str(f) for f in files])
+    assert np.all(acc.aggregate() == 2.0)
+    assert np.all(np.asanyarray(acc.finalize().dataobj) == 2.0)
+
+
+def test_no_progress_bar_by_default_when_stderr_is_not_a_terminal(make_nifti, capsys):
+    # Under Nipype, SLURM or a pipe, stderr is a log: no bar unless asked for.
+    files = [make_nifti(f"m{i}.nii.gz") for i in range(2)]
+    compute_heatmap(files)
+    assert capsys.readouterr().err == ""
+    compute_heatmap(files, progress=True)
+    assert "heatmap" in capsys.readouterr().err
+
+
+def test_merging_partials_with_and_without_cohort_statistics_is_refused(make_nifti):
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(4)]
+    for first, second in (({"spread": True}, {}), ({}, {"overlap": True})):
+        tracked = core.accumulate_files(files[:2], **first)
+        other = core.accumulate_files(files[2:], **second)
+        with pytest.raises(ValueError, match="different cohort statistics") as err:
+            tracked.merge(other)
+        assert str(err.value).startswith(f"{files[2]}: ")  # names the partial's first file
+
+
+def test_merged_integer_partials_keep_an_exact_integer_sum(make_nifti, rng):
+    files = [
+        str(make_nifti(f"v{i}.nii.gz", rng.integers(-9, 99, SHAPE).astype(np.int16)))
+        for i in range(4)
+    ]
+    merged = core.accumulate_files(files[:2]).merge(core.accumulate_files(files[2:]))
+    assert merged.integer_total is not None and merged.integer_total.dtype.kind == "i"
+    expected = sum(nb.load(f).get_fdata() for f in files)
+    assert_array_equal(merged.integer_total, expected)
+
+
+def test_a_removal_that_changes_the_grids_axis_order_keeps_every_voxel(make_nifti, rng):
+    # The first input is stored with x and z swapped (same grid in the world); removing it
+    # makes the next input the reference, in its own voxel order with a deeper last axis.
+    # The threads' slabs must follow that shape (mutant: the old slabs kept, the last
+    # voxels of the new axis never added again).
+    data = [rng.random(SHAPE).astype(np.float32) for _ in range(4)]
+    swapped = default_affine()[:, [2, 1, 0, 3]]
+    files = [make_nifti("a.nii", data[0].transpose(2, 1, 0), dtype=np.float32, affine=swapped)]
+    files += [
+        make_nifti(f"{n}.nii", d, dtype=np.float32) for n, d in zip("bcd", data[1:], strict=True)
+    ]
+    files = [str(f) for f in files]
+    acc = core.accumulate_files(files[:3], num_threads=2, digests=True)
+    assert acc.ref_shape == SHAPE[::-1]
+    acc.remove_file(files[0])
+    acc.add_file(files[3])
+    expected = core.accumulate_files(files[1:], num_threads=2)
+    assert acc.ref_shape == SHAPE
+    assert_array_equal(acc.aggregate(use_mean=False), expected.aggregate(use_mean=False))

@@ -35,12 +35,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Survivors read and judged equivalent: they cannot change any result (see the file).
+EQUIVALENTS = Path(__file__).resolve().parent / "mutation_equivalents.txt"
+
 #: The fast tests that guard each module (no workflow runs, no cluster, no wheel build).
 DEFAULT_TESTS = {
     "nipype_heatmap/core.py": "tests/test_core.py tests/test_io_reading.py "
     "tests/test_parallel.py tests/test_cohort.py tests/test_state.py tests/test_io_discovery.py "
     "tests/test_update.py",
-    "nipype_heatmap/io/reading.py": "tests/test_io_reading.py tests/test_core.py",
+    "nipype_heatmap/io/reading.py": "tests/test_io_reading.py tests/test_core.py "
+    "tests/test_parallel.py tests/test_update.py",
     "nipype_heatmap/io/writing.py": "tests/test_io_writing.py tests/test_core.py",
     "nipype_heatmap/io/discovery.py": "tests/test_io_discovery.py tests/test_core.py",
     "nipype_heatmap/io/grid.py": "tests/test_io_grid.py tests/test_state.py",
@@ -199,6 +203,26 @@ def run_mutant(module: str, index: int, tests: str, timeout: float) -> tuple[Mut
     return mutant, "survived" if done.returncode == 0 else "killed"
 
 
+def load_equivalents(path: Path = EQUIVALENTS) -> dict[tuple[str, str, str], str]:
+    """The equivalent mutants, ``(module, change, source line) -> why``.
+
+    One per line: ``module | change | the mutated line, stripped | why it cannot change a
+    result``. Keyed by the line's text, not its number, so that edits elsewhere in the
+    module do not detach a judgement from its line; a line that is edited loses it.
+    """
+    equivalents = {}
+    if not path.exists():
+        return equivalents
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = [part.strip() for part in line.split(" | ")]
+        if len(parts) != 4 or not all(parts):
+            raise SystemExit(f"{path}:{number}: want 'module | change | line | why': {line!r}")
+        equivalents[tuple(parts[:3])] = parts[3]
+    return equivalents
+
+
 def _env() -> dict[str, str]:
     import os
 
@@ -217,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         help="only these mutant numbers, comma-separated (e.g. the survivors of a last run)",
     )
     args = parser.parse_args(argv)
-    total = killed = 0
+    total = killed = equivalent = 0
+    equivalents = load_equivalents()
     for module in args.modules:
         tests = args.tests or DEFAULT_TESTS.get(module, "tests")
         n = count_sites((ROOT / module).read_text())
@@ -239,17 +264,33 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-        survivors = [(m, r) for m, r in results if r == "survived"]
+        survivors = [m for m, r in results if r == "survived"]
+        judged = {
+            m.index: equivalents.get((module, m.description, lines[m.line - 1].strip()))
+            for m in survivors
+        }
+        n_equivalent = sum(why is not None for why in judged.values())
         total += len(results)
         killed += len(results) - len(survivors)
-        score = 100 * (len(results) - len(survivors)) / max(len(results), 1)
+        equivalent += n_equivalent
+        score = 100 * (len(results) - len(survivors)) / max(len(results) - n_equivalent, 1)
         print(
-            f"\n## {module}: {len(results)} mutants, {len(survivors)} survived "
-            f"({score:.0f}% killed)"
+            f"\n## {module}: {len(results)} mutants, {len(results) - len(survivors)} killed, "
+            f"{n_equivalent} equivalent, {len(survivors) - n_equivalent} not killed "
+            f"({score:.0f}% of the non-equivalent killed)"
         )
-        for mutant, _ in survivors:
-            print(f"- line {mutant.line}: {mutant.description} (mutant {mutant.index})")
-    print(f"\nall: {total} mutants, {killed} killed ({100 * killed / max(total, 1):.0f}%)")
+        for mutant in sorted(survivors, key=lambda m: (judged[m.index] is not None, m.line)):
+            why = judged[mutant.index]
+            print(
+                f"- line {mutant.line}: {mutant.description} (mutant {mutant.index}): "
+                + (f"equivalent: {why}" if why else "NOT KILLED")
+                + f" | {lines[mutant.line - 1].strip()}"
+            )
+    score = 100 * killed / max(total - equivalent, 1)
+    print(
+        f"\nall: {total} mutants, {killed} killed, {equivalent} equivalent "
+        f"({score:.0f}% of the non-equivalent killed)"
+    )
     return 0
 
 
