@@ -593,13 +593,25 @@ def test_aggregate_and_finalize_default_to_the_mean(make_nifti):
     assert np.all(np.asanyarray(acc.finalize().dataobj) == 2.0)
 
 
-def test_no_progress_bar_by_default_when_stderr_is_not_a_terminal(make_nifti, capsys):
-    # Under Nipype, SLURM or a pipe, stderr is a log: no bar unless asked for.
+def test_progress_bar_by_default_only_when_stderr_is_a_terminal(make_nifti, capsys, monkeypatch):
+    # Under Nipype, SLURM or a pipe, stderr is a log: no bar unless asked for; in a
+    # terminal, the bar by default.
+    import io as _io
+
     files = [make_nifti(f"m{i}.nii.gz") for i in range(2)]
     compute_heatmap(files)
     assert capsys.readouterr().err == ""
     compute_heatmap(files, progress=True)
     assert "heatmap" in capsys.readouterr().err
+
+    class Terminal(_io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    compute_heatmap(files)
+    assert "heatmap: 100%" in terminal.getvalue()
 
 
 def test_merging_partials_with_and_without_cohort_statistics_is_refused(make_nifti):
@@ -642,3 +654,67 @@ def test_a_removal_that_changes_the_grids_axis_order_keeps_every_voxel(make_nift
     expected = core.accumulate_files(files[1:], num_threads=2)
     assert acc.ref_shape == SHAPE
     assert_array_equal(acc.aggregate(use_mean=False), expected.aggregate(use_mean=False))
+
+
+@pytest.mark.parametrize("value", [2**30, -(2**30) - 1])  # both beyond int32 once merged
+def test_a_merged_integer_sum_widens_when_more_is_added(make_nifti, value):
+    # The merged partial's bounds are the sum of both partials' bounds: adding a third
+    # volume must widen int32 to int64 (mutant: the bounds subtracted, the sum wraps).
+    files = [
+        str(make_nifti(f"v{i}.nii.gz", np.full(SHAPE, value, np.int32), dtype=np.int32))
+        for i in range(3)
+    ]
+    merged = core.accumulate_files(files[:1]).merge(core.accumulate_files(files[1:2]))
+    merged.add_file(files[2])
+    assert np.all(merged.integer_total == 3 * value)
+    assert np.all(merged.aggregate(use_mean=False, clip_to_input_range=False) == 3 * value)
+
+
+def test_removing_the_reference_when_the_next_input_is_a_one_volume_4d_file(make_nifti, rng):
+    # The next input becomes the reference from its recorded header, whose dim is 4D with
+    # one volume: the grid stays 3D (mutant: four dimensions taken from the header).
+    data = [rng.random(SHAPE).astype(np.float32) for _ in range(3)]
+    files = [
+        str(make_nifti("a.nii", data[0], dtype=np.float32)),
+        str(make_nifti("b.nii", data[1][..., None], dtype=np.float32)),
+        str(make_nifti("c.nii", data[2], dtype=np.float32)),
+    ]
+    acc = core.accumulate_files(files, digests=True)
+    acc.remove_file(files[0])
+    assert acc.ref_shape == SHAPE
+    img = acc.finalize(use_mean=True, clip_to_input_range=False)
+    assert img.shape == SHAPE
+    assert_allclose(
+        np.asanyarray(img.dataobj),
+        ((data[1] + data[2].astype(np.float64)) / 2).astype(np.float32),
+        rtol=1e-6,  # the sum after removing a float input: float64 round-off
+    )
+
+
+def test_remove_volume_finds_the_volume_by_its_path(make_nifti):
+    from nipype_heatmap.io import read_volume
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(3)]
+    acc = core.accumulate_files(files, digests=True)
+    acc.remove_volume(read_volume(files[1], digest=True))  # no index: looked up by path
+    expected = core.accumulate_files([files[0], files[2]])
+    assert [r.path for r in acc.records] == [files[0], files[2]]
+    assert_array_equal(acc.integer_total, expected.integer_total)
+
+
+@pytest.mark.parametrize("removed", [1, 2, 3])
+def test_removals_with_missing_values_equal_a_recompute(make_nifti, rng, removed):
+    # A NaN-bearing input makes the count per voxel; removing a complete input must count
+    # it out everywhere, removing one with an infinity (no NaN) only where it was finite,
+    # and the last input added must be found (mutants: the count of a complete removal
+    # left as it was, an infinity taken for complete, the search starting one too early).
+    data = [rng.random(SHAPE).astype(np.float32) for _ in range(4)]
+    data[0][0, 0, 0] = np.nan
+    data[2][1, 1, 1] = -np.inf
+    files = [str(make_nifti(f"p{i}.nii", d, dtype=np.float32)) for i, d in enumerate(data)]
+    acc = core.accumulate_files(files, digests=True)
+    acc.remove_file(files[removed])
+    kept = [f for i, f in enumerate(files) if i != removed]
+    expected = core.accumulate_files(kept)
+    assert_array_equal(acc.count, expected.count)
+    assert_allclose(acc.aggregate(), expected.aggregate(), rtol=1e-12)

@@ -83,6 +83,7 @@ class Mutant:
     index: int
     line: int
     description: str
+    column: int = 0
 
 
 def _is_log_call(node: ast.AST) -> bool:
@@ -160,7 +161,9 @@ def mutate(source: str, index: int) -> tuple[str, Mutant]:
         node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
     elif kind == "drop":
         node.value = ast.Constant(value=None)
-    return ast.unparse(tree), Mutant(index, getattr(node, "lineno", 0), description)
+    return ast.unparse(tree), Mutant(
+        index, getattr(node, "lineno", 0), description, getattr(node, "col_offset", 0)
+    )
 
 
 def count_sites(source: str) -> int:
@@ -207,8 +210,10 @@ def load_equivalents(path: Path = EQUIVALENTS) -> dict[tuple[str, str, str], str
     """The equivalent mutants, ``(module, change, source line) -> why``.
 
     One per line: ``module | change | the mutated line, stripped | why it cannot change a
-    result``. Keyed by the line's text, not its number, so that edits elsewhere in the
-    module do not detach a judgement from its line; a line that is edited loses it.
+    result``; the change as the report prints it, with ``@col N`` where one line has
+    several of the same kind. Keyed by the line's text, not its number, so that edits
+    elsewhere in the module do not detach a judgement from its line; a line that is edited
+    loses it.
     """
     equivalents = {}
     if not path.exists():
@@ -221,6 +226,16 @@ def load_equivalents(path: Path = EQUIVALENTS) -> dict[tuple[str, str, str], str
             raise SystemExit(f"{path}:{number}: want 'module | change | line | why': {line!r}")
         equivalents[tuple(parts[:3])] = parts[3]
     return equivalents
+
+
+def _judgement(equivalents, module: str, mutant: Mutant, lines: list[str]) -> str | None:
+    """Why ``mutant`` is equivalent, if judged: by its change at its column on its line
+    (``"1 -> 2 @col 41"``, for a line with several such changes), else by its change."""
+    text = lines[mutant.line - 1].strip()
+    at_column = f"{mutant.description} @col {mutant.column}"
+    return equivalents.get((module, at_column, text)) or equivalents.get(
+        (module, mutant.description, text)
+    )
 
 
 def _env() -> dict[str, str]:
@@ -240,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         "--mutants",
         help="only these mutant numbers, comma-separated (e.g. the survivors of a last run)",
     )
+    parser.add_argument(
+        "--skip-judged",
+        action="store_true",
+        help="do not run the mutants already judged equivalent (reported as equivalent)",
+    )
     args = parser.parse_args(argv)
     total = killed = equivalent = 0
     equivalents = load_equivalents()
@@ -249,10 +269,19 @@ def main(argv: list[str] | None = None) -> int:
         indices = range(min(n, args.limit) if args.limit else n)
         if args.mutants:
             indices = [int(i) for i in args.mutants.split(",") if int(i) < n]
-        lines = (ROOT / module).read_text().splitlines()
+        source = (ROOT / module).read_text()
+        lines = source.splitlines()
+        results = []
+        if args.skip_judged:  # judged equivalent before: reported so, not run again
+            judged_before = [
+                m
+                for m in (mutate(source, i)[1] for i in indices)
+                if _judgement(equivalents, module, m, lines)
+            ]
+            results = [(m, "survived") for m in judged_before]
+            indices = sorted(set(indices) - {m.index for m in judged_before})
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run_mutant, module, i, tests, args.timeout) for i in indices]
-            results = []
             for future in futures:
                 mutant, result = future.result()
                 results.append((mutant, result))
@@ -265,10 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         survivors = [m for m, r in results if r == "survived"]
-        judged = {
-            m.index: equivalents.get((module, m.description, lines[m.line - 1].strip()))
-            for m in survivors
-        }
+        judged = {m.index: _judgement(equivalents, module, m, lines) for m in survivors}
         n_equivalent = sum(why is not None for why in judged.values())
         total += len(results)
         killed += len(results) - len(survivors)
@@ -282,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         for mutant in sorted(survivors, key=lambda m: (judged[m.index] is not None, m.line)):
             why = judged[mutant.index]
             print(
-                f"- line {mutant.line}: {mutant.description} (mutant {mutant.index}): "
+                f"- line {mutant.line}: {mutant.description} @col {mutant.column} "
+                f"(mutant {mutant.index}): "
                 + (f"equivalent: {why}" if why else "NOT KILLED")
                 + f" | {lines[mutant.line - 1].strip()}"
             )
