@@ -8,6 +8,7 @@ import gzip
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -283,3 +284,77 @@ def test_a_cleaner_running_during_a_named_write_leaves_it_alone(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert out.read_bytes() == b"first half second half"
+
+
+# Gaps found by the mutation run of io/writing.py (tools/mutate.py).
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
+def test_writes_and_clean_ups_leave_no_file_descriptor_open(tmp_path, temp_kind):
+    # A long-lived process (a Nipype worker writing thousands of maps) must not run out
+    # of descriptors (mutants: each os.close removed).
+    out = tmp_path / "map.nii.gz"
+    stale = tmp_path / ".map.nii.gz.def456.part"
+    io.write_atomic([b"warm-up"], out)  # imports and lazy set-up happen before counting
+    before = _open_fds()
+    for _ in range(3):
+        stale.write_bytes(b"left by a killed run")
+        assert io.remove_stale_temporaries(out) == [str(stale)]
+        io.write_atomic([b"a map"], out)
+    assert _open_fds() == before
+
+
+def test_everything_is_on_disk_before_the_rename_and_the_rename_is_made_durable(
+    tmp_path, monkeypatch, temp_kind
+):
+    # What fsync sees must be the whole file (mutant: the buffer flushed only after the
+    # fsync), and after the rename the folder itself is synced (mutants: the folder's
+    # fsync removed), or a power cut can leave the old name or an empty file.
+    out = tmp_path / "map.nii"
+    payload = os.urandom(200_000)
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        info = os.fstat(fd)
+        synced.append(("folder" if stat.S_ISDIR(info.st_mode) else "file", info.st_size))
+        real_fsync(fd)
+
+    real_replace = os.replace
+
+    def recording_replace(src, dst):
+        synced.append(("rename", None))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(writing.os, "fsync", recording_fsync)
+    monkeypatch.setattr(writing.os, "replace", recording_replace)
+    io.write_atomic([payload[:-100], payload[-100:]], out)  # the last bytes sit in a buffer
+    kinds = [kind for kind, _ in synced]
+    assert kinds[:2] == ["file", "rename"] and "folder" in kinds[2:]
+    assert synced[0][1] == len(payload)
+
+
+def test_a_cleaner_running_just_before_an_unnamed_write_is_renamed_leaves_it_alone(
+    tmp_path, monkeypatch
+):
+    # Once linked under its temporary name, the unnamed file is a .part file like any:
+    # its lock is what keeps a concurrent clean-up (another run of this output) from
+    # removing it before the rename (mutant: the unnamed file not locked).
+    if not writing._unnamed_files_possible():
+        pytest.skip("this system cannot make unnamed files (O_TMPFILE and /proc)")
+    out = tmp_path / "map.nii"
+    real_replace = os.replace
+    cleaned = []
+
+    def clean_then_replace(src, dst):
+        cleaned.extend(io.remove_stale_temporaries(out))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(writing.os, "replace", clean_then_replace)
+    io.write_atomic([b"the map"], out)
+    assert cleaned == []
+    assert out.read_bytes() == b"the map"

@@ -222,6 +222,8 @@ def load_equivalents(path: Path = EQUIVALENTS) -> dict[tuple[str, str, str], str
         if not line.strip() or line.startswith("#"):
             continue
         parts = [part.strip() for part in line.split(" | ")]
+        # The mutated line may hold " | " itself (flags or-ed together); the reason not.
+        parts = [*parts[:2], " | ".join(parts[2:-1]), parts[-1]]
         if len(parts) != 4 or not all(parts):
             raise SystemExit(f"{path}:{number}: want 'module | change | line | why': {line!r}")
         equivalents[tuple(parts[:3])] = parts[3]
