@@ -155,3 +155,14 @@ def test_tolerance_is_measured_at_the_far_corners(make_nifti, far_corner_mm, acc
     else:
         with pytest.raises(ValueError, match=re.escape(str(other))):
             compute_heatmap([ref, other])
+
+
+def test_a_grid_made_from_a_list_or_numpy_integers_is_the_same_grid():
+    # Shapes come as JSON lists (saved states) or numpy integers (headers): the grid holds
+    # a tuple of Python ints, so it matches, compares and prints as one (mutant: the
+    # shape kept as given).
+    for shape in (list(SHAPE), tuple(np.int64(n) for n in SHAPE), np.array(SHAPE)):
+        grid = io.Grid(shape, default_affine(), "ref.nii.gz")
+        assert grid.shape == SHAPE and type(grid.shape) is tuple
+        assert all(type(n) is int for n in grid.shape)
+        assert grid.matches(SHAPE, default_affine())

@@ -4,14 +4,19 @@ Usage::
 
     python tools/mutate.py nipype_heatmap/core.py [more modules] [--jobs 2] [--limit N]
                            [--tests "tests/test_core.py tests/test_io_reading.py"]
+                           [--mutants 3,17,42] [--skip-judged] [--timeout S]
 
-For each module, every single-point mutation below is applied in turn to a scratch copy of
-the repository (the working tree is never touched), and the module's fast tests run
-against it (``pytest -x``, the first failure is enough; a run over the time limit counts as
-killed). A mutant the tests do not notice *survives*: either a gap in the tests, or an
-equivalent change that cannot alter behaviour. The report lists the score and every
-survivor with its line and what was changed, to be killed by a test of behaviour or
-explained as equivalent.
+For each module, the fast tests first run once as the module is (they must pass; their
+time sets the limit, 4x, past which a mutant's run counts as killed: an endless loop).
+Then every single-point mutation below is applied in turn to a scratch copy of the
+repository (the working tree is never touched), and the module's fast tests run against it
+(``pytest -x``, the first failure is enough). Each mutant's outcome is printed on stderr
+as it ends. A mutant the tests do not notice *survives*: either a gap in the tests, or an
+equivalent change that cannot alter behaviour. Survivors judged equivalent are listed, with
+the reason, in ``tools/mutation_equivalents.txt``; the report gives the share of the
+non-equivalent mutants that were killed and lists every survivor, judged or not.
+``--mutants`` re-runs chosen ones (the numbers hold while the module is unchanged);
+``--skip-judged`` does not run those already judged equivalent.
 
 Mutations (a small, classic set): comparison operators flipped to their neighbours
 (``<`` / ``<=``, ``==`` / ``!=``, ``in`` / ``not in``, ``is`` / ``is not``); arithmetic
@@ -29,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,10 +176,16 @@ def count_sites(source: str) -> int:
     return len(_sites(ast.parse(source)))
 
 
-def run_mutant(module: str, index: int, tests: str, timeout: float) -> tuple[Mutant, str]:
-    """Run the tests against one mutant in its own scratch copy; 'killed' or 'survived'."""
+def run_mutant(module: str, index: int | None, tests: str, timeout: float) -> tuple[Mutant, str]:
+    """Run the tests against one mutant in its own scratch copy; 'killed' or 'survived'.
+
+    ``index`` None runs them against the module as it is (the baseline, which must pass).
+    """
     source = (ROOT / module).read_text()
-    mutated, mutant = mutate(source, index)
+    if index is None:
+        mutated, mutant = source, Mutant(-1, 0, "none (baseline)")
+    else:
+        mutated, mutant = mutate(source, index)
     with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
         copy = Path(tmp) / "repo"
         shutil.copytree(
@@ -252,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", help="test files to run (default: the module's fast tests)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, help="only the first N mutants of each module")
-    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds before a mutant's run counts as killed (default: 4 x the baseline run, "
+        "at least 60)",
+    )
     parser.add_argument(
         "--mutants",
         help="only these mutant numbers, comma-separated (e.g. the survivors of a last run)",
@@ -273,6 +290,15 @@ def main(argv: list[str] | None = None) -> int:
             indices = [int(i) for i in args.mutants.split(",") if int(i) < n]
         source = (ROOT / module).read_text()
         lines = source.splitlines()
+        # The tests must pass on the module as it is, or every mutant would count as
+        # killed; their time sets the limit past which a mutant (an endless loop, a
+        # deadlock) counts as killed.
+        started = time.monotonic()
+        _, baseline = run_mutant(module, None, tests, args.timeout or 3600)
+        if baseline != "survived":
+            print(f"{module}: the tests fail without any mutation ({tests}); fix them first")
+            return 1
+        timeout = args.timeout or max(60.0, 4 * (time.monotonic() - started))
         results = []
         if args.skip_judged:  # judged equivalent before: reported so, not run again
             judged_before = [
@@ -283,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             results = [(m, "survived") for m in judged_before]
             indices = sorted(set(indices) - {m.index for m in judged_before})
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_mutant, module, i, tests, args.timeout) for i in indices]
+            futures = [pool.submit(run_mutant, module, i, tests, timeout) for i in indices]
             for future in futures:
                 mutant, result = future.result()
                 results.append((mutant, result))
