@@ -122,6 +122,8 @@ def test_the_same_file_twice_is_warned_about(make_nifti, tmp_path, caplog, link)
         compute_heatmap([a, b, twin])
     warnings = [r for r in caplog.records if "more than once" in r.getMessage()]
     assert len(warnings) == 1 and str(twin) in warnings[0].getMessage()
+    # A link under another name says which listed file it is; the same path does not.
+    assert (f"the same file as {a}" in warnings[0].getMessage()) == (link != "same_path")
 
 
 def test_distinct_files_with_equal_content_are_not_duplicates(make_nifti, tmp_path, caplog):
@@ -141,3 +143,19 @@ def test_output_linked_to_an_input_is_refused(make_nifti, tmp_path):
     with pytest.raises(ValueError, match="overwrite one of the inputs"):
         write_heatmap([a], link)
     assert file_digest(a) == before
+
+
+def test_maps_of_this_tool_in_another_folder_are_inputs_like_any(make_nifti, tmp_path):
+    # Averaging earlier maps (one per site, say) named like the output's side maps, from a
+    # folder that is not the output's: they are inputs, not "own outputs" to skip
+    # (mutants: the same-folder test inverted or or-ed with the name test).
+    sites = tmp_path / "sites"
+    maps = []
+    for site in ("a", "b"):
+        files = [make_nifti(f"{site}{i}.nii.gz", folder=tmp_path / site) for i in range(2)]
+        maps.append(write_heatmap(files, sites / f"heatmap_{site}.nii.gz"))
+    found = io.find_nifti_files(sites, exclude=tmp_path / "out" / "heatmap.nii.gz")
+    assert found == sorted(maps)
+    # ... while the same names beside the output are its own side maps, skipped.
+    with pytest.raises(FileNotFoundError, match="no NIfTI file"):
+        io.find_nifti_files(sites, exclude=sites / "heatmap.nii.gz")
