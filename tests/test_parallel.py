@@ -114,10 +114,11 @@ def test_thread_count_honours_the_affinity_mask():
         ({"cpu.max": "150000 100000\n"}, 2),
         ({"cpu.max": "max 100000\n"}, None),
         ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
         ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
         ({}, None),
     ],
-    ids=["v2-quota", "v2-unlimited", "v1-quota", "v1-unlimited", "none"],
+    ids=["v2-quota", "v2-unlimited", "v1-quota", "v1-half-a-cpu", "v1-unlimited", "none"],
 )
 def test_cgroup_cpu_quota(tmp_path, files, expected):
     for name, text in files.items():
@@ -176,7 +177,9 @@ def test_fractional_quotas_round_up_to_whole_cpus(tmp_path, text, expected):
     assert parallel._cgroup_quota_cpus(tmp_path) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [("4", 4), ("0", None), ("", None), ("x", None)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("4", 4), ("1", 1), ("0", None), ("", None), ("x", None)]
+)
 def test_slurm_cpus_per_task(monkeypatch, value, expected):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
     assert parallel._slurm_cpus() == expected
@@ -206,3 +209,26 @@ def test_a_pool_of_n_threads_uses_n_slabs_and_stops(monkeypatch):
     assert pool._pool is None
     one = parallel.SlabPool(SHAPE, 1)
     assert one.slabs == [(slice(None),) * 3] and one._pool is None
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_a_pool_runs_its_slabs_on_n_threads_and_its_context_stops_them(n):
+    # Slab 0 in the calling thread, every other slab on a thread of the pool: n threads at
+    # work (mutants: two threads taken as one, the pool's threads never used), and leaving
+    # the context stops them.
+    import threading
+
+    together = threading.Barrier(n, timeout=10)  # passes only with n slabs at once
+
+    def slab_work(index, slab):
+        together.wait()
+        return threading.current_thread().name
+
+    with parallel.SlabPool(SHAPE, n) as pool:
+        names = pool.map(slab_work)
+        assert len(set(names)) == n == len(pool.slabs)
+        assert names[0] == threading.current_thread().name
+        assert all(name.startswith("heatmap-slab") for name in names[1:])
+        workers = [t for t in threading.enumerate() if t.name.startswith("heatmap-slab")]
+    assert pool._pool is None
+    assert not any(t.is_alive() for t in workers)
