@@ -75,7 +75,16 @@ def test_read_equals_nibabel(tmp_path, rng, inflater, dtype, scaled):
 
 
 @pytest.mark.parametrize(
-    "case", ["uncompressed", "big_endian", "nifti2", "multi_member", "extension", "4d_t1"]
+    "case",
+    [
+        "uncompressed",
+        "big_endian",
+        "nifti2",
+        "multi_member",
+        "multi_member_equal_halves",
+        "extension",
+        "4d_t1",
+    ],
 )
 def test_unusual_files_read_like_nibabel(tmp_path, rng, inflater, case):
     data = _random(rng, "int16")
@@ -93,6 +102,13 @@ def test_unusual_files_read_like_nibabel(tmp_path, rng, inflater, case):
     elif case == "multi_member":
         raw = nb.Nifti1Image(data, default_affine()).to_bytes()
         path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    elif case == "multi_member_equal_halves":
+        # The last member's length (the file's trailer) equals the first's: only the
+        # CRC tells the one-member fast path that it inflated half of the file.
+        raw = nb.Nifti1Image(data, default_affine()).to_bytes()
+        half = len(raw) // 2
+        assert len(raw) == 2 * half
+        path.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
     else:
         _write(path, data)
     volume = io.read_volume(path)
@@ -221,6 +237,13 @@ def test_malformed_header_is_a_value_error_before_any_work(tmp_path, inflater, c
         bad.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
     with pytest.raises(ValueError, match=re.escape(str(bad))):
         io.read_volume(bad)
+
+
+def test_a_file_shorter_than_any_header_says_so(tmp_path):
+    tiny = tmp_path / "tiny.nii"
+    tiny.write_bytes(b"\0" * 100)
+    with pytest.raises(ValueError, match=re.escape(f"{tiny}: not a NIfTI image: 100 bytes")):
+        io.read_volume(tiny)
 
 
 def test_foreign_format_is_a_value_error_not_an_import_error(tmp_path):
