@@ -244,6 +244,36 @@ def test_a_file_shorter_than_any_header_says_so(tmp_path):
     tiny.write_bytes(b"\0" * 100)
     with pytest.raises(ValueError, match=re.escape(f"{tiny}: not a NIfTI image: 100 bytes")):
         io.read_volume(tiny)
+    tiny.write_bytes(b"\0" * 348)  # as long as a header, but none
+    with pytest.raises(ValueError, match=re.escape(f"{tiny}: not a NIfTI-1 or NIfTI-2 image")):
+        io.read_volume(tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_truncated_voxel_data_of_any_width_is_refused_naming_the_file(tmp_path, rng, dtype):
+    # The bytes the header promises are counted in the type's width (mutant: divided by
+    # it, so that a file missing most of its voxels passed the check).
+    path = tmp_path / "cut.nii"
+    _write(path, rng.random(SHAPE).astype(dtype))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - np.prod(SHAPE) * np.dtype(dtype).itemsize // 2])
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*truncated"):
+        io.read_volume(path)
+
+
+def test_a_broken_quaternion_out_of_force_is_ignored(tmp_path, rng):
+    # qform_code 0: the quaternion fields are not in force (the sform is), so a broken
+    # one does not make the file unreadable (mutant: the qform checked whatever its code).
+    data = rng.random(SHAPE).astype(np.float32)
+    img = nb.Nifti1Image(data, default_affine())
+    img.header.set_sform(default_affine(), code=1)
+    img.header.set_qform(None, code=0)
+    img.header["quatern_b"] = img.header["quatern_c"] = img.header["quatern_d"] = 0.9
+    path = tmp_path / "a.nii"
+    img.to_filename(path)
+    volume = io.read_volume(path)
+    assert_array_equal(volume.affine, default_affine())
+    assert_array_equal(volume.data, data)
 
 
 def test_foreign_format_is_a_value_error_not_an_import_error(tmp_path):
@@ -383,9 +413,20 @@ def test_read_ahead_is_bounded(tmp_path, monkeypatch):
     assert consumed == 8
 
 
-def test_read_ahead_of_zero_reads_in_the_calling_thread(tmp_path):
+def test_read_ahead_of_zero_reads_in_the_calling_thread(tmp_path, monkeypatch):
+    import threading
+
     paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(3)]
+    readers = []
+    real = reading.read_volume
+
+    def recording_read_volume(path, **kwargs):
+        readers.append(threading.current_thread())
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(reading, "read_volume", recording_read_volume)
     assert [int(v.data.max()) for v in io.iter_volumes(paths, read_ahead=0)] == [0, 1, 2]
+    assert readers == [threading.current_thread()] * 3
 
 
 def test_read_header_reads_gzip_and_plain(make_nifti):
