@@ -453,7 +453,7 @@ def _read_prepared(path: str, digest: bool, prepare: Callable[[Volume], Any]):
     return prepare(read_volume(path, digest=digest))
 
 
-def _read_with_range(path: str, digest: bool = False, sparse: bool = False) -> Volume:
+def _read_with_range(path: str, digest: bool, sparse: bool) -> Volume:
     """Read a volume and, off the caller's thread, the range of its stored values; with
     ``sparse`` (several reader threads, which then have time to spare), also list the
     non-zero voxels of a sparse integer volume, so that the caller adds only those."""
