@@ -57,7 +57,8 @@ DEFAULT_TESTS = {
     "nipype_heatmap/state.py": "tests/test_update.py tests/test_state.py",
     "nipype_heatmap/cohort.py": "tests/test_cohort.py tests/test_update.py",
     "nipype_heatmap/parallel.py": "tests/test_parallel.py",
-    "nipype_heatmap/cli.py": "tests/test_cli.py tests/test_cohort.py",
+    "nipype_heatmap/cli.py": "tests/test_cli.py tests/test_cohort.py tests/test_update.py "
+    "tests/test_parallel.py",
     "nipype_heatmap/atlas.py": "tests/test_atlas.py",
 }
 
