@@ -261,6 +261,16 @@ def test_truncated_voxel_data_of_any_width_is_refused_naming_the_file(tmp_path, 
         io.read_volume(path)
 
 
+def test_seven_axes_with_singleton_trailing_ones_are_one_volume(tmp_path, rng):
+    # dim[0] may be 7 (the NIfTI maximum): a 3D volume stored as (x, y, z, 1, 1, 1, 1) is
+    # read as the 3D volume it is (mutant: seven axes refused).
+    data = rng.random(SHAPE).astype(np.float32)
+    path = _write(tmp_path / "a.nii", data.reshape(SHAPE + (1, 1, 1, 1)))
+    volume = io.read_volume(path)
+    assert volume.shape == SHAPE
+    assert_array_equal(volume.data, data)
+
+
 def test_a_broken_quaternion_out_of_force_is_ignored(tmp_path, rng):
     # qform_code 0: the quaternion fields are not in force (the sform is), so a broken
     # one does not make the file unreadable (mutant: the qform checked whatever its code).

@@ -90,7 +90,7 @@ class Mutant:
     index: int
     line: int
     description: str
-    column: int = 0
+    column: str = "0"  # the node's column; ".i" for the i-th (i > 0) operator of a chain
 
 
 def _is_log_call(node: ast.AST) -> bool:
@@ -168,9 +168,10 @@ def mutate(source: str, index: int) -> tuple[str, Mutant]:
         node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
     elif kind == "drop":
         node.value = ast.Constant(value=None)
-    return ast.unparse(tree), Mutant(
-        index, getattr(node, "lineno", 0), description, getattr(node, "col_offset", 0)
-    )
+    column = str(getattr(node, "col_offset", 0))
+    if kind.startswith("cmp:") and kind != "cmp:0":  # a <= b <= c: which operator
+        column += "." + kind.split(":")[1]
+    return ast.unparse(tree), Mutant(index, getattr(node, "lineno", 0), description, column)
 
 
 def count_sites(source: str) -> int:

@@ -442,9 +442,7 @@ def iter_volumes(
                 queue.append(submit(nxt))
             yield volume
             del volume
-    finally:
-        for future in queue:
-            future.cancel()
+    finally:  # reads queued behind an error (or a consumer that stopped) never start
         pool.shutdown(wait=True, cancel_futures=True)
 
 
