@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import re
+import time
 
 import nibabel as nb
 import numpy as np
@@ -83,6 +84,7 @@ def test_read_equals_nibabel(tmp_path, rng, inflater, dtype, scaled):
         "multi_member",
         "multi_member_equal_halves",
         "extension",
+        "nifti2_extension",
         "4d_t1",
     ],
 )
@@ -95,8 +97,9 @@ def test_unusual_files_read_like_nibabel(tmp_path, rng, inflater, case):
         _write(path, data, nifti2=True)
     elif case == "4d_t1":
         _write(path, data[..., None])
-    elif case == "extension":
-        img = nb.Nifti1Image(data, default_affine())
+    elif case in ("extension", "nifti2_extension"):
+        klass = nb.Nifti2Image if case == "nifti2_extension" else nb.Nifti1Image
+        img = klass(data, default_affine())
         img.header.extensions.append(nb.nifti1.Nifti1Extension(6, b"an AFNI-like comment"))
         img.to_filename(path)
     elif case == "multi_member":
@@ -114,6 +117,10 @@ def test_unusual_files_read_like_nibabel(tmp_path, rng, inflater, case):
     volume = io.read_volume(path)
     assert volume.data.dtype.isnative
     assert_array_equal(volume.data, nb.load(path).dataobj.get_unscaled().reshape(SHAPE))
+    # Extensions are read from where the header says the voxels start (vox_offset).
+    expected = [e.get_content() for e in nb.load(path).header.extensions]
+    assert [e.get_content() for e in volume.header.extensions] == expected
+    assert ("extension" in case) == (expected == [b"an AFNI-like comment"])
     assert_array_equal(volume.affine, nb.load(path).affine)
     assert volume.image_class is type(nb.load(path))
 
@@ -213,6 +220,7 @@ MALFORMED = {
     "zero_length_axis": ("dim", [3, 7, 0, 9, 1, 1, 1, 1]),
     "negative_axis": ("dim", [3, 7, -8, 9, 1, 1, 1, 1]),
     "bad_ndim": ("dim", [9, 7, 8, 9, 1, 1, 1, 1]),
+    "eight_axes": ("dim", [8, 7, 8, 9, 1, 1, 1, 1]),  # one more than NIfTI allows
     "unknown_datatype": ("datatype", 1234),
 }
 
@@ -416,8 +424,11 @@ def test_read_ahead_is_bounded(tmp_path, monkeypatch):
         reading, "_read_with_range", lambda p, *a: started.append(p) or real(p, *a)
     )
     consumed = 0
-    for _ in io.iter_volumes(paths, read_ahead=2):
+    # More reader threads than reads allowed ahead, and a slow consumer: every read that
+    # is queued starts, so the count of started reads is the count of queued ones.
+    for _ in io.iter_volumes(paths, read_ahead=2, workers=8):
         consumed += 1
+        time.sleep(0.05)
         # the one being used, plus at most read_ahead behind it
         assert len(started) <= consumed + 2
     assert consumed == 8
