@@ -485,3 +485,30 @@ def test_nonzero_positions_with_a_limit_lists_sparse_arrays_and_refuses_dense_on
     tiny = np.array([0, 1, 1], np.int16)  # shorter than a block
     assert nonzero_positions(tiny, block=block, limit=1) is None
     np.testing.assert_array_equal(nonzero_positions(tiny, block=block, limit=2), [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ((1, 1, 1), (0.0, 1.0)),
+        ((-3, -7, -2), (-7.0, 0.0)),
+        ((), (0.0, 0.0)),
+        ((5, -4), (-4.0, 5.0)),
+    ],
+    ids=["mask", "all_negative", "all_zero", "mixed"],
+)
+def test_a_sparse_volume_listed_by_its_reader_has_the_range_of_all_its_voxels(
+    tmp_path, values, expected
+):
+    # The reader lists the few non-zero voxels of a sparse integer volume and takes its
+    # range from them and the zeros around them (mutants: a bound of 1 instead of the
+    # zeros' 0, for masks, all-negative and empty volumes).
+    big = (64, 60, 56)
+    data = np.zeros(big, np.int16)
+    for i, v in enumerate(values):
+        data[i, 2 * i, 3] = v
+    path = str(_write(tmp_path / "s.nii.gz", data))
+    volume = reading._read_with_range(path, False, True)
+    assert volume.nonzero_index is not None  # the listed path was taken
+    assert volume.value_range == expected
+    assert volume.value_range == (data.min(), data.max())
