@@ -27,13 +27,16 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_every_cli_flag_in_the_readme_exists():
+    import runpy
+
     from nipype_heatmap.cli import get_parser
     from nipype_heatmap.cli_atlas import get_parser as get_atlas_parser
     from nipype_heatmap.cli_bids import get_parser as get_bids_parser
 
+    mutate_parser = runpy.run_path(str(ROOT / "tools" / "mutate.py"))["get_parser"]
     known = {
         option
-        for parser in (get_parser(), get_bids_parser(), get_atlas_parser())
+        for parser in (get_parser(), get_bids_parser(), get_atlas_parser(), mutate_parser())
         for action in parser._actions
         for option in action.option_strings
     }

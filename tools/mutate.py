@@ -260,7 +260,8 @@ def _env() -> dict[str, str]:
     return dict(os.environ)
 
 
-def main(argv: list[str] | None = None) -> int:
+def get_parser() -> argparse.ArgumentParser:
+    """The command line (also read by the README test: every option it shows exists)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="+", help="modules to mutate, relative to the root")
     parser.add_argument("--tests", help="test files to run (default: the module's fast tests)")
@@ -281,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not run the mutants already judged equivalent (reported as equivalent)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_parser()
     args = parser.parse_args(argv)
     total = killed = equivalent = 0
     equivalents = load_equivalents()
