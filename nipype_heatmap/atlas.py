@@ -1166,7 +1166,7 @@ def _write_image(path, atlas, dtype, volumes, n, meta, *, intent="none", cal=(0.
 
 
 def _write_sidecar(path: str, meta: Mapping[str, object]) -> str:
-    sidecar = path[: -len(".nii.gz")] + ".json" if path.endswith(".nii.gz") else path + ".json"
+    sidecar = path.removesuffix(".nii.gz") + ".json"
     text = json.dumps(meta, indent=2) + "\n"
     return write_atomic([text.encode("utf-8")], sidecar)
 

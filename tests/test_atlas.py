@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -670,3 +671,183 @@ def test_write_defaults_names_and_header_fields(make_nifti, tmp_path):
     assert np.asanyarray(dseg.dataobj)[1, 1, 1] == 6 and float(dseg.header["cal_max"]) == 6.0
     assert len(dseg.header.extensions) == 0  # nor its extensions
     assert "6\tsix" in open(written["table"]).read()
+
+
+# Gaps found by the second mutation run of atlas.py.
+
+
+def test_label_images_without_orientation_codes_give_maps_placed_by_their_affine(
+    make_nifti, tmp_path
+):
+    # Neither qform nor sform in force (code 0): the maps get the grid's affine as an
+    # aligned sform, or viewers would place them by voxel size alone (mutants: the test
+    # inverted or or-ed, the sform not set, the atlas's affine unreachable).
+    data = np.zeros(SHAPE, np.uint8)
+    data[1:3, 1:3, 1:3] = 5
+    files = []
+    for i in range(2):
+        path = make_nifti(f"l{i}.nii", data)
+        raw = bytearray(path.read_bytes())  # nibabel sets a code on saving: clear them after
+        hdr = nb.Nifti1Header(bytes(raw[:348]))
+        hdr["qform_code"] = hdr["sform_code"] = 0
+        raw[:348] = hdr.binaryblock
+        path.write_bytes(bytes(raw))
+        files.append(str(path))
+    assert int(nb.load(files[0]).header["sform_code"]) == 0
+    written = at.build_atlas(files, tmp_path / "out", thresholds=[0], sparse=True)
+    for key in ("probseg", "th0", "sparse"):
+        hdr = nb.load(written[key]).header
+        assert int(hdr["sform_code"]) == 2, key
+        np.testing.assert_allclose(hdr.get_sform(), nb.load(files[0]).header.get_best_affine())
+
+    # An sform in force (MNI, code 4) without a qform keeps its code: nothing is replaced.
+    def mni_sform_only(hdr):
+        hdr.set_sform(default_affine(), code=4)
+        hdr.set_qform(None, code=0)
+
+    mni = [str(make_nifti(f"m{i}.nii", data, header_hook=mni_sform_only)) for i in range(2)]
+    assert (
+        int(nb.load(mni[0]).header["sform_code"]),
+        int(nb.load(mni[0]).header["qform_code"]),
+    ) == (4, 0)
+    written = at.build_atlas(mni, tmp_path / "mni", thresholds=[0])
+    assert int(nb.load(written["probseg"]).header["sform_code"]) == 4
+
+
+def test_counting_into_a_given_atlas_continues_it(label_files):
+    # accumulate_labels(acc=...) adds to an atlas made before, with its background
+    # (mutant: any atlas with inputs refused as having another background).
+    files = label_files()
+    first = at.accumulate_labels(files[:2])
+    both = at.accumulate_labels(files[2:], acc=first)
+    once = at.accumulate_labels(files)
+    assert both.n_inputs == once.n_inputs == len(files)
+    assert both.label_list == once.label_list
+    for label in once.label_list:
+        np.testing.assert_array_equal(both.counts_of(label), once.counts_of(label))
+    with pytest.raises(ValueError, match="background 9 differs"):
+        at.accumulate_labels(files[:1], acc=once, background=9)
+
+
+def test_a_table_with_index_but_no_name_column_is_not_taken_for_bids(tmp_path):
+    # Only a header with both "index" and "name" is a BIDS dseg.tsv (mutant: either one).
+    table = tmp_path / "colors.tsv"
+    table.write_text("index\tcolor\n4\t#ff0000\n")
+    with pytest.raises(ValueError, match=r"colors.tsv, line 1: expected 'index name R G B"):
+        at.read_label_table(table)
+
+
+def test_scaled_labels_use_slope_and_intercept(make_nifti):
+    # Labels stored as (label - 100) / 2 with scl_slope 2, scl_inter 100.
+    stored = np.zeros(SHAPE, np.int16)
+    stored[1, 1, 1] = 3  # label 106
+    stored[2, 2, 2] = -50  # label 0: background
+    path = str(make_nifti("s.nii.gz", stored, dtype=np.int16, slope=2.0, inter=100.0))
+    acc = at.accumulate_labels([path])
+    assert acc.label_list == [100, 106]  # every stored 0 is label 100
+    assert int(acc.counts_of(106)[1, 1, 1]) == 1 and int(acc.counts_of(106)[0, 0, 0]) == 0
+
+
+def test_whole_float_labels_beyond_32_bits_are_refused_naming_the_file(make_nifti):
+    data = np.zeros(SHAPE, np.float64)
+    data[1, 1, 1] = 2.0**31
+    path = make_nifti("big.nii", data, dtype=np.float64)
+    with pytest.raises(ValueError, match=f"{path}: label values outside the 32-bit"):
+        at.accumulate_labels([str(path)])
+    data[1, 1, 1] = -(2.0**31) - 1
+    path = make_nifti("small.nii", data, dtype=np.float64)
+    with pytest.raises(ValueError, match=f"{path}: label values outside the 32-bit"):
+        at.accumulate_labels([str(path)])
+    data[1, 1, 1] = -(2.0**31)  # the smallest 32-bit integer is a label like any
+    path = make_nifti("smallest.nii", data, dtype=np.float64)
+    assert at.accumulate_labels([str(path)]).label_list == [-(2**31)]
+
+
+def test_counts_widen_when_the_count_of_inputs_reaches_the_limit_step_by_step(make_nifti):
+    # The number of inputs counted is what decides the widening: it must grow by one per
+    # input and by the other's inputs in a merge (mutants: it shrinks instead).
+    data = np.zeros(SHAPE, np.uint8)
+    data[1:3, 1:3, 1:3] = 4
+    path = str(make_nifti("w.nii", data))
+    acc = at.LabelAtlasAccumulator()
+    acc.add_file(path)
+    acc._counted = 65534
+    acc.boxes[4][1][...] = np.where(acc.boxes[4][1] > 0, 65534, 0)
+    acc.add_file(path)  # 65535: still fits uint16
+    acc.add_file(path)  # 65536: must have widened
+    assert int(acc.counts_of(4)[1, 1, 1]) == 65536
+    parts = [at.LabelAtlasAccumulator() for _ in range(3)]
+    for part, n in zip(parts, (30_000, 30_000, 10_000), strict=True):
+        part.add_file(path)
+        part._counted = n
+        part.boxes[4][1][...] = np.where(part.boxes[4][1] > 0, n, 0)
+    parts[0].merge(parts[1])
+    parts[0].merge(parts[2])
+    assert int(parts[0].counts_of(4)[1, 1, 1]) == 70_000
+
+
+def _tampered(path, out, change):
+    """A copy of a sparse atlas file with its JSON metadata changed by ``change(meta)``."""
+    img = nb.load(path)
+    meta = json.loads(img.header.extensions[0].get_content())
+    change(meta)
+    img.header.extensions.clear()
+    img.header.extensions.append(nb.nifti1.Nifti1Extension(6, json.dumps(meta).encode()))
+    nb.save(nb.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header), out)
+    return out
+
+
+def test_sparse_files_whose_metadata_disagree_are_refused(label_files, tmp_path):
+    # Another Format, or a sources list that disagrees with NInputs, is refused naming the
+    # file (mutants: either check or-ed away).
+    path = at.accumulate_labels(label_files()).to_sparse().save(tmp_path / "s.nii.gz")
+    other = _tampered(
+        path, tmp_path / "f.nii.gz", lambda m: m.update(Format=m["Format"] + "-other")
+    )
+    with pytest.raises(ValueError, match="f.nii.gz: not a nipype_heatmap sparse atlas"):
+        at.load_atlas(other)
+    fewer = _tampered(path, tmp_path / "n.nii.gz", lambda m: m.update(Sources=m["Sources"][:-1]))
+    with pytest.raises(ValueError, match="n.nii.gz: data .* or sources disagree"):
+        at.load_atlas(fewer)
+
+
+def test_sources_of_an_atlas_keep_their_content_hashes(label_files, tmp_path):
+    from .conftest import file_digest
+
+    files = label_files()
+    sparse = at.load_atlas(at.accumulate_labels(files).to_sparse().save(tmp_path / "s.nii.gz"))
+    assert [r.digest for r in sparse.records] == [f"sha256:{file_digest(Path(f))}" for f in files]
+
+
+def test_max_probability_from_the_sparse_form_counts_no_tie_with_one_label(make_nifti, tmp_path):
+    # One label per voxel at most (one slot): no tie (mutant: one reported). And a
+    # probability exactly at the threshold is kept (>=), from the boxes and the sparse form.
+    data = np.zeros(SHAPE, np.uint8)
+    data[1:3, 1:3, 1:3] = 4
+    files = [str(make_nifti("a.nii", data)), str(make_nifti("b.nii", np.zeros_like(data)))]
+    acc = at.accumulate_labels(files)
+    sparse = acc.to_sparse()
+    assert sparse.slots == 1
+    for form in (acc, sparse):
+        dseg, tied = form.max_probability(50)  # probability exactly 0.5
+        assert tied == 0
+        assert int(dseg[1, 1, 1]) == 4 and int(dseg[0, 0, 0]) == 0
+        dseg, _ = form.max_probability(50.01)
+        assert not dseg.any()
+
+
+def test_a_sparse_atlas_of_more_than_65535_inputs_converts_without_wrapping(make_nifti):
+    # Counts past uint16 (a biobank's 80,000 label images) stay exact when the sparse form
+    # becomes an accumulator again (to merge more into it). The counts are scaled here as
+    # if that many inputs had been counted (mutants: the widening skipped).
+    import dataclasses
+
+    data = np.zeros(SHAPE, np.uint8)
+    data[1:3, 1:3, 1:3] = 4
+    files = [str(make_nifti(f"{n}.nii", data)) for n in "ab"]
+    sparse = at.accumulate_labels(files).to_sparse()
+    big = dataclasses.replace(
+        sparse, n_inputs=80_000, counts=sparse.counts.astype(np.uint32) * 40_000
+    )
+    acc = big.to_accumulator()
+    assert int(acc.counts_of(4)[1, 1, 1]) == 80_000
