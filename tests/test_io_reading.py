@@ -512,3 +512,18 @@ def test_a_sparse_volume_listed_by_its_reader_has_the_range_of_all_its_voxels(
     assert volume.nonzero_index is not None  # the listed path was taken
     assert volume.value_range == expected
     assert volume.value_range == (data.min(), data.max())
+
+
+def test_unused_dimensions_written_as_zero_are_ignored(tmp_path, rng):
+    # Some writers leave dim[4..7] at 0 instead of 1 for a 3D image: only dim[1..dim[0]]
+    # describe the data (mutant: one axis more read, a zero-length axis refused).
+    data = rng.random(SHAPE).astype(np.float32)
+    path = _write(tmp_path / "a.nii", data)
+    raw = bytearray(path.read_bytes())
+    hdr = nb.Nifti1Header(bytes(raw[:348]))
+    hdr["dim"] = [3, *SHAPE, 0, 0, 0, 0]
+    raw[:348] = hdr.binaryblock
+    path.write_bytes(bytes(raw))
+    volume = io.read_volume(path)
+    assert volume.shape == SHAPE
+    assert_array_equal(volume.data, data)

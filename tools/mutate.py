@@ -50,7 +50,7 @@ DEFAULT_TESTS = {
     "tests/test_parallel.py tests/test_cohort.py tests/test_state.py tests/test_io_discovery.py "
     "tests/test_update.py",
     "nipype_heatmap/io/reading.py": "tests/test_io_reading.py tests/test_core.py "
-    "tests/test_parallel.py tests/test_update.py",
+    "tests/test_parallel.py tests/test_update.py tests/test_io_grid.py",
     "nipype_heatmap/io/writing.py": "tests/test_io_writing.py tests/test_core.py",
     "nipype_heatmap/io/discovery.py": "tests/test_io_discovery.py tests/test_core.py",
     "nipype_heatmap/io/grid.py": "tests/test_io_grid.py tests/test_state.py",
