@@ -333,6 +333,9 @@ def test_threshold_names_and_bad_names(tmp_path):
         at.atlas_names("my_atlas", [0])
     with pytest.raises(ValueError, match="not a percentage"):
         at.atlas_names("X", [150])
+    for beyond in (100.5, -0.5):  # just outside 0..100
+        with pytest.raises(ValueError, match="not a percentage"):
+            at.atlas_names("X", [beyond])
 
 
 def test_cli_writes_the_atlas_and_merges_partials(label_files, tmp_path, capsys):
@@ -851,3 +854,51 @@ def test_a_sparse_atlas_of_more_than_65535_inputs_converts_without_wrapping(make
     )
     acc = big.to_accumulator()
     assert int(acc.counts_of(4)[1, 1, 1]) == 80_000
+
+
+def test_a_query_lists_only_the_labels_present_at_the_voxel(make_nifti):
+    # In an atlas with two slots, a voxel with one label answers with that label alone
+    # (mutant: the empty second slot answered as a label with probability 0).
+    a = np.zeros(SHAPE, np.uint8)
+    b = np.zeros(SHAPE, np.uint8)
+    a[1, 1, 1], b[1, 1, 1] = 4, 6  # two labels here: two slots
+    a[3, 3, 3] = b[3, 3, 3] = 4  # one label here
+    files = [str(make_nifti(f"{n}.nii", d)) for n, d in (("a", a), ("b", b))]
+    sparse = at.accumulate_labels(files).to_sparse()
+    assert sparse.slots == 2
+    xyz = (default_affine() @ [3, 3, 3, 1])[:3]
+    assert sparse.query(xyz) == [(4, 1.0)]
+
+
+def test_volumes_in_the_table_use_the_spatial_voxel_size_only(make_nifti, tmp_path):
+    # A label image stored as (x, y, z, 1) with a repetition time in pixdim[4]: the voxel
+    # volume is the product of the three spatial sizes (mutant: times the TR).
+    data = np.zeros(SHAPE + (1,), np.uint8)
+    data[1:3, 1:3, 1:3, 0] = 4  # 8 voxels of 2 x 2 x 2 mm = 64 mm^3
+
+    def with_tr(hdr):
+        hdr.set_zooms((2.0, 2.0, 2.0, 3.0))
+
+    files = [str(make_nifti(f"{n}.nii", data, header_hook=with_tr)) for n in "ab"]
+    assert nb.load(files[0]).header.get_zooms() == (2.0, 2.0, 2.0, 3.0)
+    written = at.build_atlas(files, tmp_path / "out", thresholds=[0])
+    rows = open(written["table"]).read().splitlines()
+    header = rows[0].split("\t")
+    row = dict(zip(header, rows[1].split("\t"), strict=True))
+    assert (row["index"], float(row["mean_volume_mm3"])) == ("4", 64.0)
+
+
+def test_boxes_that_grow_away_from_the_grid_origin_count_exactly(make_nifti, rng):
+    # On a grid larger than the boxes' margin, a label seen first in one corner and then in
+    # another grows its box from a non-zero origin (mutant: the grown size miscomputed).
+    big = (30, 28, 26)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    stack = []
+    for x, y, z in [(10, 10, 10), (20, 22, 18), (12, 5, 20)]:
+        data = np.zeros(big, np.uint8)
+        data[x : x + 2, y : y + 2, z : z + 2] = 9
+        stack.append(data)
+    files = [str(make_nifti(f"g{i}.nii", d, affine=affine)) for i, d in enumerate(stack)]
+    acc = at.accumulate_labels(files)
+    expected = sum((d == 9).astype(np.int64) for d in stack)
+    np.testing.assert_array_equal(acc.counts_of(9), expected)
