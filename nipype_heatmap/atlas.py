@@ -137,6 +137,10 @@ class LabelAtlasAccumulator:
     """
 
     def __init__(self, background: int = 0, grid: Grid | None = None) -> None:
+        if not -(2**31) <= int(background) < 2**31:
+            raise ValueError(
+                f"background {background} is outside the 32-bit integer range of labels"
+            )
         self.background = int(background)
         self.n_inputs = 0
         self.records: list[SourceRecord] = []
@@ -393,10 +397,8 @@ class LabelAtlasAccumulator:
         row_of = np.full(flat_n.size, -1, np.int64)
         row_of[index] = np.arange(index.size)
         del n_labels, flat_n
-        wide = any(not -(2**31) <= v < 2**31 for v in (*self.boxes, self.background))
-        labels = np.full(
-            (index.size, max(slots, 1)), self.background, np.int64 if wide else np.int32
-        )
+        # Labels and the background are 32-bit integers (label_data and __init__ check).
+        labels = np.full((index.size, max(slots, 1)), self.background, np.int32)
         counts_out = np.zeros((index.size, max(slots, 1)), np.uint32)
         filled = np.zeros(index.size, np.uint16)
         nx, ny = shape[0], shape[1]

@@ -902,3 +902,35 @@ def test_boxes_that_grow_away_from_the_grid_origin_count_exactly(make_nifti, rng
     acc = at.accumulate_labels(files)
     expected = sum((d == 9).astype(np.int64) for d in stack)
     np.testing.assert_array_equal(acc.counts_of(9), expected)
+
+
+def test_a_sparse_file_with_a_label_missing_from_its_metadata_is_refused(label_files, tmp_path):
+    # Label 300 is in one input only (a count of 1 everywhere): dropping it from the
+    # metadata must still be noticed (mutant: only counts above 1 checked).
+    path = at.accumulate_labels(label_files()).to_sparse().save(tmp_path / "s.nii.gz")
+
+    def drop_300(meta):
+        keep = [i for i, v in enumerate(meta["Labels"]) if int(v) != 300]
+        assert len(keep) == len(meta["Labels"]) - 1
+        meta["Labels"] = [meta["Labels"][i] for i in keep]
+        meta["Presence"] = [meta["Presence"][i] for i in keep]
+
+    tampered = _tampered(path, tmp_path / "d.nii.gz", drop_300)
+    with pytest.raises(ValueError, match="d.nii.gz: counts above NInputs or labels missing"):
+        at.load_atlas(tampered)
+
+
+def test_a_colour_with_a_bad_first_digit_is_refused(tmp_path):
+    table = tmp_path / "t.tsv"
+    table.write_text("index\tname\tcolor\n4\tfour\t#g12345\n")
+    with pytest.raises(ValueError, match="line 2: color '#g12345' is not #rrggbb"):
+        at.read_label_table(table)
+
+
+def test_a_background_outside_32_bits_is_refused():
+    # Labels are 32-bit integers (larger ones are refused naming the file); so is the
+    # background, before anything is read.
+    for background in (2**31, -(2**31) - 1):
+        with pytest.raises(ValueError, match=f"background {background} is outside the 32-bit"):
+            at.LabelAtlasAccumulator(background)
+    assert at.LabelAtlasAccumulator(-(2**31)).background == -(2**31)
