@@ -147,3 +147,44 @@ def test_quiet_hides_the_progress_bar(make_nifti, in_dir, tmp_path, capsys, monk
     assert seen["progress"] is False
     assert main([str(in_dir), "-o", str(tmp_path / "v.nii.gz")]) == 0
     assert seen["progress"] is None  # shown when stderr is a terminal
+
+
+def test_version_is_printed(capsys):
+    from nipype_heatmap import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_warnings_are_one_line_each_with_their_level(make_nifti, in_dir, tmp_path, capsys):
+    a = make_nifti("a.nii.gz")
+    assert main([str(a), str(a), "-o", str(tmp_path / "o.nii.gz"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING: {a} is listed more than once" in err
+
+
+def test_the_demo_quiets_nipype_node_logs_and_restores_them():
+    # The demo runs Nipype workflows, which log every node at INFO: the command sets
+    # Nipype's workflow and interface levels to WARNING for the run, unless --debug, and
+    # puts them back afterwards (in-process callers keep their configuration).
+    import argparse
+
+    from nipype import config
+
+    from nipype_heatmap.cli import _setup_logging
+
+    before = config.get("logging", "workflow_level")
+    restore = _setup_logging(argparse.Namespace(demo=True, debug=False, quiet=False))
+    try:
+        assert config.get("logging", "workflow_level") == "WARNING"
+        assert config.get("logging", "interface_level") == "WARNING"
+    finally:
+        restore()
+    assert config.get("logging", "workflow_level") == before
+    restore = _setup_logging(argparse.Namespace(demo=True, debug=True, quiet=False))
+    try:
+        assert config.get("logging", "workflow_level") == before  # --debug: left as is
+    finally:
+        restore()
