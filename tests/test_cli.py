@@ -170,6 +170,7 @@ def test_the_demo_quiets_nipype_node_logs_and_restores_them():
     # Nipype's workflow and interface levels to WARNING for the run, unless --debug, and
     # puts them back afterwards (in-process callers keep their configuration).
     import argparse
+    import logging
 
     from nipype import config
 
@@ -180,11 +181,52 @@ def test_the_demo_quiets_nipype_node_logs_and_restores_them():
     try:
         assert config.get("logging", "workflow_level") == "WARNING"
         assert config.get("logging", "interface_level") == "WARNING"
+        assert logging.getLogger("nipype.workflow").level == logging.WARNING  # in force
     finally:
         restore()
     assert config.get("logging", "workflow_level") == before
+    assert logging.getLogger("nipype.workflow").level == logging.getLevelName(before)
     restore = _setup_logging(argparse.Namespace(demo=True, debug=True, quiet=False))
     try:
         assert config.get("logging", "workflow_level") == before  # --debug: left as is
     finally:
         restore()
+
+
+def test_the_package_log_is_not_passed_on_to_the_root_logger(make_nifti, tmp_path):
+    # An embedding program's root handlers would print every line a second time.
+    import logging
+
+    seen = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    recorder = Recorder()
+    logging.getLogger().addHandler(recorder)
+    try:
+        a = make_nifti("a.nii.gz")
+        assert main([str(a), str(a), "-o", str(tmp_path / "o.nii.gz"), "-q"]) == 0
+    finally:
+        logging.getLogger().removeHandler(recorder)
+    assert not [r for r in seen if r.name.startswith("nipype_heatmap")]
+
+
+def test_python_m_runs_the_command_with_its_exit_status(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nipype_heatmap.cli",
+            str(tmp_path / "missing"),
+            "-o",
+            str(tmp_path / "o.nii"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "missing" in done.stderr
