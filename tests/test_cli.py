@@ -230,3 +230,33 @@ def test_python_m_runs_the_command_with_its_exit_status(tmp_path):
         text=True,
     )
     assert done.returncode == 1 and "missing" in done.stderr
+
+
+def test_update_with_an_output_that_is_a_folder_fails_before_touching_the_state(
+    make_nifti, in_dir, tmp_path, capsys
+):
+    # The maps' output is checked before the state or any input is read: the state is not
+    # updated by a run whose maps could not be written (mutant: the check removed).
+    make_nifti("a.nii.gz")
+    state = tmp_path / "state.nii.gz"
+    assert (
+        main([str(in_dir), "-o", str(tmp_path / "m.nii.gz"), "--save-state", str(state), "-q"])
+        == 0
+    )
+    before = state.read_bytes()
+    new = make_nifti("b.nii.gz", folder=tmp_path / "new")
+    folder = tmp_path / "a_folder.nii.gz"
+    folder.mkdir()
+    assert main(["--update", str(state), str(new), "-o", str(folder), "-q"]) == 1
+    assert "folder" in capsys.readouterr().err
+    assert state.read_bytes() == before
+
+
+def test_main_leaves_the_package_logger_as_it_found_it(make_nifti, in_dir, tmp_path):
+    import logging
+
+    logger = logging.getLogger("nipype_heatmap")
+    before = (logger.handlers[:], logger.propagate, logger.level)
+    make_nifti("a.nii.gz")
+    assert main([str(in_dir), "-o", str(tmp_path / "o.nii.gz"), "-q"]) == 0
+    assert (logger.handlers[:], logger.propagate, logger.level) == before
