@@ -72,14 +72,48 @@ def test_unwritable_output_exits_1(make_nifti, in_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["x.nii.gz"], ["in/", "-o", "out.txt"], ["--demo", "d", "in/"], ["--bogus"]],
-    ids=["nothing", "no-output", "bad-suffix", "demo-with-input", "unknown-flag"],
+    [
+        [],
+        ["x.nii.gz"],
+        ["in/", "-o", "out.txt"],
+        ["--demo", "d", "in/"],
+        ["--bogus"],
+        ["--update", "s.nii.gz", "--demo", "d"],
+        ["--update", "s.nii.gz", "a.nii", "--group-b", "b.nii"],
+        ["--update", "s.nii.gz"],
+        ["--update", "s.nii.gz", "-o", "maps.txt"],
+        ["--remove", "a.nii", "-o", "o.nii"],
+    ],
+    ids=[
+        "nothing",
+        "no-output",
+        "bad-suffix",
+        "demo-with-input",
+        "unknown-flag",
+        "update-with-demo",
+        "update-with-group-b",
+        "update-with-nothing-to-do",
+        "update-bad-suffix",
+        "remove-without-update",
+    ],
 )
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage:" in err
+    expected = {  # the message says which rule was broken
+        "--demo": "--update does not go with --demo or --group-b",
+        "--group-b": "--update does not go with --demo or --group-b",
+        "maps.txt": "must end in .nii or .nii.gz",
+        "--remove": "--remove needs --update STATE_FILE",
+    }
+    if "--update" in argv and len(argv) == 2:
+        assert "--update needs INPUTs to add" in err
+    for flag, message in expected.items():
+        if flag in argv and ("--update" in argv or flag == "--remove"):
+            assert message in err
 
 
 def test_help_shows_an_example(capsys):
