@@ -812,6 +812,9 @@ def test_sparse_files_whose_metadata_disagree_are_refused(label_files, tmp_path)
     fewer = _tampered(path, tmp_path / "n.nii.gz", lambda m: m.update(Sources=m["Sources"][:-1]))
     with pytest.raises(ValueError, match="n.nii.gz: data .* or sources disagree"):
         at.load_atlas(fewer)
+    short = _tampered(path, tmp_path / "p.nii.gz", lambda m: m.update(Presence=m["Presence"][:-1]))
+    with pytest.raises(ValueError, match="p.nii.gz: corrupt sparse atlas"):
+        at.load_atlas(short)
 
 
 def test_sources_of_an_atlas_keep_their_content_hashes(label_files, tmp_path):
