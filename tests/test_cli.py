@@ -83,6 +83,7 @@ def test_unwritable_output_exits_1(make_nifti, in_dir, tmp_path, capsys):
         ["--update", "s.nii.gz"],
         ["--update", "s.nii.gz", "-o", "maps.txt"],
         ["--remove", "a.nii", "-o", "o.nii"],
+        ["-o", "o.nii"],
     ],
     ids=[
         "nothing",
@@ -95,6 +96,7 @@ def test_unwritable_output_exits_1(make_nifti, in_dir, tmp_path, capsys):
         "update-with-nothing-to-do",
         "update-bad-suffix",
         "remove-without-update",
+        "output-without-input",
     ],
 )
 def test_usage_errors_exit_2(argv, capsys):
@@ -111,6 +113,8 @@ def test_usage_errors_exit_2(argv, capsys):
     }
     if "--update" in argv and len(argv) == 2:
         assert "--update needs INPUTs to add" in err
+    if argv == ["-o", "o.nii"]:
+        assert "give at least one INPUT folder or file" in err
     for flag, message in expected.items():
         if flag in argv and ("--update" in argv or flag == "--remove"):
             assert message in err
@@ -211,6 +215,8 @@ def test_the_demo_quiets_nipype_node_logs_and_restores_them():
     from nipype_heatmap.cli import _setup_logging
 
     before = config.get("logging", "workflow_level")
+    package = logging.getLogger("nipype_heatmap")
+    handlers = package.handlers[:]
     restore = _setup_logging(argparse.Namespace(demo=True, debug=False, quiet=False))
     try:
         assert config.get("logging", "workflow_level") == "WARNING"
@@ -220,6 +226,7 @@ def test_the_demo_quiets_nipype_node_logs_and_restores_them():
         restore()
     assert config.get("logging", "workflow_level") == before
     assert logging.getLogger("nipype.workflow").level == logging.getLevelName(before)
+    assert package.handlers == handlers  # this package's logger is put back too
     restore = _setup_logging(argparse.Namespace(demo=True, debug=True, quiet=False))
     try:
         assert config.get("logging", "workflow_level") == before  # --debug: left as is
@@ -294,3 +301,15 @@ def test_main_leaves_the_package_logger_as_it_found_it(make_nifti, in_dir, tmp_p
     make_nifti("a.nii.gz")
     assert main([str(in_dir), "-o", str(tmp_path / "o.nii.gz"), "-q"]) == 0
     assert (logger.handlers[:], logger.propagate, logger.level) == before
+
+
+def test_std_defaults_to_the_sample_standard_deviation(make_nifti, in_dir, tmp_path, rng):
+    # --std without --ddof: ddof 1, numpy.std(..., ddof=1) of the inputs (mutant: default 2).
+    data = [rng.random(SHAPE).astype(np.float32) for _ in range(4)]
+    for i, d in enumerate(data):
+        make_nifti(f"p{i}.nii", d, dtype=np.float32)
+    out = tmp_path / "m.nii.gz"
+    assert main([str(in_dir), "-o", str(out), "--std", "-q"]) == 0
+    std_file = next(tmp_path.glob("m_std*.nii.gz"))
+    expected = np.std(np.stack([d.astype(np.float64) for d in data]), axis=0, ddof=1)
+    assert_allclose(nb.load(std_file).get_fdata(), expected, rtol=1e-6)
