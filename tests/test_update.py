@@ -476,3 +476,20 @@ def test_removing_the_reference_moves_every_statistic_to_the_next_files_voxel_or
         acc = update_state(state, remove=[files[0]])
         want = accumulate_files(files[1:], overlap=True, spread=True)
         _assert_same(_maps(acc), _maps(want), exact=last == "int")
+
+
+def test_an_update_leaves_no_worker_thread_behind(make_nifti, tmp_path):
+    # A long-lived process applying many updates must not keep each update's threads
+    # (mutant: the updated accumulator's close() removed).
+    import threading
+
+    files = [
+        str(make_nifti(f"p{i}.nii", np.full(SHAPE, i / 3, np.float32), dtype=np.float32))
+        for i in range(4)
+    ]
+    state = save_state(accumulate_files(files[:2], digests=True), tmp_path / "s.nii.gz")
+    before = {t.ident for t in threading.enumerate()}
+    acc = update_state(state, add=files[2:], remove=files[:1], num_threads=2)
+    assert acc.n_inputs == 3
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert not [name for name in left if name.startswith("heatmap")]
