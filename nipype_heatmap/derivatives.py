@@ -646,11 +646,26 @@ def check_atlas_derivative(
     ValueError, FileExistsError
         As :func:`write_group_derivative`.
     """
-    from .atlas import _threshold_label, atlas_names
-
     selection = BIDSSelection.from_any(selection)
     out_dir, _, _, _, link = _open_dataset(output_dir, selection)
     uris = [f"bids:{link}:{selection.relpath(f)}" for f in selection.files]
+    return _check_atlas_targets(
+        out_dir, selection, uris, atlas_name, thresholds, background, overwrite
+    )
+
+
+def _check_atlas_targets(
+    out_dir: Path,
+    selection: BIDSSelection,
+    uris: list[str],
+    atlas_name: str,
+    thresholds: Sequence[float],
+    background: int,
+    overwrite: bool,
+) -> str:
+    """:func:`check_atlas_derivative` once the dataset is open; returns the stem."""
+    from .atlas import _threshold_label, atlas_names
+
     stem = atlas_stem(selection.entities, atlas_name)
     threshold_of = {f"th{_threshold_label(t)}": float(t) for t in thresholds}
     for key, name in atlas_names(atlas_name, thresholds, stem=stem).items():
@@ -701,16 +716,11 @@ def write_atlas_derivatives(
     from .atlas import write_atlas
 
     selection = BIDSSelection.from_any(selection)
-    stem = check_atlas_derivative(
-        output_dir,
-        selection,
-        atlas_name=atlas_name,
-        thresholds=thresholds,
-        background=atlas.background,
-        overwrite=overwrite,
-    )
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
     uris = [f"bids:{link}:{selection.relpath(f)}" for f in selection.files]
+    stem = _check_atlas_targets(
+        out_dir, selection, uris, atlas_name, thresholds, atlas.background, overwrite
+    )
     space = selection.entities.get("space")
     reference = space if space in STANDARD_SPACES else uris[0]
     result = write_atlas(

@@ -292,12 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     equivalents = load_equivalents()
     for module in args.modules:
         tests = args.tests or DEFAULT_TESTS.get(module, "tests")
-        n = count_sites((ROOT / module).read_text())
+        source = (ROOT / module).read_text()
+        lines = source.splitlines()
+        n = count_sites(source)
         indices = range(min(n, args.limit) if args.limit else n)
         if args.mutants:
             indices = [int(i) for i in args.mutants.split(",") if int(i) < n]
-        source = (ROOT / module).read_text()
-        lines = source.splitlines()
         # The tests must pass on the module as it is, or every mutant would count as
         # killed; their time sets the limit past which a mutant (an endless loop, a
         # deadlock) counts as killed.
