@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import nibabel as nb
@@ -84,6 +86,21 @@ def make_nifti(in_dir: Path, rng: np.random.Generator):
         return path
 
     return _make
+
+
+@contextlib.contextmanager
+def no_worker_thread_left():
+    """Fail if a thread of this package (``heatmap-*``) started inside the block is still
+    alive at its end: a long-lived process (a Nipype worker, a notebook) running many maps
+    must not keep the idle threads of every run."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t.ident not in before and t.name.startswith("heatmap")
+    ]
+    assert left == [], f"worker threads left running: {left}"
 
 
 def file_digest(path: Path) -> str:

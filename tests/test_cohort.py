@@ -17,7 +17,7 @@ from nipype_heatmap.cohort import (
 )
 from nipype_heatmap.core import HeatmapAccumulator
 
-from .conftest import SHAPE
+from .conftest import SHAPE, no_worker_thread_left
 
 
 def _stack(files):
@@ -471,19 +471,14 @@ def test_write_maps_default_ddof_is_one(float_files, tmp_path):
 
 
 def test_cohort_maps_leave_no_worker_thread_behind(make_nifti, tmp_path):
-    # A Nipype worker writing many cohort maps must not keep each run's threads.
-    import threading
-
     from nipype_heatmap.cohort import write_cohort_maps
 
     files = [
         make_nifti(f"p{i}.nii", np.full(SHAPE, i / 3, np.float32), dtype=np.float32)
         for i in range(3)
     ]
-    before = {t.ident for t in threading.enumerate()}
-    written = write_cohort_maps(
-        files, tmp_path / "m.nii.gz", coverage=True, std=True, min_count=2, num_threads=2
-    )
+    with no_worker_thread_left():
+        written = write_cohort_maps(
+            files, tmp_path / "m.nii.gz", coverage=True, std=True, min_count=2, num_threads=2
+        )
     assert {"heatmap", "coverage", "std"} <= set(written)
-    left = [t.name for t in threading.enumerate() if t.ident not in before]
-    assert not [name for name in left if name.startswith("heatmap")]

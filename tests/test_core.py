@@ -20,7 +20,7 @@ from nipype_heatmap.core import (
     write_heatmap,
 )
 
-from .conftest import SHAPE, default_affine, file_digest, reference_heatmap
+from .conftest import SHAPE, default_affine, file_digest, no_worker_thread_left, reference_heatmap
 
 FLAGS = list(itertools.product([True, False], repeat=3))
 
@@ -531,25 +531,18 @@ def test_write_heatmap_defaults_are_the_clipped_mean_without_normalization(make_
 
 
 def test_no_worker_thread_outlives_the_computation(make_nifti):
-    # A long-lived process (a Nipype MultiProc worker, a notebook) computing many maps
-    # must not keep idle threads of every run (mutant: the final close() removed).
-    import threading
-
+    # Mutant: the final close() removed.
     files = [
         make_nifti(f"p{i}.nii", np.full(SHAPE, i / 4, np.float32), dtype=np.float32)
         for i in range(3)
     ]  # floats: the additions run on the slab threads
-    before = {t.ident for t in threading.enumerate()}
     kept = []  # accumulators a caller keeps (to merge, save or update) hold no threads
-    for _ in range(2):
-        compute_heatmap(files, num_threads=3)
-        kept.append(core.accumulate_files([str(f) for f in files], num_threads=2, overlap=True))
-    left = [
-        t.name
-        for t in threading.enumerate()
-        if t.ident not in before and t.name.startswith("heatmap")
-    ]
-    assert left == []
+    with no_worker_thread_left():
+        for _ in range(2):
+            compute_heatmap(files, num_threads=3)
+            kept.append(
+                core.accumulate_files([str(f) for f in files], num_threads=2, overlap=True)
+            )
     assert all(acc.n_inputs == 3 for acc in kept)
 
 

@@ -13,7 +13,7 @@ from nipype_heatmap.cohort import cohort_images
 from nipype_heatmap.core import HeatmapAccumulator, accumulate_files
 from nipype_heatmap.state import load_state, read_metadata, save_state, update_state
 
-from .conftest import SHAPE, default_affine
+from .conftest import SHAPE, default_affine, no_worker_thread_left
 
 FLIP_X = np.diag([-1.0, 1, 1, 1]) @ np.eye(4)
 
@@ -479,17 +479,12 @@ def test_removing_the_reference_moves_every_statistic_to_the_next_files_voxel_or
 
 
 def test_an_update_leaves_no_worker_thread_behind(make_nifti, tmp_path):
-    # A long-lived process applying many updates must not keep each update's threads
-    # (mutant: the updated accumulator's close() removed).
-    import threading
-
+    # Mutant: the updated accumulator's close() removed.
     files = [
         str(make_nifti(f"p{i}.nii", np.full(SHAPE, i / 3, np.float32), dtype=np.float32))
         for i in range(4)
     ]
     state = save_state(accumulate_files(files[:2], digests=True), tmp_path / "s.nii.gz")
-    before = {t.ident for t in threading.enumerate()}
-    acc = update_state(state, add=files[2:], remove=files[:1], num_threads=2)
+    with no_worker_thread_left():
+        acc = update_state(state, add=files[2:], remove=files[:1], num_threads=2)
     assert acc.n_inputs == 3
-    left = [t.name for t in threading.enumerate() if t.ident not in before]
-    assert not [name for name in left if name.startswith("heatmap")]
