@@ -415,24 +415,32 @@ def test_label_atlas_node_and_map_reduce_workflow_give_the_same_atlas(label_file
     assert [r.path for r in at.load_atlas(merged.sparse_file).records] == files
 
 
-def test_counts_widen_from_uint16_before_they_could_overflow(make_nifti):
+@pytest.fixture
+def cube_of_label_4(make_nifti):
+    """A label image with label 4 in a 2x2x2 cube at (1..2, 1..2, 1..2)."""
     data = np.zeros(SHAPE, np.uint8)
     data[1:3, 1:3, 1:3] = 4
-    path = str(make_nifti("w.nii", data))
+    return str(make_nifti("w.nii", data))
+
+
+def _counted_as(path, n):
+    """An atlas of ``path`` (label 4 only) as if ``n`` such volumes had been counted: the
+    inputs counted and label 4's counts set to ``n``, to reach the uint16 limit quickly."""
     acc = at.LabelAtlasAccumulator()
     acc.add_file(path)
+    acc._counted = n
+    acc.boxes[4][1][...] = np.where(acc.boxes[4][1] > 0, n, 0)
+    return acc
+
+
+def test_counts_widen_from_uint16_before_they_could_overflow(cube_of_label_4):
+    acc = _counted_as(cube_of_label_4, 65535)  # a count could reach 65536 with one more
     assert acc.boxes[4][1].dtype == np.uint16
-    acc._counted = 65535  # as if 65535 volumes had been counted (a count could reach 65536)
-    acc.boxes[4][1][...] = np.where(acc.boxes[4][1] > 0, 65535, 0)
-    acc.add_file(path)
+    acc.add_file(cube_of_label_4)
     assert acc.boxes[4][1].dtype == np.uint32
     assert int(acc.counts_of(4)[1, 1, 1]) == 65536
     # merging two partials whose counts could sum past 65535 widens too
-    a, b = at.LabelAtlasAccumulator(), at.LabelAtlasAccumulator()
-    a.add_file(path)
-    b.add_file(path)
-    a._counted = b._counted = 40_000
-    a.boxes[4][1][...] = b.boxes[4][1][...] = np.where(a.boxes[4][1] > 0, 40_000, 0)
+    a, b = _counted_as(cube_of_label_4, 40_000), _counted_as(cube_of_label_4, 40_000)
     a.merge(b)
     assert int(a.counts_of(4)[1, 1, 1]) == 80_000
 
@@ -627,16 +635,11 @@ def test_sparse_file_has_the_atlas_grid_in_its_header_and_refuses_tampered_count
     img = nb.load(path)
     np.testing.assert_allclose(img.affine, default_affine())
     assert int(img.header["sform_code"]) > 0 and int(img.header["qform_code"]) > 0
-    meta = json.loads(img.header.extensions[0].get_content())
-    meta["NInputs"] = 2
-    meta["Sources"] = meta["Sources"][:2]
-    img.header.extensions.clear()
-    img.header.extensions.append(nb.nifti1.Nifti1Extension(6, json.dumps(meta).encode()))
-    nb.save(
-        nb.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header), tmp_path / "t.nii.gz"
+    tampered = _tampered(
+        path, tmp_path / "t.nii.gz", lambda m: m.update(NInputs=2, Sources=m["Sources"][:2])
     )
     with pytest.raises(ValueError, match="t.nii.gz: counts above NInputs"):
-        at.load_atlas(tmp_path / "t.nii.gz")
+        at.load_atlas(tampered)
 
 
 def test_label_table_details(tmp_path):
@@ -766,24 +769,16 @@ def test_whole_float_labels_beyond_32_bits_are_refused_naming_the_file(make_nift
     assert at.accumulate_labels([str(path)]).label_list == [-(2**31)]
 
 
-def test_counts_widen_when_the_count_of_inputs_reaches_the_limit_step_by_step(make_nifti):
+def test_counts_widen_when_the_count_of_inputs_reaches_the_limit_step_by_step(
+    cube_of_label_4,
+):
     # The number of inputs counted is what decides the widening: it must grow by one per
     # input and by the other's inputs in a merge (mutants: it shrinks instead).
-    data = np.zeros(SHAPE, np.uint8)
-    data[1:3, 1:3, 1:3] = 4
-    path = str(make_nifti("w.nii", data))
-    acc = at.LabelAtlasAccumulator()
-    acc.add_file(path)
-    acc._counted = 65534
-    acc.boxes[4][1][...] = np.where(acc.boxes[4][1] > 0, 65534, 0)
-    acc.add_file(path)  # 65535: still fits uint16
-    acc.add_file(path)  # 65536: must have widened
+    acc = _counted_as(cube_of_label_4, 65534)
+    acc.add_file(cube_of_label_4)  # 65535: still fits uint16
+    acc.add_file(cube_of_label_4)  # 65536: must have widened
     assert int(acc.counts_of(4)[1, 1, 1]) == 65536
-    parts = [at.LabelAtlasAccumulator() for _ in range(3)]
-    for part, n in zip(parts, (30_000, 30_000, 10_000), strict=True):
-        part.add_file(path)
-        part._counted = n
-        part.boxes[4][1][...] = np.where(part.boxes[4][1] > 0, n, 0)
+    parts = [_counted_as(cube_of_label_4, n) for n in (30_000, 30_000, 10_000)]
     parts[0].merge(parts[1])
     parts[0].merge(parts[2])
     assert int(parts[0].counts_of(4)[1, 1, 1]) == 70_000
