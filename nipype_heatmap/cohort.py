@@ -62,7 +62,7 @@ class CohortStats:
         self.nonzero: np.ndarray | None = None
         self.overlap_binary = True
         self.spread = spread
-        self.binary = True  # every input so far held only 0 and 1 integers: S2 == S1
+        self.binary = True  # while exact: every input so far held only 0 and 1: S2 == S1
         self.sq_total: np.ndarray | None = None  # exact int64 sum of squares
         self.sq_bound = 0  # no voxel's sum of squares exceeds it
         self.m2: np.ndarray | None = None  # Welford's M2 (the mean is S / n), once not exact
@@ -347,8 +347,7 @@ class CohortStats:
         if stats.spread:
             form = meta["SpreadForm"]
             stats.sq_bound = int(meta["SquareBound"])
-            if form == "welford":
-                stats.binary = False
+            if form == "welford":  # (``binary`` means nothing once M2 is kept)
                 stats.m2 = np.array(volumes["m2"], dtype=np.float64, order="F")
             elif form == "squares":
                 stats.binary = False
@@ -358,17 +357,17 @@ class CohortStats:
         return stats
 
     def _fold(self, n: np.ndarray | int, s1: np.ndarray) -> None:
-        """Turn the exact (n, S1, S2) into Welford's M2, per voxel (the mean is S1 / n)."""
-        if np.ndim(n) == 0 and int(n) == 0:  # nothing added yet: no deviation either
-            self.m2 = np.zeros(self.shape, order="F")
-            self.sq_total = None
-            return
-        n_arr = np.broadcast_to(np.asarray(n, dtype=np.float64), self.shape)
-        s2 = self._sq_or_sum(s1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            numerator = self._exact_numerator(n, s1, s2)
-            self.m2 = np.where(n_arr > 0, numerator / n_arr, 0.0).astype(np.float64, order="F")
-        self.sq_total = None
+        """Turn the exact (n, S1, S2) into Welford's M2, per voxel (the mean is S1 / n).
+
+        ``n`` is the number of inputs: a state is exact only while every input has been an
+        integer volume, and those have a value at every voxel (``int()`` refuses a count
+        array, should that ever change).
+        """
+        n = int(n)
+        m2 = np.zeros(self.shape, order="F")  # nothing added yet: no deviation either
+        if n:
+            np.divide(self._exact_numerator(n, s1, self._sq_or_sum(s1)), n, out=m2)
+        self.m2, self.sq_total = m2, None
 
     def _sq_or_sum(self, s1: np.ndarray) -> np.ndarray:
         return self.sq_total if self.sq_total is not None else np.rint(s1).astype(np.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import nibabel as nb
@@ -10,12 +11,14 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from nipype_heatmap.cohort import (
+    cohort_images,
     compute_subtraction,
     overlap_table,
     resolve_min_count,
     write_cohort_maps,
 )
 from nipype_heatmap.core import HeatmapAccumulator
+from nipype_heatmap.state import load_state, save_state
 
 from .conftest import SHAPE, no_worker_thread_left
 
@@ -364,6 +367,68 @@ def test_large_integers_keep_the_exact_variance(make_nifti, rng):
     stack = _stack(files).astype(np.int64)
     numerator = 4 * (stack**2).sum(0) - stack.sum(0) ** 2
     assert_array_equal(acc.stats.variance(4, acc.total), numerator / (4 * 3))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "variance"),
+    [
+        # n * S2 and S1**2 between 2**53 and 2**54, numerator 1: float64 arithmetic would
+        # round each by one and give 0 or 1, so the exact integer numerator must be used
+        (56_000_000, 56_000_001, 0.5),
+        # S2 itself between 2**53 and 2**54 and odd: a state must not store it as float64
+        (80_000_000, 80_000_001, 0.5),
+        # n * S2 = 1.6e19 is beyond int64 and so is the numerator (int64 would wrap
+        # around): the spread must leave the exact path before the second input is added
+        (2_000_000_000, -2_000_000_000, 8e18),
+    ],
+)
+@pytest.mark.parametrize("how", ["one pass", "two parts merged", "saved and loaded"])
+def test_integers_near_the_exactness_limits_keep_the_variance(
+    make_nifti, tmp_path, a, b, variance, how
+):
+    files = [
+        str(make_nifti(f"v{i}.nii", np.full(SHAPE, value, np.int32)))
+        for i, value in enumerate((a, b))
+    ]
+    if how == "two parts merged":
+        acc = _accumulate(files[:1]).merge(_accumulate(files[1:]))
+    else:
+        acc = _accumulate(files)
+    if how == "saved and loaded":
+        acc = load_state(save_state(acc, tmp_path / "state.nii.gz"))
+    images, _ = cohort_images(acc, coverage=False)
+    assert_array_equal(images["variance"].get_fdata(dtype=np.float32), np.float32(variance))
+
+
+def test_counts_of_65536_inputs_do_not_wrap(make_nifti):
+    # a mask merged with copies of itself 16 times: 2**16 inputs, one more than uint16 holds
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[2:5, 3:6, 1:4] = 1
+    acc = _accumulate([make_nifti("m.nii.gz", mask)])
+    for _ in range(16):
+        acc.merge(copy.deepcopy(acc))
+    assert acc.n_inputs == 2**16
+    images, table = cohort_images(acc, std=False, min_count=2**16)
+    assert_array_equal(np.asanyarray(images["coverage"].dataobj), 2**16)
+    assert_array_equal(np.asanyarray(images["overlap"].dataobj), mask.astype(np.int64) * 2**16)
+    assert_array_equal(np.asanyarray(images["mincount"].dataobj), mask)
+    assert table[-1].min_count == 2**16 and table[-1].voxels == mask.sum()
+
+
+def test_a_part_merged_into_an_empty_accumulator_with_other_threads_keeps_adding(
+    make_nifti, rng
+):
+    # the part's scratch buffers were sized for its slabs (a third of the grid): the
+    # accumulator it is copied into works on the whole grid at once
+    files = [
+        str(make_nifti(f"c{i}.nii", (rng.random(SHAPE) * 5).astype(np.float32)))
+        for i in range(3)
+    ]
+    acc = HeatmapAccumulator(num_threads=1, overlap=True, spread=True)
+    acc.merge(_accumulate(files[:2], threads=3))
+    acc.add_file(files[2])
+    _, var, _ = _brute(_stack(files))
+    assert_allclose(acc.stats.variance(3, acc.total), var, rtol=1e-10)
 
 
 def test_merging_refuses_parts_that_track_other_statistics(mask_files):
