@@ -475,6 +475,26 @@ def test_merging_parts_where_the_first_has_no_value_at_a_voxel(make_nifti, rng):
         assert_allclose(merged.stats.variance(merged.count, merged.total), var, rtol=1e-10)
 
 
+def test_voxels_empty_in_every_merged_part_take_later_values(make_nifti, rng):
+    # a voxel without a value in either part (n = 0 after the merge) must still get a
+    # variance from the volumes added after it
+    holes = []
+    for i in range(2):
+        data = (rng.random(SHAPE) * 10).astype(np.float32)
+        data[:3] = np.nan
+        holes.append(str(make_nifti(f"hole{i}.nii", data)))
+    later = [
+        str(make_nifti(f"later{i}.nii", (rng.random(SHAPE) * 10).astype(np.float32)))
+        for i in range(2)
+    ]
+    acc = _accumulate(holes[:1]).merge(_accumulate(holes[1:]))
+    for f in later:
+        acc.add_file(f)
+    _, var, _ = _brute(_stack(holes + later))
+    assert np.isfinite(var).all()
+    assert_allclose(acc.stats.variance(acc.count, acc.total), var, rtol=1e-10)
+
+
 def test_overlap_table_fractions_and_thresholds_by_fraction():
     rows = overlap_table(np.array([0, 1, 2, 3, 3], dtype=np.uint32), 3)
     assert [(r.min_count, r.fraction, r.voxels) for r in rows] == [
