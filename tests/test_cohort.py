@@ -415,14 +415,11 @@ def test_counts_of_65536_inputs_do_not_wrap(make_nifti):
     assert table[-1].min_count == 2**16 and table[-1].voxels == mask.sum()
 
 
-def test_a_part_merged_into_an_empty_accumulator_with_other_threads_keeps_adding(
-    make_nifti, rng
-):
+def test_a_part_merged_into_an_empty_accumulator_with_other_threads_keeps_adding(make_nifti, rng):
     # the part's scratch buffers were sized for its slabs (a third of the grid): the
     # accumulator it is copied into works on the whole grid at once
     files = [
-        str(make_nifti(f"c{i}.nii", (rng.random(SHAPE) * 5).astype(np.float32)))
-        for i in range(3)
+        str(make_nifti(f"c{i}.nii", (rng.random(SHAPE) * 5).astype(np.float32))) for i in range(3)
     ]
     acc = HeatmapAccumulator(num_threads=1, overlap=True, spread=True)
     acc.merge(_accumulate(files[:2], threads=3))

@@ -392,3 +392,27 @@ def test_bids_workflow_stores_cohort_maps(lesion_cohort, tmp_path):
     files = sorted(lesion_cohort.rglob("sub-*_mask.nii.gz"))
     count = np.sum([nb.load(f).get_fdata() for f in files], axis=0)
     np.testing.assert_array_equal(mask, count >= 3)  # k = ceil(0.5 * 6)
+
+
+def test_a_rerun_sees_new_subjects_and_rewrites_a_deleted_map(datasets, tmp_path, rng):
+    """Nipype caches a node by its inputs' hash: the dataset's listing is not in it (a
+    subject added since the last run) and neither is the map written outside the work
+    folder (deleted since). Both nodes must run again anyway."""
+    _, lesions = datasets
+    out = tmp_path / "deriv"
+    wf = init_bids_heatmap_wf(space=SPACE, label="lesion", overwrite=True)
+    wf.base_dir = str(tmp_path / "work")
+    wf.inputs.inputnode.bids_dir = str(lesions)
+    wf.inputs.inputnode.output_dir = str(out)
+    stem = out / f"space-{SPACE}_label-lesion_desc-meanMask_probseg"
+    wf.run()
+    assert json.loads(stem.with_suffix(".json").read_text())["NumberOfInputs"] == 3
+    stem.with_suffix(".nii.gz").unlink()
+    wf.run()  # nothing changed in the inputs' hashes
+    assert stem.with_suffix(".nii.gz").exists()
+    _save(
+        lesions / "sub-04" / "anat" / f"sub-04_space-{SPACE}_label-lesion_mask.nii.gz",
+        (rng.random(SHAPE) > 0.7).astype(np.uint8),
+    )
+    wf.run()
+    assert json.loads(stem.with_suffix(".json").read_text())["NumberOfInputs"] == 4

@@ -254,3 +254,35 @@ def test_node_log_shows_core_messages(make_nifti, tmp_path, debug):
     assert ("finite value range" in text) == debug  # per-file ranges: only with debug
     assert ("output mean range" in text) == debug
     assert logging.getLogger("nipype_heatmap").handlers == []  # nothing left attached
+
+
+def test_memory_estimate_grows_with_threads():
+    from nipype_heatmap.interfaces import MEM_GB, mem_gb
+
+    assert mem_gb() == MEM_GB == mem_gb(0)  # no thread asked: one
+    assert mem_gb(4) == pytest.approx(MEM_GB + 3 * 0.06)
+    assert mem_gb(4) == round(mem_gb(4), 2)  # GB to two decimals, as Nipype shows it
+
+
+def test_package_logs_reach_nipype_only_when_warnings_or_asked_for_in_debug():
+    from nipype_heatmap.interfaces import core_logs_in_nipype
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    keep, nipype_log = Keep(), logging.getLogger("nipype.interface")
+    nipype_log.addHandler(keep)
+    package_log = logging.getLogger("nipype_heatmap.core")
+    try:
+        with core_logs_in_nipype():
+            package_log.info("per-file range")
+            package_log.warning("duplicate input")
+        with core_logs_in_nipype(debug=True):
+            package_log.info("per-file range, debug")
+        package_log.warning("outside the block")
+    finally:
+        nipype_log.removeHandler(keep)
+    assert seen == ["duplicate input", "per-file range, debug"]

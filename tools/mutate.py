@@ -60,6 +60,24 @@ DEFAULT_TESTS = {
     "nipype_heatmap/cli.py": "tests/test_cli.py tests/test_cohort.py tests/test_update.py "
     "tests/test_parallel.py",
     "nipype_heatmap/atlas.py": "tests/test_atlas.py",
+    # The interfaces' own suites, and the tests elsewhere that run an interface or a
+    # workflow built of them (the rest of those modules test the functions underneath).
+    "nipype_heatmap/interfaces.py": "tests/test_interfaces.py tests/test_interfaces_specs.py "
+    "tests/test_workflows.py "
+    "tests/test_atlas.py::test_label_atlas_node_and_map_reduce_workflow_give_the_same_atlas "
+    "tests/test_atlas.py::test_add_file_counts_records_and_uses_the_default_background "
+    "tests/test_atlas.py::test_a_background_outside_32_bits_is_refused "
+    "tests/test_bids.py::test_selection_travels_as_plain_data "
+    "tests/test_cohort.py::test_interface_writes_cohort_maps_in_the_node_folder "
+    "tests/test_derivatives.py::test_sink_interface_takes_the_selection_as_plain_data "
+    "tests/test_derivatives.py::test_workflow_writes_a_validator_clean_derivative "
+    "tests/test_derivatives.py::test_bids_workflow_stores_cohort_maps "
+    "tests/test_derivatives.py::test_a_rerun_sees_new_subjects_and_rewrites_a_deleted_map "
+    "tests/test_parallel.py::test_threads_of_a_node_are_reserved_by_nipype_and_not_hashed "
+    "tests/test_state.py::test_chunk_size_must_be_positive "
+    "tests/test_state.py::test_partial_and_merge_interfaces "
+    "tests/test_state.py::test_deprecated_input_names_still_work_with_a_warning "
+    "tests/test_update.py::test_scaled_workflow_and_interfaces_write_cohort_maps_and_updates",
 }
 
 _SWAPS = {
