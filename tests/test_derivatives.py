@@ -16,6 +16,7 @@ from numpy.testing import assert_allclose
 
 from nipype_heatmap.bids import select_bids_inputs
 from nipype_heatmap.cli_bids import main
+from nipype_heatmap.cohort import write_cohort_maps
 from nipype_heatmap.core import compute_heatmap, write_heatmap
 from nipype_heatmap.derivatives import derivative_stem, map_kind, write_group_derivative
 from nipype_heatmap.interfaces import HeatmapDerivativesSink
@@ -268,7 +269,29 @@ def test_sink_interface_takes_the_selection_as_plain_data(datasets, tmp_path):
     assert res.outputs.out_file.endswith(
         f"space-{SPACE}_res-2_label-WM_desc-meanNormProbseg_heatmap.nii.gz"
     )
-    assert json.loads(open(res.outputs.out_sidecar).read())["Normalized"] is True
+    sidecar = json.loads(open(res.outputs.out_sidecar).read())
+    assert sidecar["Normalized"] is True
+    # no command given: the sink names itself as what wrote the map
+    assert sidecar["GeneratedBy"][0]["CommandLine"] == (
+        "nipype_heatmap.interfaces.HeatmapDerivativesSink"
+    )
+
+
+def test_sink_records_the_command_it_is_given_for_the_map_and_its_cohort_maps(
+    lesion_cohort, tmp_path
+):
+    selection = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
+    written = write_cohort_maps(selection.files, tmp_path / "h.nii.gz", coverage=True)
+    res = HeatmapDerivativesSink(
+        in_file=written["heatmap"],
+        selection=selection.as_dict(),
+        output_dir=str(tmp_path / "deriv"),
+        coverage_file=written["coverage"],
+        command="my_pipeline.py --group all",
+    ).run(cwd=str(tmp_path))
+    for path in (res.outputs.out_sidecar, res.outputs.out_cohort["coverage"]):
+        sidecar = json.loads(Path(path).with_suffix("").with_suffix(".json").read_text())
+        assert sidecar["GeneratedBy"][0]["CommandLine"] == "my_pipeline.py --group all", path
 
 
 def test_workflow_writes_a_validator_clean_derivative(datasets, tmp_path):

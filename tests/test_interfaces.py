@@ -286,3 +286,44 @@ def test_package_logs_reach_nipype_only_when_warnings_or_asked_for_in_debug():
     finally:
         nipype_log.removeHandler(keep)
     assert seen == ["duplicate input", "per-file range, debug"]
+
+
+@pytest.mark.parametrize(
+    ("interface", "trait"),
+    [
+        ("HeatmapVolume", "in_files"),
+        ("PartialHeatmap", "in_files"),
+        ("MergeHeatmaps", "in_files"),
+        ("MergeHeatmaps", "state_files"),
+        ("UpdateHeatmapState", "add_files"),
+        ("UpdateHeatmapState", "remove_files"),
+        ("LabelAtlas", "in_files"),
+        ("LabelAtlas", "partial_atlases"),
+        ("PartialLabelAtlas", "in_files"),
+    ],
+)
+def test_a_missing_input_file_is_refused_where_it_is_set_naming_it(
+    interface, trait, make_nifti, tmp_path
+):
+    # in the user's script, when the workflow is built, not deep in a node's crash file
+    from traits.api import TraitError
+
+    from nipype_heatmap import interfaces
+
+    present = str(make_nifti("present.nii.gz"))
+    inputs = getattr(interfaces, interface)().inputs
+    with pytest.raises(TraitError, match=rf"'{trait}' trait.*missing\.nii\.gz"):  # the input set
+        setattr(inputs, trait, [present, str(tmp_path / "missing.nii.gz")])
+
+
+def test_nodes_draw_no_progress_bar_in_their_logs(make_nifti, tmp_path, capfd):
+    from nipype_heatmap.interfaces import PartialHeatmap, UpdateHeatmapState
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(3)]
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    HeatmapVolume(in_files=files[:2]).run(cwd=str(tmp_path / "a"))
+    state = PartialHeatmap(in_files=files[:2]).run(cwd=str(tmp_path / "b")).outputs.out_file
+    UpdateHeatmapState(in_file=state, add_files=files[2:]).run(cwd=str(tmp_path / "c"))
+    err = capfd.readouterr().err
+    assert "it/s" not in err and "%|" not in err, err

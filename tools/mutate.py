@@ -70,6 +70,8 @@ DEFAULT_TESTS = {
     "tests/test_bids.py::test_selection_travels_as_plain_data "
     "tests/test_cohort.py::test_interface_writes_cohort_maps_in_the_node_folder "
     "tests/test_derivatives.py::test_sink_interface_takes_the_selection_as_plain_data "
+    "tests/test_derivatives.py::"
+    "test_sink_records_the_command_it_is_given_for_the_map_and_its_cohort_maps "
     "tests/test_derivatives.py::test_workflow_writes_a_validator_clean_derivative "
     "tests/test_derivatives.py::test_bids_workflow_stores_cohort_maps "
     "tests/test_derivatives.py::test_a_rerun_sees_new_subjects_and_rewrites_a_deleted_map "
