@@ -707,10 +707,14 @@ def write_maps(
     k = resolve_min_count(acc.n_inputs, min_count, min_fraction)
     paths = cohort_paths(out_file, list(images), k)
     written = {
-        "heatmap": save_atomic(acc.finalize(use_mean, clip_to_input_range, normalize), out_file)
+        "heatmap": save_atomic(
+            acc.finalize(use_mean, clip_to_input_range, normalize),
+            out_file,
+            num_threads=acc.num_threads,
+        )
     }
     for name, img in images.items():
-        written[name] = save_atomic(img, paths[name])
+        written[name] = save_atomic(img, paths[name], num_threads=acc.num_threads)
     if table is not None:
         written["table"] = write_overlap_table(table, paths["table"])
     return written

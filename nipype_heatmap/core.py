@@ -1001,7 +1001,7 @@ def write_heatmap(
         progress=progress,
         num_threads=num_threads,
     )
-    save_atomic(img, out_file)
+    save_atomic(img, out_file, num_threads=resolve_num_threads(num_threads))
     LOGGER.info("Wrote %s", out_file)
     return out_file
 

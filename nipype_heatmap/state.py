@@ -177,6 +177,7 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     return write_atomic(
         [head, *(b for _, v in volumes for b in _volume_bytes(v, dtype))],
         state_file,
+        num_threads=acc.num_threads,
     )
 
 

@@ -18,9 +18,9 @@ import pytest
 
 from nipype_heatmap import io
 from nipype_heatmap.core import generate_heatmap_volume, write_heatmap
-from nipype_heatmap.io import writing
+from nipype_heatmap.io import reading, writing
 
-from .conftest import file_digest, run_unprivileged
+from .conftest import file_digest, no_worker_thread_left, run_unprivileged
 
 
 @pytest.fixture(params=["unnamed", "named"])
@@ -43,6 +43,79 @@ def test_gzip_output_is_reproducible(tmp_path, temp_kind):
     second = io.write_atomic([payload], tmp_path / "b.bin.gz")
     assert open(second, "rb").read() == data
     assert sorted(os.listdir(tmp_path)) == ["a.bin.gz", "b.bin.gz"]
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """gzip blocks of 1000 bytes, so that small test data spans many of them."""
+    monkeypatch.setattr(writing, "GZIP_BLOCK", 1000)
+    return 1000
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gzip_output_is_one_member_whatever_the_threads_and_the_cuts(
+    tmp_path, small_blocks, threads
+):
+    payload = bytes(range(256)) * 40 + os.urandom(3000) + b"\0" * 5000  # 18,240 bytes
+    cuts = {
+        "whole": [payload],
+        "views": [memoryview(payload)[:2500], memoryview(payload)[2500:]],
+        "small": [payload[i : i + 300] for i in range(0, len(payload), 300)],
+        "mixed": [payload[:10], memoryview(payload)[10:12010], payload[12010:]],
+    }
+    reference = None
+    for name, chunks in cuts.items():
+        out = io.write_atomic(chunks, tmp_path / f"{name}.bin.gz", num_threads=threads)
+        data = open(out, "rb").read()
+        assert gzip.decompress(data) == payload, name
+        # one member: the one-shot reader (libdeflate) takes it as a whole
+        assert reading._inflate_one_member(data) in (payload, None), name
+        if reading.have_deflate:
+            assert reading._inflate_one_member(data) == payload, name
+        reference = reference or data
+        assert data == reference, f"{name}: other bytes for the same content"
+    single = io.write_atomic([payload], tmp_path / "one.bin.gz", num_threads=1)
+    assert open(single, "rb").read() == reference  # and whatever the number of threads
+
+
+def test_gzip_blocks_are_compressed_before_a_reused_buffer_changes(tmp_path, small_blocks):
+    # a writer may fill one buffer again for each chunk (the sparse atlas does)
+    buffer = bytearray(2500)
+
+    def chunks():
+        for value in range(1, 6):
+            buffer[:] = bytes([value]) * 2400 + os.urandom(100)
+            yield memoryview(buffer)
+
+    expected = []
+
+    def recorded():
+        for chunk in chunks():
+            expected.append(bytes(chunk))
+            yield chunk
+
+    with no_worker_thread_left():
+        out = io.write_atomic(recorded(), tmp_path / "reused.bin.gz", num_threads=3)
+    assert gzip.decompress(open(out, "rb").read()) == b"".join(expected)
+
+
+def test_a_failing_threaded_write_leaves_no_file_and_no_thread(tmp_path, small_blocks):
+    out = tmp_path / "out.bin.gz"
+    out.write_bytes(b"old")
+
+    def chunks():
+        yield os.urandom(5000)
+        raise OSError(errno.EIO, "the source went away")
+
+    with no_worker_thread_left(), pytest.raises(OSError, match="went away"):
+        io.write_atomic(chunks(), out, num_threads=2)
+    assert out.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.bin.gz"]
+
+
+def test_an_empty_gzip_output_is_valid(tmp_path):
+    for threads in (1, 2):
+        out = io.write_atomic([], tmp_path / f"empty{threads}.gz", num_threads=threads)
+        assert gzip.decompress(open(out, "rb").read()) == b""
 
 
 def test_write_replaces_an_existing_file_only_when_complete(tmp_path, temp_kind):
@@ -102,7 +175,7 @@ def test_file_size_limit_names_the_output(make_nifti, in_dir, tmp_path):
 
 _SLOW_WRITER = """
 import os, sys, time
-from nipype_heatmap.io import writing
+from nipype_heatmap.io import reading, writing
 if sys.argv[3] == "named":
     writing._unnamed_files_possible = lambda: False
 def chunks():
@@ -260,7 +333,7 @@ def test_a_cleaner_running_during_a_named_write_leaves_it_alone(tmp_path):
     code = textwrap.dedent(
         f"""
         import os, time
-        from nipype_heatmap.io import writing
+        from nipype_heatmap.io import reading, writing
         writing._unnamed_files_possible = lambda: False
         def chunks():
             yield b"first half "
