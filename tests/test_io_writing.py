@@ -14,6 +14,8 @@ import sys
 import textwrap
 import time
 
+import nibabel as nb
+import numpy as np
 import pytest
 
 from nipype_heatmap import io
@@ -78,6 +80,26 @@ def test_gzip_output_is_one_member_whatever_the_threads_and_the_cuts(
     assert open(single, "rb").read() == reference  # and whatever the number of threads
 
 
+@pytest.mark.parametrize("threads", [None, 1, 2, 3])
+def test_gzip_compression_uses_no_more_threads_than_asked(
+    tmp_path, small_blocks, monkeypatch, threads
+):
+    pools = []
+
+    class Spy(writing.ThreadPoolExecutor):
+        def __init__(self, max_workers, **kwargs):
+            pools.append(max_workers)
+            super().__init__(max_workers, **kwargs)
+
+    monkeypatch.setattr(writing, "ThreadPoolExecutor", Spy)
+    kwargs = {} if threads is None else {"num_threads": threads}
+    io.write_atomic([os.urandom(5000)], tmp_path / "out.bin.gz", **kwargs)
+    img = nb.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4))
+    io.save_atomic(img, tmp_path / "out.nii.gz", **kwargs)
+    # the calling thread alone, unless more were asked for
+    assert pools == ([] if threads in (None, 1) else [threads, threads])
+
+
 def test_gzip_blocks_are_compressed_before_a_reused_buffer_changes(tmp_path, small_blocks):
     # a writer may fill one buffer again for each chunk (the sparse atlas does)
     buffer = bytearray(2500)
@@ -110,6 +132,35 @@ def test_a_failing_threaded_write_leaves_no_file_and_no_thread(tmp_path, small_b
     with no_worker_thread_left(), pytest.raises(OSError, match="went away"):
         io.write_atomic(chunks(), out, num_threads=2)
     assert out.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.bin.gz"]
+
+
+def test_a_full_disk_during_a_threaded_write_stops_the_compression_threads(
+    tmp_path, small_blocks, monkeypatch
+):
+    out = tmp_path / "out.bin.gz"
+    real_fdopen = writing.os.fdopen
+
+    class Full:  # the disk fills up after the first few blocks
+        def __init__(self, fobj):
+            self.fobj, self.calls = fobj, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls > 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.fobj.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.fobj.__exit__(*exc)
+
+    monkeypatch.setattr(writing.os, "fdopen", lambda *a, **k: Full(real_fdopen(*a, **k)))
+    with no_worker_thread_left(), pytest.raises(OSError, match="No space") as info:
+        io.write_atomic([os.urandom(20000)], out, num_threads=2)
+    assert info.value.errno == errno.ENOSPC and not out.exists()
+    assert os.listdir(tmp_path) == []
 
 
 def test_an_empty_gzip_output_is_valid(tmp_path):

@@ -294,7 +294,7 @@ GZIP_BLOCK = 1 << 22
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\x03"
 
 
-def _gzip_stream(chunks: Iterable[bytes | memoryview], num_threads: int = 1):
+def _gzip_stream(chunks: Iterable[bytes | memoryview], num_threads: int):
     """The gzip file of the concatenated ``chunks``, as a stream of byte strings.
 
     The data is re-cut into :data:`GZIP_BLOCK` blocks; each is compressed on its own (raw
