@@ -18,7 +18,12 @@ from nipype_heatmap.bids import select_bids_inputs
 from nipype_heatmap.cli_bids import main
 from nipype_heatmap.cohort import write_cohort_maps
 from nipype_heatmap.core import compute_heatmap, write_heatmap
-from nipype_heatmap.derivatives import derivative_stem, map_kind, write_group_derivative
+from nipype_heatmap.derivatives import (
+    derivative_stem,
+    map_kind,
+    write_cohort_derivatives,
+    write_group_derivative,
+)
 from nipype_heatmap.interfaces import HeatmapDerivativesSink
 from nipype_heatmap.workflows import init_bids_heatmap_wf
 
@@ -439,3 +444,85 @@ def test_a_rerun_sees_new_subjects_and_rewrites_a_deleted_map(datasets, tmp_path
     )
     wf.run()
     assert json.loads(stem.with_suffix(".json").read_text())["NumberOfInputs"] == 4
+
+
+@pytest.fixture
+def lesion_maps(lesion_cohort, tmp_path):
+    """The lesion cohort's selection and its heatmap and cohort maps (in tmp_path/maps)."""
+    selection = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
+    (tmp_path / "maps").mkdir()
+    maps = write_cohort_maps(
+        selection.files, tmp_path / "maps" / "h.nii.gz", coverage=True, std=True, min_count=2
+    )
+    return selection, maps
+
+
+def test_a_group_map_with_the_defaults_and_the_dataset_files_around_it(lesion_maps, tmp_path):
+    selection, maps = lesion_maps
+    out = tmp_path / "deriv"
+    first = write_group_derivative(maps["heatmap"], out, selection)  # every default
+    assert first.out_file.endswith(f"space-{SPACE}_label-lesion_desc-meanMask_probseg.nii.gz")
+    assert first.report_html is None and not list(out.glob("*.html"))  # no report unasked
+    sidecar = json.loads(Path(first.sidecar).read_text())
+    assert sidecar["Description"] == (
+        f"Voxel-wise mean of 6 lesion mask volumes in {SPACE} space (the fraction of inputs "
+        "at each voxel), clipped to the inputs' value range. Made with nipype_heatmap."
+    )
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["Name"] == "nipype_heatmap group maps"  # BIDS requires one
+    readme = out / "README.md"
+    assert "nipype_heatmap group maps" in readme.read_text()
+    readme.write_text("# Our lab's lesion maps\n")  # the user's own words stay
+    write_group_derivative(maps["heatmap"], out, selection, use_mean=False)
+    assert readme.read_text() == "# Our lab's lesion maps\n"
+    generated = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert len(generated) == len({json.dumps(g, sort_keys=True) for g in generated})  # once each
+    assert [g["Name"] for g in generated].count("nipype_heatmap") == 1
+
+
+def test_a_desc_that_is_not_a_bids_label_is_refused():
+    entities = {"space": SPACE, "label": "lesion", "suffix": "mask"}
+    assert "_desc-lesionCount_" in derivative_stem(entities, out_desc="lesionCount")
+    with pytest.raises(ValueError, match="'lesion_count' is not a BIDS label"):
+        derivative_stem(entities, out_desc="lesion_count")
+
+
+@pytest.mark.parametrize(
+    ("flags", "units"),
+    [
+        ({}, "probability (fraction of inputs)"),
+        ({"use_mean": False, "clip_to_input_range": False}, "count (number of inputs)"),
+        ({"normalize": True}, "normalized value (0 to 1)"),
+    ],
+)
+def test_the_report_names_the_map_s_units_and_lists_its_parameters(
+    lesion_maps, tmp_path, flags, units
+):
+    selection, maps = lesion_maps
+    outputs = write_group_derivative(
+        maps["heatmap"], tmp_path / "deriv", selection, generate_report=True, **flags
+    )
+    page = Path(outputs.report_html).read_text()
+    assert f"Colour: {units};" in page
+    # the parameters table lists the map's parameters (not its sources and description)
+    assert "aggregation (mean: probability; sum: count)" in page
+    assert "number of inputs" in page
+
+
+def test_cohort_derivatives_with_the_defaults(lesion_maps, lesion_cohort, tmp_path):
+    selection, maps = lesion_maps
+    out = tmp_path / "not" / "yet" / "there"  # made, with its parents
+    written = write_cohort_derivatives({"std": maps["std"]}, out, selection)
+    sidecar = json.loads(Path(written["std"]).with_suffix("").with_suffix(".json").read_text())
+    assert sidecar["DeltaDegreesOfFreedom"] == 1
+    assert sidecar["SpatialReference"] == SPACE
+    assert f"volumes in {SPACE} space" in sidecar["Description"]
+    # the same name from other inputs is refused unless overwrite is asked for
+    fewer = select_bids_inputs(
+        lesion_cohort, suffix="mask", label="lesion", participant_label=["01", "02"]
+    )
+    with pytest.raises(FileExistsError):
+        write_cohort_derivatives({"std": maps["std"]}, out, fewer)
+    assert json.loads(Path(written["std"]).with_suffix("").with_suffix(".json").read_text()) == (
+        sidecar
+    )
