@@ -60,6 +60,10 @@ DEFAULT_TESTS = {
     "nipype_heatmap/cli.py": "tests/test_cli.py tests/test_cohort.py tests/test_update.py "
     "tests/test_parallel.py",
     "nipype_heatmap/atlas.py": "tests/test_atlas.py",
+    # BIDS output: its own suite, the atlas derivative test and the module's doctests
+    "nipype_heatmap/derivatives.py": "tests/test_derivatives.py "
+    "tests/test_atlas.py::test_bids_atlas_is_a_validator_clean_derivative "
+    "nipype_heatmap/derivatives.py",
     # The interfaces' own suites, and the tests elsewhere that run an interface or a
     # workflow built of them (the rest of those modules test the functions underneath).
     "nipype_heatmap/interfaces.py": "tests/test_interfaces.py tests/test_interfaces_specs.py "
