@@ -519,6 +519,48 @@ def test_bids_atlas_is_a_validator_clean_derivative(dseg_dataset, tmp_path, caps
     assert (out / f"{stem}_desc-th50_dseg.nii.gz").read_bytes() == before
 
 
+def test_atlas_derivative_functions_with_their_defaults(dseg_dataset, tmp_path):
+    pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
+    from nipype_heatmap.bids import select_bids_inputs
+    from nipype_heatmap.derivatives import check_atlas_derivative, write_atlas_derivatives
+
+    from .test_bids import SPACE
+
+    selection = select_bids_inputs(dseg_dataset, suffix="dseg")
+    out = tmp_path / "deriv"
+    stem = check_atlas_derivative(out, selection, atlas_name="Tissue", thresholds=[25])
+    assert stem == f"space-{SPACE}_atlas-Tissue_res-2"
+    written = write_atlas_derivatives(
+        at.accumulate_labels(selection.files), out, selection, atlas_name="Tissue", thresholds=[25]
+    )
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if "sparse" in n]  # no sparse atlas unless asked for
+    assert "README.md" in names and "dataset_description.json" in names
+    about = out / "atlas-Tissue_description.json"
+    assert written["description"] == str(about)
+    assert json.loads(about.read_text()) == {
+        "Name": "Tissue: probabilistic atlas of 3 label images",
+        "Description": "Per-label probability maps (fraction of inputs with each label), "
+        "maximum-probability maps at thresholds and a label table, made with "
+        "nipype_heatmap from the images listed in each file's Sources.",
+        "SpatialReference": SPACE,
+    }
+    # the same parameters pass the check again; another background is refused
+    assert check_atlas_derivative(out, selection, atlas_name="Tissue", thresholds=[25]) == stem
+    with pytest.raises(FileExistsError, match="Background"):
+        check_atlas_derivative(out, selection, atlas_name="Tissue", thresholds=[25], background=2)
+    before = (out / f"{stem}_desc-th25_dseg.nii.gz").read_bytes()
+    with pytest.raises(FileExistsError, match="Background"):
+        write_atlas_derivatives(
+            at.accumulate_labels(selection.files, background=2),
+            out,
+            selection,
+            atlas_name="Tissue",
+            thresholds=[25],
+        )
+    assert (out / f"{stem}_desc-th25_dseg.nii.gz").read_bytes() == before
+
+
 def test_atlas_report_shows_the_labels_in_their_colours(label_files, tmp_path, capsys):
     pytest.importorskip("nilearn", reason="the report needs the 'report' extra")
     files = label_files()

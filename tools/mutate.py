@@ -63,6 +63,7 @@ DEFAULT_TESTS = {
     # BIDS output: its own suite, the atlas derivative test and the module's doctests
     "nipype_heatmap/derivatives.py": "tests/test_derivatives.py "
     "tests/test_atlas.py::test_bids_atlas_is_a_validator_clean_derivative "
+    "tests/test_atlas.py::test_atlas_derivative_functions_with_their_defaults "
     "nipype_heatmap/derivatives.py",
     # The interfaces' own suites, and the tests elsewhere that run an interface or a
     # workflow built of them (the rest of those modules test the functions underneath).
