@@ -530,6 +530,8 @@ def test_atlas_derivative_functions_with_their_defaults(dseg_dataset, tmp_path):
     out = tmp_path / "deriv"
     stem = check_atlas_derivative(out, selection, atlas_name="Tissue", thresholds=[25])
     assert stem == f"space-{SPACE}_atlas-Tissue_res-2"
+    with pytest.raises(ValueError, match="'Tissue_2' is not a BIDS label"):
+        check_atlas_derivative(out, selection, atlas_name="Tissue_2", thresholds=[25])
     written = write_atlas_derivatives(
         at.accumulate_labels(selection.files), out, selection, atlas_name="Tissue", thresholds=[25]
     )

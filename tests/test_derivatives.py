@@ -457,8 +457,14 @@ def lesion_maps(lesion_cohort, tmp_path):
     return selection, maps
 
 
-def test_a_group_map_with_the_defaults_and_the_dataset_files_around_it(lesion_maps, tmp_path):
-    selection, maps = lesion_maps
+def test_a_group_map_with_the_defaults_and_the_dataset_files_around_it(
+    lesion_maps, lesion_cohort, tmp_path
+):
+    _, maps = lesion_maps
+    about = lesion_cohort / "dataset_description.json"
+    tracer = {"Name": "ITK-SNAP", "Version": "4.0"}
+    about.write_text(json.dumps({**json.loads(about.read_text()), "GeneratedBy": [tracer]}))
+    selection = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
     out = tmp_path / "deriv"
     first = write_group_derivative(maps["heatmap"], out, selection)  # every default
     assert first.out_file.endswith(f"space-{SPACE}_label-lesion_desc-meanMask_probseg.nii.gz")
@@ -478,6 +484,7 @@ def test_a_group_map_with_the_defaults_and_the_dataset_files_around_it(lesion_ma
     generated = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
     assert len(generated) == len({json.dumps(g, sort_keys=True) for g in generated})  # once each
     assert [g["Name"] for g in generated].count("nipype_heatmap") == 1
+    assert generated.count(tracer) == 1  # the inputs' pipeline, listed once after two maps
 
 
 def test_a_desc_that_is_not_a_bids_label_is_refused():
