@@ -520,7 +520,8 @@ def test_cohort_derivatives_with_the_defaults(lesion_maps, lesion_cohort, tmp_pa
     selection, maps = lesion_maps
     out = tmp_path / "not" / "yet" / "there"  # made, with its parents
     written = write_cohort_derivatives({"std": maps["std"]}, out, selection)
-    sidecar = json.loads(Path(written["std"]).with_suffix("").with_suffix(".json").read_text())
+    sidecar_file = Path(written["std"]).with_suffix("").with_suffix(".json")
+    sidecar = json.loads(sidecar_file.read_text())
     assert sidecar["DeltaDegreesOfFreedom"] == 1
     assert sidecar["SpatialReference"] == SPACE
     assert f"volumes in {SPACE} space" in sidecar["Description"]
@@ -530,6 +531,4 @@ def test_cohort_derivatives_with_the_defaults(lesion_maps, lesion_cohort, tmp_pa
     )
     with pytest.raises(FileExistsError):
         write_cohort_derivatives({"std": maps["std"]}, out, fewer)
-    assert json.loads(Path(written["std"]).with_suffix("").with_suffix(".json").read_text()) == (
-        sidecar
-    )
+    assert json.loads(sidecar_file.read_text()) == sidecar
