@@ -33,7 +33,7 @@ from pathlib import Path
 
 import nibabel as nb
 import numpy as np
-from bench_heatmap import AFFINE, BIN, SHAPE, _ellipsoid, run
+from bench_heatmap import AFFINE, BIN, SHAPE, _ellipsoid, ensure_bytecode, run
 
 
 def make_labels(folder: Path, n: int, n_labels: int, seed: int = 3) -> None:
@@ -97,6 +97,7 @@ def main() -> int:
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "nipype_heatmap_bench"
     )
     args = parser.parse_args()
+    print(ensure_bytecode())
     data = ensure_labels(args.data, args.n, args.labels)
     small = ensure_labels(args.data, max(2, args.n // 5), args.labels)
     files = sorted(data.glob("*.nii.gz"))

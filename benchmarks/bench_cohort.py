@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_heatmap import BIN, ensure_data, run
+from bench_heatmap import BIN, ensure_bytecode, ensure_data, run
 
 
 def main() -> int:
@@ -27,6 +27,7 @@ def main() -> int:
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "nipype_heatmap_bench"
     )
     args = parser.parse_args()
+    print(ensure_bytecode())
     data = ensure_data(args.data, quick=False)
     print("| data set | mean only (s) | mean + coverage + std + min-overlap (s) | ratio |")
     print("| --- | --- | --- | --- |")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import nibabel as nb
 import numpy as np
-from bench_heatmap import BIN, make_masks, run
+from bench_heatmap import BIN, ensure_bytecode, make_masks, run
 
 FLAGS = ["--coverage", "--std", "--min-count", "5"]
 MAPS = ("", "_coverage", "_std", "_variance", "_overlap", "_mincount5")
@@ -102,6 +102,7 @@ def main() -> int:
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "nipype_heatmap_bench"
     )
     args = parser.parse_args()
+    print(ensure_bytecode())
     exe = str(BIN / "nipype-heatmap")
     rows = []
     rss: dict[int, float] = {}

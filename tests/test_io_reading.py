@@ -465,7 +465,16 @@ def test_nonzero_positions_equal_flatnonzero(dtype, size):
     flat = np.zeros(size, dtype)
     if size:
         hits = rng.integers(0, size, max(1, size // 500))
-        flat[hits] = 1
+        if dtype is np.bool_:
+            flat[hits] = True
+        else:  # any value, including those whose low byte is zero (256) and negatives
+            info = np.iinfo(dtype)
+            values = rng.integers(info.min, info.max, hits.size, dtype=dtype, endpoint=True)
+            values[values == 0] = 1
+            values[: min(2, values.size)] = max(1, min(256, info.max))
+            flat[hits] = values
+        run = slice(size // 3, size // 3 + 2100)  # a blob across block boundaries
+        flat[run] = 1
         flat[-1] = 1  # in the tail after the whole blocks
     for block in (64, 1024, 4096):
         np.testing.assert_array_equal(nonzero_positions(flat, block), np.flatnonzero(flat))
