@@ -481,3 +481,62 @@ def test_a_cleaner_running_just_before_an_unnamed_write_is_renamed_leaves_it_alo
     io.write_atomic([b"the map"], out)
     assert cleaned == []
     assert out.read_bytes() == b"the map"
+
+
+def _image_for_chunks(klass, dtype, rng, *, order="F", endianness="<"):
+    dtype = np.dtype(dtype).newbyteorder(endianness)
+    data = (rng.random((5, 6, 7)) * 100).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        data[0, 0, 0], data[1, 1, 1] = np.nan, -np.inf
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-90, 3, 7]
+    header = klass.header_class(endianness=endianness)
+    header.set_data_dtype(dtype)
+    header.set_qform(affine, code=1)
+    header["descrip"] = b"first input"
+    header["vox_offset"] = 1024  # an input's offset: the image resets it
+    header.extensions.append(nb.nifti1.Nifti1Extension(6, b"a comment"))
+    data = np.asfortranarray(data) if order == "F" else np.ascontiguousarray(data)
+    return klass(data, affine, header)
+
+
+@pytest.mark.parametrize("endianness", ["<", ">"])  # a big-endian first input's header
+@pytest.mark.parametrize("klass", [nb.Nifti1Image, nb.Nifti2Image])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16, np.uint16])
+def test_image_chunks_are_the_bytes_nibabel_writes_without_copying_the_voxels(
+    klass, dtype, endianness
+):
+    img, twin = (
+        _image_for_chunks(klass, dtype, np.random.default_rng(3), endianness=endianness)
+        for _ in range(2)
+    )
+    for image in (img, twin):  # changed since: nibabel writes the image's affine
+        image.header.set_sform(np.eye(4), code=2)
+    chunks = writing.image_chunks(img)
+    assert len(chunks) == 2 and isinstance(chunks[1], memoryview)  # the array's memory
+    assert np.shares_memory(np.frombuffer(chunks[1], np.uint8), np.asarray(img.dataobj))
+    assert b"".join(bytes(c) for c in chunks) == twin.to_bytes()
+    assert img.header.binaryblock == twin.header.binaryblock  # left as to_bytes leaves it
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["c_order", "byte_swapped", "converted_on_write", "scaled_on_write", "header_scaling"],
+)
+def test_image_chunks_leave_anything_else_to_nibabel_with_the_same_bytes(change):
+    order = "C" if change == "c_order" else "F"
+    img = _image_for_chunks(nb.Nifti1Image, np.float32, np.random.default_rng(4), order=order)
+    if change == "byte_swapped":
+        data = np.asarray(img.dataobj).astype(">f4", order="F")
+        img = nb.Nifti1Image(data, img.affine, img.header)
+    elif change == "converted_on_write":  # float32 voxels, float64 on disk
+        img.header.set_data_dtype(np.float64)
+    elif change == "scaled_on_write":  # floats into int16: nibabel chooses a scaling
+        img.header.set_data_dtype(np.int16)
+        values = np.nan_to_num(np.asarray(img.dataobj), neginf=0)
+        img = nb.Nifti1Image(values, img.affine, img.header)
+    elif change == "header_scaling":  # a scaling set on the image is kept by nibabel
+        img.header.set_slope_inter(2.0, 1.0)
+    chunks = writing.image_chunks(img)
+    assert len(chunks) == 1
+    assert chunks[0] == img.to_bytes()

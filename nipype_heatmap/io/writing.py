@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import logging
 import os
 import tempfile
@@ -23,6 +24,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import nibabel as nb
+import numpy as np
 
 from .._optional import have_isal, isal_zlib
 from .discovery import split_nifti_name
@@ -166,7 +168,41 @@ def save_atomic(
     str
         The absolute path written.
     """
-    return write_atomic([img.to_bytes()], out_file, num_threads=num_threads)
+    return write_atomic(image_chunks(img), out_file, num_threads=num_threads)
+
+
+def image_chunks(img: nb.Nifti1Image) -> list[bytes | memoryview]:
+    """The bytes of ``img.to_bytes()``, without copying voxels that are stored as they are.
+
+    nibabel writes an image through ``BytesIO`` in blocks, converting each, then copies the
+    whole buffer out again: for a float32 map of the 1 mm MNI grid that is ~25 ms, three
+    times the compression of it. When the data already have the header's data type in
+    byte order, are contiguous and need no scaling, the file is the header as nibabel
+    writes it followed by the array's own memory in Fortran order: that is what is returned
+    (the header through nibabel's own steps, and, as with ``to_bytes``, the image's header
+    first brought up to date with its affine and shape). Any
+    other image (a conversion, scaling, another byte order) goes through ``to_bytes``.
+    Both give the same bytes (tested).
+    """
+    data = np.asanyarray(img.dataobj)
+    header = img.header
+    out_dtype = header.get_data_dtype()
+    if (
+        type(data) is not np.ndarray
+        or data.dtype != out_dtype  # (in the header's byte order, as nibabel writes)
+        or data.dtype.kind not in "biuf"
+        or not (data.flags.f_contiguous or data.ndim <= 1)
+        or not (header.has_data_slope and header.has_data_intercept)
+        or not np.isnan(header["scl_slope"]) & np.isnan(header["scl_inter"])  # else kept
+    ):
+        return [img.to_bytes()]
+    img.update_header()  # as to_bytes does: the affine into the header
+    header = img.header.copy()
+    header.set_slope_inter(1.0, 0.0)  # nibabel's writer for data already of the stored type
+    head = io.BytesIO()
+    header.write_to(head)  # header, extensions; vox_offset is set to where they end
+    assert head.tell() == int(header.get_data_offset())
+    return [head.getvalue(), memoryview(data.reshape(-1, order="F")).cast("B")]
 
 
 def write_atomic(
