@@ -648,19 +648,28 @@ class HeatmapAccumulator:
         source = self._int_total if self._int_total is not None else self._float_total
         work = np.dtype(np.float64) if normalize else np.dtype(dtype)
         result = np.empty(self.ref_shape, dtype=work, order="F")
-        if use_mean:
-            denominator = self.n_inputs if self.count is None else self.count
-            # A voxel without any finite value has sum 0 and count 0: 0 / 0 is its NaN.
-            with np.errstate(invalid="ignore", divide="ignore"):
-                np.divide(source, denominator, out=result, dtype=np.float64, casting="same_kind")
-        else:
-            np.copyto(result, source, casting="same_kind")
-        if clip_to_input_range:
-            if self.global_min is None:
-                LOGGER.warning("No finite input value anywhere: clipping skipped")
+        clip = clip_to_input_range and self.global_min is not None
+        if clip_to_input_range and not clip:
+            LOGGER.warning("No finite input value anywhere: clipping skipped")
+        bounds = (work.type(self.global_min), work.type(self.global_max)) if clip else None
+
+        def mean_or_sum(index: int, slab: tuple[slice, ...]) -> None:
+            # Element by element, so the slabs (on the job's threads) give the same bits.
+            out = result[slab]
+            if use_mean:
+                denominator = self.n_inputs if self.count is None else self.count[slab]
+                # A voxel without any finite value has sum 0 and count 0: 0 / 0 is its NaN.
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    np.divide(
+                        source[slab], denominator, out=out, dtype=np.float64, casting="same_kind"
+                    )
             else:
-                lo, hi = work.type(self.global_min), work.type(self.global_max)
-                np.clip(result, lo, hi, out=result)
+                np.copyto(out, source[slab], casting="same_kind")
+            if bounds is not None:
+                np.clip(out, *bounds, out=out)
+
+        with SlabPool(self.ref_shape, self.num_threads) as pool:
+            pool.map(mean_or_sum)
         if normalize:
             lo, hi = _finite_range(result)
             if lo is None or lo == hi:
