@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .parallel import retain_freed_memory
+
 EXAMPLES = """\
 examples:
   # lesion probability map (mean of binary masks)
@@ -252,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"-o {args.output}: the output name must end in .nii or .nii.gz")
 
     progress = False if args.quiet else None
+    retain_freed_memory()  # a command owns its process (see the function)
 
     def job() -> str:
         if args.demo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import textwrap
@@ -232,3 +233,71 @@ def test_a_pool_runs_its_slabs_on_n_threads_and_its_context_stops_them(n):
         workers = [t for t in threading.enumerate() if t.name.startswith("heatmap-slab")]
     assert pool._pool is None
     assert not any(t.is_alive() for t in workers)
+
+
+_FAULTS = """
+import resource, sys
+from nipype_heatmap.core import accumulate_files
+from nipype_heatmap.parallel import retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory()
+start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+accumulate_files(sys.argv[2:], num_threads=2, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="mallopt's thresholds are glibc's: elsewhere retain_freed_memory changes nothing",
+)
+def test_retained_memory_lets_each_volume_reuse_the_last_ones_pages(tmp_path):
+    """30 masks of 7 MB: by default the inflated buffers come as fresh pages (~700 page
+    faults a file, measured 24,000-26,000 in all); with freed memory retained, the first
+    few buffers' pages are reused (measured ~7,300, nearly what 6 files take)."""
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(30):
+        mask = np.zeros((192, 192, 192), np.uint8)
+        x, y, z = rng.integers(20, 170, 3)
+        mask[x : x + 15, y : y + 15, z : z + 15] = 1
+        files.append(str(tmp_path / f"sub-{i:02d}_mask.nii.gz"))
+        nb.Nifti1Image(mask, np.eye(4)).to_filename(files[-1])
+    faults = {}
+    for mode in ("default", "retain"):
+        run = [sys.executable, "-c", _FAULTS, mode, *files]
+        faults[mode] = int(subprocess.run(run, check=True, capture_output=True).stdout)
+    assert faults["retain"] < faults["default"] / 2, faults
+
+
+def test_retain_freed_memory_changes_nothing_without_glibc(monkeypatch):
+    monkeypatch.setattr(parallel.sys, "platform", "darwin")
+    assert parallel.retain_freed_memory() is False
+
+    class Musl:  # mallopt exists but does nothing
+        @staticmethod
+        def mallopt(param, value):
+            return 0
+
+    monkeypatch.setattr(parallel.sys, "platform", "linux")
+    monkeypatch.setattr(parallel.ctypes, "CDLL", lambda name: Musl())
+    assert parallel.retain_freed_memory() is False
+
+
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [
+        ("cli", ["{missing}", "-o", "{out}/map.nii.gz", "-q"]),
+        ("cli_atlas", ["{missing}", "-o", "{out}/atlas", "-q"]),
+        ("cli_bids", ["{missing}", "{out}/derivatives", "group"]),
+    ],
+)
+def test_every_command_retains_freed_memory_before_reading(module, argv, tmp_path, monkeypatch):
+    import importlib
+
+    cli = importlib.import_module(f"nipype_heatmap.{module}")
+    calls = []
+    monkeypatch.setattr(cli, "retain_freed_memory", lambda: calls.append(module))
+    filled = [a.format(missing=tmp_path / "missing", out=tmp_path) for a in argv]
+    assert cli.main(filled) != 0  # the missing input is reported after the call
+    assert calls == [module]
