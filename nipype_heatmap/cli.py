@@ -167,28 +167,6 @@ def _collect_inputs(inputs: Sequence[str], out_file: str | None, *states: str | 
     return files
 
 
-def _reuse_freed_memory() -> None:
-    """Ask glibc to keep freed input buffers for reuse instead of unmapping them.
-
-    Each inflated volume is a fresh multi-megabyte buffer; by default glibc maps and
-    unmaps such blocks, and every file then pays page faults for all its pages (a third of
-    the run time for lesion masks). Only the command line does this: it owns its process,
-    whereas the library must not change an embedding program's allocator.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    mallopt(m_mmap_threshold, 32 << 20)  # glibc's ceiling on 64-bit
-    mallopt(m_trim_threshold, 1 << 30)
-    mallopt(m_arena_max, 1)
-
-
 def _setup_logging(args: argparse.Namespace) -> Callable[[], None]:
     """Log this package's messages to stderr; leave other libraries' loggers alone.
 
@@ -254,7 +232,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"-o {args.output}: the output name must end in .nii or .nii.gz")
 
     progress = False if args.quiet else None
-    retain_freed_memory()  # a command owns its process (see the function)
 
     def job() -> str:
         if args.demo:
@@ -361,7 +338,7 @@ def run_reporting_errors(prog: str, job: Callable[[], str], args: argparse.Names
     """
     debug = args.debug
     restore_logging = _setup_logging(args)
-    _reuse_freed_memory()
+    retain_freed_memory()  # a command owns its process (see the function)
     try:
         result = job()
     except KeyboardInterrupt:

@@ -7,8 +7,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .parallel import retain_freed_memory
-
 EXAMPLES = """\
 examples:
   # per-label probability maps, max-probability maps at 0/25/50 %, label table
@@ -125,7 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--report draws the maps: not with --no-maps")
     if args.no_maps and not args.sparse:
         parser.error("--no-maps needs --sparse (there would be nothing to write)")
-    retain_freed_memory()  # a command owns its process
 
     def job() -> str:
         from .atlas import (

@@ -10,7 +10,6 @@ import tempfile
 from collections.abc import Sequence
 
 from .cli import add_nprocs_option, run_reporting_errors
-from .parallel import retain_freed_memory
 
 EXAMPLES = """\
 examples:
@@ -159,7 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--atlas makes an atlas: no heatmap, cohort or subtraction flags with it")
     if args.group_column and wants_cohort:
         parser.error("a subtraction (--group-column) does not go with cohort maps")
-    retain_freed_memory()  # a command owns its process
 
     def job() -> str:
         from .bids import load_filter_file, select_bids_inputs

@@ -148,7 +148,7 @@ class SlabPool:
 
 
 #: glibc's ``mallopt`` parameters (``<malloc.h>``).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 
 def retain_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 1 << 30) -> bool:
@@ -160,11 +160,13 @@ def retain_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 1 
     zeroes on first touch: on 100 1 mm masks that page-faulting was a third of the run's
     CPU time (see ``benchmarks/``). Raising glibc's mmap threshold (buffers up to
     ``mmap_threshold`` come from the heap) and its trim threshold (up to ``trim_threshold``
-    of free heap is kept) lets the next volume reuse the last one's pages.
+    of free heap is kept) lets the next volume reuse the last one's pages. One arena for
+    all threads lets a buffer freed by the accumulating thread serve the next read on any
+    reader thread.
 
     This changes the allocator of the whole process, so the library never calls it on its
-    own: the command-line programs do, at start (they own their process), and a script
-    that reads many volumes may. The process's peak memory is unchanged; memory freed
+    own: the command-line programs do, before their job (they own their process), and a
+    script that reads many volumes may. The process's peak memory is unchanged; memory freed
     below the peak is kept for reuse instead of returned until the process ends.
 
     Returns
@@ -182,5 +184,6 @@ def retain_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 1 
     if not (mallopt(_M_MMAP_THRESHOLD, mmap_threshold) or mallopt(_M_MMAP_THRESHOLD, 32 << 20)):
         return False  # not glibc (musl's mallopt does nothing and returns 0)
     taken = bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    mallopt(_M_ARENA_MAX, 1)
     LOGGER.debug("Allocator keeps freed volume buffers for reuse: %s", taken)
     return taken
