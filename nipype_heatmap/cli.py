@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .parallel import retain_freed_memory
 
@@ -364,5 +367,29 @@ def run_reporting_errors(prog: str, job: Callable[[], str], args: argparse.Names
     return 0
 
 
+def exit_quickly(status: int) -> NoReturn:
+    """End a command's process with ``status`` without tearing down its modules.
+
+    Everything a normal exit does for the user still happens: the ``atexit`` handlers run
+    (logging's flush, thread pools' joins, temporary files' finalizers), then stdout and
+    stderr are flushed. What is skipped is the interpreter freeing every module's objects
+    one by one: with numpy and nibabel loaded that took ~55 ms, and ~75 ms after a run,
+    a tenth of a command on 100 masks. Outputs are complete before this point (each is
+    written, flushed to disk and renamed before the job returns).
+    """
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed pipe: nothing left to say
+                stream.flush()
+        os._exit(status)
+
+
+def run() -> NoReturn:
+    """The ``nipype-heatmap`` program: :func:`main`, then :func:`exit_quickly`."""
+    exit_quickly(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

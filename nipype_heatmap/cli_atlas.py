@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 EXAMPLES = """\
 examples:
@@ -194,5 +195,13 @@ def _label_inputs(inputs: Sequence[str], produced: Sequence[str]) -> list[str]:
     return files
 
 
+def run() -> NoReturn:
+    """The ``nipype-heatmap-atlas`` program: :func:`main`, then a quick exit (see
+    :func:`nipype_heatmap.cli.exit_quickly`)."""
+    from .cli import exit_quickly
+
+    exit_quickly(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

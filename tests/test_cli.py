@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import nibabel as nb
 import numpy as np
 import pytest
@@ -313,3 +316,67 @@ def test_std_defaults_to_the_sample_standard_deviation(make_nifti, in_dir, tmp_p
     std_file = next(tmp_path.glob("m_std*.nii.gz"))
     expected = np.std(np.stack([d.astype(np.float64) for d in data]), axis=0, ddof=1)
     assert_allclose(nb.load(std_file).get_fdata(), expected, rtol=1e-6)
+
+
+_QUICK_EXIT = """
+import atexit, logging, sys, tempfile, weakref
+from nipype_heatmap.cli import exit_quickly
+folder = tempfile.TemporaryDirectory()  # removed by its finalizer, an atexit handler
+print(folder.name)
+atexit.register(lambda: print("atexit ran", end=""))
+handler = logging.StreamHandler(open(sys.argv[1], "w"))  # noqa: SIM115 - left open
+logging.getLogger("demo").addHandler(handler)
+logging.getLogger("demo").warning("logged")  # reaches the file only when flushed
+sys.stderr.write("said")
+exit_quickly(3)
+"""
+
+
+def test_a_quick_exit_keeps_everything_a_normal_exit_does_for_the_user(tmp_path):
+    """The status, atexit handlers (temporary folders, logging's flush), both streams."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "log.txt"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered pipes
+    done = subprocess.run(
+        [sys.executable, "-c", _QUICK_EXIT, str(log)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 3
+    folder, said = done.stdout.splitlines()
+    assert said == "atexit ran" and done.stderr == "said"
+    assert not Path(folder).exists()
+    assert log.read_text() == "logged\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "function"),
+    [
+        ("nipype-heatmap", "nipype_heatmap.cli:run"),
+        ("nipype-heatmap-atlas", "nipype_heatmap.cli_atlas:run"),
+    ],
+)
+def test_installed_commands_exit_quickly_with_main_s_status(command, function, tmp_path):
+    import subprocess
+    from importlib.metadata import entry_points
+
+    (point,) = entry_points(group="console_scripts", name=command)
+    assert point.value == function
+    # An object whose finalizer speaks: a normal exit tears it down, a quick one does not.
+    script = (
+        "import sys\n"
+        "class Loud:\n"
+        "    def __del__(self):\n"
+        "        print('torn down')\n"
+        "kept = Loud()\n"
+        f"sys.argv[0] = {command!r}\n"
+        f"from {point.module} import run\n"
+        "run()\n"
+    )
+    missing, out = str(tmp_path / "missing"), str(tmp_path / "out.nii.gz")
+    done = subprocess.run(
+        [sys.executable, "-c", script, missing, "-o", out], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "missing" in done.stderr
+    assert "torn down" not in done.stdout
