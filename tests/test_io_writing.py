@@ -540,3 +540,9 @@ def test_image_chunks_leave_anything_else_to_nibabel_with_the_same_bytes(change)
     chunks = writing.image_chunks(img)
     assert len(chunks) == 1
     assert chunks[0] == img.to_bytes()
+
+
+def test_image_chunks_leave_other_formats_to_nibabel():
+    data = np.asfortranarray(np.arange(24, dtype=">f4").reshape(2, 3, 4))  # MGH's order
+    img = nb.MGHImage(data, np.eye(4))  # single-file, no NIfTI scaling fields
+    assert writing.image_chunks(img) == [img.to_bytes()]

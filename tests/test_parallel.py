@@ -283,6 +283,12 @@ def test_retain_freed_memory_changes_nothing_without_glibc(monkeypatch):
     monkeypatch.setattr(parallel.ctypes, "CDLL", lambda name: Musl())
     assert parallel.retain_freed_memory() is False
 
+    def no_library(name):  # a static interpreter without a C library to open
+        raise OSError("cannot open shared object")
+
+    monkeypatch.setattr(parallel.ctypes, "CDLL", no_library)
+    assert parallel.retain_freed_memory() is False
+
 
 @pytest.mark.parametrize(
     ("module", "argv"),

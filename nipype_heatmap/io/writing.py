@@ -191,8 +191,8 @@ def image_chunks(img: nb.Nifti1Image) -> list[bytes | memoryview]:
         type(data) is not np.ndarray
         or data.dtype != out_dtype  # (in the header's byte order, as nibabel writes)
         or data.dtype.kind not in "biuf"
-        or not (data.flags.f_contiguous or data.ndim <= 1)
-        or not (header.has_data_slope and header.has_data_intercept)
+        or not data.flags.f_contiguous
+        or not isinstance(header, nb.Nifti1Header)  # NIfTI-1 or NIfTI-2, with scaling fields
         or not np.isnan(header["scl_slope"]) & np.isnan(header["scl_inter"])  # else kept
     ):
         return [img.to_bytes()]
