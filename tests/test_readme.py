@@ -34,9 +34,17 @@ def test_every_cli_flag_in_the_readme_exists():
     from nipype_heatmap.cli_bids import get_parser as get_bids_parser
 
     mutate_parser = runpy.run_path(str(ROOT / "tools" / "mutate.py"))["get_parser"]
+    bench_parser = runpy.run_path(str(ROOT / "benchmarks" / "bench_heatmap.py"))["get_parser"]
+    parsers = (
+        get_parser(),
+        get_bids_parser(),
+        get_atlas_parser(),
+        mutate_parser(),
+        bench_parser(),
+    )
     known = {
         option
-        for parser in (get_parser(), get_bids_parser(), get_atlas_parser(), mutate_parser())
+        for parser in parsers
         for action in parser._actions
         for option in action.option_strings
     }
