@@ -169,6 +169,14 @@ def retain_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 1 
     script that reads many volumes may. The process's peak memory is unchanged; memory freed
     below the peak is kept for reuse instead of returned until the process ends.
 
+    Parameters
+    ----------
+    mmap_threshold : int, default=64 MiB
+        Allocations up to this size come from the heap (glibc may refuse more than half
+        its arena heap size: then 32 MiB is asked for).
+    trim_threshold : int, default=1 GiB
+        Free memory at the top of the heap kept before any is returned to the system.
+
     Returns
     -------
     bool
@@ -180,7 +188,7 @@ def retain_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 1 
         mallopt = ctypes.CDLL(None).mallopt  # the C library this interpreter runs on
     except (OSError, AttributeError):
         return False
-    # glibc refuses mmap thresholds above half its arena heap size (32 MiB before 2.35).
+    # Some glibc versions refuse an mmap threshold above half the arena heap (32 MiB).
     if not (mallopt(_M_MMAP_THRESHOLD, mmap_threshold) or mallopt(_M_MMAP_THRESHOLD, 32 << 20)):
         return False  # not glibc (musl's mallopt does nothing and returns 0)
     taken = bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))

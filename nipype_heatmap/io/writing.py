@@ -176,8 +176,9 @@ def image_chunks(img: nb.Nifti1Image) -> list[bytes | memoryview]:
 
     nibabel writes an image through ``BytesIO`` in blocks, converting each, then copies the
     whole buffer out again: for a float32 map of the 1 mm MNI grid that is ~25 ms, three
-    times the compression of it. When the data already have the header's data type in
-    byte order, are contiguous and need no scaling, the file is the header as nibabel
+    times the compression of it. When the data already have the header's data type (byte
+    order included), are Fortran-contiguous and need no scaling, the file is the header as
+    nibabel
     writes it followed by the array's own memory in Fortran order: that is what is returned
     (the header through nibabel's own steps, and, as with ``to_bytes``, the image's header
     first brought up to date with its affine and shape). Any
