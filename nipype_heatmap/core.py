@@ -648,10 +648,11 @@ class HeatmapAccumulator:
         source = self._int_total if self._int_total is not None else self._float_total
         work = np.dtype(np.float64) if normalize else np.dtype(dtype)
         result = np.empty(self.ref_shape, dtype=work, order="F")
-        clip = clip_to_input_range and self.global_min is not None
-        if clip_to_input_range and not clip:
+        bounds = None  # of the clipping, if any
+        if clip_to_input_range and self.global_min is None:
             LOGGER.warning("No finite input value anywhere: clipping skipped")
-        bounds = (work.type(self.global_min), work.type(self.global_max)) if clip else None
+        elif clip_to_input_range:
+            bounds = (work.type(self.global_min), work.type(self.global_max))
 
         def mean_or_sum(index: int, slab: tuple[slice, ...]) -> None:
             # Element by element, so the slabs (on the job's threads) give the same bits.

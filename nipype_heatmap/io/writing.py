@@ -178,12 +178,11 @@ def image_chunks(img: nb.Nifti1Image) -> list[bytes | memoryview]:
     whole buffer out again: for a float32 map of the 1 mm MNI grid that is ~25 ms, three
     times the compression of it. When the data already have the header's data type (byte
     order included), are Fortran-contiguous and need no scaling, the file is the header as
-    nibabel
-    writes it followed by the array's own memory in Fortran order: that is what is returned
-    (the header through nibabel's own steps, and, as with ``to_bytes``, the image's header
-    first brought up to date with its affine and shape). Any
-    other image (a conversion, scaling, another byte order) goes through ``to_bytes``.
-    Both give the same bytes (tested).
+    nibabel writes it followed by the array's own memory in Fortran order: that is what is
+    returned (the header through nibabel's own steps, and, as with ``to_bytes``, the image's
+    header first brought up to date with its affine and shape). Any other image (a
+    conversion, scaling, another byte order) goes through ``to_bytes``. Both give the same
+    bytes (tested).
     """
     data = np.asanyarray(img.dataobj)
     header = img.header
