@@ -6,6 +6,7 @@ import gzip
 import itertools
 import re
 import time
+import zlib
 
 import nibabel as nb
 import numpy as np
@@ -182,17 +183,102 @@ def test_both_inflaters_accept_exactly_the_same_files(make_nifti, monkeypatch, t
     assert (outcomes[0] != "refused") == accepted
 
 
-def test_libdeflate_is_used_for_a_plain_file(make_nifti, monkeypatch):
+def _gzip_member(payload: bytes, flags: int = 0, fields: bytes = b"", method: int = 8) -> bytes:
+    """One gzip member with the given header flags and optional fields (RFC 1952)."""
+    body = zlib.compressobj(6, zlib.DEFLATED, -15)
+    stream = body.compress(payload) + body.flush()
+    head = bytes([0x1F, 0x8B, method, flags, 0, 0, 0, 0, 0, 0xFF]) + fields
+    trailer = zlib.crc32(payload).to_bytes(4, "little") + len(payload).to_bytes(4, "little")
+    return head + stream + trailer
+
+
+def _gzip_variants(payload: bytes) -> dict[str, tuple[bytes, bool]]:
+    """Gzip files of ``payload``: name -> (bytes, whether the fast path may take them)."""
+    plain = _gzip_member(payload)
+    wrong_crc = bytearray(plain)
+    wrong_crc[-8] ^= 1
+    wrong_size = bytearray(plain)
+    wrong_size[-4] ^= 1
+    half = len(payload) // 2
+    return {
+        "plain": (plain, True),
+        "ftext": (_gzip_member(payload, 1), True),
+        "fextra_past_the_end": (_gzip_member(payload, 4, b"\xff\xff"), False),
+        "fname": (_gzip_member(payload, 8, b"sub-01_mask.nii\0"), True),
+        "fcomment": (_gzip_member(payload, 16, b"made by a scanner\0"), True),
+        "fextra": (_gzip_member(payload, 4, b"\x06\x00AB\x02\x00xy"), True),
+        "fhcrc": (_gzip_member(payload, 2, b"\x12\x34"), True),
+        "all_fields": (
+            _gzip_member(payload, 2 | 4 | 8 | 16, b"\x00\x00a.nii\0c\0\x12\x34"),
+            True,
+        ),
+        "python_gzip": (gzip.compress(payload, mtime=0), True),
+        "reserved_flag": (_gzip_member(payload, 0x20), False),
+        "unknown_method": (_gzip_member(payload, 0, b"", method=7), False),
+        "unterminated_name": (plain[:3] + b"\x08" + plain[4:10] + b"x" * 30, False),
+        "wrong_crc": (bytes(wrong_crc), False),
+        "wrong_size": (bytes(wrong_size), False),
+        "two_members": (_gzip_member(payload[:half]) + _gzip_member(payload[half:]), False),
+    }
+
+
+def test_gzip_headers_and_trailers_are_read_as_pythons_gzip_reads_them(tmp_path, monkeypatch):
+    """Every optional header field, and what must send a file to Python's gzip (or make
+    it refused): the fast path and the zlib path agree on every file."""
+    if not reading.have_deflate:
+        pytest.skip("libdeflate (the 'deflate' package) is not importable here")
+    payload = bytes(range(256)) * 300 + bytes(5000)
+    for name, (data, fast) in _gzip_variants(payload).items():
+        path = tmp_path / f"{name}.gz"
+        path.write_bytes(data)
+        outcomes = []
+        for have in (True, False):
+            monkeypatch.setattr(reading, "have_deflate", have)
+            try:
+                outcomes.append(bytes(reading.read_file_bytes(str(path))))
+            except ValueError as err:
+                assert str(path) in str(err), name
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1], name
+        monkeypatch.setattr(reading, "have_deflate", True)
+        taken = reading._inflate_one_member(data)
+        assert (taken is not None) == fast, name
+        if fast:
+            assert bytes(taken) == payload, name
+
+
+def test_a_member_repeated_at_the_end_gives_the_same_image_through_both_inflaters(
+    make_nifti, monkeypatch
+):
+    """The one gzip file the fast path reads otherwise than Python's gzip: a last member
+    with the first one's CRC and length (the same member twice) is read as the first
+    member alone, which holds the whole image: the volume is the same."""
+    if not reading.have_deflate:
+        pytest.skip("libdeflate (the 'deflate' package) is not importable here")
+    path = make_nifti("a.nii.gz", np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE))
+    member = path.read_bytes()
+    path.write_bytes(member * 2)
+    assert reading._inflate_one_member(member * 2) == gzip.decompress(member)
+    volumes = []
+    for have in (True, False):
+        monkeypatch.setattr(reading, "have_deflate", have)
+        volumes.append(io.read_volume(path))
+    assert_array_equal(volumes[0].data, volumes[1].data)
+    assert volumes[0].header.binaryblock == volumes[1].header.binaryblock
+
+
+def test_libdeflate_is_used_for_a_plain_file_with_one_crc_pass(make_nifti, monkeypatch):
     if not reading.have_deflate:
         pytest.skip("libdeflate (the 'deflate' package) is not importable here")
     path = make_nifti("a.nii.gz")
     calls = []
-    real = reading.deflate.gzip_decompress
-    monkeypatch.setattr(
-        reading.deflate, "gzip_decompress", lambda raw: calls.append(1) or real(raw)
-    )
+    for name in ("deflate_decompress", "gzip_decompress", "crc32"):
+        real = getattr(reading.deflate, name)
+        spy = lambda *args, _real=real, _name=name: calls.append(_name) or _real(*args)  # noqa: E731
+        monkeypatch.setattr(reading.deflate, name, spy)
     io.read_volume(path)
-    assert calls == [1]
+    # raw inflate and one CRC32 of the output; libdeflate's gzip inflater would add a second
+    assert calls == ["deflate_decompress", "crc32"]
 
 
 # -- one validated header step: every malformed header is a ValueError naming the file -

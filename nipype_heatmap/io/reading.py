@@ -145,25 +145,54 @@ def file_digest_of(raw: bytes) -> str:
 def _inflate_one_member(raw: bytes) -> bytes | None:
     """libdeflate one-shot inflate of a file that is exactly one gzip member, else None.
 
-    libdeflate sizes its output from the trailer (ISIZE, the length modulo 2**32) and
-    verifies the first member's CRC32 and length. The result is taken only when the file's
-    last 8 bytes are that member's trailer, i.e. nothing follows the member: several
-    members, padding or junk are left to Python's ``gzip``, which handles or refuses them.
+    The member's header is parsed here and its deflate stream inflated raw into a buffer
+    of the size the trailer gives (ISIZE, the length modulo 2**32); the result is taken
+    only when it has exactly that length and the trailer's CRC32. That one CRC pass is the
+    whole verification: libdeflate's gzip inflater would make a second one, of the first
+    member, where the question is whether the file's last 8 bytes are the trailer of what
+    was inflated, i.e. nothing follows the member. Several members, padding, junk, an
+    unknown header flag or damage all give None and are left to Python's ``gzip``, which
+    handles or refuses them. One case cannot be told apart here, as the inflater does not
+    report where the stream ended: a last member with the first one's CRC32 and length
+    (the same member twice) is read as that first member. A NIfTI image then lies whole
+    in it, so the volume read is the same.
     """
     if not have_deflate or len(raw) <= 18:
         return None
+    start = _gzip_header_end(raw)
     isize = int.from_bytes(raw[-4:], "little")
     # Deflate cannot compress more than 1032:1: a larger ISIZE means a damaged file; do not
     # allocate what it claims.
-    if not 0 < isize <= _MAX_DEFLATE_RATIO * len(raw):
+    if start is None or not 0 < isize <= _MAX_DEFLATE_RATIO * len(raw):
         return None
     try:
-        out = deflate.gzip_decompress(raw)
+        out = deflate.deflate_decompress(memoryview(raw)[start:-8], isize)
     except deflate.DeflateError:
         return None
     if len(out) != isize or int.from_bytes(raw[-8:-4], "little") != deflate.crc32(out):
         return None
     return out
+
+
+def _gzip_header_end(raw: bytes) -> int | None:
+    """Where a gzip member's deflate stream starts (RFC 1952), or None for a header this
+    fast path leaves to Python's ``gzip``: another method than deflate, reserved flags, or
+    a name or comment without its terminating zero. (Optional fields longer than the file
+    leave nothing to inflate, which fails.)"""
+    method, flags = raw[2], raw[3]
+    if method != 8 or flags & 0xE0:
+        return None
+    pos = 10
+    if flags & 4:  # FEXTRA: a 2-byte length, then that many bytes
+        pos += 2 + int.from_bytes(raw[10:12], "little")
+    for flag in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            pos = raw.find(b"\0", pos) + 1
+            if pos == 0:
+                return None
+    if flags & 2:  # FHCRC: a CRC16 of the header (not checked, as by Python's gzip)
+        pos += 2
+    return pos
 
 
 def parse_header(path: str, buf: bytes) -> nb.nifti1.Nifti1Header:
