@@ -117,6 +117,9 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
+#: What any program must spend before its first file (without the modules' teardown).
+STARTUP = "import os, numpy, nibabel; os._exit(0)"
+
 FLOOR = """
 import sys, os, deflate
 from concurrent.futures import ThreadPoolExecutor
@@ -201,11 +204,7 @@ def contestants(data: Path, out: Path) -> dict[str, list[str]]:
         "interpreter start-up (python -c pass)": [PY, "-c", "pass"],
         # Without the interpreter's teardown of those modules (~55 ms), which the command
         # skips (cli.exit_quickly): what any program must spend before its first file.
-        "start-up + import numpy, nibabel": [
-            PY,
-            "-c",
-            "import os, numpy, nibabel; os._exit(0)",
-        ],
+        "start-up + import numpy, nibabel": [PY, "-c", STARTUP],
     }
     if _importable("nidataset"):
         cmds["nidataset generate_heatmap_volume"] = [PY, "-c", NIDATASET, str(data), str(out)]
@@ -249,21 +248,74 @@ def bench(name: str, data: Path, repeats: int) -> dict[str, float]:
     return medians
 
 
+#: Memory-bound NumPy work alone: a float32 volume added into a float64 sum (what the
+#: probability maps' sum does per file), on 1 thread and on 2 threads at once.
+STREAMING = """
+import time, statistics, numpy as np
+from concurrent.futures import ThreadPoolExecutor
+n = 182 * 218 * 182
+sums = [np.zeros(n) for _ in range(2)]
+vols = [np.ones(n, np.float32) for _ in range(2)]
+def work(i):
+    for _ in range(10):
+        np.add(sums[i], vols[i], out=sums[i])
+ones, twos = [], []
+with ThreadPoolExecutor(2) as pool:
+    for _ in range(7):
+        start = time.perf_counter()
+        work(0), work(1)
+        ones.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        list(pool.map(work, [0, 1]))
+        twos.append(time.perf_counter() - start)
+print(statistics.median(ones) / statistics.median(twos))
+"""
+
+
 def core_scaling(name: str, data: Path, repeats: int) -> dict[int, float]:
-    """The CLI on 1 and on 2 cores (taskset), alternating; returns the medians."""
+    """The CLI on 1 and on 2 cores (taskset), alternating; returns its medians.
+
+    Beside it, on the same cores and in the same rounds, what this machine gives any
+    program: the floor (inflating on 2 threads, no GIL, nothing shared: what scales
+    best) and the start-up (one thread whatever the cores). From them, two bounds on the
+    command's speed-up: Amdahl's with the start-up serial and all the rest halved, and
+    the same with the rest scaling only as well as the floor does here.
+    """
     cpus = sorted(os.sched_getaffinity(0))
     counts = [1, 2] if len(cpus) >= 2 else [1]
-    times: dict[int, list[float]] = {k: [] for k in counts}
     with tempfile.TemporaryDirectory() as tmp:
+        cmds = {
+            "CLI": [str(BIN / "nipype-heatmap"), str(data), "-o", f"{tmp}/o.nii.gz", "-q"],
+            "floor": [PY, "-c", FLOOR, str(data)],
+            "start-up": [PY, "-c", STARTUP],
+        }
+        times: dict[tuple[str, int], list[float]] = {(c, k): [] for c in cmds for k in counts}
         for _ in range(repeats):
             for k in counts:
                 cores = ",".join(str(c) for c in cpus[:k])
-                cmd = ["taskset", "-c", cores, str(BIN / "nipype-heatmap"), str(data)]
-                times[k].append(run([*cmd, "-o", f"{tmp}/o.nii.gz", "-q"])[0])
-    medians = {k: statistics.median(v) for k, v in times.items()}
+                for label, cmd in cmds.items():
+                    times[label, k].append(run(["taskset", "-c", cores, *cmd])[0])
+    med = {key: statistics.median(v) for key, v in times.items()}
+    medians = {k: med["CLI", k] for k in counts}
     line = " | ".join(f"{k} core(s): {medians[k]:.3f} s" for k in counts)
     speedup = f", speed-up {medians[1] / medians[2]:.2f}x" if 2 in medians else ""
     print(f"\n{name}, CLI under taskset, median of {repeats}: {line}{speedup}")
+    if 2 not in medians:
+        return medians
+    floor = med["floor", 1] / med["floor", 2]
+    t1, s = med["CLI", 1], med["start-up", 1]
+    streaming = float(subprocess.run([PY, "-c", STREAMING], capture_output=True, text=True).stdout)
+    print(
+        f"what this machine gives, same rounds: the floor {med['floor', 1]:.3f} -> "
+        f"{med['floor', 2]:.3f} s ({floor:.2f}x); a float64 += float32 volume on 1 -> 2 "
+        f"threads (memory-bound NumPy) {streaming:.2f}x; start-up {s:.3f} s "
+        f"({med['start-up', 2]:.3f} s on 2 cores)"
+    )
+    halved, as_floor = t1 / (s + (t1 - s) / 2), t1 / (s + (t1 - s) / floor)
+    print(
+        f"bounds on the CLI's speed-up, start-up serial: the rest halved {halved:.2f}x; "
+        f"the rest scaling as the floor {as_floor:.2f}x"
+    )
     return medians
 
 
