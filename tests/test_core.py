@@ -435,10 +435,14 @@ def test_all_nan_input_before_finite_ones_keeps_the_clip_range(make_nifti):
     assert np.all(out == 0.75)  # sum 1.0 clipped to the finite input range [0.25, 0.75]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32])
-def test_sparse_masks_add_only_their_nonzero_voxels_with_the_same_result(make_nifti, rng, dtype):
-    # Reader threads list the non-zero voxels of sparse integer volumes (few lesion voxels)
-    # and only those are added; dense, scaled and re-ordered volumes take the dense path.
+def test_sparse_masks_add_only_their_nonzero_voxels_with_the_same_result(
+    make_nifti, rng, dtype, workers
+):
+    # Reader threads list the non-zero voxels of sparse integer volumes (few lesion voxels),
+    # one reader thread as several, and only those are added; dense, scaled and re-ordered
+    # volumes take the dense path.
     files = []
     BIG = (64, 60, 56)  # big enough for blocks of non-zero voxels to be sparse
     for i in range(6):
@@ -453,7 +457,7 @@ def test_sparse_masks_add_only_their_nonzero_voxels_with_the_same_result(make_ni
     files.append(str(make_nifti("dense.nii.gz", rng.integers(0, 3, BIG).astype(dtype))))
     from nipype_heatmap.io import iter_volumes
 
-    volumes = list(iter_volumes(files, read_ahead=2))
+    volumes = list(iter_volumes(files, read_ahead=2, workers=workers))
     assert volumes[0].nonzero_index is not None and volumes[-1].nonzero_index is None
     sparse, dense = core.HeatmapAccumulator(), core.HeatmapAccumulator()
     for volume, path in zip(volumes, files, strict=True):

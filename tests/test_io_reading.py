@@ -582,6 +582,29 @@ def test_nonzero_positions_with_a_limit_lists_sparse_arrays_and_refuses_dense_on
     np.testing.assert_array_equal(nonzero_positions(tiny, block=block, limit=2), [1, 2])
 
 
+def test_nonzero_positions_looks_at_every_16th_block_before_scanning_them_all():
+    from nipype_heatmap.io.reading import nonzero_positions
+
+    per_block = 64  # voxels of uint8 in a block of 64 bytes
+    flat = np.zeros(64 * 1024, np.uint8)  # 1024 blocks; limit: 1/8 of the voxels
+    limit = flat.size // 8
+    flat[:: 16 * per_block] = 1  # a voxel in each sampled block, none elsewhere
+    # 64 blocks really hold a voxel (4096 voxels: under the limit of 8192 for the full
+    # scan), but the sample sees every block it looks at hit: taken as dense, not scanned
+    assert nonzero_positions(flat, block=64, limit=limit) is None
+    # the sample's estimate (all 1024 blocks) at exactly twice the limit is not refused
+    assert nonzero_positions(flat, block=64, limit=1024 * per_block // 2) is not None
+    assert nonzero_positions(flat, block=64, limit=1024 * per_block // 2 - 1) is None
+    # the blocks the sample skips: it sees nothing, the full scan decides (dense: None)
+    flat[:] = 1
+    flat[:: 16 * per_block] = 0
+    flat.reshape(-1, per_block)[::16] = 0
+    assert nonzero_positions(flat, block=64, limit=limit) is None
+    flat[:] = 0
+    flat[5 * per_block + 3] = 9  # sparse, outside the sample: listed
+    np.testing.assert_array_equal(nonzero_positions(flat, block=64, limit=limit), [323])
+
+
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
@@ -603,7 +626,7 @@ def test_a_sparse_volume_listed_by_its_reader_has_the_range_of_all_its_voxels(
     for i, v in enumerate(values):
         data[i, 2 * i, 3] = v
     path = str(_write(tmp_path / "s.nii.gz", data))
-    volume = reading._read_with_range(path, False, True)
+    volume = reading._read_with_range(path, False)
     assert volume.nonzero_index is not None  # the listed path was taken
     assert volume.value_range == expected
     assert volume.value_range == (data.min(), data.max())

@@ -454,7 +454,7 @@ def iter_volumes(
 
     def submit(path: str) -> Future[Any]:
         if prepare is None:
-            return pool.submit(_read_with_range, path, digest, workers > 1)
+            return pool.submit(_read_with_range, path, digest)
         return pool.submit(_read_prepared, path, digest, prepare)
 
     queue: deque[Future[Any]] = deque()
@@ -480,15 +480,16 @@ def _read_prepared(path: str, digest: bool, prepare: Callable[[Volume], Any]):
     return prepare(read_volume(path, digest=digest))
 
 
-def _read_with_range(path: str, digest: bool, sparse: bool) -> Volume:
-    """Read a volume and, off the caller's thread, the range of its stored values; with
-    ``sparse`` (several reader threads, which then have time to spare), also list the
-    non-zero voxels of a sparse integer volume, so that the caller adds only those."""
+def _read_with_range(path: str, digest: bool) -> Volume:
+    """Read a volume and, off the caller's thread, the range of its stored values; for a
+    sparse integer volume (a lesion mask), list its non-zero voxels instead, so that the
+    caller adds only those: listing a 1 mm mask costs less than the range and the whole
+    add it replaces (1.5 against 1.3 + 2.2 ms), even on one core."""
     volume = read_volume(path, digest=digest)
     if volume.slope is not None:
         return volume  # a scaled volume's range is taken after scaling, by the caller
     data = volume.data
-    if sparse and data.dtype.kind in "biu" and data.flags.f_contiguous:
+    if data.dtype.kind in "biu" and data.flags.f_contiguous:
         flat = data.reshape(-1, order="F")
         index = nonzero_positions(flat, limit=flat.size // _SPARSE_FRACTION)
         if index is not None:
@@ -507,10 +508,12 @@ def nonzero_positions(
     The array is scanned a block of bytes at a time as 64-bit words (one vectorized
     reduction); only blocks holding a non-zero byte are searched voxel by voxel, through
     a boolean array (NumPy lists the true elements of a boolean array several times faster
-    than the non-zero elements of an integer one). With
-    ``limit``, returns None instead when the blocks holding non-zero voxels cover more
-    than ``limit`` voxels (the array is not sparse enough to be worth listing), which
-    costs that one scan only.
+    than the non-zero elements of an integer one). With ``limit``, returns None instead
+    when the blocks holding non-zero voxels cover more than ``limit`` voxels (the array is
+    not sparse enough to be worth listing), which costs that one scan only; or, before
+    any scan, when every 16th block is looked at and those holding a non-zero byte, taken
+    16 times, would cover more than twice ``limit`` (a dense volume: a sixteenth of the
+    scan).
     """
     nbytes = flat.size * flat.itemsize
     whole = nbytes // block * block // flat.itemsize  # voxels in whole blocks
@@ -519,6 +522,10 @@ def nonzero_positions(
         found = np.flatnonzero(flat != 0)
         return None if limit is not None and found.size > limit else found
     words = flat[:whole].view(np.uint64).reshape(-1, block // 8)
+    if limit is not None:
+        sample = np.count_nonzero(np.bitwise_or.reduce(words[::_SAMPLE_STEP], axis=1))
+        if sample * _SAMPLE_STEP * per_block > 2 * limit:
+            return None
     hit = np.flatnonzero(np.bitwise_or.reduce(words, axis=1))
     if limit is not None and hit.size * per_block + (flat.size - whole) > limit:
         return None
@@ -527,6 +534,9 @@ def nonzero_positions(
     tail = np.flatnonzero(flat[whole:] != 0) + whole
     return np.concatenate([found, tail]) if tail.size else found
 
+
+#: :func:`nonzero_positions` first looks at every this many blocks.
+_SAMPLE_STEP = 16
 
 #: An integer volume with fewer than 1 / _SPARSE_FRACTION non-zero voxels is added sparsely.
 _SPARSE_FRACTION = 8
