@@ -272,13 +272,30 @@ def test_libdeflate_is_used_for_a_plain_file_with_one_crc_pass(make_nifti, monke
         pytest.skip("libdeflate (the 'deflate' package) is not importable here")
     path = make_nifti("a.nii.gz")
     calls = []
+
+    def spy(module, name):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a: calls.append(name) or real(*a))
+
     for name in ("deflate_decompress", "gzip_decompress", "crc32"):
-        real = getattr(reading.deflate, name)
-        spy = lambda *args, _real=real, _name=name: calls.append(_name) or _real(*args)  # noqa: E731
-        monkeypatch.setattr(reading.deflate, name, spy)
+        spy(reading.deflate, name)
+    if reading.have_isal:
+        spy(reading.isal_zlib, "crc32")
     io.read_volume(path)
     # raw inflate and one CRC32 of the output; libdeflate's gzip inflater would add a second
     assert calls == ["deflate_decompress", "crc32"]
+
+
+@pytest.mark.parametrize("have_isal", [True, False], ids=["isal", "libdeflate"])
+def test_the_crc_is_isals_where_installed_else_libdeflates(monkeypatch, have_isal):
+    if have_isal and not reading.have_isal:
+        pytest.skip("ISA-L (the 'isal' package) is not importable here")
+    monkeypatch.setattr(reading, "have_isal", have_isal)
+    payload = bytes(range(256)) * 4000
+    assert reading._crc32(payload) == zlib.crc32(payload)
+    module = reading.isal_zlib if have_isal else reading.deflate
+    monkeypatch.setattr(module, "crc32", lambda data: 12345)
+    assert reading._crc32(payload) == 12345
 
 
 # -- one validated header step: every malformed header is a ValueError naming the file -
