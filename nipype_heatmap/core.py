@@ -26,6 +26,7 @@ from .io import (
     check_output_filename,
     find_nifti_files,
     iter_volumes,
+    min_max,
     prepare_output,
     read_volume,
     same_file,
@@ -792,10 +793,8 @@ def _combined_range(ranges: Sequence[tuple[float, float]]) -> tuple[float, float
 
 
 def _minmax(values: np.ndarray) -> tuple[float, float]:
-    """Min and max; a NaN anywhere in a float array makes both NaN."""
-    if values.size == 0:
-        return np.nan, np.nan
-    return values.min(), values.max()
+    """Min and max; a NaN anywhere in a float array makes both NaN (empty: NaN, NaN)."""
+    return min_max(values)
 
 
 def _finite_range(values: np.ndarray) -> tuple[float | None, float | None]:

@@ -662,3 +662,26 @@ def test_unused_dimensions_written_as_zero_are_ignored(tmp_path, rng):
     volume = io.read_volume(path)
     assert volume.shape == SHAPE
     assert_array_equal(volume.data, data)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "int64", "float32", "float64"])
+def test_min_max_block_by_block_equals_numpys_min_and_max(monkeypatch, rng, dtype):
+    from nipype_heatmap.io.reading import min_max
+
+    monkeypatch.setattr(reading, "_RANGE_BLOCK", 64)  # 64 bytes: many blocks, a short last one
+    values = np.concatenate([_random(rng, dtype).ravel() for _ in range(2)])[:1001]
+    values[517] = np.iinfo(values.dtype).min if values.dtype.kind != "f" else -1e30
+    values[1000] = np.iinfo(values.dtype).max if values.dtype.kind != "f" else 1e30
+    lo, hi = min_max(values)
+    assert (lo, hi) == (values.min(), values.max()) and lo.dtype == values.dtype
+    assert min_max(values[:3]) == (values[:3].min(), values[:3].max())  # under one block
+    volume = values[:1000].reshape(10, 10, 10, order="F")  # 3D, Fortran-ordered: a view
+    assert min_max(volume) == (volume.min(), volume.max())
+    assert min_max(volume[:, ::2]) == (volume[:, ::2].min(), volume[:, ::2].max())
+    if values.dtype.kind == "f":  # a NaN in any block, first or last included: both NaN
+        for where in (0, 10, 517, 1000):
+            with_nan = values.copy()
+            with_nan[where] = np.nan
+            assert all(np.isnan(min_max(with_nan))), where
+    empty = min_max(values[:0])
+    assert np.isnan(empty[0]) and np.isnan(empty[1])

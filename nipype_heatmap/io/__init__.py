@@ -28,6 +28,7 @@ from .reading import (
     iter_volumes,
     load_volume,
     make_volume,
+    min_max,
     parse_header,
     read_file_bytes,
     read_header,
@@ -66,6 +67,7 @@ __all__ = [
     "same_file",
     "save_atomic",
     "split_nifti_name",
+    "min_max",
     "warn_duplicates",
     "write_atomic",
 ]
