@@ -405,7 +405,6 @@ class CohortStats:
                 var /= n_arr * denominator
             else:
                 var = self._exact_numerator(n, s1, self.sq_total) / (n_arr * denominator)
-        var = np.asarray(var, dtype=np.float64)
         np.copyto(var, np.nan, where=denominator <= 0)  # in place: no second volume
         return var
 

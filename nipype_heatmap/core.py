@@ -282,7 +282,7 @@ class HeatmapAccumulator:
         if volume.slope is None and volume.value_range is not None:
             lo, hi = volume.value_range  # computed by the reader thread
         elif volume.slope is None:
-            lo, hi = _combined_range(pool.map(lambda i, s: _minmax(data[s])))
+            lo, hi = _combined_range(pool.map(lambda i, s: min_max(data[s])))
         else:
             scaled = pool.map(lambda i, s: _scaled_with_range(data[s], volume.slope, volume.inter))
             parts = [values for values, _, _ in scaled]
@@ -493,7 +493,7 @@ class HeatmapAccumulator:
                 np.add(total[slab], values, out=total[slab], where=finite)
             np.add(count[slab], finite, out=count[slab], casting="unsafe")
             n_finite = int(np.count_nonzero(finite))
-            lo, hi = _minmax(values[finite]) if n_finite else (np.nan, np.nan)
+            lo, hi = min_max(values[finite]) if n_finite else (np.nan, np.nan)
             return n_finite, lo, hi
 
         results = self._slab_pool().map(add)
@@ -781,24 +781,19 @@ def _scaled_with_range(
 ) -> tuple[np.ndarray, float, float]:
     """Scaled values of a slab and their range (NaN, NaN if a NaN is among them)."""
     values = _scaled(data, slope, inter)
-    lo, hi = _minmax(values)
+    lo, hi = min_max(values)
     return values, lo, hi
 
 
 def _combined_range(ranges: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """Range of slab ranges; a NaN in any makes both NaN, as ``_minmax`` of the whole."""
+    """Range of slab ranges; a NaN in any makes both NaN, as ``min_max`` of the whole."""
     if any(lo != lo or hi != hi for lo, hi in ranges):  # NaN is the one value != itself
         return np.nan, np.nan
     return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
 
 
-def _minmax(values: np.ndarray) -> tuple[float, float]:
-    """Min and max; a NaN anywhere in a float array makes both NaN (empty: NaN, NaN)."""
-    return min_max(values)
-
-
 def _finite_range(values: np.ndarray) -> tuple[float | None, float | None]:
-    lo, hi = _minmax(values)
+    lo, hi = min_max(values)
     if np.isfinite(lo) and np.isfinite(hi):
         return float(lo), float(hi)
     finite = values[np.isfinite(values)]

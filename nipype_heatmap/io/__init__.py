@@ -57,6 +57,7 @@ __all__ = [
     "iter_volumes",
     "load_volume",
     "make_volume",
+    "min_max",
     "parse_header",
     "prepare_output",
     "read_file_bytes",
@@ -67,7 +68,6 @@ __all__ = [
     "same_file",
     "save_atomic",
     "split_nifti_name",
-    "min_max",
     "warn_duplicates",
     "write_atomic",
 ]
