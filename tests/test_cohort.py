@@ -591,3 +591,42 @@ def test_variance_is_nan_exactly_where_too_few_values_for_ddof(float_files, ddof
     too_few = np.broadcast_to(np.asarray(n, dtype=np.int64) - ddof <= 0, var.shape)
     assert_array_equal(np.isnan(var), too_few)
     assert np.isfinite(var[~too_few]).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["floats", "masks", "ints", "large ints"])
+def test_spread_maps_in_blocks_equal_the_whole_volume_variance(
+    monkeypatch, make_nifti, rng, float_files, mask_files, int_files, kind, threads
+):
+    # The float32 maps are computed a block at a time on threads, from the exact integer
+    # sum where there is one: every voxel must get the bits of the whole-volume variance
+    # (and its square root) rounded once to float32, in each of the four forms.
+    from nipype_heatmap import cohort
+
+    if kind == "large ints":  # n * S2 beyond 2**53: the exact int64 numerator
+        files = [
+            str(make_nifti(f"l{i}.nii", rng.integers(2**27, 2**28, SHAPE).astype(np.int32)))
+            for i in range(4)
+        ]
+    else:
+        files = {"floats": float_files, "masks": mask_files, "ints": int_files}[kind]
+    acc = _accumulate(files)
+    stats = acc.stats
+    n = acc.count if acc.count is not None else acc.n_inputs
+    form = {"floats": "welford", "masks": "binary", "ints": "squares", "large ints": "integers"}
+    assert stats._variance_form(n) == form[kind]
+    monkeypatch.setattr(cohort, "_BLOCK", 37)  # many blocks, a short last one per slab
+    for ddof in (0, 1, 4, len(files)):  # 4: NaN where a float voxel has 4 values or fewer
+        want = stats.variance(n, acc.total, ddof=ddof)
+        assert np.isnan(want).all() == (ddof == len(files))
+        if kind == "floats" and ddof == 4:
+            assert np.isnan(want).any()  # the voxels with 4 finite values or fewer
+        elif kind != "floats":  # as many values at every voxel
+            assert np.isnan(want).any() == (ddof == len(files))
+        for s1 in (acc.total, acc.integer_total):
+            if s1 is None:
+                continue
+            var, sd = stats.spread_maps(n, s1, ddof, num_threads=threads)
+            assert var.dtype == sd.dtype == np.float32 and var.flags.f_contiguous
+            assert_array_equal(var, want.astype(np.float32))
+            assert_array_equal(sd, np.sqrt(want).astype(np.float32))
