@@ -248,6 +248,10 @@ class HeatmapAccumulator:
         if complete and self.count is not None:
             count = self.count
             self._slab_pool().map(lambda i, s: np.add(count[s], np.uint32(1), out=count[s]))
+        return self._record(volume, lo, hi)
+
+    def _record(self, volume: Volume, lo: float, hi: float) -> tuple[float, float]:
+        """Count an added volume in: its range into the global one, and its record."""
         if np.isfinite(lo):
             self._update_range(float(lo), float(hi))
         self.n_inputs += 1
@@ -261,6 +265,42 @@ class HeatmapAccumulator:
             )
         )
         return float(lo), float(hi)
+
+    def pairs_volumes(self) -> bool:
+        """Whether :meth:`add_volume_pair` may add two volumes in one pass (given that both
+        have a finite value at every voxel): the spread is in Welford's form and every
+        voxel has had a value in every input so far."""
+        return (
+            self.grid is not None
+            and self.count is None
+            and self.stats is not None
+            and (self.stats.pairs())
+        )
+
+    def add_volume_pair(self, first: Volume, second: Volume) -> list[tuple[float, float]]:
+        """Add two loaded volumes, in order: the same as :meth:`add_volume` on each.
+
+        When :meth:`pairs_volumes` holds and both have a finite value at every voxel, the
+        sum and the spread take both in one pass (see
+        :meth:`~nipype_heatmap.cohort.CohortStats.add_pair`: the same sum, the spread to
+        float64 round-off); otherwise, or if the second cannot be added (wrong grid...), one
+        after the other. Returns each one's finite value range.
+        """
+        if not self.pairs_volumes():
+            return [self.add_volume(first), self.add_volume(second)]
+        values_a, _, lo_a, hi_a = self._values(first)
+        try:
+            values_b, _, lo_b, hi_b = self._values(second)
+        except ValueError:  # the first goes in, then the second's error, as one by one
+            self.add_volume(first)
+            raise
+        if not all(np.isfinite(v) for v in (lo_a, hi_a, lo_b, hi_b)):
+            return [self.add_volume(first), self.add_volume(second)]
+        assert self.stats is not None
+        self.stats.add_pair(
+            values_a, values_b, self._slab_pool(), n_before=self.n_inputs, total=self._float_sum()
+        )
+        return [self._record(first, lo_a, hi_a), self._record(second, lo_b, hi_b)]
 
     def _sparse(self, volume: Volume) -> tuple[np.ndarray, np.ndarray] | None:
         """The non-zero voxels the reader listed, when they can be added as they are: an
@@ -905,9 +945,10 @@ def accumulate_files(
 
     Notes
     -----
-    Memory: at most ``read_ahead + 1`` input volumes as stored (plus, for scaled inputs,
-    one float64 copy of the volume being added), the float64 sum, and a uint32 count once
-    an input has a missing value; it does not grow with the number of files.
+    Memory: at most ``read_ahead + 2`` input volumes as stored (one more than read ahead
+    waits for a second float map to go in with, when the spread is tracked), plus, for
+    scaled inputs, a float64 copy of each volume being added; the float64 sum, and a uint32
+    count once an input has a missing value; it does not grow with the number of files.
     """
     files = list(files)
     threads = resolve_num_threads(num_threads)
@@ -922,10 +963,21 @@ def accumulate_files(
         volumes = iter_volumes(files, read_ahead=ahead, workers=threads, digest=digests)
     try:
         with _progress_bar(len(files), progress) as bar:
+            held: Volume | None = None  # a float map waiting for a second one to pair with
             for volume in volumes:
-                lo, hi = acc.add_volume(volume)
-                del volume
-                LOGGER.log(level, "%s: finite value range [%g, %g]", acc.records[-1].path, lo, hi)
+                if held is None and acc.pairs_volumes():
+                    held = volume
+                    continue
+                ranges = (
+                    [acc.add_volume(volume)] if held is None else acc.add_volume_pair(held, volume)
+                )
+                held = volume = None
+                for record, (lo, hi) in zip(acc.records[-len(ranges) :], ranges, strict=True):
+                    LOGGER.log(level, "%s: finite value range [%g, %g]", record.path, lo, hi)
+                bar.update(len(ranges))
+            if held is not None:
+                lo, hi = acc.add_volume(held)
+                LOGGER.log(level, "%s: finite value range [%g, %g]", held.path, lo, hi)
                 bar.update()
     finally:
         acc.close()

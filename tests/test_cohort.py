@@ -630,3 +630,107 @@ def test_spread_maps_in_blocks_equal_the_whole_volume_variance(
             assert var.dtype == sd.dtype == np.float32 and var.flags.f_contiguous
             assert_array_equal(var, want.astype(np.float32))
             assert_array_equal(sd, np.sqrt(want).astype(np.float32))
+
+
+@pytest.fixture
+def complete_float_files(make_nifti, rng):
+    """Float maps with a value at every voxel (zeros among them), around a large mean."""
+    files = []
+    for i in range(7):
+        data = (rng.standard_normal(SHAPE) * 3 + 100).astype(np.float32)
+        data[rng.random(SHAPE) < 0.2] = 0.0
+        files.append(str(make_nifti(f"c{i}.nii.gz", data)))
+    return files
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n_files", [3, 6, 7])  # a pair or two after the first, one left over
+def test_float_maps_go_in_pairs_with_the_same_sum_and_spread(
+    monkeypatch, complete_float_files, threads, n_files
+):
+    # accumulate_files adds complete float maps two at a time (one pass for both): the sum
+    # must be the one-by-one sum bit for bit (the mean never depends on the statistics),
+    # the non-zero count exact, the variance numpy's to float64 round-off.
+    from nipype_heatmap import cohort
+    from nipype_heatmap.core import accumulate_files
+
+    files = complete_float_files[:n_files]
+    pairs = []
+    add_pair = cohort.CohortStats.add_pair
+    monkeypatch.setattr(
+        cohort.CohortStats,
+        "add_pair",
+        lambda self, *a, **k: pairs.append(k["n_before"]) or add_pair(self, *a, **k),
+    )
+    monkeypatch.setattr(cohort, "_BLOCK", 37)  # many blocks, a short last one per slab
+    paired = accumulate_files(files, num_threads=threads, overlap=True, spread=True)
+    assert pairs == list(range(1, n_files - 1, 2))  # after the first: pairs, in order
+    single = _accumulate(files, threads)  # add_file, one by one
+    assert_array_equal(paired.total, single.total)
+    assert paired.count is None and paired.n_inputs == n_files
+    assert [r.path for r in paired.records] == files
+    assert [r.value_range for r in paired.records] == [r.value_range for r in single.records]
+    assert (paired.global_min, paired.global_max) == (single.global_min, single.global_max)
+    n, var, nonzero = _brute(_stack(files), ddof=1)
+    assert_array_equal(paired.stats.nonzero_count(paired.total), nonzero)
+    assert_allclose(paired.stats.variance(n_files, paired.total), var, rtol=1e-12)
+    assert_allclose(paired.stats.m2, single.stats.m2, rtol=1e-12)
+
+
+def test_pairs_fall_back_to_one_by_one_for_missing_values_and_errors(
+    complete_float_files, float_files, make_nifti
+):
+    from nipype_heatmap.core import accumulate_files
+    from nipype_heatmap.io import read_volume
+
+    # A map with missing values among complete ones: the count becomes per voxel and the
+    # pairs stop; every map still counts as numpy says.
+    files = complete_float_files[:3] + float_files[:1] + complete_float_files[3:5]
+    acc = accumulate_files(files, overlap=True, spread=True)
+    n, var, nonzero = _brute(_stack(files), ddof=1)
+    assert_array_equal(acc.count, n)
+    assert_array_equal(acc.stats.nonzero_count(acc.total), nonzero)
+    assert_allclose(acc.stats.variance(acc.count, acc.total), var, rtol=1e-12)
+    # The second of a pair on another grid: the first is added, the error names the second.
+    acc = _accumulate(complete_float_files[:1])
+    assert acc.pairs_volumes()
+    wrong = make_nifti("wrong.nii", np.ones((5, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="wrong.nii"):
+        acc.add_volume_pair(read_volume(complete_float_files[1]), read_volume(wrong))
+    assert acc.n_inputs == 2 and acc.records[-1].path == complete_float_files[1]
+    _, var, _ = _brute(_stack(complete_float_files[:2]), ddof=1)
+    assert_allclose(acc.stats.variance(2, acc.total), var, rtol=1e-12)
+
+
+def test_only_welford_spreads_of_complete_inputs_pair(
+    mask_files, complete_float_files, float_files
+):
+    assert not _accumulate(mask_files).pairs_volumes()  # exact: integers stay one by one
+    assert _accumulate(complete_float_files[:1]).pairs_volumes()
+    assert not _accumulate(float_files[:1]).pairs_volumes()  # a count per voxel
+    for overlap, spread in ((True, False), (False, False)):
+        acc = HeatmapAccumulator(overlap=overlap, spread=spread)
+        assert not acc.pairs_volumes()  # no grid yet
+        acc.add_file(complete_float_files[0])
+        assert not acc.pairs_volumes()  # no spread to pair for
+    acc = HeatmapAccumulator(overlap=False, spread=True)
+    acc.add_file(complete_float_files[0])
+    assert acc.pairs_volumes()  # the spread without any count: pairs too
+
+
+@pytest.mark.parametrize("n_files", [5, 6])  # the last one paired, or held and added alone
+def test_paired_inputs_each_show_in_the_progress_bar_and_log(
+    complete_float_files, capsys, caplog, n_files
+):
+    import logging
+
+    from nipype_heatmap.core import accumulate_files
+
+    files = complete_float_files[:n_files]
+    with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
+        accumulate_files(files, overlap=True, spread=True, progress=True, debug=True)
+    assert f"{n_files}/{n_files}" in capsys.readouterr().err
+    logged = [
+        r.getMessage().split(":")[0] for r in caplog.records if "value range" in r.getMessage()
+    ]
+    assert logged == files
