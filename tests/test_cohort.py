@@ -734,3 +734,44 @@ def test_paired_inputs_each_show_in_the_progress_bar_and_log(
         r.getMessage().split(":")[0] for r in caplog.records if "value range" in r.getMessage()
     ]
     assert logged == files
+
+
+def test_pairs_of_every_kind_of_input_match_numpy(make_nifti, rng, monkeypatch):
+    # After a float map, pairs of: a flipped float map (re-ordered onto the grid, slabs not
+    # contiguous) with a scaled int16 volume (float64 values computed per slab), and a mask
+    # with an unscaled int16 volume (integers into Welford's form).
+    from nipype_heatmap import cohort
+    from nipype_heatmap.core import accumulate_files
+
+    monkeypatch.setattr(cohort, "_BLOCK", 37)
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-6.0 + 2.0 * (SHAPE[0] - 1), -8.0, -9.0]
+    first = (rng.standard_normal(SHAPE) * 3 + 50).astype(np.float32)
+    flipped = (rng.standard_normal(SHAPE) * 3 + 50).astype(np.float32)
+    flipped[rng.random(SHAPE) < 0.3] = 0.0
+    stored = rng.integers(-300, 300, SHAPE).astype(np.int16)
+    mask = (rng.random(SHAPE) > 0.5).astype(np.uint8)
+    ints = rng.integers(-5, 60, SHAPE).astype(np.int16)
+    files = [
+        str(make_nifti("first.nii", first)),
+        str(make_nifti("flipped.nii", flipped[::-1], affine=affine)),
+        str(make_nifti("scaled.nii", stored, slope=0.25, inter=10.0)),
+        str(make_nifti("mask.nii.gz", mask)),
+        str(make_nifti("ints.nii", ints)),
+    ]
+    pairs = []
+    add_pair = cohort.CohortStats.add_pair
+    monkeypatch.setattr(
+        cohort.CohortStats,
+        "add_pair",
+        lambda self, *a, **k: pairs.append(1) or add_pair(self, *a, **k),
+    )
+    acc = accumulate_files(files, num_threads=2, overlap=True, spread=True)
+    assert len(pairs) == 2
+    values = [first, flipped, stored * 0.25 + 10.0, mask, ints]
+    stack = np.stack([np.asarray(v, dtype=np.float64) for v in values])
+    n, var, nonzero = _brute(stack)
+    assert_allclose(acc.total, stack.sum(0), rtol=1e-14)
+    assert_allclose(acc.stats.variance(5, acc.total), var, rtol=1e-10)
+    assert_array_equal(acc.stats.nonzero_count(acc.total), nonzero)
+    assert (acc.global_min, acc.global_max) == (stack.min(), stack.max())
