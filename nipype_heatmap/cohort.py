@@ -274,6 +274,7 @@ class CohortStats:
         def step(index: int, slab: tuple[slice, ...]) -> None:
             x, y = _flat(first(index, slab)), _flat(second(index, slab))
             s_f, m2_f, nz_f, (t_buf, u_buf, x_buf, y_buf) = self._slab(index, slab, total, nonzero)
+            hits = np.empty((3, t_buf.size), dtype=np.uint8)  # x != 0, y != 0, their sum
             for block, size in _blocks(x.size):
                 t, u, xb, yb, sb = (
                     t_buf[:size],
@@ -296,9 +297,12 @@ class CohortStats:
                 t += u
                 t *= 0.5
                 m2_f[block] += t
-                if nz_f is not None:
-                    np.add(nz_f[block], xb != 0, out=nz_f[block], casting="unsafe")
-                    np.add(nz_f[block], yb != 0, out=nz_f[block], casting="unsafe")
+                if nz_f is not None:  # both hits summed in bytes, then one add to the count
+                    hx, hy, both = hits[0, :size], hits[1, :size], hits[2, :size]
+                    np.not_equal(xb, 0, out=hx.view(np.bool_))
+                    np.not_equal(yb, 0, out=hy.view(np.bool_))
+                    np.add(hx, hy, out=both)
+                    np.add(nz_f[block], both, out=nz_f[block], casting="unsafe")
 
         pool.map(step)
 
