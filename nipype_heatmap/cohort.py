@@ -489,8 +489,7 @@ class CohortStats:
             s1_f = _flat(s1[slab])
             n_f = _flat(n[slab]) if np.ndim(n) else n
             part_f = None if part is None else _flat(part[slab])
-            for start in range(0, var_f.size, _BLOCK):
-                block = slice(start, min(start + _BLOCK, var_f.size))
+            for block, _ in _blocks(var_f.size):
                 var = self._variance_of(
                     form,
                     n_f[block] if np.ndim(n_f) else n_f,
@@ -691,7 +690,7 @@ def cohort_images(
             raise ValueError("the spread was not tracked: build the accumulator with spread=True")
         exact = acc.integer_total  # the sum as stored: no float64 copy of it
         var, sd = stats.spread_maps(
-            n, exact if exact is not None else s1(), ddof, num_threads=acc.num_threads
+            n, s1() if exact is None else exact, ddof, num_threads=acc.num_threads
         )
         images["variance"] = acc.make_image(var, tag(f"variance ddof={ddof}").encode())
         images["std"] = acc.make_image(sd, tag(f"std ddof={ddof}").encode())

@@ -274,7 +274,7 @@ class HeatmapAccumulator:
             self.grid is not None
             and self.count is None
             and self.stats is not None
-            and (self.stats.pairs())
+            and self.stats.pairs()
         )
 
     def add_volume_pair(self, first: Volume, second: Volume) -> list[tuple[float, float]]:
@@ -963,22 +963,23 @@ def accumulate_files(
         volumes = iter_volumes(files, read_ahead=ahead, workers=threads, digest=digests)
     try:
         with _progress_bar(len(files), progress) as bar:
+
+            def added(ranges: list[tuple[float, float]]) -> None:
+                for record, (lo, hi) in zip(acc.records[-len(ranges) :], ranges, strict=True):
+                    LOGGER.log(level, "%s: finite value range [%g, %g]", record.path, lo, hi)
+                bar.update(len(ranges))
+
             held: Volume | None = None  # a float map waiting for a second one to pair with
             for volume in volumes:
                 if held is None and acc.pairs_volumes():
                     held = volume
                     continue
-                ranges = (
+                added(
                     [acc.add_volume(volume)] if held is None else acc.add_volume_pair(held, volume)
                 )
                 held = volume = None
-                for record, (lo, hi) in zip(acc.records[-len(ranges) :], ranges, strict=True):
-                    LOGGER.log(level, "%s: finite value range [%g, %g]", record.path, lo, hi)
-                bar.update(len(ranges))
             if held is not None:
-                lo, hi = acc.add_volume(held)
-                LOGGER.log(level, "%s: finite value range [%g, %g]", held.path, lo, hi)
-                bar.update()
+                added([acc.add_volume(held)])
     finally:
         acc.close()
     return acc
