@@ -16,7 +16,7 @@ from .core import (
     write_heatmap,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "HeatmapAccumulator",

@@ -56,7 +56,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .core import _IMAGE_CLASSES, SourceRecord
 from .io import Grid, iter_volumes, read_volume, write_atomic
 from .io.reading import Volume, read_nifti_data

@@ -124,7 +124,7 @@ def make_report(
     dict
         Paths of the ``png`` and ``html`` files.
     """
-    from . import __version__
+    from ._version import __version__
 
     plt, plotting = _plotting()
     img = nb.load(in_file)
@@ -276,7 +276,7 @@ def write_atlas_report(
     stored : mapping
         The atlas's files (``th<k>`` maps, ``table``), as
         :func:`nipype_heatmap.atlas.write_atlas` or
-        :func:`nipype_heatmap.derivatives.write_atlas_derivatives` return them.
+        :func:`nipype_heatmap.bids.derivatives.write_atlas_derivatives` return them.
     atlas : LabelAtlasAccumulator or SparseAtlas
         The atlas (for its sample size and sources).
     output_dir : path-like
@@ -293,7 +293,7 @@ def write_atlas_report(
     """
     from matplotlib.colors import ListedColormap
 
-    from . import __version__
+    from ._version import __version__
 
     plt, plotting = _plotting()
     maps = sorted((k for k in stored if k.startswith("th")), key=lambda k: k != "th25")

@@ -65,7 +65,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .cohort import CohortStats
 from .core import _IMAGE_CLASSES, HeatmapAccumulator, SourceRecord
 from .io import check_output_filename, read_nifti_data, write_atomic

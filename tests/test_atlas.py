@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nipype_heatmap import atlas as at
-from nipype_heatmap.cli_atlas import main as atlas_main
+from nipype_heatmap.cli.atlas import main as atlas_main
 
 from .conftest import SHAPE, default_affine
 
@@ -483,7 +483,7 @@ def dseg_dataset(tmp_path, rng):
 
 
 def test_bids_atlas_is_a_validator_clean_derivative(dseg_dataset, tmp_path, capsys):
-    from nipype_heatmap.cli_bids import main as bids_main
+    from nipype_heatmap.cli.bids import main as bids_main
 
     from .test_bids import SPACE
     from .test_derivatives import validator_errors
@@ -522,7 +522,7 @@ def test_bids_atlas_is_a_validator_clean_derivative(dseg_dataset, tmp_path, caps
 def test_atlas_derivative_functions_with_their_defaults(dseg_dataset, tmp_path):
     pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
     from nipype_heatmap.bids import select_bids_inputs
-    from nipype_heatmap.derivatives import check_atlas_derivative, write_atlas_derivatives
+    from nipype_heatmap.bids.derivatives import check_atlas_derivative, write_atlas_derivatives
 
     from .test_bids import SPACE
 

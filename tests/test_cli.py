@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from nipype_heatmap.cli import main
+from nipype_heatmap.cli.heatmap import main
 
 from .conftest import SHAPE, reference_heatmap
 
@@ -215,7 +215,7 @@ def test_the_demo_quiets_nipype_node_logs_and_restores_them():
 
     from nipype import config
 
-    from nipype_heatmap.cli import _setup_logging
+    from nipype_heatmap.cli._base import _setup_logging
 
     before = config.get("logging", "workflow_level")
     package = logging.getLogger("nipype_heatmap")
@@ -320,7 +320,7 @@ def test_std_defaults_to_the_sample_standard_deviation(make_nifti, in_dir, tmp_p
 
 _QUICK_EXIT = """
 import atexit, logging, sys, tempfile, weakref
-from nipype_heatmap.cli import exit_quickly
+from nipype_heatmap.cli._base import exit_quickly
 folder = tempfile.TemporaryDirectory()  # removed by its finalizer, an atexit handler
 print(folder.name)
 atexit.register(lambda: print("atexit ran", end=""))
@@ -353,8 +353,8 @@ def test_a_quick_exit_keeps_everything_a_normal_exit_does_for_the_user(tmp_path)
 @pytest.mark.parametrize(
     ("command", "function"),
     [
-        ("nipype-heatmap", "nipype_heatmap.cli:run"),
-        ("nipype-heatmap-atlas", "nipype_heatmap.cli_atlas:run"),
+        ("nipype-heatmap", "nipype_heatmap.cli.heatmap:run"),
+        ("nipype-heatmap-atlas", "nipype_heatmap.cli.atlas:run"),
     ],
 )
 def test_installed_commands_exit_quickly_with_main_s_status(command, function, tmp_path):

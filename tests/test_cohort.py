@@ -211,7 +211,7 @@ def test_cohort_outputs_never_overwrite_an_input(mask_files):
 
 
 def test_command_writes_cohort_maps_and_subtractions(make_nifti, in_dir, tmp_path, capsys):
-    from nipype_heatmap.cli import main
+    from nipype_heatmap.cli.heatmap import main
 
     files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(6)]
     out = tmp_path / "lesion.nii.gz"
@@ -251,7 +251,7 @@ def test_interface_writes_cohort_maps_in_the_node_folder(make_nifti, tmp_path):
 
 
 def test_rerun_into_the_input_folder_never_reads_its_cohort_maps(make_nifti, in_dir, capsys):
-    from nipype_heatmap.cli import main
+    from nipype_heatmap.cli.heatmap import main
 
     files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(4)]
     out = in_dir / "group.nii.gz"
@@ -266,7 +266,7 @@ def test_rerun_into_the_input_folder_never_reads_its_cohort_maps(make_nifti, in_
 
 
 def test_subtraction_never_overwrites_an_input(make_nifti, in_dir, tmp_path, capsys):
-    from nipype_heatmap.cli import main
+    from nipype_heatmap.cli.heatmap import main
 
     make_nifti("a0.nii.gz")
     b = make_nifti("b0.nii.gz", folder=tmp_path / "b")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from nipype_heatmap.cli import main
+from nipype_heatmap.cli.heatmap import main
 from nipype_heatmap.demo import gm_template_correlation, make_demo_cohort
 
 pytest.importorskip("nilearn", reason="the demo needs the 'demo' extra (nilearn)")

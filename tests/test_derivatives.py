@@ -15,10 +15,10 @@ import pytest
 from numpy.testing import assert_allclose
 
 from nipype_heatmap.bids import select_bids_inputs
-from nipype_heatmap.cli_bids import main
+from nipype_heatmap.cli.bids import main
 from nipype_heatmap.cohort import write_cohort_maps
 from nipype_heatmap.core import compute_heatmap, write_heatmap
-from nipype_heatmap.derivatives import (
+from nipype_heatmap.bids.derivatives import (
     derivative_stem,
     map_kind,
     write_cohort_derivatives,

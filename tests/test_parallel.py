@@ -157,7 +157,7 @@ def test_threads_of_a_node_are_reserved_by_nipype_and_not_hashed(make_nifti):
 
 def test_cli_nprocs_is_passed_through(make_nifti, in_dir, tmp_path, monkeypatch):
     from nipype_heatmap import core
-    from nipype_heatmap.cli import main
+    from nipype_heatmap.cli.heatmap import main
 
     make_nifti("a.nii.gz")
     seen = {}
@@ -293,15 +293,15 @@ def test_retain_freed_memory_changes_nothing_without_glibc(monkeypatch):
 @pytest.mark.parametrize(
     ("module", "argv"),
     [
-        ("cli", ["{missing}", "-o", "{out}/map.nii.gz", "-q"]),
-        ("cli_atlas", ["{missing}", "-o", "{out}/atlas", "-q"]),
-        ("cli_bids", ["{missing}", "{out}/derivatives", "group"]),
+        ("cli.heatmap", ["{missing}", "-o", "{out}/map.nii.gz", "-q"]),
+        ("cli.atlas", ["{missing}", "-o", "{out}/atlas", "-q"]),
+        ("cli.bids", ["{missing}", "{out}/derivatives", "group"]),
     ],
 )
 def test_every_command_retains_freed_memory_before_reading(module, argv, tmp_path, monkeypatch):
     import importlib
 
-    from nipype_heatmap import cli
+    from nipype_heatmap.cli import _base as cli
 
     command = importlib.import_module(f"nipype_heatmap.{module}")
     calls = []

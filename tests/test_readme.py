@@ -29,9 +29,9 @@ def test_ci_runs_the_readme_test_command():
 def test_every_cli_flag_in_the_readme_exists():
     import runpy
 
-    from nipype_heatmap.cli import get_parser
-    from nipype_heatmap.cli_atlas import get_parser as get_atlas_parser
-    from nipype_heatmap.cli_bids import get_parser as get_bids_parser
+    from nipype_heatmap.cli.heatmap import get_parser
+    from nipype_heatmap.cli.atlas import get_parser as get_atlas_parser
+    from nipype_heatmap.cli.bids import get_parser as get_bids_parser
 
     mutate_parser = runpy.run_path(str(ROOT / "tools" / "mutate.py"))["get_parser"]
     bench_parser = runpy.run_path(str(ROOT / "benchmarks" / "bench_heatmap.py"))["get_parser"]

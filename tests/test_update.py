@@ -262,7 +262,7 @@ def test_scaled_workflow_and_interfaces_write_cohort_maps_and_updates(masks, tmp
 
 
 def _run(argv, capsys):
-    from nipype_heatmap.cli import main
+    from nipype_heatmap.cli.heatmap import main
 
     status = main([*argv, "-q"])
     out, err = capsys.readouterr()

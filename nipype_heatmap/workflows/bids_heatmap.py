@@ -39,7 +39,7 @@ def init_bids_heatmap_wf(
     :mod:`nipype_heatmap.bids`), ``heatmap`` aggregates them, and ``ds_heatmap`` writes the
     map, its JSON sidecar and ``dataset_description.json`` into the derivatives dataset,
     plus the visual report when asked (names and provenance: see
-    :mod:`nipype_heatmap.derivatives`).
+    :mod:`nipype_heatmap.bids.derivatives`).
 
     Parameters
     ----------
@@ -67,7 +67,7 @@ def init_bids_heatmap_wf(
     cohort : mapping, optional
         Cohort maps to make in the same pass and store beside the map, each BIDS-named
         (``desc-coverage...``, ``desc-std...``: see
-        :func:`~nipype_heatmap.derivatives.write_cohort_derivatives`), as the inputs of
+        :func:`~nipype_heatmap.bids.derivatives.write_cohort_derivatives`), as the inputs of
         :class:`~nipype_heatmap.interfaces.HeatmapVolume` (``coverage``, ``std``,
         ``ddof``, ``min_count``, ``min_fraction``).
     %(wf_num_threads)s

@@ -16,7 +16,7 @@ order they are checked (each failure is an error that names the files, and write
 
 The result, :class:`BIDSSelection`, converts to a plain dict (``as_dict``) so that it
 travels between Nipype nodes as hash-transparent data. Writing the derivative is in
-:mod:`nipype_heatmap.derivatives`.
+:mod:`nipype_heatmap.bids.derivatives`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._optional import require
+from .._optional import require
 
 LOGGER = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ exit status: 0 on success, 1 on bad input data or an unwritable output, 2 on usa
 
 def get_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``nipype-heatmap-atlas``."""
-    from . import __version__
-    from .cli import add_nprocs_option
+    from .._version import __version__
+    from ._base import add_nprocs_option
 
     parser = argparse.ArgumentParser(
         prog="nipype-heatmap-atlas",
@@ -114,7 +114,7 @@ def add_atlas_options(group) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nipype-heatmap-atlas``; return the exit status (0 ok, 1 bad input, 2 usage)."""
-    from .cli import run_reporting_errors
+    from ._base import run_reporting_errors
 
     parser = get_parser()
     args = parser.parse_args(argv)
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--no-maps needs --sparse (there would be nothing to write)")
 
     def job() -> str:
-        from .atlas import (
+        from ..atlas import (
             accumulate_labels,
             atlas_names,
             merge_atlases,
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sparse=args.sparse,
         )
         if args.report:
-            from .report import write_atlas_report
+            from ..report import write_atlas_report
 
             written["report"] = write_atlas_report(
                 written, acc, out_dir, underlay=args.underlay, command=" ".join(sys.argv)
@@ -171,7 +171,7 @@ def _label_inputs(inputs: Sequence[str], produced: Sequence[str]) -> list[str]:
     since it would be overwritten."""
     import logging
 
-    from .io import find_nifti_files, same_file
+    from ..io import find_nifti_files, same_file
 
     files: list[str] = []
     for item in inputs:
@@ -198,7 +198,7 @@ def _label_inputs(inputs: Sequence[str], produced: Sequence[str]) -> list[str]:
 def run() -> NoReturn:
     """The ``nipype-heatmap-atlas`` program: :func:`main`, then a quick exit (see
     :func:`nipype_heatmap.cli.exit_quickly`)."""
-    from .cli import exit_quickly
+    from ._base import exit_quickly
 
     exit_quickly(main())
 

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .bids import ENTITY_KEYS, BIDSSelection, check_label
+from .._version import __version__
+from .selection import ENTITY_KEYS, BIDSSelection, check_label
 
 LOGGER = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def write_group_derivative(
     import nibabel as nb
     import numpy as np
 
-    from .io import read_file_bytes, write_atomic
+    from ..io import read_file_bytes, write_atomic
 
     selection = BIDSSelection.from_any(selection)
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
@@ -302,7 +302,7 @@ def write_group_derivative(
     _ensure_dataset_files(out_dir)
     outputs = DerivativeOutputs(str(out_file), str(sidecar_file), str(description_file))
     if generate_report:
-        from .report import make_report
+        from ..report import make_report
 
         report = make_report(
             str(out_file),
@@ -497,7 +497,7 @@ def _ensure_dataset_files(out_dir: Path) -> None:
 
 
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:
-    from .io import write_atomic
+    from ..io import write_atomic
 
     write_atomic([(json.dumps(content, indent=2) + "\n").encode("utf-8")], path)
 
@@ -544,7 +544,7 @@ def write_cohort_derivatives(
     dict
         Each map's name (and ``table``) -> the written path.
     """
-    from .io import read_file_bytes, write_atomic
+    from ..io import read_file_bytes, write_atomic
 
     selection = BIDSSelection.from_any(selection)
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
@@ -664,7 +664,7 @@ def _check_atlas_targets(
     overwrite: bool,
 ) -> str:
     """:func:`check_atlas_derivative` once the dataset is open; returns the stem."""
-    from .atlas import _threshold_label, atlas_names
+    from ..atlas import _threshold_label, atlas_names
 
     stem = atlas_stem(selection.entities, atlas_name)
     threshold_of = {f"th{_threshold_label(t)}": float(t) for t in thresholds}
@@ -713,7 +713,7 @@ def write_atlas_derivatives(
     dict
         What :func:`~nipype_heatmap.atlas.write_atlas` wrote, and ``description``.
     """
-    from .atlas import write_atlas
+    from ..atlas import write_atlas
 
     selection = BIDSSelection.from_any(selection)
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)

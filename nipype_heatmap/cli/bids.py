@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from .cli import add_nprocs_option, run_reporting_errors
+from ._base import add_nprocs_option, run_reporting_errors
 
 EXAMPLES = """\
 examples:
@@ -38,8 +38,8 @@ usage errors.
 
 def get_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``nipype-heatmap-bids``."""
-    from . import __version__
-    from .cli_atlas import add_atlas_options
+    from .._version import __version__
+    from .atlas import add_atlas_options
 
     parser = argparse.ArgumentParser(
         prog="nipype-heatmap-bids",
@@ -160,9 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("a subtraction (--group-column) does not go with cohort maps")
 
     def job() -> str:
-        from .bids import load_filter_file, select_bids_inputs
-        from .core import write_heatmap
-        from .derivatives import write_group_derivative
+        from ..bids import load_filter_file, select_bids_inputs
+        from ..bids.derivatives import write_group_derivative
+        from ..core import write_heatmap
 
         entities = ("space", "res", "label", "desc", "datatype", "session", "task", "run")
         selection = select_bids_inputs(
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             cohort_files: dict[str, str] = {}
             if wants_cohort:
-                from .cohort import resolve_min_count, write_cohort_maps
+                from ..cohort import resolve_min_count, write_cohort_maps
 
                 cohort_files = write_cohort_maps(selection.files, heatmap, **cohort, **common)
                 del cohort_files["heatmap"]
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             extra: dict[str, str] = {}
             if cohort_files:
-                from .derivatives import write_cohort_derivatives
+                from ..bids.derivatives import write_cohort_derivatives
 
                 table = cohort_files.pop("table", None)
                 extra = write_cohort_derivatives(
@@ -237,8 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _atlas(args: argparse.Namespace, selection, command: str) -> str:
     """The label atlas of the selected images, as a BIDS derivative."""
-    from .atlas import accumulate_labels, read_label_table
-    from .derivatives import check_atlas_derivative, write_atlas_derivatives
+    from ..atlas import accumulate_labels, read_label_table
+    from ..bids.derivatives import check_atlas_derivative, write_atlas_derivatives
 
     options = {"atlas_name": args.atlas, "thresholds": args.thresholds}
     check_atlas_derivative(  # before any input is read
@@ -260,7 +260,7 @@ def _atlas(args: argparse.Namespace, selection, command: str) -> str:
     )
     report = None
     if args.report:
-        from .report import write_atlas_report
+        from ..report import write_atlas_report
 
         report = write_atlas_report(
             stored, acc, args.output_dir, underlay=args.underlay, command=command
@@ -272,10 +272,10 @@ def _subtraction(args: argparse.Namespace, selection, command: str) -> str:
     """``--group-column``: percent of group A minus percent of group B, BIDS-named."""
     import dataclasses
 
-    from .bids import participants_groups
-    from .cohort import compute_subtraction
-    from .derivatives import write_cohort_derivatives
-    from .io import save_atomic
+    from ..bids import participants_groups
+    from ..bids.derivatives import write_cohort_derivatives
+    from ..cohort import compute_subtraction
+    from ..io import save_atomic
 
     files_a, files_b, groups = participants_groups(
         selection, args.group_column, args.group_a, args.group_b, args.participants_tsv

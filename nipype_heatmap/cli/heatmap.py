@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
-import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
-from .parallel import retain_freed_memory
+from ._base import add_nprocs_option, exit_quickly, run_reporting_errors
 
 EXAMPLES = """\
 examples:
@@ -35,7 +31,7 @@ exit status: 0 on success, 1 on bad input data or an unwritable output, 2 on usa
 
 def get_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``nipype-heatmap``."""
-    from . import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="nipype-heatmap",
@@ -140,23 +136,10 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_nprocs_option(parser: argparse.ArgumentParser) -> None:
-    """The ``--nprocs`` option (as fMRIPrep's), shared by both commands."""
-    parser.add_argument(
-        "--nprocs",
-        "--num-threads",
-        dest="num_threads",
-        type=int,
-        metavar="N",
-        help="threads to use (default: every CPU this process may use: its affinity mask, "
-        "a cgroup quota, SLURM_CPUS_PER_TASK); the map is the same for any N",
-    )
-
-
 def _collect_inputs(inputs: Sequence[str], out_file: str | None, *states: str | None) -> list[str]:
     """The files of INPUT folders and files; a folder's listing leaves out the run's output
     (when it is a map of this tool) and the state files named on the command line."""
-    from .io import find_nifti_files, same_file
+    from ..io import find_nifti_files, same_file
 
     files: list[str] = []
     for item in inputs:
@@ -168,47 +151,6 @@ def _collect_inputs(inputs: Sequence[str], out_file: str | None, *states: str | 
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return files
-
-
-def _setup_logging(args: argparse.Namespace) -> Callable[[], None]:
-    """Log this package's messages to stderr; leave other libraries' loggers alone.
-
-    Returns a function that puts the package logger back as it was, so that ``main`` can
-    be called in-process (tests, notebooks) without leaving a handler behind.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    logger = logging.getLogger("nipype_heatmap")
-    saved = (logger.handlers[:], logger.propagate, logger.level)
-
-    def restore() -> None:
-        logger.handlers[:], logger.propagate, level = saved
-        logger.setLevel(level)
-
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    logger.setLevel(
-        logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    )
-    if getattr(args, "demo", None) and not args.debug:
-        # Nipype logs every node of the demo's workflows through its own handler, and
-        # sets its loggers' levels from its config when imported.
-        from nipype import config
-        from nipype import logging as nipype_logging
-
-        levels = {key: config.get("logging", key) for key in ("workflow_level", "interface_level")}
-        for key in levels:
-            config.set("logging", key, "WARNING")
-        nipype_logging.update_logging(config)
-
-        def restore_all() -> None:
-            restore()
-            for key, level in levels.items():
-                config.set("logging", key, level)
-            nipype_logging.update_logging(config)
-
-        return restore_all
-    return restore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,10 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def job() -> str:
         if args.demo:
-            from .demo import run_demo
+            from ..demo import run_demo
 
             return run_demo(args.demo)
-        from .core import write_heatmap
+        from ..core import write_heatmap
 
         if args.update:
             return _update(args, progress)
@@ -259,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         thresholds = (args.min_count, args.min_fraction)
         if args.coverage or args.std or args.save_state or any(t is not None for t in thresholds):
-            from .cohort import write_cohort_maps
+            from ..cohort import write_cohort_maps
 
             written = write_cohort_maps(
                 files, out_file, state_file=args.save_state, **_cohort_args(args), **common
@@ -282,9 +224,9 @@ def _cohort_args(args: argparse.Namespace) -> dict:
 
 def _update(args: argparse.Namespace, progress: bool | None) -> str:
     """``--update``: add INPUTs to a state, remove ``--remove``, write the maps with -o."""
-    from .cohort import write_maps
-    from .io import prepare_output
-    from .state import update_state
+    from ..cohort import write_maps
+    from ..io import prepare_output
+    from ..state import update_state
 
     state_file = os.path.abspath(args.update)
     out_file = os.path.abspath(args.output) if args.output else None
@@ -314,9 +256,9 @@ def _update(args: argparse.Namespace, progress: bool | None) -> str:
 
 
 def _subtraction(args: argparse.Namespace, out_file: str) -> str:
-    from .cohort import beside_output, compute_subtraction
-    from .core import _refuse_output_among_inputs
-    from .io import prepare_output, save_atomic
+    from ..cohort import beside_output, compute_subtraction
+    from ..core import _refuse_output_among_inputs
+    from ..io import prepare_output, save_atomic
 
     out_file = prepare_output(out_file)
     paths = {
@@ -329,61 +271,6 @@ def _subtraction(args: argparse.Namespace, out_file: str) -> str:
     _refuse_output_among_inputs([*group_a, *group_b], list(paths.values()))
     maps = compute_subtraction(group_a, group_b, num_threads=args.num_threads)
     return "\n".join(save_atomic(maps[name], path) for name, path in paths.items())
-
-
-def run_reporting_errors(prog: str, job: Callable[[], str], args: argparse.Namespace) -> int:
-    """Run a command's job, print its result, and map every failure to an exit status.
-
-    Logging goes to stderr for the job's duration (``--debug``, ``-q``). Bad data,
-    unwritable outputs and missing extras give one line on stderr and status 1; anything
-    unexpected too (with a request to report it); Ctrl-C gives 130. No traceback is shown
-    unless ``--debug``.
-    """
-    debug = args.debug
-    restore_logging = _setup_logging(args)
-    retain_freed_memory()  # a command owns its process (see the function)
-    try:
-        result = job()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no output written", file=sys.stderr)
-        return 130
-    except (ValueError, OSError, ImportError) as err:
-        if debug:
-            raise
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
-    except Exception as err:  # noqa: BLE001 - the command line never shows a bare traceback
-        if debug:
-            raise
-        print(
-            f"{prog}: error: unexpected {type(err).__name__}: {err} "
-            "(rerun with --debug for the traceback, and please report it)",
-            file=sys.stderr,
-        )
-        return 1
-    finally:
-        restore_logging()
-    print(result)
-    return 0
-
-
-def exit_quickly(status: int) -> NoReturn:
-    """End a command's process with ``status`` without tearing down its modules.
-
-    Everything a normal exit does for the user still happens: the ``atexit`` handlers run
-    (logging's flush, thread pools' joins, temporary files' finalizers), then stdout and
-    stderr are flushed. What is skipped is the interpreter freeing every module's objects
-    one by one: with numpy and nibabel loaded that took ~55 ms, and ~75 ms after a run,
-    a tenth of a command on 100 masks. Outputs are complete before this point (each is
-    written, flushed to disk and renamed before the job returns).
-    """
-    try:
-        atexit._run_exitfuncs()  # CPython's own exit runs these the same way
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):  # a closed pipe: nothing left to say
-                stream.flush()
-        os._exit(status)
 
 
 def run() -> NoReturn:
