@@ -1,29 +1,41 @@
 """nipype_heatmap: voxel-wise mean (probability) and sum (count) maps of many NIfTI volumes.
 
-``generate_heatmap_volume`` and the lower-level functions need only numpy and nibabel.
-``HeatmapVolume``, the Nipype interface, is re-exported lazily so that importing this
-package (and every call of the command line) does not pay for importing Nipype.
+The functions and classes below need only numpy and nibabel. ``HeatmapVolume``, the Nipype
+interface, is re-exported lazily so that importing this package (and every call of the
+command line) does not pay for importing Nipype.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .core import (
-    HeatmapAccumulator,
+from ._version import __version__
+from .accumulate import HeatmapAccumulator
+from .api import (
+    accumulate_files,
     compute_heatmap,
     generate_heatmap_volume,
+    update_state,
+    write_cohort_maps,
     write_heatmap,
 )
-
-from ._version import __version__
+from .options import CohortOptions, MapOptions
+from .state import load_state, merge_states, save_state
 
 __all__ = [
+    "CohortOptions",
     "HeatmapAccumulator",
     "HeatmapVolume",
+    "MapOptions",
     "__version__",
+    "accumulate_files",
     "compute_heatmap",
     "generate_heatmap_volume",
+    "load_state",
+    "merge_states",
+    "save_state",
+    "update_state",
+    "write_cohort_maps",
     "write_heatmap",
 ]
 

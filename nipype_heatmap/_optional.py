@@ -1,8 +1,7 @@
 """Optional dependencies, through one mechanism: nibabel's ``optional_package``.
 
-Light modules (the fast gzip libraries) are looked up here once; heavy ones (pybids,
-matplotlib, nilearn) only when a function needs them, through :func:`require`, so that
-``import nipype_heatmap`` stays light.
+Heavy ones (pybids, matplotlib, nilearn, SciPy) are imported only when a function needs
+them, through :func:`require`, so that ``import nipype_heatmap`` stays light.
 """
 
 from __future__ import annotations
@@ -10,11 +9,6 @@ from __future__ import annotations
 from types import ModuleType
 
 from nibabel.optpkg import optional_package
-
-#: libdeflate (one-shot gzip inflate). A dependency; the zlib path is used without it.
-deflate, have_deflate, _ = optional_package("deflate")
-#: ISA-L (fast gzip compression). A dependency; zlib is used without it.
-isal_zlib, have_isal, _ = optional_package("isal.isal_zlib")
 
 #: Which extra of ``nipype_heatmap`` brings each optional module.
 EXTRAS = {

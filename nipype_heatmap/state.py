@@ -1,206 +1,109 @@
-"""Partial heatmaps as files: chunks computed apart merge exactly, and a saved cohort can
-grow and shrink without re-reading it.
+"""Saved states: an accumulator as a file, so that chunks computed apart merge exactly and a
+saved cohort can grow and shrink without re-reading it.
 
-A partial heatmap ("state") is one NIfTI-1 file of shape ``(X, Y, Z, K)`` on the
-reference grid, float64 or, when every value is an integer (masks, labels), the narrowest
-integer type that holds them all exactly. Volume 0 is the voxel-wise sum of finite input
-values, volume 1 the voxel-wise number of finite values (the coverage; left out when every
-input had a finite value everywhere: it is then ``NInputs``); the cohort statistics follow
-when they were tracked (``Volumes`` names them): ``nonzero`` (inputs with a non-zero
-value, unless every input was a binary mask: then it is the sum), ``sumsq`` (the exact
-integer sum of squares, for integer inputs) or ``m2`` (Welford's sum of squared deviations
-from the mean, ``sum / count``, once a floating-point input arrived). Any NIfTI tool opens
-it (``fslhd``, ``mrinfo``, nibabel, a viewer). The rest travels inside the same file, as JSON
-in a NIfTI comment extension (code 6), so that nothing can separate them (Nipype deletes
-undeclared files from node folders)::
+A state is one NIfTI-1 file of shape ``(X, Y, Z, K)`` on the reference grid (see
+:mod:`nipype_heatmap.io.statefile` for the container), holding the accumulator's
+per-voxel arrays as volumes, in this order (``Volumes`` names them):
+
+- ``sum``: the sum of finite input values (``S``);
+- ``count``: how many inputs have a finite value (left out when every input had one
+  everywhere: it is then ``NInputs``);
+- ``nonzero``: how many inputs have a non-zero value, when the overlap is tracked and some
+  input was not a binary mask (else it is the sum);
+- ``squares`` (the exact integer sum of squares, integer inputs) or ``m2`` (Welford's sum
+  of squared deviations from the mean ``S / n``), when the spread is tracked.
+
+All volumes share one type: the narrowest integer type that holds every value exactly
+while the state is exact (every input an integer volume: masks, labels; uint8 or uint16
+for masks), else float64. The metadata::
 
     {
-      "Format": "nipype_heatmap.partial",
-      "FormatVersion": 2,
-      "NInputs": 12,                      # volumes accumulated
-      "GlobalMin": 0.0, "GlobalMax": 1.0, # over finite input values (null if none)
-      "Volumes": ["sum", "count", "m2"],  # what the 4th axis holds, in order
-      "CohortStats": {"Overlap": true, "NonzeroIsSum": true,
-                      "Spread": true, "SpreadForm": "binary", "SquareBound": 12},
-      "Headers": ["<base64 header>", ...],  # the inputs' distinct headers
-      "Sources": [                        # every input, in order
-        {"Path": "/abs/sub-01.nii.gz",
-         "Digest": "sha256:9f2c...",      # of the file's bytes, to recognise it on removal
-         "Range": [0, 1],                 # its finite value range (null if none)
-         "Header": 0,                     # its header, in "Headers" (each stored once):
-                                          # the reference if the inputs before it go
-         "ImageClass": "Nifti1Image"},
-        ...],
-      "Shape": [182, 218, 182],
-      "Affine": [[...], [...], [...], [...]],
-      "ImageClass": "Nifti1Image",        # or "Nifti2Image"
-      "ReferenceHeader": "<base64 of the first input's header bytes>",
-      "GeneratedBy": {"Name": "nipype_heatmap", "Version": "0.1.0"}
+      "Format": "nipype_heatmap.state", "FormatVersion": 3,
+      "NInputs": 12,
+      "Volumes": ["sum", "count", "m2"],
+      "Sum": {"Exact": false, "Rounding": 1.2e-15},   # bound on |S - exact sum|
+      "CohortStats": {"Overlap": true, "Spread": true,
+                      "SpreadForm": "welford", "SquareBound": 0},
+      "Headers": ["<base64 header>", ...],          # each distinct input header once
+      "Sources": [{"Path": "/abs/sub-01.nii.gz",
+                   "Digest": "sha256:9f2c...",      # of the file's bytes
+                   "Identity": [2049, 1234567],     # device and inode when it was read
+                   "Range": [0, 1], "Integer": true,
+                   "Header": 0, "ImageClass": "Nifti1Image"}, ...],
+      "Shape": [182, 218, 182], "Affine": [[...], ...], "ImageClass": "Nifti1Image",
+      "ReferenceHeader": "<base64 of the first input's header>",
+      "GeneratedBy": {"Name": "nipype_heatmap", "Version": "0.1.0"},
+      "Checksum": "sha256:..."                      # of all the above and the voxels
     }
 
-Print it with ``python -c "import sys; from nipype_heatmap.state import read_metadata;
-print(read_metadata(sys.argv[1]))" part.nii.gz | python -m json.tool`` (it is stored
-compact).
+The input range of the maps, the exact sum's bounds and the magnitudes behind the rounding
+bound are all derived from ``Sources``, so they cannot disagree with it. Loading checks the
+checksum, then every field against the data and the others (see :func:`load_state`); a
+state that fails any check is refused naming the file.
 
-The sums are float64 and the counts are exact integers, so merging partials gives the
-single-pass maps to float64 round-off (exactly, for integer inputs such as masks), and so
-does :func:`update_state` after any sequence of additions and removals. Readers refuse a
-file of another ``Format`` or a newer ``FormatVersion``; version 1 files (no cohort
-statistics, no per-input hashes) are still read and merged, but nothing can be removed
-from them.
+Print the metadata with ``python -c "import sys; from nipype_heatmap.state import
+read_metadata; print(read_metadata(sys.argv[1]))" state.nii.gz | python -m json.tool``.
 """
 
 from __future__ import annotations
 
 import base64
-import io
-import itertools
+import binascii
 import json
+import math
 import os
-import zlib
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 
-import nibabel as nb
 import numpy as np
 
 from ._version import __version__
-from .cohort import CohortStats
-from .core import _IMAGE_CLASSES, HeatmapAccumulator, SourceRecord
-from .io import check_output_filename, read_nifti_data, write_atomic
+from .accumulate import (
+    IMAGE_CLASSES,
+    FiniteCount,
+    HeatmapAccumulator,
+    NonzeroCount,
+    Reference,
+    SourceRecord,
+    Spread,
+    VoxelSum,
+    header_from_bytes,
+    records_from_json,
+    records_to_json,
+)
+from .accumulate.spread import EXACT_SQUARES_LIMIT
+from .io import Grid, OutputPlan, read_nifti_data, statefile
 
-FORMAT = "nipype_heatmap.partial"
-FORMAT_VERSION = 2
+FORMAT = "nipype_heatmap.state"
+FORMAT_VERSION = 3
 
-#: Versions this module reads.
-READABLE_VERSIONS = (1, 2)
-
-
-#: NIfTI extension code of the metadata: "comment", readable by every NIfTI library.
-ECODE_COMMENT = 6
-
-
-def read_metadata(state_file: str | os.PathLike[str]) -> str:
-    """Return the JSON metadata embedded in a partial heatmap, as text."""
-    return _metadata_text(nb.load(state_file).header, Path(state_file))
-
-
-def _metadata_text(
-    header: nb.Nifti1Header, path: Path, fmt: str = FORMAT, what: str = "partial heatmap"
-) -> str:
-    """The JSON of format ``fmt`` in a state file's comment extension (partial heatmaps,
-    sparse atlases); ValueError naming the file if there is none."""
-    for ext in header.extensions:
-        if ext.get_code() == ECODE_COMMENT:
-            content = ext.get_content()
-            text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-            if fmt in text:
-                return text
-    raise ValueError(f"{path}: not a nipype_heatmap {what} (no {fmt} metadata)")
-
-
-def state_head(
-    shape: Sequence[int],
-    dtype: np.dtype,
-    affine: np.ndarray,
-    ref_header: nb.nifti1.Nifti1Header,
-    descrip: str,
-    meta: dict,
-) -> bytes:
-    """The header of a state file (a plain NIfTI-1 image on the reference grid) with its
-    metadata as compact JSON in a comment extension: the bytes before the voxels."""
-    header = nb.Nifti1Header()
-    header.set_data_shape(tuple(shape))
-    header.set_data_dtype(dtype)
-    header.set_qform(affine, code="aligned")
-    header.set_sform(affine, code="aligned")
-    header.set_xyzt_units(*ref_header.get_xyzt_units())
-    header["descrip"] = descrip.encode()[:80]
-    header.extensions.append(
-        nb.nifti1.Nifti1Extension(
-            ECODE_COMMENT, json.dumps(meta, separators=(",", ":")).encode("utf-8")
-        )
-    )
-    head = io.BytesIO()
-    header.write_to(head)  # header, extensions; vox_offset is set to where they end
-    assert head.tell() == int(header["vox_offset"])
-    return head.getvalue()
-
-
-def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> str:
-    """Write an accumulator as a partial heatmap file (see the module docstring), atomically.
-
-    The volumes stream from the accumulator's memory into the compressor, a block at a
-    time: no 4D copy of them is ever made.
-
-    Raises
-    ------
-    ValueError
-        If the accumulator is empty or the name does not end in ``.nii``/``.nii.gz``.
-    """
-    if acc.n_inputs == 0 or acc.ref_shape is None or acc.ref_header is None:
-        raise ValueError("cannot save an empty partial heatmap: no volume was added")
-    check_output_filename(os.path.basename(os.fspath(state_file)))
-    exact = acc.integer_total  # stored as it is when integers: no float64 round trip
-    total = exact if exact is not None else acc.total
-    count = acc.count if acc.count is not None else acc.n_inputs
-    volumes: list[tuple[str, np.ndarray]] = [("sum", total)]
-    if acc.count is not None:  # else every input had a value everywhere: NInputs
-        volumes.append(("count", acc.count))
-    stats_meta = None
-    if acc.stats is not None:
-        stats_meta, stats_volumes = acc.stats.to_state(count, lambda: acc.total)
-        volumes += stats_volumes
-    meta = {
-        "Format": FORMAT,
-        "FormatVersion": FORMAT_VERSION,
-        "NInputs": acc.n_inputs,
-        "GlobalMin": acc.global_min,
-        "GlobalMax": acc.global_max,
-        "Volumes": [name for name, _ in volumes],
-        "CohortStats": stats_meta,
-        **provenance_to_json(
-            acc.records, acc.ref_shape, acc.ref_affine, acc.image_class, acc.ref_header
-        ),
-    }
-    dtype = _storage_dtype(acc, volumes)
-    names = ", ".join(name for name, _ in volumes)
-    head = state_head(
-        (*acc.ref_shape, len(volumes)),
-        dtype,
-        acc.ref_affine,
-        acc.ref_header,
-        f"nipype_heatmap partial: {names} of {acc.n_inputs}",
-        meta,
-    )
-    return write_atomic(
-        [head, *(b for _, v in volumes for b in _volume_bytes(v, dtype))],
-        state_file,
-        num_threads=acc.num_threads,
-    )
-
+#: The volumes a state may hold, in their order.
+VOLUMES = ("sum", "count", "nonzero", "squares", "m2")
 
 #: Types a state's volumes are stored in: the narrowest that holds every value exactly.
 _STORAGE_TYPES = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "uint32", "int32"))
 
 
-def _storage_dtype(acc: HeatmapAccumulator, volumes) -> np.dtype:
-    """The narrowest integer type holding every volume exactly, else float64.
+# -- writing --------------------------------------------------------------------------------
+def _volumes(acc: HeatmapAccumulator) -> list[tuple[str, np.ndarray]]:
+    volumes = [("sum", acc.sum.values)]
+    if acc.count.per_voxel is not None:
+        volumes.append(("count", acc.count.per_voxel))
+    if acc.nonzero is not None and not acc.nonzero.is_sum:
+        volumes.append(("nonzero", acc.nonzero.counts))
+    if acc.spread is not None and acc.spread.form == "squares":
+        volumes.append(("squares", acc.spread.squares))
+    elif acc.spread is not None and acc.spread.form == "welford":
+        volumes.append(("m2", acc.spread.m2))
+    return volumes
 
-    While the sum is exact integers (every input an unscaled integer volume: masks,
-    labels), so are the counts and the sums of squares: stored in uint8 or uint16 they take
-    a fraction of the space and time of float64 (a state of 1000 masks: uint16),
-    losslessly. The bounds come from the inputs' value ranges, not from scanning the data.
-    Anything else (a floating-point input's sum, Welford's M2) keeps float64 for all.
-    """
-    bounds = acc.integer_bounds()
-    names = {name for name, _ in volumes}
-    if bounds is None or "m2" in names:
+
+def _storage_dtype(acc: HeatmapAccumulator, names: Sequence[str]) -> np.dtype:
+    """The narrowest integer type holding every volume exactly, else float64."""
+    if not acc.exact or "m2" in names:
         return np.dtype(np.float64)
-    low, high = min(bounds[0], 0), max(bounds[1], acc.n_inputs)
-    if "sumsq" in names:
-        high = max(high, acc.stats.sq_bound)  # type: ignore[union-attr]
+    low, high = min(acc.sum.low, 0), max(acc.sum.high, acc.n_inputs)
+    if "squares" in names:
+        high = max(high, acc.spread.square_bound)
     for dtype in _STORAGE_TYPES:
         info = np.iinfo(dtype)
         if info.min <= low and high <= info.max:
@@ -208,316 +111,264 @@ def _storage_dtype(acc: HeatmapAccumulator, volumes) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def provenance_to_json(records, shape, affine, image_class, ref_header) -> dict:
-    """The metadata every state file carries (partial heatmaps, sparse atlases): the inputs
-    (``Sources``, each distinct header once in ``Headers``), the grid, the image class, the
-    reference header and what wrote it."""
-    header_index: dict[bytes | None, int] = {}
-    for record in records:  # inputs of one pipeline share one header: store it once
-        header_index.setdefault(record.header, len(header_index))
-    return {
-        "Headers": [
-            None if block is None else base64.b64encode(block).decode("ascii")
-            for block in header_index
-        ],
-        "Sources": [_record_to_json(r, header_index) for r in records],
-        "Shape": [int(n) for n in shape],
-        "Affine": np.asarray(affine).tolist(),
-        "ImageClass": image_class.__name__,
-        "ReferenceHeader": base64.b64encode(ref_header.binaryblock).decode("ascii"),
+def state_chunks(acc: HeatmapAccumulator) -> Iterator[bytes | memoryview]:
+    """The bytes of an accumulator's state file, for an output plan (module doc).
+
+    The volumes stream from the accumulator's memory (converted a block at a time when
+    stored in another type): no 4D copy of them is made.
+    """
+    volumes = _volumes(acc)
+    names = [name for name, _ in volumes]
+    dtype = _storage_dtype(acc, names)
+    reference = acc.reference
+    meta = {
+        "Format": FORMAT,
+        "FormatVersion": FORMAT_VERSION,
+        "NInputs": acc.n_inputs,
+        "Volumes": names,
+        "Sum": {"Exact": acc.exact, "Rounding": acc.sum.rounding},
+        "CohortStats": {
+            "Overlap": acc.nonzero is not None,
+            "Spread": acc.spread is not None,
+            "SpreadForm": None if acc.spread is None else acc.spread.form,
+            "SquareBound": 0 if acc.spread is None else acc.spread.square_bound,
+        },
+        **records_to_json(acc.records),
+        "Shape": [int(n) for n in acc.shape],
+        "Affine": np.asarray(acc.affine).tolist(),
+        "ImageClass": reference.image_class.__name__,
+        "ReferenceHeader": base64.b64encode(reference.header.binaryblock).decode("ascii"),
         "GeneratedBy": {"Name": "nipype_heatmap", "Version": __version__},
     }
+    arrays = [array for _, array in volumes]
+    meta["Checksum"] = statefile.checksum(meta, statefile.storage_chunks(arrays, dtype))
+    yield statefile.head_bytes(
+        (*acc.shape, len(volumes)),
+        dtype,
+        acc.affine,
+        reference.header.get_xyzt_units(),
+        f"nipype_heatmap state: {', '.join(names)} of {acc.n_inputs}",
+        meta,
+    )
+    yield from statefile.storage_chunks(arrays, dtype)
 
 
-def provenance_from_json(meta: dict):
-    """Read :func:`provenance_to_json`'s fields back: ``(records, shape, affine,
-    image_class, ref_header)``.
+def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> str:
+    """Write an accumulator as a state file, atomically.
 
     Raises
     ------
-    KeyError, TypeError, ValueError, IndexError
-        If a field is missing or malformed (the caller names the file).
+    ValueError
+        If the name does not end in ``.nii``/``.nii.gz``.
+    OSError
+        If it cannot be written (the previous file, if any, is unchanged).
     """
-    shape = tuple(int(n) for n in meta["Shape"])
-    affine = np.asarray(meta["Affine"], dtype=np.float64)
-    klass = _IMAGE_CLASSES[meta["ImageClass"]]
-    ref_bytes = base64.b64decode(meta["ReferenceHeader"])
-    ref_header = klass.header_class.from_fileobj(io.BytesIO(ref_bytes))
-    headers = [None if h is None else base64.b64decode(h) for h in meta.get("Headers", [])]
-    records = [_record_from_json(item, headers) for item in meta["Sources"]]
-    if records and records[0].header is None:
-        records[0] = SourceRecord(records[0].path, None, ref_bytes, meta["ImageClass"])
-    return records, shape, affine, klass, ref_header
+    with OutputPlan() as plan:
+        path = plan.add("state", state_file)
+        plan.write("state", state_chunks(acc))
+        plan.commit()
+    return path
 
 
-def _record_to_json(record: SourceRecord, header_index: dict[bytes | None, int]) -> dict:
-    return {
-        "Path": record.path,
-        "Digest": record.digest,
-        "Range": None if record.value_range is None else list(record.value_range),
-        "Header": header_index[record.header],
-        "ImageClass": record.image_class,
-    }
-
-
-def _record_from_json(item, headers: list[bytes | None]) -> SourceRecord:
-    if isinstance(item, str):  # format version 1: the path only
-        return SourceRecord(item, None, None)
-    value_range = item["Range"]
-    header = item["Header"]
-    return SourceRecord(
-        str(item["Path"]),
-        None if value_range is None else (float(value_range[0]), float(value_range[1])),
-        None if header is None else headers[int(header)],
-        str(item.get("ImageClass") or "Nifti1Image"),
-        item.get("Digest"),
-    )
-
-
-def _volume_bytes(values: np.ndarray, dtype: np.dtype, block: int = 1 << 20):
-    """A volume as ``dtype`` bytes in NIfTI (Fortran) order, a block at a time; no whole
-    copy is made."""
-    array = np.asarray(values)
-    if array.dtype == dtype and array.flags.f_contiguous:
-        yield memoryview(array.reshape(-1, order="F")).cast("B")  # a view, no copy
-        return
-    flat = array.reshape(-1, order="F")
-    for start in range(0, flat.size, block):
-        yield flat[start : start + block].astype(dtype).tobytes()
+# -- reading --------------------------------------------------------------------------------
+def read_metadata(state_file: str | os.PathLike[str]) -> str:
+    """Return the JSON metadata of a state file, as text."""
+    path = os.path.abspath(os.fspath(state_file))
+    header, _ = read_nifti_data(path)
+    return json.dumps(statefile.read_metadata(header, path, FORMAT, "state"))
 
 
 def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
-    """Read a partial heatmap written by :func:`save_state` back into an accumulator.
+    """Read a state file back into an accumulator, after checking all of it.
+
+    Checked: the format and version; the checksum (the metadata and voxels are those
+    written); every field's type; ``NInputs`` against the sources; the volumes against
+    the statistics tracked and the inputs (an exact sum, a binary spread or a sum standing
+    for the non-zero count only where every input allows it); the data's shape, type and
+    affine against the metadata; and the values: an exact sum within the bounds its inputs'
+    ranges give, a floating sum within their magnitudes and its rounding bound, counts from
+    0 to ``NInputs``, sums of squares within their bound, ``M2`` finite and non-negative.
 
     Raises
     ------
     FileNotFoundError
         If the file is missing.
     ValueError
-        If it is corrupt, of another format or a newer version, or its data disagree with
-        its metadata (shape, affine, number of volumes and inputs). The message names the
-        file.
+        Naming the file and what is wrong, whatever fails underneath.
     """
-    path = Path(state_file).absolute()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: partial heatmap file is missing")
-    header, data = read_nifti_data(path)  # ValueError naming the file if unreadable
-    try:
-        meta = json.loads(_metadata_text(header, path))
-    except ValueError as err:
-        raise ValueError(f"{path}: unreadable partial heatmap metadata ({err})") from err
-    if not isinstance(meta, dict) or meta.get("Format") != FORMAT:
-        raise ValueError(f"{path}: not a nipype_heatmap partial heatmap (Format != {FORMAT})")
-    if meta.get("FormatVersion") not in READABLE_VERSIONS:
+    path = os.path.abspath(os.fspath(state_file))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: state file is missing")
+    header, data = read_nifti_data(path)
+    meta = statefile.read_metadata(header, path, FORMAT, "state")
+    if meta.get("Format") != FORMAT:
+        raise ValueError(f"{path}: not a nipype_heatmap state (Format != {FORMAT})")
+    version = meta.get("FormatVersion")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
         raise ValueError(
-            f"{path}: partial heatmap format version {meta.get('FormatVersion')} is not one "
-            f"of {READABLE_VERSIONS}; merge with the nipype_heatmap version that wrote it"
+            f"{path}: state format version {version} is not {FORMAT_VERSION}; "
+            + (
+                "it was written by a newer nipype_heatmap: update this one"
+                if newer
+                else "rebuild the state from its inputs with this version"
+            )
         )
+    statefile.verify_checksum(meta, data, path, "state")
     try:
-        records, shape, affine, klass, ref_header = provenance_from_json(meta)
-        n_inputs = int(meta["NInputs"])
-        names = list(meta.get("Volumes", ["sum", "count"]))
-        global_min, global_max = meta["GlobalMin"], meta["GlobalMax"]
-        stats_meta = meta.get("CohortStats")
-    except (KeyError, TypeError, ValueError, IndexError, zlib.error) as err:
-        raise ValueError(f"{path}: corrupt partial heatmap ({type(err).__name__}: {err})") from err
-    if data.shape != (*shape, len(names)) or data.dtype not in (*_STORAGE_TYPES, np.float64):
+        return _restore(meta, data, header)
+    except _Invalid as err:
+        raise ValueError(f"{path}: invalid state ({err}); rebuild it from its inputs") from err
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, binascii.Error) as err:
         raise ValueError(
-            f"{path}: data {data.shape} {data.dtype} do not match its metadata's "
-            f"{(*shape, len(names))} (float64 or a narrower integer type)"
-        )
-    if not np.allclose(header.get_best_affine(), affine, atol=1e-4):
-        raise ValueError(f"{path}: affine differs from the one its metadata records")
+            f"{path}: corrupt state ({type(err).__name__}: {err}); rebuild it from its inputs"
+        ) from err
+
+
+class _Invalid(Exception):
+    """A state whose fields disagree with each other or with its data."""
+
+
+def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
+    records = records_from_json(meta)
+    n_inputs = int(meta["NInputs"])
+    names = [str(n) for n in meta["Volumes"]]
+    stats = meta["CohortStats"]
+    overlap, spread, form = bool(stats["Overlap"]), bool(stats["Spread"]), stats["SpreadForm"]
+    square_bound = int(stats["SquareBound"])
+    exact = meta["Sum"]["Exact"]
+    rounding = float(meta["Sum"]["Rounding"])
+    shape = tuple(int(n) for n in meta["Shape"])
+    affine = np.asarray(meta["Affine"], dtype=np.float64).reshape(4, 4)
+    klass = IMAGE_CLASSES[meta["ImageClass"]]
+    block = base64.b64decode(meta["ReferenceHeader"], validate=True)
+    ref_header = header_from_bytes(block, meta["ImageClass"])
+
+    integer = all(r.integer for r in records)
+    binary = integer and all(r.value_range is None or _binary_range(r) for r in records)
+    _require(
+        n_inputs >= 1 and len(records) == n_inputs,
+        f"NInputs {n_inputs} with {len(records)} sources",
+    )
+    _require(names[:1] == ["sum"] and len(set(names)) == len(names), f"volumes {names}")
+    _require(all(name in VOLUMES for name in names), f"unknown volumes in {names}")
+    _require(list(names) == [n for n in VOLUMES if n in names], f"volumes out of order: {names}")
+    _require(
+        isinstance(exact, bool) and math.isfinite(rounding) and rounding >= 0, "the Sum fields"
+    )
+    _require(not exact or (integer and rounding == 0), "an exact sum of non-integer inputs")
+    if "nonzero" in names:
+        _require(overlap, "a non-zero count that is not tracked")
+    elif overlap:
+        _require(binary, "no non-zero count, but not every input is a binary mask")
+    expected_part = {None: None, "binary": None, "squares": "squares", "welford": "m2"}
+    _require(form in expected_part and (form is None) == (not spread), f"SpreadForm {form!r}")
+    for part in ("squares", "m2"):
+        _require((part in names) == (expected_part[form] == part), f"the {part} volume")
+    _require(form != "binary" or binary, "a binary spread of inputs that are not binary masks")
+    _require(form != "squares" or integer, "exact squares of non-integer inputs")
+    _require(
+        0 <= square_bound and n_inputs * square_bound < EXACT_SQUARES_LIMIT,
+        f"SquareBound {square_bound}",
+    )
+    _require(
+        data.shape == (*shape, len(names)), f"data {data.shape} for volumes {names} on {shape}"
+    )
+    _require(data.dtype in (*_STORAGE_TYPES, np.dtype(np.float64)), f"data type {data.dtype}")
+    _require(
+        np.allclose(header.get_best_affine(), affine, atol=1e-4),
+        "an affine other than the one its metadata records",
+    )
+
     volumes = {name: data[..., i] for i, name in enumerate(names)}
-    if names[:1] != ["sum"] or len(set(names)) != len(names):
-        raise ValueError(f"{path}: corrupt partial heatmap (volumes {names})")
-    count = volumes.get("count")  # absent: NInputs everywhere (version 1 always has it)
-    if (
-        n_inputs < 1
-        or len(records) != n_inputs
-        or (count is not None and (count.max() > n_inputs or count.min() < 0))
-    ):
-        raise ValueError(f"{path}: counts and sources disagree with NInputs={n_inputs}")
-    stats = None
-    if stats_meta is not None:
-        try:
-            stats = CohortStats.from_state(stats_meta, volumes, shape)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"{path}: corrupt cohort statistics ({type(err).__name__}: {err})"
-            ) from err
     total = volumes["sum"]
-    if total.dtype != np.float64 and any(r.value_range is None for r in records):
-        total = total.astype(np.float64, order="F")  # no ranges to bound it: float64
-    return HeatmapAccumulator.from_parts(
-        total=total,
-        count=None
-        if count is None or np.all(count == n_inputs)
-        else count.astype(np.uint32, order="F"),
-        records=records,
-        global_range=None if global_min is None else (float(global_min), float(global_max)),
-        ref_affine=affine,
-        ref_header=ref_header,
-        image_class=klass,
-        stats=stats,
+    low = sum(min(int(r.value_range[0]), 0) for r in records if r.value_range and integer)
+    high = sum(max(int(r.value_range[1]), 0) for r in records if r.value_range and integer)
+    magnitude = math.fsum(r.magnitude for r in records)
+    if exact:
+        _require_integers(total, low, high, "sum")
+    else:
+        finite = np.isfinite(total).all()
+        _require(bool(finite), "a sum with values that are not finite")
+        limit = magnitude * (1 + 1e-12) + rounding
+        _require(float(np.abs(total).max()) <= limit, "a sum larger than its inputs allow")
+        total = np.array(total, dtype=np.float64, order="F")
+    count = volumes.get("count")
+    if count is not None:
+        _require_integers(count, 0, n_inputs, "count")
+    nonzero = volumes.get("nonzero")
+    if nonzero is not None:
+        _require_integers(nonzero, 0, n_inputs, "nonzero count")
+
+    counts = FiniteCount(shape, n_inputs)
+    if count is not None:
+        counts.per_voxel = count.astype(np.uint32, order="F")
+    nonzero_count = None
+    if overlap:
+        nonzero_count = NonzeroCount()
+        if nonzero is not None:
+            nonzero_count.counts = nonzero.astype(np.uint32, order="F")
+    spread_stats = None
+    if spread:
+        spread_stats = Spread(shape)
+        spread_stats.square_bound = square_bound
+        if form == "squares":
+            squares = volumes["squares"]
+            _require_integers(squares, 0, square_bound, "sum of squares")
+            spread_stats.squares = np.rint(squares).astype(np.int64, order="F")
+        elif form == "welford":
+            m2 = volumes["m2"]
+            _require(
+                bool(np.isfinite(m2).all()) and float(m2.min()) >= 0, "a negative or non-finite M2"
+            )
+            spread_stats.m2 = np.array(m2, dtype=np.float64, order="F")
+    return HeatmapAccumulator.restore(
+        Reference(Grid(shape, affine, records[0].path), ref_header, klass),
+        records,
+        sum=VoxelSum.restore(
+            total, exact=exact, magnitude=magnitude, rounding=rounding, low=low, high=high
+        ),
+        count=counts,
+        nonzero=nonzero_count,
+        spread=spread_stats,
     )
 
 
-def merge_states(state_files) -> HeatmapAccumulator:
-    """Load and merge partial heatmaps, in order.
+def _binary_range(record: SourceRecord) -> bool:
+    lo, hi = record.value_range  # type: ignore[misc]
+    return 0 <= lo and hi <= 1
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise _Invalid(what)
+
+
+def _require_integers(values: np.ndarray, low: int, high: int, what: str) -> None:
+    if values.dtype.kind == "f":
+        _require(bool(np.all(values == np.round(values))), f"a {what} that is not whole")
+    lo, hi = values.min(), values.max()
+    _require(low <= lo and hi <= high, f"a {what} from {lo} to {hi}, outside [{low}, {high}]")
+
+
+def merge_states(state_files: Iterable[str | os.PathLike[str]]) -> HeatmapAccumulator:
+    """Load and merge states, in order (map-reduce: each one a chunk of the inputs).
 
     Raises
     ------
     ValueError
-        If no file is given, a file is not a valid partial heatmap, or the partials are not
-        on one grid (naming the one that differs).
+        If no file is given, a file is not a valid state, or the states are not on one
+        grid or track different statistics (naming the one that differs).
     """
     files = list(state_files)
     if not files:
-        raise ValueError("no partial heatmap given; nothing to merge")
-    merged = HeatmapAccumulator()
-    for state_file in files:
+        raise ValueError("no state given; nothing to merge")
+    merged = load_state(files[0])
+    for state_file in files[1:]:
         part = load_state(state_file)
         try:
             merged.merge(part)
         except ValueError as err:
             raise ValueError(f"{state_file}: {err}") from err
-        del part  # one partial in memory at a time, not two
+        del part  # one part in memory at a time besides the merged one
     return merged
-
-
-#: How many new files an update reads ahead while the state loads (memory: that many
-#: input volumes as stored, whatever the size of the state).
-_UPDATE_READ_AHEAD = 8
-
-
-def update_state(
-    state_file: str | os.PathLike[str],
-    *,
-    add: Sequence[str | os.PathLike[str]] = (),
-    remove: Sequence[str | os.PathLike[str]] = (),
-    out_file: str | os.PathLike[str] | None = None,
-    num_threads: int | None = None,
-    progress: bool | None = None,
-    debug: bool = False,
-) -> HeatmapAccumulator:
-    """Add files to a saved state and remove files from it, reading only those files.
-
-    The state's inputs become: its inputs without ``remove``, in their order, then ``add``,
-    in theirs. The maps made from the updated state equal a recompute from that list: bit
-    for bit while every input that was ever in the state is an unscaled integer volume
-    (masks, counts: sums, counts and sums of squares are exact integers), to float64
-    round-off once a floating-point input has been in it (its value was added and is
-    subtracted again in float64). When the first input is removed, the next becomes the
-    reference (its header and voxel order), as in a recompute.
-
-    Parameters
-    ----------
-    state_file : str or os.PathLike
-        A partial heatmap (:func:`save_state`, :class:`PartialHeatmap`, ``--save-state``).
-    add : sequence of path-like
-        Files to add; none may already be an input of the state.
-    remove : sequence of path-like
-        Files to remove, matched by absolute path; each must be unchanged since it was
-        added (its content hash is checked).
-    out_file : path-like, optional
-        Where to write the updated state; default: replace ``state_file`` (atomically,
-        only after every step succeeded).
-    num_threads, progress, debug
-        As for :func:`~nipype_heatmap.core.accumulate_files`.
-
-    Returns
-    -------
-    HeatmapAccumulator
-        The updated state (to write maps from).
-
-    Raises
-    ------
-    ValueError
-        If a file to remove is not in the state, changed, or was added without a hash
-        (version 1 states); a file to add is already in it; or nothing would be left. The
-        state file is then unchanged.
-    """
-    from .core import accumulate_files
-    from .io import iter_volumes, prepare_output
-    from .parallel import resolve_num_threads
-
-    state_path = os.path.abspath(os.fspath(state_file))
-    target = prepare_output(state_path if out_file is None else out_file)
-    to_add = [os.path.abspath(os.fspath(p)) for p in add]
-    threads = resolve_num_threads(num_threads)
-    # The new files are read (on the reader threads) while the state inflates on another,
-    # up to _UPDATE_READ_AHEAD of them ahead so that the readers do not wait for the
-    # state; nothing is added before every check below has passed.
-    ahead = max(2, threads, min(len(to_add), _UPDATE_READ_AHEAD))
-    volumes = iter_volumes(to_add, read_ahead=ahead, workers=threads, digest=True)
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="heatmap-state") as pool:
-            loading = pool.submit(load_state, state_path)
-            first = [next(volumes)] if to_add else []
-            acc = loading.result()
-        indices = _check_update(acc, state_path, target, to_add, remove)
-        if to_add:
-            acc = accumulate_files(
-                to_add,
-                acc=acc,
-                volumes=itertools.chain(first, volumes),
-                num_threads=threads,
-                progress=progress,
-                debug=debug,
-            )
-    finally:
-        volumes.close()
-    try:
-        for index in sorted(indices, reverse=True):
-            acc.remove_file_at(index)
-    finally:
-        acc.close()
-    save_state(acc, target)
-    return acc
-
-
-def _check_update(
-    acc: HeatmapAccumulator,
-    state_path: str,
-    target: str,
-    to_add: Sequence[str],
-    remove: Sequence[str | os.PathLike[str]],
-) -> list[int]:
-    """Check an update before anything changes; return the indices of the inputs to remove.
-
-    Raises
-    ------
-    ValueError
-        As :func:`update_state`.
-    """
-    from .core import _refuse_output_among_inputs
-    from .io import warn_duplicates
-
-    indices: list[int] = []
-    for path in (os.path.abspath(os.fspath(p)) for p in remove):
-        found = [i for i, r in enumerate(acc.records) if r.path == path and i not in indices]
-        if not found:
-            raise ValueError(
-                f"{path}: not an input of the state {state_path} (or listed twice); nothing "
-                "to remove (files are matched by absolute path)"
-            )
-        if acc.records[found[-1]].digest is None:
-            raise ValueError(
-                f"{path}: the state {state_path} holds no content hash for it (a format "
-                "version 1 state); rebuild the state with this version to remove files"
-            )
-        indices.append(found[-1])
-    if len(acc.records) - len(indices) + len(to_add) < 1:
-        raise ValueError(f"{state_path}: removing every input would leave an empty state")
-    kept = {r.path: i for i, r in enumerate(acc.records) if i not in indices}
-    for path in to_add:
-        if path in kept:
-            raise ValueError(
-                f"{path}: already an input of the state {state_path} (input {kept[path] + 1}); "
-                "to replace it with a corrected version, remove it while the old version is "
-                "still there (the removal checks its hash), then add the new one"
-            )
-    warn_duplicates(to_add)
-    _refuse_output_among_inputs(to_add, [state_path, target])
-    return indices

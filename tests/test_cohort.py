@@ -17,7 +17,7 @@ from nipype_heatmap.cohort import (
     resolve_min_count,
     write_cohort_maps,
 )
-from nipype_heatmap.core import HeatmapAccumulator
+from nipype_heatmap import HeatmapAccumulator
 from nipype_heatmap.state import load_state, save_state
 
 from .conftest import SHAPE, no_worker_thread_left
@@ -553,7 +553,7 @@ def test_write_maps_default_ddof_is_one(float_files, tmp_path):
 
 
 def test_cohort_maps_leave_no_worker_thread_behind(make_nifti, tmp_path):
-    from nipype_heatmap.cohort import write_cohort_maps
+    from nipype_heatmap.api import write_cohort_maps
 
     files = [
         make_nifti(f"p{i}.nii", np.full(SHAPE, i / 3, np.float32), dtype=np.float32)
@@ -652,7 +652,7 @@ def test_float_maps_go_in_pairs_with_the_same_sum_and_spread(
     # must be the one-by-one sum bit for bit (the mean never depends on the statistics),
     # the non-zero count exact, the variance numpy's to float64 round-off.
     from nipype_heatmap import cohort
-    from nipype_heatmap.core import accumulate_files
+    from nipype_heatmap.api import accumulate_files
 
     files = complete_float_files[:n_files]
     pairs = []
@@ -680,7 +680,7 @@ def test_float_maps_go_in_pairs_with_the_same_sum_and_spread(
 def test_pairs_fall_back_to_one_by_one_for_missing_values_and_errors(
     complete_float_files, float_files, make_nifti
 ):
-    from nipype_heatmap.core import accumulate_files
+    from nipype_heatmap.api import accumulate_files
     from nipype_heatmap.io import read_volume
 
     # A map with missing values among complete ones: the count becomes per voxel and the
@@ -724,7 +724,7 @@ def test_paired_inputs_each_show_in_the_progress_bar_and_log(
 ):
     import logging
 
-    from nipype_heatmap.core import accumulate_files
+    from nipype_heatmap.api import accumulate_files
 
     files = complete_float_files[:n_files]
     with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
@@ -741,7 +741,7 @@ def test_pairs_of_every_kind_of_input_match_numpy(make_nifti, rng, monkeypatch):
     # contiguous) with a scaled int16 volume (float64 values computed per slab), and a mask
     # with an unscaled int16 volume (integers into Welford's form).
     from nipype_heatmap import cohort
-    from nipype_heatmap.core import accumulate_files
+    from nipype_heatmap.api import accumulate_files
 
     monkeypatch.setattr(cohort, "_BLOCK", 37)
     affine = np.diag([-2.0, 2.0, 2.0, 1.0])

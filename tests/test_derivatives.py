@@ -16,8 +16,8 @@ from numpy.testing import assert_allclose
 
 from nipype_heatmap.bids import select_bids_inputs
 from nipype_heatmap.cli.bids import main
-from nipype_heatmap.cohort import write_cohort_maps
-from nipype_heatmap.core import compute_heatmap, write_heatmap
+from nipype_heatmap.api import write_cohort_maps
+from nipype_heatmap.api import compute_heatmap, write_heatmap
 from nipype_heatmap.bids.derivatives import (
     derivative_stem,
     map_kind,
@@ -351,7 +351,7 @@ def test_cohort_maps_are_bids_derivatives_with_their_own_names(lesion_cohort, tm
         "mincount": stem.format("mincount2", "mask"),
     }
     files = sorted(str(p) for p in lesion_cohort.rglob("sub-*_mask.nii.gz"))
-    from nipype_heatmap.cohort import write_cohort_maps
+    from nipype_heatmap.api import write_cohort_maps
 
     reference = write_cohort_maps(
         files, tmp_path / "ref" / "r.nii.gz", coverage=True, std=True, min_count=2

@@ -292,7 +292,7 @@ def test_package_logs_reach_nipype_only_when_warnings_or_asked_for_in_debug():
     ("interface", "trait"),
     [
         ("HeatmapVolume", "in_files"),
-        ("PartialHeatmap", "in_files"),
+        ("HeatmapState", "in_files"),
         ("MergeHeatmaps", "in_files"),
         ("MergeHeatmaps", "state_files"),
         ("UpdateHeatmapState", "add_files"),
@@ -317,13 +317,13 @@ def test_a_missing_input_file_is_refused_where_it_is_set_naming_it(
 
 
 def test_nodes_draw_no_progress_bar_in_their_logs(make_nifti, tmp_path, capfd):
-    from nipype_heatmap.interfaces import PartialHeatmap, UpdateHeatmapState
+    from nipype_heatmap.interfaces import HeatmapState, UpdateHeatmapState
 
     files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(3)]
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
     HeatmapVolume(in_files=files[:2]).run(cwd=str(tmp_path / "a"))
-    state = PartialHeatmap(in_files=files[:2]).run(cwd=str(tmp_path / "b")).outputs.out_file
+    state = HeatmapState(in_files=files[:2]).run(cwd=str(tmp_path / "b")).outputs.out_file
     UpdateHeatmapState(in_file=state, add_files=files[2:]).run(cwd=str(tmp_path / "c"))
     err = capfd.readouterr().err
     assert "it/s" not in err and "%|" not in err, err

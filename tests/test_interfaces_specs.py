@@ -82,7 +82,7 @@ INPUTS = {
             "default": True,
         },
     },
-    "PartialHeatmap": {
+    "HeatmapState": {
         "cohort_stats": {
             "usedefault": True,
             "desc": "Also track the non-zero count and the spread, so "
@@ -131,7 +131,7 @@ INPUTS = {
         },
         "in_files": {
             "mandatory": True,
-            "desc": "Partial heatmaps from PartialHeatmap, in input order.",
+            "desc": "Partial heatmaps from HeatmapState, in input order.",
         },
         "min_count": {
             "xor": ["min_fraction"],
@@ -338,7 +338,7 @@ OUTPUTS = {
         "std_file": {"desc": "Standard deviation map (float32), when asked for."},
         "variance_file": {"desc": "Variance map (float32), when asked for."},
     },
-    "PartialHeatmap": {
+    "HeatmapState": {
         "n_inputs": {"desc": "How many volumes this chunk holds."},
         "out_file": {"desc": "float64 NIfTI of sums and counts, metadata embedded."},
         "state_file": {"desc": "Deprecated name of out_file (the same file)."},

@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from nipype_heatmap import io
-from nipype_heatmap.core import compute_heatmap, generate_heatmap_volume, write_heatmap
+from nipype_heatmap.api import compute_heatmap, generate_heatmap_volume, write_heatmap
 
 from .conftest import SHAPE, file_digest, reference_heatmap
 

@@ -15,7 +15,7 @@ from numpy.testing import assert_array_equal
 
 from benchmarks.reference_loop import reference_heatmap
 from nipype_heatmap import io
-from nipype_heatmap.core import compute_heatmap
+from nipype_heatmap.api import compute_heatmap
 from nipype_heatmap.io import reading
 
 from .conftest import SHAPE, default_affine

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from nipype_heatmap import io
-from nipype_heatmap.core import generate_heatmap_volume, write_heatmap
+from nipype_heatmap.api import generate_heatmap_volume, write_heatmap
 from nipype_heatmap.io import reading, writing
 
 from .conftest import file_digest, no_worker_thread_left, run_unprivileged
@@ -210,7 +210,7 @@ def test_file_size_limit_names_the_output(make_nifti, in_dir, tmp_path):
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
-        from nipype_heatmap.core import generate_heatmap_volume
+        from nipype_heatmap.api import generate_heatmap_volume
         try:
             generate_heatmap_volume({str(in_dir)!r}, {str(out_dir)!r}, "big.nii")
         except OSError as err:

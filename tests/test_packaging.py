@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECK_IMPORTS = """
 import importlib.util, nipype_heatmap
 from nipype_heatmap import HeatmapVolume, generate_heatmap_volume, write_heatmap
-from nipype_heatmap.interfaces import MergeHeatmaps, PartialHeatmap, HeatmapDerivativesSink
+from nipype_heatmap.interfaces import MergeHeatmaps, HeatmapState, HeatmapDerivativesSink
 from nipype_heatmap.interfaces import LabelAtlas, PartialLabelAtlas
 from nipype_heatmap.atlas import load_atlas, build_atlas, accumulate_labels, write_atlas
 from nipype_heatmap.workflows import (

@@ -13,8 +13,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from benchmarks.reference_loop import reference_heatmap
-from nipype_heatmap import parallel
-from nipype_heatmap.core import HeatmapAccumulator, accumulate_files, compute_heatmap
+from nipype_heatmap import _runtime as parallel
+from nipype_heatmap import HeatmapAccumulator, accumulate_files, compute_heatmap
 
 from .conftest import SHAPE, default_affine
 
@@ -98,7 +98,7 @@ def test_thread_count_honours_the_affinity_mask():
     code = textwrap.dedent(
         """
         import os
-        from nipype_heatmap import parallel
+        from nipype_heatmap import _runtime as parallel
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
         print(parallel.available_cpus(), parallel.resolve_num_threads(None),
               parallel.resolve_num_threads(8))
@@ -145,10 +145,10 @@ def test_the_smallest_limit_wins(monkeypatch):
 def test_threads_of_a_node_are_reserved_by_nipype_and_not_hashed(make_nifti):
     from nipype.pipeline import engine as pe
 
-    from nipype_heatmap.interfaces import HeatmapVolume, PartialHeatmap, mem_gb
+    from nipype_heatmap.interfaces import HeatmapVolume, HeatmapState, mem_gb
 
     files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(2)]
-    for interface in (HeatmapVolume, PartialHeatmap):
+    for interface in (HeatmapVolume, HeatmapState):
         one, four = interface(in_files=files), interface(in_files=files, num_threads=4)
         assert one.inputs.get_hashval()[1] == four.inputs.get_hashval()[1]
         node = pe.Node(interface(in_files=files, num_threads=4), name="n", mem_gb=mem_gb(4))
@@ -237,8 +237,8 @@ def test_a_pool_runs_its_slabs_on_n_threads_and_its_context_stops_them(n):
 
 _FAULTS = """
 import resource, sys
-from nipype_heatmap.core import accumulate_files
-from nipype_heatmap.parallel import retain_freed_memory
+from nipype_heatmap.api import accumulate_files
+from nipype_heatmap._runtime import retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from nipype_heatmap.core import HeatmapAccumulator, compute_heatmap
-from nipype_heatmap.interfaces import HeatmapVolume, MergeHeatmaps, PartialHeatmap
+from nipype_heatmap import HeatmapAccumulator, compute_heatmap
+from nipype_heatmap.interfaces import HeatmapVolume, MergeHeatmaps, HeatmapState
 from nipype_heatmap.state import load_state, merge_states, read_metadata, save_state
 from nipype_heatmap.workflows import init_scaled_heatmap_wf
 from nipype_heatmap.workflows.scaled_heatmap import _split_chunks
@@ -177,7 +177,7 @@ def test_partial_and_merge_interfaces(mixed_nan_inputs, tmp_path):
     for i, chunk in enumerate(_split_chunks(mixed_nan_inputs, 3)):
         cwd = tmp_path / f"part{i}"
         cwd.mkdir()
-        res = PartialHeatmap(in_files=chunk).run(cwd=str(cwd))
+        res = HeatmapState(in_files=chunk).run(cwd=str(cwd))
         assert res.outputs.n_inputs == len(chunk)
         assert res.outputs.state_file == res.outputs.out_file  # the deprecated name
         states.append(res.outputs.out_file)
@@ -282,7 +282,7 @@ def test_partial_of_a_shifted_grid_is_refused_naming_it(make_nifti, tmp_path):
 def test_deprecated_input_names_still_work_with_a_warning(make_nifti, tmp_path):
     mask = str(make_nifti("a.nii.gz"))
     with pytest.warns(UserWarning, match="out_name.*deprecated.*output_filename"):
-        partial = PartialHeatmap(in_files=[mask], out_name="chunk.nii.gz")
+        partial = HeatmapState(in_files=[mask], out_name="chunk.nii.gz")
     assert partial.inputs.output_filename == "chunk.nii.gz"
     state = partial.run(cwd=str(tmp_path)).outputs.out_file
     assert state.endswith("chunk.nii.gz")

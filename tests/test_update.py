@@ -10,7 +10,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from nipype_heatmap.cohort import cohort_images
-from nipype_heatmap.core import HeatmapAccumulator, accumulate_files
+from nipype_heatmap import HeatmapAccumulator, accumulate_files
 from nipype_heatmap.state import load_state, read_metadata, save_state, update_state
 
 from .conftest import SHAPE, default_affine, no_worker_thread_left

@@ -244,7 +244,7 @@ def write_group_derivative(
     import nibabel as nb
     import numpy as np
 
-    from ..io import read_file_bytes, write_atomic
+    from ..io import image_chunks, write_atomic
 
     selection = BIDSSelection.from_any(selection)
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
@@ -296,7 +296,7 @@ def write_group_derivative(
         sidecar["Resolution"] = {entities["res"]: f"voxels of {zooms} mm"}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic([read_file_bytes(os.fspath(in_file))], out_file)
+    write_atomic(image_chunks(nb.load(os.fspath(in_file))), out_file)
     _write_json(sidecar_file, sidecar)
     _update_description(description_file, description, link, input_root, out_dir, selection)
     _ensure_dataset_files(out_dir)
@@ -544,7 +544,9 @@ def write_cohort_derivatives(
     dict
         Each map's name (and ``table``) -> the written path.
     """
-    from ..io import read_file_bytes, write_atomic
+    import nibabel as nb
+
+    from ..io import image_chunks, write_atomic
 
     selection = BIDSSelection.from_any(selection)
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
@@ -588,7 +590,7 @@ def write_cohort_derivatives(
             "MissingValues": MISSING_VALUE_RULE,
             "GeneratedBy": [_generated_by(command)],
         }
-        write_atomic([read_file_bytes(os.fspath(path))], out_file)
+        write_atomic(image_chunks(nb.load(os.fspath(path))), out_file)
         _write_json(sidecar_file, sidecar)
         written[name] = str(out_file)
         if name == "overlap" and table is not None:
@@ -664,10 +666,10 @@ def _check_atlas_targets(
     overwrite: bool,
 ) -> str:
     """:func:`check_atlas_derivative` once the dataset is open; returns the stem."""
-    from ..atlas import _threshold_label, atlas_names
+    from ..atlas import atlas_names, threshold_label
 
     stem = atlas_stem(selection.entities, atlas_name)
-    threshold_of = {f"th{_threshold_label(t)}": float(t) for t in thresholds}
+    threshold_of = {f"th{threshold_label(t)}": float(t) for t in thresholds}
     for key, name in atlas_names(atlas_name, thresholds, stem=stem).items():
         if not name.endswith(".nii.gz"):
             continue

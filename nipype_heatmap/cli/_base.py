@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from ..parallel import retain_freed_memory
+from .._runtime import retain_freed_memory
 
 
 def add_nprocs_option(parser: argparse.ArgumentParser) -> None:

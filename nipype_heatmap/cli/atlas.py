@@ -126,73 +126,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--no-maps needs --sparse (there would be nothing to write)")
 
     def job() -> str:
+        from ..api import collect_inputs
         from ..atlas import (
             accumulate_labels,
             atlas_names,
             merge_atlases,
+            plan_atlas,
             read_label_table,
-            write_atlas,
+            write_atlas_outputs,
         )
+        from ..io import OutputPlan
 
-        out_dir = os.path.abspath(args.output_dir)
-        names = atlas_names(args.atlas_name, args.thresholds)  # checked before reading
-        table = read_label_table(args.label_table) if args.label_table else None
-        if args.merge:
-            acc = merge_atlases(args.merge)
-        else:
-            produced = [os.path.join(out_dir, n) for n in names.values()]
-            files = _label_inputs(args.inputs, produced)
-            acc = accumulate_labels(
-                files, background=args.background, num_threads=args.num_threads
+        thresholds = () if args.no_maps else args.thresholds
+        with OutputPlan() as plan:  # every output checked before anything is read
+            plan_atlas(
+                plan,
+                args.output_dir,
+                atlas_names(args.atlas_name, thresholds),
+                dense=(args.dense or not args.sparse) and not args.no_maps,
+                sparse=args.sparse,
             )
-        written = write_atlas(
-            acc,
-            out_dir,
-            atlas_name=args.atlas_name,
-            thresholds=() if args.no_maps else args.thresholds,
-            label_table=table,
-            dense=(args.dense or not args.sparse) and not args.no_maps,
-            sparse=args.sparse,
-        )
+            table = read_label_table(args.label_table) if args.label_table else None
+            if args.merge:
+                plan.refuse_inputs(args.merge, "partial atlas")
+                acc = merge_atlases(args.merge)
+            else:
+                files = collect_inputs(args.inputs, plan)
+                acc = accumulate_labels(
+                    files, background=args.background, num_threads=args.num_threads
+                )
+            write_atlas_outputs(acc, plan, thresholds=thresholds, label_table=table)
+            written = {k: v for k, v in plan.commit().items() if not k.endswith("_sidecar")}
         if args.report:
             from ..report import write_atlas_report
 
             written["report"] = write_atlas_report(
-                written, acc, out_dir, underlay=args.underlay, command=" ".join(sys.argv)
+                written,
+                acc,
+                os.path.abspath(args.output_dir),
+                underlay=args.underlay,
+                command=" ".join(sys.argv),
             )
         return "\n".join(written.values())
 
     return run_reporting_errors("nipype-heatmap-atlas", job, args)
-
-
-def _label_inputs(inputs: Sequence[str], produced: Sequence[str]) -> list[str]:
-    """The files of INPUT folders and files. A folder's listing leaves out this run's
-    outputs (an earlier run into the same folder); a named file that is one is refused,
-    since it would be overwritten."""
-    import logging
-
-    from ..io import find_nifti_files, same_file
-
-    files: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            for path in find_nifti_files(item):
-                if any(same_file(path, out) for out in produced if os.path.exists(out)):
-                    logging.getLogger("nipype_heatmap").warning(
-                        "%s: an output of this command; not taken as an input", path
-                    )
-                else:
-                    files.append(path)
-        elif os.path.exists(item):
-            if any(same_file(item, out) for out in produced if os.path.exists(out)):
-                raise ValueError(
-                    f"{item}: an output of this run is among the inputs; it would be "
-                    "overwritten: write the atlas to another folder (-o)"
-                )
-            files.append(os.path.abspath(item))
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return files
 
 
 def run() -> NoReturn:

@@ -186,22 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _atlas(args, selection, command)
         if args.group_column:
             return _subtraction(args, selection, command)
+        cohort_options = CohortOptions(**cohort)
         with tempfile.TemporaryDirectory() as tmp:
-            heatmap = os.path.join(tmp, "heatmap.nii.gz")
-            common = {
-                "debug": args.debug,
-                "progress": False if args.quiet else None,
-                "num_threads": args.num_threads,
-                **flags,
-            }
-            cohort_files: dict[str, str] = {}
-            if wants_cohort:
-                from ..cohort import resolve_min_count, write_cohort_maps
-
-                cohort_files = write_cohort_maps(selection.files, heatmap, **cohort, **common)
-                del cohort_files["heatmap"]
-            else:
-                write_heatmap(selection.files, heatmap, **common)
+            _, cohort_files = make_maps(
+                selection.files,
+                os.path.join(tmp, "heatmap.nii.gz"),
+                options=MapOptions(**flags),
+                cohort=cohort_options,
+                debug=args.debug,
+                progress=False if args.quiet else None,
+                num_threads=args.num_threads,
+            )
+            heatmap = cohort_files.pop("heatmap")
             outputs = write_group_derivative(
                 heatmap,
                 args.output_dir,
@@ -224,9 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     selection,
                     table=table,
                     ddof=args.ddof,
-                    min_count=resolve_min_count(
-                        len(selection.files), args.min_count, args.min_fraction
-                    ),
+                    min_count=cohort_options.min_count_for(len(selection.files)),
                     overwrite=args.overwrite,
                     command=command,
                 )
@@ -288,7 +282,7 @@ def _subtraction(args: argparse.Namespace, selection, command: str) -> str:
     maps = compute_subtraction(files_a, files_b, num_threads=args.num_threads)
     with tempfile.TemporaryDirectory() as tmp:
         paths = {
-            name: save_atomic(img, os.path.join(tmp, f"{name}.nii.gz"))
+            name: write_atomic(image_chunks(img), os.path.join(tmp, f"{name}.nii.gz"))
             for name, img in maps.items()
         }
         written = write_cohort_derivatives(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -136,23 +135,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _collect_inputs(inputs: Sequence[str], out_file: str | None, *states: str | None) -> list[str]:
-    """The files of INPUT folders and files; a folder's listing leaves out the run's output
-    (when it is a map of this tool) and the state files named on the command line."""
-    from ..io import find_nifti_files, same_file
-
-    files: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            listed = find_nifti_files(item, exclude=out_file)
-            files.extend(f for f in listed if not any(s and same_file(f, s) for s in states))
-        elif os.path.exists(item):
-            files.append(os.path.abspath(item))
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return files
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nipype-heatmap``; return the exit status (0 ok, 1 bad input, 2 usage)."""
     parser = get_parser()
@@ -183,94 +165,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..demo import run_demo
 
             return run_demo(args.demo)
-        from ..core import write_heatmap
+        from .. import api
+        from ..options import CohortOptions, MapOptions
 
+        options = MapOptions(args.use_mean, args.clip_to_input_range, args.normalize)
+        cohort = CohortOptions(
+            args.coverage, args.std, args.ddof, args.min_count, args.min_fraction
+        )
+        common = {"num_threads": args.num_threads, "progress": progress, "debug": args.debug}
         if args.update:
-            return _update(args, progress)
-        out_file = os.path.abspath(args.output)
-        if args.group_b:
-            return _subtraction(args, out_file)
-        files = _collect_inputs(args.inputs, out_file, args.save_state)
-        common = {
-            "use_mean": args.use_mean,
-            "clip_to_input_range": args.clip_to_input_range,
-            "normalize": args.normalize,
-            "debug": args.debug,
-            "progress": progress,
-            "num_threads": args.num_threads,
-        }
-        thresholds = (args.min_count, args.min_fraction)
-        if args.coverage or args.std or args.save_state or any(t is not None for t in thresholds):
-            from ..cohort import write_cohort_maps
-
-            written = write_cohort_maps(
-                files, out_file, state_file=args.save_state, **_cohort_args(args), **common
+            _, written = api.update_state(
+                args.update,
+                add=args.inputs,
+                remove=args.remove,
+                out_state=args.save_state,
+                out_file=args.output,
+                options=options,
+                cohort=cohort,
+                **common,
             )
-            return "\n".join(written.values())
-        return write_heatmap(files, out_file, **common)
+        elif args.group_b:
+            written = api.write_subtraction(
+                args.inputs, args.group_b, args.output, num_threads=args.num_threads
+            )
+        else:
+            written = api.write_cohort_maps(
+                args.inputs,
+                args.output,
+                options=options,
+                cohort=cohort,
+                state_file=args.save_state,
+                **common,
+            )
+        return "\n".join(written.values())
 
     return run_reporting_errors("nipype-heatmap", job, args)
-
-
-def _cohort_args(args: argparse.Namespace) -> dict:
-    return {
-        "coverage": args.coverage,
-        "std": args.std,
-        "ddof": args.ddof,
-        "min_count": args.min_count,
-        "min_fraction": args.min_fraction,
-    }
-
-
-def _update(args: argparse.Namespace, progress: bool | None) -> str:
-    """``--update``: add INPUTs to a state, remove ``--remove``, write the maps with -o."""
-    from ..cohort import write_maps
-    from ..io import prepare_output
-    from ..state import update_state
-
-    state_file = os.path.abspath(args.update)
-    out_file = os.path.abspath(args.output) if args.output else None
-    if out_file is not None:
-        prepare_output(out_file)  # before any input is read
-    acc = update_state(
-        state_file,
-        add=_collect_inputs(args.inputs, out_file, state_file, args.save_state),
-        remove=args.remove,
-        out_file=args.save_state,
-        num_threads=args.num_threads,
-        progress=progress,
-        debug=args.debug,
-    )
-    written = [os.path.abspath(args.save_state or state_file)]
-    if out_file is not None:
-        maps = write_maps(
-            acc,
-            out_file,
-            use_mean=args.use_mean,
-            clip_to_input_range=args.clip_to_input_range,
-            normalize=args.normalize,
-            **_cohort_args(args),
-        )
-        written += maps.values()
-    return "\n".join(written)
-
-
-def _subtraction(args: argparse.Namespace, out_file: str) -> str:
-    from ..cohort import beside_output, compute_subtraction
-    from ..core import _refuse_output_among_inputs
-    from ..io import prepare_output, save_atomic
-
-    out_file = prepare_output(out_file)
-    paths = {
-        "subtraction": out_file,
-        "percent_a": beside_output(out_file, "percentA"),
-        "percent_b": beside_output(out_file, "percentB"),
-    }
-    group_a = _collect_inputs(args.inputs, out_file)
-    group_b = _collect_inputs(args.group_b, out_file)
-    _refuse_output_among_inputs([*group_a, *group_b], list(paths.values()))
-    maps = compute_subtraction(group_a, group_b, num_threads=args.num_threads)
-    return "\n".join(save_atomic(maps[name], path) for name, path in paths.items())
 
 
 def run() -> NoReturn:

@@ -11,7 +11,7 @@ from ._base import MEM_GB, AbsDirectory, AbsFile, core_logs_in_nipype, mem_gb
 from .atlas import LabelAtlas, PartialLabelAtlas
 from .bids import BIDS_ENTITY_FILTERS, HeatmapDerivativesSink, SelectBIDSInputs
 from .heatmap import HeatmapVolume
-from .state import MergeHeatmaps, PartialHeatmap, UpdateHeatmapState
+from .state import HeatmapState, MergeHeatmaps, UpdateHeatmapState
 
 __all__ = [
     "BIDS_ENTITY_FILTERS",
@@ -19,10 +19,10 @@ __all__ = [
     "AbsDirectory",
     "AbsFile",
     "HeatmapDerivativesSink",
+    "HeatmapState",
     "HeatmapVolume",
     "LabelAtlas",
     "MergeHeatmaps",
-    "PartialHeatmap",
     "PartialLabelAtlas",
     "SelectBIDSInputs",
     "UpdateHeatmapState",

@@ -1,4 +1,5 @@
-"""What every interface shares: path traits, the log bridge into Nipype, memory figures."""
+"""What every interface shares: path traits, the log bridge into Nipype, memory figures,
+and the option inputs and map outputs of the heatmap interfaces."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ import os
 from contextlib import contextmanager
 
 from nipype import logging
-from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File
-from packaging.version import Version
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    Directory,
+    File,
+    OutputMultiObject,
+    Str,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
 
-from .._version import __version__
+from .._docs import SHORT
+from ..options import CohortOptions, MapOptions
 
 IFLOGGER = logging.getLogger("nipype.interface")
 
 #: Peak memory (GB) of one single-threaded heatmap node on the MNI 1 mm grid
-#: (182 x 218 x 182), as measured in the README's benchmarks (0.28 GB for float32 maps;
-#: 0.27 GB for a PartialHeatmap job, 0.23 GB for MergeHeatmaps), for Nipype's ``mem_gb=``.
+#: (182 x 218 x 182), as measured in the benchmarks (0.28 GB for float32 maps; 0.27 GB for
+#: a HeatmapState job, 0.23 GB for MergeHeatmaps), for Nipype's ``mem_gb=``.
 #: It grows with the number of voxels, not with the number of inputs: multiply by 8 for a
 #: 0.5 mm grid. Use :func:`mem_gb` for a node with several threads.
 MEM_GB = 0.3
@@ -79,8 +89,72 @@ def core_logs_in_nipype(debug: bool = False):
         logger.setLevel(old_level)
 
 
-class _SpecBase(BaseInterfaceInputSpec):
-    """Input specs whose deprecated names are checked against this package's version."""
+class MapOptionsInputSpec(BaseInterfaceInputSpec):
+    """What the heatmap is (:class:`~nipype_heatmap.options.MapOptions`) and its name."""
 
-    # Nipype compares a trait's ``deprecated=`` release with ``package_version``.
-    package_version = Version(__version__)
+    use_mean = traits.Bool(True, usedefault=True, desc=SHORT["use_mean"])
+    clip_to_input_range = traits.Bool(True, usedefault=True, desc=SHORT["clip_to_input_range"])
+    normalize = traits.Bool(False, usedefault=True, desc=SHORT["normalize"])
+    output_filename = Str("heatmap_volume.nii.gz", usedefault=True, desc=SHORT["output_filename"])
+
+
+class CohortInputSpec(BaseInterfaceInputSpec):
+    """The cohort maps to write beside it (:class:`~nipype_heatmap.options.CohortOptions`)."""
+
+    coverage = traits.Bool(
+        False, usedefault=True, desc="Also write the coverage map (inputs with a finite value)."
+    )
+    std = traits.Bool(
+        False, usedefault=True, desc="Also write the standard deviation and variance maps."
+    )
+    ddof = traits.Int(1, usedefault=True, desc="Delta degrees of freedom of std/variance.")
+    min_count = traits.Int(
+        xor=["min_fraction"],
+        desc="Write the mask of voxels non-zero in at least this many inputs.",
+    )
+    min_fraction = traits.Float(
+        xor=["min_count"], desc="As min_count, with a fraction of the inputs (ceil(F * N))."
+    )
+
+
+class MapsOutputSpec(TraitedSpec):
+    """The heatmap, the cohort maps asked for, and the inputs used."""
+
+    out_file = File(exists=True, desc="The float32 heatmap, in the node's working directory.")
+    n_inputs = traits.Int(desc="How many volumes went into the heatmap.")
+    input_files = OutputMultiObject(File(exists=True), desc="The files used, in order.")
+    coverage_file = File(exists=True, desc="Coverage map (uint16/uint32), when asked for.")
+    std_file = File(exists=True, desc="Standard deviation map (float32), when asked for.")
+    variance_file = File(exists=True, desc="Variance map (float32), when asked for.")
+    overlap_file = File(exists=True, desc="Per-voxel count of non-zero inputs, with min_count.")
+    mincount_file = File(exists=True, desc="Minimum-overlap mask (uint8), with min_count.")
+    overlap_table = File(exists=True, desc="TSV of voxels surviving each k, with min_count.")
+
+
+def map_options(inputs) -> MapOptions:
+    """The map options of an interface's inputs."""
+    return MapOptions(inputs.use_mean, inputs.clip_to_input_range, inputs.normalize)
+
+
+def cohort_options(inputs) -> CohortOptions:
+    """The cohort options of an interface's inputs."""
+    return CohortOptions(
+        coverage=inputs.coverage,
+        std=inputs.std,
+        ddof=inputs.ddof,
+        min_count=inputs.min_count if isdefined(inputs.min_count) else None,
+        min_fraction=inputs.min_fraction if isdefined(inputs.min_fraction) else None,
+    )
+
+
+def set_map_outputs(results: dict, written: dict[str, str], acc) -> None:
+    """Put the written maps, the number of inputs and their files into ``results``."""
+    for role, path in written.items():
+        if role == "heatmap":
+            results["out_file"] = path
+        elif role == "table":
+            results["overlap_table"] = path
+        elif role != "state":
+            results[f"{role}_file"] = path
+    results["n_inputs"] = acc.n_inputs
+    results["input_files"] = acc.sources

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
     File,
     InputMultiObject,
     OutputMultiObject,
@@ -17,10 +18,10 @@ from nipype.interfaces.base import (
 
 from .._docs import SHORT
 from ..io import check_output_filename
-from ._base import AbsFile, _SpecBase, core_logs_in_nipype
+from ._base import AbsFile, core_logs_in_nipype
 
 
-class _AtlasOptionsInputSpec(_SpecBase):
+class _AtlasOptionsInputSpec(BaseInterfaceInputSpec):
     atlas_name = Str(
         "heatmap", usedefault=True, desc="The atlas-<name> entity of the output names."
     )
@@ -113,7 +114,7 @@ class LabelAtlas(SimpleInterface):
         return runtime
 
 
-class _PartialLabelAtlasInputSpec(_SpecBase):
+class _PartialLabelAtlasInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(
         AbsFile(exists=True), mandatory=True, desc="One chunk of the label images, in order."
     )
@@ -139,7 +140,7 @@ class PartialLabelAtlas(SimpleInterface):
     output_spec = _PartialLabelAtlasOutputSpec
 
     def _run_interface(self, runtime):
-        from ..atlas import accumulate_labels
+        from ..atlas import accumulate_labels, save_atlas
 
         out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
         with core_logs_in_nipype():
@@ -148,6 +149,6 @@ class PartialLabelAtlas(SimpleInterface):
                 background=self.inputs.background,
                 num_threads=self.inputs.num_threads,
             )
-            self._results["out_file"] = acc.to_sparse().save(out_file)
+            self._results["out_file"] = save_atlas(acc.to_sparse(), out_file)
         self._results["n_inputs"] = acc.n_inputs
         return runtime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
     File,
     OutputMultiObject,
     SimpleInterface,
@@ -12,7 +13,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ._base import AbsDirectory, AbsFile, _SpecBase
+from ._base import AbsDirectory, AbsFile
 
 #: Entity filters of SelectBIDSInputs and init_bids_heatmap_wf: name -> description.
 BIDS_ENTITY_FILTERS = {
@@ -28,7 +29,7 @@ BIDS_ENTITY_FILTERS = {
 }
 
 
-class _SelectBIDSInputsInputSpec(_SpecBase):
+class _SelectBIDSInputsInputSpec(BaseInterfaceInputSpec):
     bids_dir = AbsDirectory(
         exists=True, mandatory=True, desc="Root of a BIDS (derivatives) dataset."
     )
@@ -87,7 +88,7 @@ class SelectBIDSInputs(SimpleInterface):
         return runtime
 
 
-class _HeatmapDerivativesSinkInputSpec(_SpecBase):
+class _HeatmapDerivativesSinkInputSpec(BaseInterfaceInputSpec):
     in_file = AbsFile(exists=True, mandatory=True, desc="The heatmap to store.")
     selection = traits.Dict(
         mandatory=True, desc="The selection its inputs came from (SelectBIDSInputs)."
@@ -167,7 +168,7 @@ class HeatmapDerivativesSink(SimpleInterface):
         }
         if cohort:
             from ..bids.derivatives import write_cohort_derivatives
-            from ..cohort import resolve_min_count
+            from ..options import CohortOptions
 
             n_inputs = len(self.inputs.selection["files"])
             self._results["out_cohort"] = write_cohort_derivatives(
@@ -176,9 +177,9 @@ class HeatmapDerivativesSink(SimpleInterface):
                 self.inputs.selection,
                 table=optional("overlap_table"),
                 ddof=self.inputs.ddof,
-                min_count=resolve_min_count(
-                    n_inputs, optional("min_count"), optional("min_fraction")
-                ),
+                min_count=CohortOptions(
+                    min_count=optional("min_count"), min_fraction=optional("min_fraction")
+                ).min_count_for(n_inputs),
                 overwrite=self.inputs.overwrite,
                 command=optional("command") or "nipype_heatmap.interfaces.HeatmapDerivativesSink",
             )

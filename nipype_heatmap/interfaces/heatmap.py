@@ -4,35 +4,26 @@ from __future__ import annotations
 
 import os
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    InputMultiObject,
-    OutputMultiObject,
-    SimpleInterface,
-    Str,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import InputMultiObject, SimpleInterface, isdefined, traits
 
 from .._docs import SHORT
-from ..core import DEFAULT_OUTPUT_FILENAME, write_heatmap
-from ..io import check_output_filename, find_nifti_files
-from ._base import IFLOGGER, AbsDirectory, AbsFile, _SpecBase, core_logs_in_nipype
+from ..api import make_maps
+from ..io import check_output_filename
+from ._base import (
+    IFLOGGER,
+    AbsDirectory,
+    AbsFile,
+    CohortInputSpec,
+    MapOptionsInputSpec,
+    MapsOutputSpec,
+    cohort_options,
+    core_logs_in_nipype,
+    map_options,
+    set_map_outputs,
+)
 
-#: The release that drops the deprecated input names below.
-_DROP_ALIASES_IN = "1.0"
 
-
-class _HeatmapOptionsInputSpec(_SpecBase):
-    use_mean = traits.Bool(True, usedefault=True, desc=SHORT["use_mean"])
-    clip_to_input_range = traits.Bool(True, usedefault=True, desc=SHORT["clip_to_input_range"])
-    normalize = traits.Bool(False, usedefault=True, desc=SHORT["normalize"])
-    output_filename = Str(DEFAULT_OUTPUT_FILENAME, usedefault=True, desc=SHORT["output_filename"])
-
-
-class _HeatmapVolumeInputSpec(_HeatmapOptionsInputSpec):
+class _HeatmapVolumeInputSpec(MapOptionsInputSpec, CohortInputSpec):
     nii_folder = AbsDirectory(
         exists=True,
         mandatory=True,
@@ -47,42 +38,6 @@ class _HeatmapVolumeInputSpec(_HeatmapOptionsInputSpec):
     )
     debug = traits.Bool(False, usedefault=True, nohash=True, desc=SHORT["debug"])
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc=SHORT["num_threads"])
-
-
-class _HeatmapVolumeOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="The float32 heatmap, in the node's working directory.")
-    n_inputs = traits.Int(desc="How many volumes went into the heatmap.")
-    input_files = OutputMultiObject(File(exists=True), desc="The files used, in order.")
-
-
-class _CohortInputSpec(BaseInterfaceInputSpec):
-    coverage = traits.Bool(
-        False, usedefault=True, desc="Also write the coverage map (inputs with a finite value)."
-    )
-    std = traits.Bool(
-        False, usedefault=True, desc="Also write the standard deviation and variance maps."
-    )
-    ddof = traits.Int(1, usedefault=True, desc="Delta degrees of freedom of std/variance.")
-    min_count = traits.Int(
-        xor=["min_fraction"],
-        desc="Write the mask of voxels non-zero in at least this many inputs.",
-    )
-    min_fraction = traits.Float(
-        xor=["min_count"], desc="As min_count, with a fraction of the inputs (ceil(F * N))."
-    )
-
-
-class _HeatmapVolumeWithCohortInputSpec(_HeatmapVolumeInputSpec, _CohortInputSpec):
-    pass
-
-
-class _HeatmapVolumeWithCohortOutputSpec(_HeatmapVolumeOutputSpec):
-    coverage_file = File(exists=True, desc="Coverage map (uint16/uint32), when asked for.")
-    std_file = File(exists=True, desc="Standard deviation map (float32), when asked for.")
-    variance_file = File(exists=True, desc="Variance map (float32), when asked for.")
-    overlap_file = File(exists=True, desc="Per-voxel count of non-zero inputs, with min_count.")
-    mincount_file = File(exists=True, desc="Minimum-overlap mask (uint8), with min_count.")
-    overlap_table = File(exists=True, desc="TSV of voxels surviving each k, with min_count.")
 
 
 class HeatmapVolume(SimpleInterface):
@@ -105,8 +60,8 @@ class HeatmapVolume(SimpleInterface):
     3
     """
 
-    input_spec = _HeatmapVolumeWithCohortInputSpec
-    output_spec = _HeatmapVolumeWithCohortOutputSpec
+    input_spec = _HeatmapVolumeInputSpec
+    output_spec = MapsOutputSpec
 
     @property
     def always_run(self) -> bool:
@@ -114,46 +69,20 @@ class HeatmapVolume(SimpleInterface):
         return isdefined(self.inputs.nii_folder)
 
     def _run_interface(self, runtime):
-        name = check_output_filename(self.inputs.output_filename)
-        options = {
-            "use_mean": self.inputs.use_mean,
-            "clip_to_input_range": self.inputs.clip_to_input_range,
-            "normalize": self.inputs.normalize,
-            "debug": self.inputs.debug,
-            "progress": False,  # node logs are files, not terminals
-            "num_threads": self.inputs.num_threads,
-        }
-        out_file = os.path.join(runtime.cwd, name)
-        if isdefined(self.inputs.nii_folder):
-            in_files = find_nifti_files(self.inputs.nii_folder, exclude=out_file)
-        else:
-            in_files = [os.path.abspath(f) for f in self.inputs.in_files]
-        cohort = _cohort_options(self.inputs)
+        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        inputs = (
+            [self.inputs.nii_folder] if isdefined(self.inputs.nii_folder) else self.inputs.in_files
+        )
         with core_logs_in_nipype(self.inputs.debug):
-            thresholds = (cohort["min_count"], cohort["min_fraction"])
-            if cohort["coverage"] or cohort["std"] or any(t is not None for t in thresholds):
-                from ..cohort import write_cohort_maps
-
-                written = write_cohort_maps(in_files, out_file, **options, **cohort)
-                out_file = written.pop("heatmap")
-                for name, path in written.items():
-                    key = "overlap_table" if name == "table" else f"{name}_file"
-                    self._results[key] = path
-            else:
-                out_file = write_heatmap(in_files, out_file, **options)
-        IFLOGGER.info("HeatmapVolume: %d volume(s) -> %s", len(in_files), out_file)
-        self._results["out_file"] = out_file
-        self._results["n_inputs"] = len(in_files)
-        self._results["input_files"] = in_files
+            acc, written = make_maps(
+                inputs,
+                out_file,
+                options=map_options(self.inputs),
+                cohort=cohort_options(self.inputs),
+                debug=self.inputs.debug,
+                progress=False,  # node logs are files, not terminals
+                num_threads=self.inputs.num_threads,
+            )
+        IFLOGGER.info("HeatmapVolume: %d volume(s) -> %s", acc.n_inputs, written["heatmap"])
+        set_map_outputs(self._results, written, acc)
         return runtime
-
-
-def _cohort_options(inputs) -> dict:
-    """The cohort inputs of an interface, as keyword arguments of the core functions."""
-    return {
-        "coverage": inputs.coverage,
-        "std": inputs.std,
-        "ddof": inputs.ddof,
-        "min_count": inputs.min_count if isdefined(inputs.min_count) else None,
-        "min_fraction": inputs.min_fraction if isdefined(inputs.min_fraction) else None,
-    }

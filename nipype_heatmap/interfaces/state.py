@@ -1,11 +1,12 @@
-"""Saved states: map-reduce over chunks (``PartialHeatmap`` -> ``MergeHeatmaps``) and exact
-updates (``UpdateHeatmapState``)."""
+"""Saved states as nodes: map-reduce over chunks (``HeatmapState`` -> ``MergeHeatmaps``) and
+exact updates (``UpdateHeatmapState``)."""
 
 from __future__ import annotations
 
 import os
 
 from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
     File,
     InputMultiObject,
     OutputMultiObject,
@@ -17,18 +18,23 @@ from nipype.interfaces.base import (
 )
 
 from .._docs import SHORT
+from ..api import accumulate_files, merge_and_write, update_state
 from ..io import check_output_filename
-from ._base import IFLOGGER, AbsFile, _SpecBase, core_logs_in_nipype
-from .heatmap import (
-    _DROP_ALIASES_IN,
-    _cohort_options,
-    _CohortInputSpec,
-    _HeatmapOptionsInputSpec,
-    _HeatmapVolumeWithCohortOutputSpec,
+from ..state import save_state
+from ._base import (
+    IFLOGGER,
+    AbsFile,
+    CohortInputSpec,
+    MapOptionsInputSpec,
+    MapsOutputSpec,
+    cohort_options,
+    core_logs_in_nipype,
+    map_options,
+    set_map_outputs,
 )
 
 
-class _PartialHeatmapInputSpec(_SpecBase):
+class _HeatmapStateInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(
         AbsFile(exists=True),
         mandatory=True,
@@ -36,14 +42,9 @@ class _PartialHeatmapInputSpec(_SpecBase):
     )
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc=SHORT["num_threads"])
     output_filename = Str(
-        "partial_heatmap.nii.gz",
+        "heatmap_state.nii.gz",
         usedefault=True,
-        desc="Bare file name of the partial heatmap (a .nii or .nii.gz file).",
-    )
-    out_name = Str(
-        deprecated=_DROP_ALIASES_IN,
-        new_name="output_filename",
-        desc="Deprecated name of output_filename.",
+        desc="Bare file name of the state (a .nii or .nii.gz file).",
     )
     cohort_stats = traits.Bool(
         True,
@@ -53,101 +54,76 @@ class _PartialHeatmapInputSpec(_SpecBase):
     )
 
 
-class _PartialHeatmapOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="float64 NIfTI of sums and counts, metadata embedded.")
-    state_file = File(exists=True, desc="Deprecated name of out_file (the same file).")
-    n_inputs = traits.Int(desc="How many volumes this chunk holds.")
+class _HeatmapStateOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="The state: sums and counts, metadata embedded.")
+    n_inputs = traits.Int(desc="How many volumes the state holds.")
 
 
-class PartialHeatmap(SimpleInterface):
-    """Accumulate one chunk of inputs into a partial heatmap file, for :class:`MergeHeatmaps`.
+class HeatmapState(SimpleInterface):
+    """Accumulate a chunk of inputs into a saved state, for :class:`MergeHeatmaps` (the map
+    step of a map-reduce) or :class:`UpdateHeatmapState`.
 
     The state file format is documented in :mod:`nipype_heatmap.state`. It records each
-    input's content hash, so that :class:`UpdateHeatmapState` can later remove it exactly.
+    input's content hash, so that an update can later remove it exactly.
     """
 
-    input_spec = _PartialHeatmapInputSpec
-    output_spec = _PartialHeatmapOutputSpec
+    input_spec = _HeatmapStateInputSpec
+    output_spec = _HeatmapStateOutputSpec
 
     def _run_interface(self, runtime):
-        from ..core import accumulate_files
-        from ..state import save_state
-
         out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
-        files = [os.path.abspath(f) for f in self.inputs.in_files]
         with core_logs_in_nipype():
             acc = accumulate_files(
-                files,
+                self.inputs.in_files,
                 progress=False,
                 num_threads=self.inputs.num_threads,
                 digests=True,
                 overlap=self.inputs.cohort_stats,
                 spread=self.inputs.cohort_stats,
             )
-        self._results["out_file"] = self._results["state_file"] = save_state(acc, out_file)
+            self._results["out_file"] = save_state(acc, out_file)
         self._results["n_inputs"] = acc.n_inputs
         return runtime
 
 
-class _MergeHeatmapsInputSpec(_HeatmapOptionsInputSpec, _CohortInputSpec):
+class _MergeHeatmapsInputSpec(MapOptionsInputSpec, CohortInputSpec):
     in_files = InputMultiObject(
         AbsFile(exists=True),
         mandatory=True,
-        desc="Partial heatmaps from PartialHeatmap, in input order.",
-    )
-    state_files = InputMultiObject(
-        AbsFile(exists=True),
-        deprecated=_DROP_ALIASES_IN,
-        new_name="in_files",
-        desc="Deprecated name of in_files.",
+        desc="States (HeatmapState, UpdateHeatmapState), in input order.",
     )
 
 
 class MergeHeatmaps(SimpleInterface):
-    """Merge partial heatmaps exactly and write the final maps, as :class:`HeatmapVolume`.
+    """Merge states exactly and write the final maps, as :class:`HeatmapVolume` does.
 
     Outputs are those of :class:`HeatmapVolume`: the same maps, ``n_inputs`` and
     ``input_files`` as a single node over all the chunks' files. The cohort maps need
-    partials that tracked them (:class:`PartialHeatmap` does by default). With one
-    partial, it writes the maps of a saved or updated state.
+    states that tracked them (:class:`HeatmapState` does by default). With one state, it
+    writes the maps of a saved or updated state.
     """
 
     input_spec = _MergeHeatmapsInputSpec
-    output_spec = _HeatmapVolumeWithCohortOutputSpec
+    output_spec = MapsOutputSpec
 
     def _run_interface(self, runtime):
-        from ..cohort import write_maps
-        from ..io import prepare_output
-        from ..state import merge_states
-
-        out_file = prepare_output(
-            os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
-        )
+        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
         with core_logs_in_nipype():
-            acc = merge_states(self.inputs.in_files)
-            written = write_maps(
-                acc,
+            acc, written = merge_and_write(
+                self.inputs.in_files,
                 out_file,
-                use_mean=self.inputs.use_mean,
-                clip_to_input_range=self.inputs.clip_to_input_range,
-                normalize=self.inputs.normalize,
-                **_cohort_options(self.inputs),
+                options=map_options(self.inputs),
+                cohort=cohort_options(self.inputs),
             )
-        self._results["out_file"] = written.pop("heatmap")
-        for name, path in written.items():
-            self._results["overlap_table" if name == "table" else f"{name}_file"] = path
-        self._results["n_inputs"] = acc.n_inputs
-        self._results["input_files"] = acc.sources
+        set_map_outputs(self._results, written, acc)
         IFLOGGER.info(
-            "MergeHeatmaps: %d partial(s), %d volume(s)",
-            len(self.inputs.in_files),
-            acc.n_inputs,
+            "MergeHeatmaps: %d state(s), %d volume(s)", len(self.inputs.in_files), acc.n_inputs
         )
         return runtime
 
 
-class _UpdateHeatmapStateInputSpec(_SpecBase):
-    in_file = AbsFile(exists=True, mandatory=True, desc="The partial heatmap (state) to update.")
+class _UpdateHeatmapStateInputSpec(BaseInterfaceInputSpec):
+    in_file = AbsFile(exists=True, mandatory=True, desc="The state to update (not modified).")
     add_files = InputMultiObject(
         AbsFile(exists=True), desc="3D NIfTI files to add, in order (none already in it)."
     )
@@ -173,7 +149,7 @@ class UpdateHeatmapState(SimpleInterface):
     """Add files to and remove files from a saved state, reading only those files.
 
     The updated state gives the maps of a recompute from its inputs (see
-    :func:`nipype_heatmap.state.update_state` for the precision); write them with
+    :func:`nipype_heatmap.api.update_state` for the precision); write them with
     :class:`MergeHeatmaps` (``in_files=[out_file]``). The input state is not modified.
     """
 
@@ -181,19 +157,17 @@ class UpdateHeatmapState(SimpleInterface):
     output_spec = _UpdateHeatmapStateOutputSpec
 
     def _run_interface(self, runtime):
-        from ..state import update_state
-
         out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
         with core_logs_in_nipype():
-            acc = update_state(
+            acc, written = update_state(
                 self.inputs.in_file,
                 add=self.inputs.add_files if isdefined(self.inputs.add_files) else (),
                 remove=self.inputs.remove_files if isdefined(self.inputs.remove_files) else (),
-                out_file=out_file,
+                out_state=out_file,
                 num_threads=self.inputs.num_threads,
                 progress=False,
             )
-        self._results["out_file"] = out_file
+        self._results["out_file"] = written["state"]
         self._results["n_inputs"] = acc.n_inputs
         self._results["input_files"] = acc.sources
         return runtime

@@ -2,11 +2,16 @@
 
 - :mod:`~nipype_heatmap.io.discovery`: which files are inputs (folder listing, file
   identity, the tool's own earlier outputs);
-- :mod:`~nipype_heatmap.io.reading`: the one read path (gzip by content, verified), the one
-  validated header step, read-ahead threads;
-- :mod:`~nipype_heatmap.io.grid`: the reference voxel grid and lossless re-ordering;
-- :mod:`~nipype_heatmap.io.writing`: output name checks, the writability probe, the atomic
-  writer.
+- :mod:`~nipype_heatmap.io.reading`: the one read path (regular files only, gzip by
+  content, bounded and verified), the one validated header step, read-ahead threads;
+- :mod:`~nipype_heatmap.io.grid`: the reference grid and lossless re-ordering;
+- :mod:`~nipype_heatmap.io.plan`: the output plan of a run (every file it writes, checked
+  before anything is read, committed together);
+- :mod:`~nipype_heatmap.io.writing`: output names, temporary files, gzip, NIfTI bytes;
+- :mod:`~nipype_heatmap.io.locking`: exclusive locks between processes;
+- :mod:`~nipype_heatmap.io.statefile`: NIfTI files with JSON metadata and a checksum
+  (saved states, sparse atlases);
+- :mod:`~nipype_heatmap.io.tables`: JSON and TSV text.
 
 Nothing here imports Nipype. Every error names the file it is about, says what was expected
 and what was found, and what to do.
@@ -17,57 +22,65 @@ from .discovery import (
     file_identity,
     find_nifti_files,
     is_nifti_name,
-    is_previous_heatmap,
+    is_own_file,
     same_file,
     split_nifti_name,
     warn_duplicates,
 )
 from .grid import AFFINE_TOL_MM, Grid, grid_distance_mm
+from .locking import LockTimeout, locked
+from .plan import (
+    OutputPlan,
+    PlannedOutput,
+    recover_interrupted_commits,
+    same_target,
+    write_atomic,
+)
 from .reading import (
+    ReadAhead,
     Volume,
-    iter_volumes,
-    load_volume,
+    check_volume_header,
+    file_digest,
     make_volume,
-    min_max,
     parse_header,
-    read_file_bytes,
     read_header,
     read_nifti_data,
     read_volume,
 )
-from .writing import (
-    check_output_filename,
-    prepare_output,
-    remove_stale_temporaries,
-    save_atomic,
-    write_atomic,
-)
+from .tables import json_text, tsv_text
+from .writing import check_output_filename, header_bytes, image_chunks
 
 __all__ = [
     "AFFINE_TOL_MM",
     "NIFTI_SUFFIXES",
     "Grid",
+    "LockTimeout",
+    "OutputPlan",
+    "PlannedOutput",
+    "ReadAhead",
     "Volume",
     "check_output_filename",
+    "check_volume_header",
+    "file_digest",
     "file_identity",
     "find_nifti_files",
     "grid_distance_mm",
+    "header_bytes",
+    "image_chunks",
     "is_nifti_name",
-    "is_previous_heatmap",
-    "iter_volumes",
-    "load_volume",
+    "is_own_file",
+    "json_text",
+    "locked",
     "make_volume",
-    "min_max",
     "parse_header",
-    "prepare_output",
-    "read_file_bytes",
     "read_header",
     "read_nifti_data",
     "read_volume",
-    "remove_stale_temporaries",
+    "recover_interrupted_commits",
     "same_file",
-    "save_atomic",
+    "same_target",
     "split_nifti_name",
+    "tsv_text",
     "warn_duplicates",
     "write_atomic",
 ]

@@ -1,11 +1,17 @@
-"""Which files are inputs: folder listing, file identity, and the tool's own earlier outputs."""
+"""Which files are inputs: folder listing, file identity, and the tool's own earlier outputs.
+
+A folder's listing leaves out only the files that the run itself is about to replace (its
+output plan's files: see :mod:`~nipype_heatmap.io.plan`), and only when they are
+recognisably this tool's (an earlier run's outputs): never files by a name pattern. Any
+other file at an output path stays an input, and the plan then refuses the run, naming the
+file as both an input and an output.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
@@ -13,12 +19,8 @@ LOGGER = logging.getLogger(__name__)
 #: File name endings taken as NIfTI inputs when a folder is listed (case-sensitive, as BIDS).
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
-#: How a map written by this tool describes itself in its header's ``descrip`` field: the
-#: heatmap (mean, sum) and the cohort maps written beside it.
-HEATMAP_DESCRIP = re.compile(
-    rb"^nipype_heatmap (mean|sum|coverage|variance ddof=-?\d+|std ddof=-?\d+"
-    rb"|non-zero count|overlap >= \d+) of \d+ volumes"
-)
+#: How every NIfTI file this tool writes describes itself in its header's ``descrip``.
+OWN_DESCRIP_PREFIX = b"nipype_heatmap "
 
 
 def is_nifti_name(name: str) -> bool:
@@ -61,12 +63,12 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     return ida is not None and ida == file_identity(b)
 
 
-def is_previous_heatmap(path: str | os.PathLike[str]) -> bool:
-    """Tell whether a file is recognisably a heatmap written by this tool.
+def is_own_file(path: str | os.PathLike[str]) -> bool:
+    """Tell whether a NIfTI file was written by this tool (a map, a state, an atlas).
 
-    Only the header is read. The test is the ``descrip`` text every map of this tool
-    carries (``nipype_heatmap mean of 42 volumes``, ``nipype_heatmap coverage of 42
-    volumes``...); a file that cannot be read is not recognised.
+    Only the header is read: every NIfTI file this tool writes says so in ``descrip``
+    (``nipype_heatmap mean of 42 volumes``...). A file that cannot be read is not
+    recognised.
     """
     from .reading import read_header
 
@@ -74,12 +76,11 @@ def is_previous_heatmap(path: str | os.PathLike[str]) -> bool:
         header = read_header(path)
     except (OSError, ValueError):
         return False
-    descrip = bytes(header["descrip"].tobytes()).rstrip(b"\0")
-    return bool(HEATMAP_DESCRIP.match(descrip))
+    return bytes(header["descrip"].tobytes()).startswith(OWN_DESCRIP_PREFIX)
 
 
 def find_nifti_files(
-    nii_folder: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None
+    nii_folder: str | os.PathLike[str], exclude: Callable[[str], bool] | None = None
 ) -> list[str]:
     """List the NIfTI files directly inside a folder, sorted by name.
 
@@ -87,12 +88,11 @@ def find_nifti_files(
     ----------
     nii_folder : str or os.PathLike
         The folder to list (not recursively).
-    exclude : str or os.PathLike, optional
-        The output path of the run. A file there (by identity: the same path, a symlink or
-        a hard link), or named like the maps written beside it (``<stem>_*``), is left out
-        only when it is recognisably a map of this tool (:func:`is_previous_heatmap`): the
-        output of an earlier run into the same folder. Any other file there stays an
-        input, and the writer then refuses to overwrite it.
+    exclude : callable, optional
+        Tells whether a path is one of the run's outputs (``OutputPlan.is_output``). Such
+        a file is left out when it is recognisably this tool's (:func:`is_own_file`): an
+        earlier run's output, about to be replaced. Any other file there stays an input
+        (and the plan refuses to overwrite it).
 
     Returns
     -------
@@ -133,8 +133,8 @@ def find_nifti_files(
             if not path.is_file():  # follows symlinks; drops folders and broken links
                 LOGGER.debug("Skipping %s: not a regular file", path)
                 continue
-            if exclude is not None and _is_own_output(path, Path(exclude)):
-                LOGGER.info("Skipping %s: a map this tool wrote at the output path", path)
+            if exclude is not None and exclude(str(path)) and is_own_file(path):
+                LOGGER.info("Skipping %s: this run replaces it (an earlier run's output)", path)
                 continue
             found.append(path)
     if not found:
@@ -143,15 +143,6 @@ def find_nifti_files(
         )
     found.sort(key=lambda p: os.fsencode(p.name))
     return [str(p) for p in found]
-
-
-def _is_own_output(path: Path, out_file: Path) -> bool:
-    """A previous map of this tool at ``out_file`` or beside it (``<stem>_*``)."""
-    stem = split_nifti_name(out_file.name)[0]
-    beside = path.parent.resolve() == out_file.parent.resolve() and path.name.startswith(
-        stem + "_"
-    )
-    return (beside or same_file(path, out_file)) and is_previous_heatmap(path)
 
 
 def warn_duplicates(paths: Iterable[str | os.PathLike[str]]) -> None:

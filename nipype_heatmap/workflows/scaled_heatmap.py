@@ -9,7 +9,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from .._docs import fill_doc
-from ..interfaces import MergeHeatmaps, PartialHeatmap, mem_gb
+from ..interfaces import HeatmapState, MergeHeatmaps, mem_gb
 
 
 @fill_doc
@@ -27,8 +27,8 @@ def init_scaled_heatmap_wf(
     """Build a workflow that computes a heatmap as partial sums over chunks, then merges them.
 
     ``split_chunks`` cuts the input list into chunks of ``chunk_size`` files, a MapNode of
-    :class:`~nipype_heatmap.interfaces.PartialHeatmap` accumulates each chunk into a
-    partial-heatmap file (one job per chunk under a cluster plugin), and
+    :class:`~nipype_heatmap.interfaces.HeatmapState` accumulates each chunk into a
+    state file (one job per chunk under a cluster plugin), and
     :class:`~nipype_heatmap.interfaces.MergeHeatmaps` merges them and writes the map. The
     result is the single-node :class:`~nipype_heatmap.interfaces.HeatmapVolume` result
     (same voxels to float32 precision, same ``n_inputs``, same header), for any chunk size.
@@ -104,9 +104,9 @@ def init_scaled_heatmap_wf(
     )
     split_chunks = split_chunks_node(chunk_size)
     partial = pe.MapNode(
-        PartialHeatmap(num_threads=num_threads, cohort_stats=track),
+        HeatmapState(num_threads=num_threads, cohort_stats=track),
         iterfield=["in_files"],
-        name="partial_heatmap",
+        name="chunk_state",
         mem_gb=mem_gb(num_threads),
     )
     merge = pe.Node(

@@ -1,4 +1,4 @@
-"""How many cores this process may use, and running voxel-wise work on all of them.
+"""What this process may use: its CPUs, its threads, and (for the commands) its allocator.
 
 :func:`available_cpus` is the smallest of what limits the process: the CPUs it may run on
 (its affinity mask: ``taskset``, ``numactl``, a container's cpuset), a cgroup CPU quota (v2
@@ -6,11 +6,6 @@
 limits) and, in a SLURM job, ``SLURM_CPUS_PER_TASK``. :func:`resolve_num_threads` turns a
 requested count into the one used: never more than asked, never more than available.
 
-:class:`SlabPool` splits a 3D grid into slabs along its last axis (contiguous in the
-Fortran order of NIfTI data) and runs one function per slab on a thread pool; numpy
-releases the GIL in its loops. Each voxel belongs to exactly one slab, so work done volume
-after volume, slab by slab, performs for every voxel the same operations in the same order
-as one thread would: results are bit for bit those of the serial path.
 """
 
 from __future__ import annotations
@@ -20,14 +15,10 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 LOGGER = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -94,57 +85,10 @@ def resolve_num_threads(num_threads: int | None) -> int:
     return min(num_threads, available)
 
 
-def slabs(shape: Sequence[int], n: int) -> list[tuple[slice, ...]]:
-    """Split a 3D grid into at most ``n`` slabs along its last axis, as index tuples."""
-    depth = int(shape[-1])
-    n = max(1, min(n, depth))
-    bounds = [round(i * depth / n) for i in range(n + 1)]
-    return [
-        (slice(None), slice(None), slice(bounds[i], bounds[i + 1]))
-        for i in range(n)
-        if bounds[i + 1] > bounds[i]
-    ]
-
-
-class SlabPool:
-    """Run a function on every slab of a 3D grid, on ``num_threads`` threads.
-
-    With one thread the function runs once on the whole grid in the calling thread.
-    Use as a context manager, or call :meth:`close`.
-    """
-
-    def __init__(self, shape: Sequence[int], num_threads: int = 1) -> None:
-        self.num_threads = max(1, int(num_threads))
-        whole = (slice(None), slice(None), slice(None))
-        self.slabs = slabs(shape, self.num_threads) if self.num_threads > 1 else [whole]
-        self._pool = (
-            ThreadPoolExecutor(len(self.slabs) - 1, thread_name_prefix="heatmap-slab")
-            if len(self.slabs) > 1
-            else None
-        )
-
-    def map(self, fn: Callable[[int, tuple[slice, ...]], T]) -> list[T]:
-        """Call ``fn(index, slab)`` for every slab; return the results in slab order.
-
-        The calling thread does the first slab itself while the pool does the others, so
-        that it never just waits for a hand-off.
-        """
-        if self._pool is None:
-            return [fn(i, slab) for i, slab in enumerate(self.slabs)]
-        others = [self._pool.submit(fn, i, slab) for i, slab in enumerate(self.slabs) if i > 0]
-        return [fn(0, self.slabs[0]), *(future.result() for future in others)]
-
-    def close(self) -> None:
-        """Stop the threads."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def __enter__(self) -> SlabPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def thread_pool(workers: int, name: str) -> ThreadPoolExecutor:
+    """The thread pool of a parallel step (reading ahead, counting labels): the one place
+    where this package starts threads. Use it as a context manager, or shut it down."""
+    return ThreadPoolExecutor(max(1, int(workers)), thread_name_prefix=f"heatmap-{name}")
 
 
 #: glibc's ``mallopt`` parameters (``<malloc.h>``).
