@@ -244,7 +244,7 @@ def write_group_derivative(
     import nibabel as nb
     import numpy as np
 
-    from ..io import image_chunks, write_atomic
+    from ..io import write_atomic
 
     selection = BIDSSelection.from_any(selection)
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
@@ -296,7 +296,7 @@ def write_group_derivative(
         sidecar["Resolution"] = {entities["res"]: f"voxels of {zooms} mm"}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(image_chunks(nb.load(os.fspath(in_file))), out_file)
+    write_atomic([nb.load(os.fspath(in_file)).to_bytes()], out_file)
     _write_json(sidecar_file, sidecar)
     _update_description(description_file, description, link, input_root, out_dir, selection)
     _ensure_dataset_files(out_dir)
@@ -546,7 +546,7 @@ def write_cohort_derivatives(
     """
     import nibabel as nb
 
-    from ..io import image_chunks, write_atomic
+    from ..io import write_atomic
 
     selection = BIDSSelection.from_any(selection)
     out_dir, input_root, description_file, description, link = _open_dataset(output_dir, selection)
@@ -590,7 +590,7 @@ def write_cohort_derivatives(
             "MissingValues": MISSING_VALUE_RULE,
             "GeneratedBy": [_generated_by(command)],
         }
-        write_atomic(image_chunks(nb.load(os.fspath(path))), out_file)
+        write_atomic([nb.load(os.fspath(path)).to_bytes()], out_file)
         _write_json(sidecar_file, sidecar)
         written[name] = str(out_file)
         if name == "overlap" and table is not None:

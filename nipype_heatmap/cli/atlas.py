@@ -173,11 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The ``nipype-heatmap-atlas`` program: :func:`main`, then a quick exit (see
-    :func:`nipype_heatmap.cli.exit_quickly`)."""
-    from ._base import exit_quickly
-
-    exit_quickly(main())
+    """The ``nipype-heatmap-atlas`` program."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover

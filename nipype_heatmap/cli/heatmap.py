@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ._base import add_nprocs_option, exit_quickly, run_reporting_errors
+from ._base import add_nprocs_option, run_reporting_errors
 
 EXAMPLES = """\
 examples:
@@ -203,8 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The ``nipype-heatmap`` program: :func:`main`, then :func:`exit_quickly`."""
-    exit_quickly(main())
+    """The ``nipype-heatmap`` program."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,7 +48,7 @@ from .reading import (
     read_volume,
 )
 from .tables import json_text, tsv_text
-from .writing import check_output_filename, header_bytes, image_chunks
+from .writing import check_output_filename, header_bytes
 
 __all__ = [
     "AFFINE_TOL_MM",
@@ -66,7 +66,6 @@ __all__ = [
     "find_nifti_files",
     "grid_distance_mm",
     "header_bytes",
-    "image_chunks",
     "is_nifti_name",
     "is_own_file",
     "json_text",

@@ -52,7 +52,6 @@ from .writing import (
     Temporary,
     check_output_filename,
     fsync_folder,
-    image_chunks,
     remove_stale_temporaries,
 )
 
@@ -198,7 +197,7 @@ class OutputPlan:
 
     def write_image(self, role: str, img: nb.Nifti1Image) -> None:
         """Write a NIfTI image as an output (see :meth:`write`)."""
-        self.write(role, image_chunks(img))
+        self.write(role, [img.to_bytes()])
 
     def write_text(self, role: str, text: str) -> None:
         """Write UTF-8 text as an output (see :meth:`write`)."""

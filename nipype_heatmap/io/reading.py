@@ -10,13 +10,12 @@ installed:
    dimensions (no zero or negative axis), a real-number data type, finite scaling, a
    finite and invertible affine. Any failure is a ``ValueError`` naming the file, raised
    before any voxel is used.
-4. No more is read or inflated than the header declares (``vox_offset`` plus the voxels),
-   and a gzip file may declare at most what its compressed size can hold (deflate cannot
-   compress better than 1032:1): a damaged size field never makes a huge allocation.
-   Then the rest of a gzip stream is checked, in bounded pieces: every member's CRC-32
-   and length (zlib's checks, by ISA-L), and nothing but zero padding or further members
-   after the last one. These are the rules of Python's :mod:`gzip`, applied by one
-   inflater (ISA-L) for every file.
+4. No more is inflated than the header declares (``vox_offset`` plus the voxels, and a
+   little slack), and a gzip file may declare at most what its compressed size can hold
+   (deflate cannot compress better than 1032:1): a damaged size field never makes a huge
+   allocation. Every gzip member is checked (CRC-32 and length), and nothing but zero
+   padding or further members may follow the last one: the rules of Python's
+   :mod:`gzip`, applied to every file by one inflater (:mod:`.inflating`).
 5. The voxels are a view into the inflated bytes (``np.frombuffer``), in native byte
    order.
 """
@@ -37,25 +36,18 @@ from typing import Any
 
 import nibabel as nb
 import numpy as np
-from isal import isal_zlib
 
+from . import inflating
 from .grid import Grid
+from .inflating import GZIP_MAGIC, MAX_DEFLATE_RATIO
 
 LOGGER = logging.getLogger(__name__)
-
-GZIP_MAGIC = b"\x1f\x8b"
-
-#: Deflate's largest possible compression ratio (258-byte matches in 2-bit codes).
-MAX_DEFLATE_RATIO = 1032
 
 # sizeof_hdr and magic of the two single-file NIfTI formats.
 _NIFTI_KINDS = {
     348: (b"n+1\0", nb.Nifti1Header, nb.Nifti1Image),
     540: (b"n+2\0", nb.Nifti2Header, nb.Nifti2Image),
 }
-
-#: Inflated bytes checked per step after the voxels (the rest of a stream, more members).
-_CHECK_STEP = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -142,36 +134,6 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return file_digest_of(_read_regular_file(os.path.abspath(os.fspath(path))))
 
 
-class _GzipError(ValueError):
-    """A gzip stream is damaged (a CRC or length mismatch, invalid data, trailing junk)."""
-
-
-def _inflate(raw: bytes, size: int) -> bytes:
-    """The first ``size`` bytes of a gzip file's content, then the rest of the stream
-    checked a bounded piece at a time: every member's CRC-32 and length (zlib's checks at
-    each member's end), nothing after the last member but zero padding (Python's rule)."""
-    parts: list[bytes] = []
-    got = 0
-    stream = isal_zlib.decompressobj(31)  # 31: the gzip wrapper
-    pending = raw
-    while True:
-        out = stream.decompress(pending, size - got if got < size else _CHECK_STEP)
-        if got < size:
-            parts.append(out)
-            got += len(out)
-        pending = stream.unconsumed_tail
-        if stream.eof:
-            rest = stream.unused_data.lstrip(b"\0")
-            if not rest:
-                break
-            if rest[:2] != GZIP_MAGIC:
-                raise _GzipError("data after the last gzip member that are not gzip")
-            stream, pending = isal_zlib.decompressobj(31), rest
-        elif not pending and not out:  # no input left, and nothing more came out
-            raise _GzipError("the compressed data end before the gzip stream does")
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 def read_nifti_data(
     path: str | os.PathLike[str], *, digest: list[str] | None = None
 ) -> tuple[nb.nifti1.Nifti1Header, np.ndarray]:
@@ -195,23 +157,15 @@ def read_nifti_data(
         digest.append(file_digest_of(raw))
     compressed = raw[:2] == GZIP_MAGIC
     try:
-        if compressed:
-            # Enough of the start for either header (540 bytes); deflate cannot expand 64
-            # KiB of input to less than that unless the file ends.
-            head = isal_zlib.decompressobj(31).decompress(raw[: 1 << 16], 540)
-        else:
-            head = raw[:540]
-    except isal_zlib.error as err:
-        raise ValueError(_damaged_gzip(path, err)) from err
-    total = _declared_size(path, head)
-    if compressed and total > MAX_DEFLATE_RATIO * len(raw):
-        raise ValueError(
-            f"{path}: its header declares {total} bytes, more than a gzip file of "
-            f"{len(raw)} bytes can hold; the file is truncated or its header is damaged"
-        )
-    try:
-        content = _inflate(raw, total) if compressed else raw[:total]
-    except (_GzipError, isal_zlib.error) as err:
+        head = inflating.peek(raw, 540) if compressed else raw[:540]  # either header
+        total = _declared_size(path, head)
+        if compressed and total > MAX_DEFLATE_RATIO * len(raw):
+            raise ValueError(
+                f"{path}: its header declares {total} bytes, more than a gzip file of "
+                f"{len(raw)} bytes can hold; the file is truncated or its header is damaged"
+            )
+        content = inflating.inflate(raw, total) if compressed else raw[:total]
+    except inflating.GzipError as err:
         raise ValueError(_damaged_gzip(path, err)) from err
     if len(content) < total:
         raise ValueError(
@@ -379,8 +333,8 @@ def read_header(path: str | os.PathLike[str]) -> nb.nifti1.Nifti1Header:
         os.close(fd)
     if start[:2] == GZIP_MAGIC:
         try:
-            start = isal_zlib.decompressobj(31).decompress(start, 540)
-        except isal_zlib.error as err:
+            start = inflating.peek(start, 540)
+        except inflating.GzipError as err:
             raise ValueError(_damaged_gzip(path, err)) from err
     return _parse_header(path, start, extensions=False)
 
