@@ -598,7 +598,6 @@ def _draw_map_figure(
     stack.add("title", 0.75)
     stack.add("colorbar", 0.32)
     stack.add("colorbar-label", 0.55)
-    step = _spacing(mosaic)
     stack.add("mosaic-heading", 0.4)
     for i in range(len(mosaic)):
         stack.add(f"mosaic{i}", 2.0)
@@ -642,12 +641,7 @@ def _draw_map_figure(
         "figure": fig,
         "resampling_interpolation": "nearest" if display.kind == "count" else "continuous",
     }
-    _heading(
-        fig,
-        stack,
-        "mosaic-heading",
-        f"Whole brain: axial slices evenly spaced{f' every {step:g} mm' if step else ''}",
-    )
+    _heading(fig, stack, "mosaic-heading", _mosaic_heading([c for row in mosaic for c in row]))
     for i, cuts in enumerate(mosaic):
         ax = fig.add_axes(stack.rect(f"mosaic{i}"))
         plotting.plot_stat_map(
@@ -711,9 +705,11 @@ def _cut_positions(
     return _split(mosaic, 7), peaks
 
 
-def _spacing(rows: Sequence[Sequence[float]]) -> float:
-    cuts = [c for row in rows for c in row]
-    return round(cuts[1] - cuts[0], 1) if len(cuts) > 1 else 0.0
+def _mosaic_heading(cuts: Sequence[float] | int) -> str:
+    """The whole-brain mosaic's heading, with the cuts' spacing when they are known."""
+    spaced = isinstance(cuts, Sequence) and len(cuts) > 1
+    step = f" every {abs(cuts[1] - cuts[0]):g} mm" if spaced else ""
+    return f"Whole brain: axial slices evenly spaced{step}"
 
 
 def _figure_notes(display: MapDisplay, underlay_sentence: str) -> list[str]:
@@ -1172,7 +1168,7 @@ def render_atlas_report(
         "figure": fig,
         "alpha": 0.9,
     }
-    _heading(fig, stack, "mosaic-heading", "Whole brain: axial slices evenly spaced")
+    _heading(fig, stack, "mosaic-heading", _mosaic_heading(mosaic))
     ax = fig.add_axes(stack.rect("mosaic0"))
     plotting.plot_roi(shown, display_mode="z", cut_coords=mosaic, axes=ax, **options)
     _row_label(fig, stack, "mosaic0", "axial")
