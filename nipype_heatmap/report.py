@@ -436,8 +436,8 @@ def choose_underlay(
         )
     if space:
         return None, (
-            f"none: no anatomical image was given, and nilearn ships no template of {space} "
-            "(give one with underlay= or --underlay)"
+            "none: no anatomical image was given, and only MNI152 spaces get a default one "
+            f"(this map is in {space}; give one with underlay= or --underlay)"
         )
     return None, (
         "none: no anatomical image was given and the map's space is not known "
@@ -883,6 +883,17 @@ def render_map_report(
         If the map (or the underlay) is not 3D, naming it; if ``kind`` is unknown.
     ImportError
         Without the ``report`` extra (nilearn, matplotlib).
+
+    Examples
+    --------
+    >>> out = render_map_report(  # doctest: +SKIP
+    ...     "space-MNI152NLin2009cAsym_label-GM_desc-meanProbseg_probseg.nii.gz",
+    ...     kind="probability",
+    ...     title="GM probability, 40 subjects",
+    ...     space="MNI152NLin2009cAsym",
+    ... )
+    >>> sorted(out)  # doctest: +SKIP
+    ['html', 'png']
     """
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}; pick the one that fits")

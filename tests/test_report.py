@@ -263,7 +263,7 @@ def test_an_mni_space_gets_nilearn_s_template_on_the_map_s_grid_offline(monkeypa
 def test_another_space_gets_no_underlay_and_says_so():
     target = _image(np.zeros((7, 8, 9), np.float32))
     underlay, sentence = report.choose_underlay(None, "fsLR", target)
-    assert underlay is None and sentence.startswith("none") and "fsLR" in sentence
+    assert underlay is None and sentence.startswith("none") and "in fsLR" in sentence
     assert report.choose_underlay(None, None, target)[0] is None
 
 
@@ -298,7 +298,7 @@ def test_rendering_returns_bytes_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = np.zeros((30, 36, 30, 1), np.float32)  # one volume: a 3D map
     data[4:9, 15:21, 12:18, 0] = 0.4
-    out = report.render_map_report(_image(data), kind="probability", title="GM", space="T1w")
+    out = report.render_map_report(_image(data), kind="probability", title="GM", space=SPACE)
     assert set(out) == {"html", "png"}
     assert out["png"].startswith(b"\x89PNG\r\n\x1a\n")
     assert base64.b64encode(out["png"]) in out["html"]  # the figure, inline
