@@ -419,7 +419,7 @@ def make_maps(
     debug: bool = False,
     progress: bool | None = None,
     num_threads: int | None = None,
-) -> dict[str, str]:
+) -> tuple[HeatmapAccumulator, dict[str, str]]:
     """Write the heatmap and, from the same single pass, the cohort maps beside it.
 
     Beside ``<stem>.nii.gz``: ``<stem>_coverage``, ``<stem>_std``, ``<stem>_variance``,
