@@ -30,13 +30,14 @@ import os
 import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import nibabel as nb
 import numpy as np
 
+from .._runtime import thread_pool
 from . import inflating
 from .grid import Grid
 from .inflating import GZIP_MAGIC, MAX_DEFLATE_RATIO
@@ -484,7 +485,7 @@ class ReadAhead:
         self._digest = digest
         self._prepare = prepare
         self._pool = (
-            ThreadPoolExecutor(max(1, workers), thread_name_prefix="heatmap-read")
+            thread_pool(workers, "read")
             if self._ahead and len(self._paths) > 1
             else None
         )
