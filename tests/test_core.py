@@ -349,6 +349,17 @@ def test_merge_refuses_another_grid(make_nifti):
         a.merge(b)
 
 
+def test_aggregate_of_empty_accumulator_raises_value_error(make_nifti):
+    # An accumulator has a reference grid from its creation, but no input until one is
+    # added: it has no map (not a map of NaN, nor a sum of zeros).
+    empty = HeatmapAccumulator(Reference.of(read_volume(make_nifti("a.nii.gz"))))
+    for options in (MapOptions(), SUM):
+        with pytest.raises(ValueError, match="no input volume"):
+            empty.aggregate(options)
+        with pytest.raises(ValueError, match="no input volume"):
+            empty.map_image(options)
+
+
 # -- progress and logging --------------------------------------------------------------
 def test_progress_bar_goes_to_stderr(make_nifti, in_dir, tmp_path, capsys):
     make_nifti("a.nii.gz")
