@@ -18,7 +18,9 @@ from nipype_heatmap.accumulate import spread as spread_module
 from nipype_heatmap.api import (
     accumulate_files,
     compute_subtraction,
+    generate_heatmap_volume,
     write_cohort_maps,
+    write_heatmap,
 )
 from nipype_heatmap.io import read_volume
 from nipype_heatmap.maps import cohort_images, overlap_table
@@ -309,7 +311,6 @@ def test_interface_writes_cohort_maps_in_the_node_folder(make_nifti, tmp_path):
     assert not isinstance(plain.outputs.coverage_file, str)  # undefined when not asked
 
 
-@pytest.mark.xfail(strict=True, reason="a plain re-run lists earlier cohort maps (next commit)")
 def test_rerun_into_the_input_folder_never_reads_its_cohort_maps(make_nifti, in_dir, capsys):
     from nipype_heatmap.cli.heatmap import main
 
@@ -323,6 +324,37 @@ def test_rerun_into_the_input_folder_never_reads_its_cohort_maps(make_nifti, in_
     assert main([str(in_dir), "-o", str(out), "-q"]) == 0  # nor for a plain re-run
     assert b"of 4 volumes" in nb.load(out).header["descrip"].tobytes()
     assert_allclose(nb.load(out).get_fdata(), _stack(files).mean(0), rtol=1e-6)
+
+
+def test_a_rerun_leaves_out_earlier_cohort_maps_but_not_other_files(make_nifti, in_dir):
+    # The maps an earlier run wrote beside the heatmap in the input folder are never
+    # inputs, also when this run does not make them (another k, or no cohort map); a file
+    # at such a name that is not this tool's, and a map of this tool at another name, are.
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(4)]
+    out = in_dir / "group.nii.gz"
+    write_cohort_maps([in_dir], out, cohort=CohortOptions(coverage=True, std=True, min_count=2))
+    written = write_cohort_maps([in_dir], out, cohort=CohortOptions(min_count=3))
+    _, _, nonzero = _brute(_stack(files))
+    assert_array_equal(np.asanyarray(nb.load(written["mincount"]).dataobj), nonzero >= 3)
+    for path in written.values():
+        if path.endswith(".nii.gz"):
+            assert b"of 4 volumes" in nb.load(path).header["descrip"].tobytes(), path
+    assert written["mincount"].endswith("group_mincount3.nii.gz")
+    out = generate_heatmap_volume(in_dir, in_dir, "group.nii.gz")
+    assert b"of 4 volumes" in nb.load(out).header["descrip"].tobytes()
+    assert_allclose(nb.load(out).get_fdata(), _stack(files).mean(0), rtol=1e-6)
+
+    (in_dir / "group_variance.nii.gz").unlink()  # a user's mask of that name: an input
+    users = str(make_nifti("group_variance.nii.gz"))
+    subgroup = write_cohort_maps(files[:2], in_dir / "group_first.nii.gz")["heatmap"]
+    out = generate_heatmap_volume(in_dir, in_dir, "group.nii.gz")
+    assert b"of 6 volumes" in nb.load(out).header["descrip"].tobytes()
+    expected = _stack(sorted([*files, users, subgroup])).mean(0)
+    assert_allclose(nb.load(out).get_fdata(), expected, rtol=1e-6)
+    # A heatmap of that name in another folder: the maps in the input folder are not
+    # beside it, so every NIfTI file there is an input (the 6, and 6 maps of group).
+    elsewhere = write_heatmap([in_dir], in_dir.parent / "elsewhere" / "group.nii.gz")
+    assert b"of 12 volumes" in nb.load(elsewhere).header["descrip"].tobytes()
 
 
 @SUBTRACTION_OF_FOLDERS
