@@ -718,3 +718,158 @@ def test_every_kind_of_input_after_a_float_map_matches_numpy(make_nifti, rng, mo
     assert_allclose(_variance(acc), var, rtol=1e-10)
     assert_array_equal(_nonzero(acc), nonzero)
     assert acc.global_range == (stack.min(), stack.max())
+
+
+# -- regression tests of the restructuring --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fraction", "n_inputs", "k"),
+    [
+        (0.3333333334, 3, 2),  # F N = 1.0000000002: above 1
+        (0.3333333333, 3, 1),  # 1/3 written to ten digits: F N = 0.9999999999
+        (0.5, 7, 4),
+        (1.0, 1, 1),
+        (1.0, 7, 7),
+        (1.0, 1000, 1000),
+        (0.07, 100, 7),  # in floats 0.07 * 100 = 7.000000000000001, whose ceil is 8
+        (0.28, 25, 7),  # in floats 0.28 * 25 = 7.000000000000001
+        (0.6666666666666667, 3, 3),  # in floats 2.0 exactly; as written, 2.0000000000000001
+        (0.1, 10, 1),  # the binary value of 0.1 is above 1/10: ceil(Fraction(0.1) * 10) is 2
+        (0.2, 5, 1),
+        (0.001, 10, 1),  # at least one input
+    ],
+)
+def test_min_fraction_is_the_ceiling_of_f_n_in_exact_decimal_arithmetic(fraction, n_inputs, k):
+    assert CohortOptions(min_fraction=fraction).min_count_for(n_inputs) == k
+    assert CohortOptions(min_fraction=fraction, coverage=True).as_parameters(n_inputs) == {
+        "MinimumCount": k
+    }
+
+
+@pytest.mark.parametrize(
+    ("fraction", "n_inputs", "k"),
+    [(0.3333333334, 3, 2), (0.3333333333, 3, 1), (0.5, 7, 4), (1.0, 3, 3), (0.28, 25, 7)],
+)
+def test_min_fraction_names_the_mask_with_its_exact_count(
+    make_nifti, tmp_path, fraction, n_inputs, k
+):
+    files = [str(make_nifti(f"m{i:02d}.nii.gz")) for i in range(n_inputs)]
+    written = write_cohort_maps(
+        files, tmp_path / "lesion.nii.gz", cohort=CohortOptions(min_fraction=fraction)
+    )
+    assert written["mincount"] == str(tmp_path / f"lesion_mincount{k}.nii.gz")
+    assert sorted(p.name for p in tmp_path.glob("lesion_mincount*")) == [
+        f"lesion_mincount{k}.nii.gz"
+    ]
+    _, _, nonzero = _brute(_stack(files))
+    assert_array_equal(np.asanyarray(nb.load(written["mincount"]).dataobj), nonzero >= k)
+    assert f"overlap >= {k}".encode() in nb.load(written["mincount"]).header["descrip"].tobytes()
+
+
+def test_min_fraction_of_the_command_is_read_exactly(make_nifti, in_dir, tmp_path, capsys):
+    from nipype_heatmap.cli.heatmap import main
+
+    for i in range(3):
+        make_nifti(f"m{i}.nii.gz")
+    for fraction, k in (("0.3333333334", 2), ("0.3333333333", 1)):
+        out = tmp_path / f"k{k}" / "lesion.nii.gz"
+        assert main([str(in_dir), "-o", str(out), "--min-fraction", fraction, "-q"]) == 0
+        assert str(out.with_name(f"lesion_mincount{k}.nii.gz")) in capsys.readouterr().out.split()
+
+
+def _nan_in_later_volumes(make_nifti, rng, positions):
+    """Six float maps around a large mean; those at ``positions`` have NaN (some voxels
+    left with one value or none)."""
+    files = []
+    for i in range(6):
+        data = (rng.standard_normal(SHAPE) * 3 + 100).astype(np.float32)
+        data[rng.random(SHAPE) < 0.1] = 0.0
+        if i in positions:
+            data[rng.random(SHAPE) < 0.3] = np.nan
+            data[0, 0, :4] = np.nan  # missing in each of them: the fewest values
+        files.append(str(make_nifti(f"v{i}.nii", data)))
+    return files
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [(1,), (2,), (5,), (1, 2), (1, 3, 5)],
+    ids=lambda p: "nan_in_" + "_".join(map(str, p)),
+)
+@pytest.mark.parametrize("how", ["1 thread", "3 threads", "one by one", "two parts merged"])
+def test_nan_in_a_later_float_volume_gives_numpys_nan_aware_spread(
+    make_nifti, rng, positions, how
+):
+    # The first volume is complete and a later one is not: from then on the count is per
+    # voxel, and the spread must use each voxel's own count (the class of the old paired
+    # steps' bug, where two volumes were added with one count).
+    with_nan = set(positions) | {4}
+    files = _nan_in_later_volumes(make_nifti, rng, with_nan)
+    if how == "one by one":
+        acc = _one_by_one(files, overlap=True, spread=True)
+    elif how == "two parts merged":
+        acc = _accumulate(files[:3]).merge(_accumulate(files[3:]))
+    else:
+        acc = _accumulate(files, threads=int(how[0]))
+    stack = _stack(files)
+    assert np.isfinite(stack[0]).all() and not np.isfinite(stack[1:]).all()
+    for ddof in (0, 1, len(files) - len(with_nan)):  # the last: NaN where fewest values
+        n, var, nonzero = _brute(stack, ddof=ddof)
+        assert (n - ddof <= 0).any() == (ddof > 1)
+        assert_allclose(_variance(acc, ddof), var, rtol=1e-10, equal_nan=True)
+        images, _ = cohort_images(acc, CohortOptions(coverage=True, std=True, ddof=ddof))
+        assert_array_equal(np.asanyarray(images["coverage"].dataobj), n)
+        got_var = np.asanyarray(images["variance"].dataobj)
+        got_std = np.asanyarray(images["std"].dataobj)
+        assert_array_equal(np.isnan(got_var), np.isnan(var))
+        assert_array_equal(np.isnan(got_std), np.isnan(var))
+        assert_allclose(got_var, var.astype(np.float32), rtol=1e-6, equal_nan=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # voxels with too few values
+            std = np.nanstd(stack, axis=0, ddof=ddof)
+        assert_allclose(got_std, np.where(n - ddof > 0, std, np.nan), rtol=1e-6, equal_nan=True)
+    assert_array_equal(_nonzero(acc), _brute(stack)[2])
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["b first flipped", "b later flipped", "b later swapped", "a first swapped"],
+)
+def test_subtraction_reorders_files_stored_in_another_voxel_order(make_nifti, rng, stored):
+    # One file stored in another voxel order of the same grid (x flipped, or x and z
+    # swapped): its values are re-ordered onto group A's first file's grid before they
+    # count, in group B as in group A.
+    a_data = [(rng.random(SHAPE) > 0.5).astype(np.uint8) for _ in range(3)]
+    b_data = [(rng.random(SHAPE) > 0.6).astype(np.uint8) for _ in range(4)]
+    b_data[1][rng.random(SHAPE) < 0.5] = 2  # not only masks: the values, not just the hits
+    which = {"b first flipped": ("b", 0), "b later flipped": ("b", 2)}
+    which |= {"b later swapped": ("b", 3), "a first swapped": ("a", 0)}
+    group, index = which[stored]
+
+    def write(name, data, here):
+        if not here:
+            return str(make_nifti(name, data))
+        if "flipped" in stored:
+            return str(make_nifti(name, data[::-1], affine=FLIP_X))
+        return str(make_nifti(name, data.transpose(2, 1, 0), affine=SWAP_XZ))
+
+    group_a = [write(f"a{i}.nii.gz", d, group == "a" and i == index) for i, d in enumerate(a_data)]
+    group_b = [write(f"b{i}.nii.gz", d, group == "b" and i == index) for i, d in enumerate(b_data)]
+    maps = compute_subtraction(group_a, group_b)
+
+    sa = np.sum(a_data, axis=0, dtype=np.float64)
+    sb = np.sum(b_data, axis=0, dtype=np.float64)
+    percent_a, percent_b = sa / len(a_data) * 100, sb / len(b_data) * 100
+    expected = {
+        "subtraction": percent_a - percent_b,
+        "percent_a": percent_a,
+        "percent_b": percent_b,
+    }
+    reference = nb.load(group_a[0])
+    for name, want in expected.items():
+        if stored == "a first swapped":  # the maps are on A's first file's voxel order
+            want = want.transpose(2, 1, 0)
+        img = maps[name]
+        assert_array_equal(np.asanyarray(img.dataobj), want.astype(np.float32), err_msg=name)
+        assert_array_equal(img.affine, reference.affine)

@@ -11,7 +11,7 @@ import textwrap
 import nibabel as nb
 import numpy as np
 import pytest
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 
 from benchmarks.reference_loop import reference_heatmap
 from nipype_heatmap import _runtime as parallel
@@ -19,7 +19,8 @@ from nipype_heatmap import api
 from nipype_heatmap.accumulate import HeatmapAccumulator, Reference
 from nipype_heatmap.api import accumulate_files, compute_heatmap
 from nipype_heatmap.io import read_volume
-from nipype_heatmap.options import MapOptions
+from nipype_heatmap.maps import cohort_images
+from nipype_heatmap.options import CohortOptions, MapOptions
 
 from .conftest import SHAPE, default_affine
 
@@ -110,6 +111,72 @@ def test_integer_masks_are_exact_for_any_thread_count(
     expected = sum(np.asanyarray(nb.load(f).dataobj).astype(np.int64) for f in files)
     assert acc.exact
     assert_array_equal(acc.sum.values, expected)
+
+
+#: 69,120 voxels: more than two blocks of the spread's steps (2**15 voxels)
+BIG = (48, 40, 36)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("where", ["last voxel", "last slices", "second half"])
+def test_nan_past_the_first_part_of_a_scaled_map_is_missing_for_any_thread_count(
+    make_nifti, rng, four_cpus, reader_threads, threads, where
+):
+    # A float32 map stored with scl_slope/scl_inter has NaN only past the first part of its
+    # voxels (past the first block, the first piece read): with any number of reader
+    # threads, the heatmap and the cohort maps are one thread's bit for bit, and they are
+    # numpy's with the NaN as missing values.
+    stored = np.asfortranarray(rng.standard_normal(BIG) * 4 + 20, dtype=np.float32)
+    flat = stored.reshape(-1, order="F")  # a view, in the file's order of voxels
+    if where == "last voxel":
+        flat[-1] = np.nan
+    elif where == "last slices":
+        stored[..., -3:][rng.random((*BIG[:2], 3)) < 0.5] = np.nan
+    else:
+        flat[flat.size // 2 + 7 :: 997] = np.nan
+    files = [
+        str(make_nifti("a_mask.nii.gz", (rng.random(BIG) > 0.5).astype(np.uint8))),
+        str(make_nifti("b_scaled.nii.gz", stored, slope=2.5, inter=-1.0)),
+        str(make_nifti("c_mask.nii.gz", (rng.random(BIG) > 0.7).astype(np.uint8))),
+        str(make_nifti("d_map.nii.gz", (rng.random(BIG) * 10).astype(np.float32))),
+    ]
+    cohort = CohortOptions(coverage=True, std=True, min_count=2)
+    serial = accumulate_files(files, num_threads=1, overlap=True, spread=True)
+    threaded = accumulate_files(files, num_threads=threads, overlap=True, spread=True)
+    assert reader_threads == [1, threads]
+    assert threaded.count.per_voxel is not None  # the NaN were seen as missing
+    for options in (MapOptions(), MapOptions(False, False, False), MapOptions(True, False, True)):
+        assert_array_equal(
+            _bits(np.asanyarray(threaded.map_image(options).dataobj)),
+            _bits(np.asanyarray(serial.map_image(options).dataobj)),
+        )
+    serial_maps, _ = cohort_images(serial, cohort)
+    threaded_maps, _ = cohort_images(threaded, cohort)
+    for name, img in serial_maps.items():
+        mine = np.asanyarray(threaded_maps[name].dataobj)
+        assert mine.tobytes() == np.asanyarray(img.dataobj).tobytes(), name
+
+    stack = np.stack([nb.load(f).get_fdata() for f in files])  # scaled as nibabel scales
+    assert np.isnan(stack[1]).sum() == np.isnan(stored).sum() > 0
+    for use_mean in (True, False):
+        assert_array_equal(
+            _bits(np.asanyarray(threaded.map_image(MapOptions(use_mean, False)).dataobj)),
+            _bits(reference_heatmap(files, use_mean, False)),
+        )
+    finite = np.isfinite(stack)
+    with np.errstate(invalid="ignore"):
+        variance = np.nanvar(stack, axis=0, ddof=1)
+    assert_array_equal(np.asanyarray(threaded_maps["coverage"].dataobj), finite.sum(0))
+    assert_array_equal(
+        np.asanyarray(threaded_maps["overlap"].dataobj), (finite & (stack != 0)).sum(0)
+    )
+    got = np.asanyarray(threaded_maps["variance"].dataobj)
+    assert_allclose(got, variance.astype(np.float32), rtol=1e-6)
+    assert_allclose(
+        np.asanyarray(threaded_maps["std"].dataobj),
+        np.sqrt(variance).astype(np.float32),
+        rtol=1e-6,
+    )
 
 
 def test_thread_count_honours_the_affinity_mask():
