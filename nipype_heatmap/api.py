@@ -16,8 +16,10 @@ lock from reading it to replacing it, and together with the maps made from it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -273,8 +275,10 @@ def collect_inputs(
     """The files of folders (their NIfTI files, sorted by name) and files, in order.
 
     A folder's listing leaves out the plan's outputs that are this tool's (an earlier run's
-    outputs, about to be replaced) and the states it reads; an explicit file that is an
-    output is an error. The files are then declared to the plan as inputs (``refuse``).
+    outputs, about to be replaced), the states it reads, and this tool's cohort maps beside
+    the plan's heatmap that this run does not make (an earlier run's, see
+    :func:`_earlier_map`); an explicit file that is an output is an error. The files are
+    then declared to the plan as inputs (``refuse``).
 
     Raises
     ------
@@ -287,7 +291,8 @@ def collect_inputs(
     for item in items:
         item = os.fspath(item)
         if os.path.isdir(item):
-            files.extend(find_nifti_files(item, exclude=plan.involves if plan else None))
+            exclude = functools.partial(_replaced_or_earlier, plan) if plan else None
+            files.extend(find_nifti_files(item, exclude=exclude))
         elif os.path.lexists(item):
             files.append(os.path.abspath(item))
         else:
@@ -297,6 +302,34 @@ def collect_inputs(
     if plan is not None and refuse:
         plan.refuse_inputs(files)
     return files
+
+
+#: The labels of the cohort maps beside a heatmap ``<stem>``: ``<stem>_<label>``.
+_COHORT_MAP_LABEL = re.compile(r"coverage|std|variance|overlap|mincount[0-9]+")
+
+
+def _replaced_or_earlier(plan: OutputPlan, path: str) -> bool:
+    """Whether a listed file is one the plan writes or reads, or :func:`_earlier_map`
+    (the listing leaves it out only when its header says it is this tool's)."""
+    return plan.involves(path) or _earlier_map(plan, path)
+
+
+def _earlier_map(plan: OutputPlan, path: str) -> bool:
+    """Whether ``path`` is named as a cohort map beside the plan's heatmap
+    (``<stem>_coverage``, ``<stem>_mincount<k>``...): an earlier run's map that this run
+    does not make (not asked for this time, or another k), which a re-run into the input
+    folder must not take for an input."""
+    if "heatmap" not in plan:
+        return False
+    heatmap = plan.path("heatmap")
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, _ = split_nifti_name(os.path.basename(heatmap))
+    label = split_nifti_name(name)[0][len(stem) + 1 :]
+    return (
+        name.startswith(f"{stem}_")
+        and _COHORT_MAP_LABEL.fullmatch(label) is not None
+        and os.path.samefile(folder, os.path.dirname(heatmap))
+    )
 
 
 # -- files in, maps out --------------------------------------------------------------------

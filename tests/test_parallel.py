@@ -1,4 +1,5 @@
-"""Threads: the cores a process may use, and results identical for any thread count."""
+"""Threads: the cores a process may use, and results identical for any number of reader
+threads (reading and inflating are parallel; the voxel-wise work is one thread's)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,42 @@ import textwrap
 import nibabel as nb
 import numpy as np
 import pytest
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 
 from benchmarks.reference_loop import reference_heatmap
 from nipype_heatmap import _runtime as parallel
-from nipype_heatmap import HeatmapAccumulator, accumulate_files, compute_heatmap
+from nipype_heatmap import api
+from nipype_heatmap.accumulate import HeatmapAccumulator, Reference
+from nipype_heatmap.api import accumulate_files, compute_heatmap
+from nipype_heatmap.io import read_volume
+from nipype_heatmap.maps import cohort_images
+from nipype_heatmap.options import CohortOptions, MapOptions
 
 from .conftest import SHAPE, default_affine
 
 
 def _bits(array):
     return np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+
+
+@pytest.fixture
+def four_cpus(monkeypatch):
+    """Let 1 to 4 reader threads run whatever this machine has."""
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 4)
+
+
+@pytest.fixture
+def reader_threads(monkeypatch):
+    """The number of reader threads each accumulate_files call starts, in order."""
+    seen = []
+    real = api.ReadAhead
+
+    def counting(*args, **kwargs):
+        seen.append(kwargs["workers"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "ReadAhead", counting)
+    return seen
 
 
 @pytest.fixture
@@ -47,51 +73,110 @@ def hard_inputs(make_nifti, rng):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
-def test_any_thread_count_gives_the_serial_result_bit_for_bit(hard_inputs, threads):
-    serial = HeatmapAccumulator(num_threads=1)
-    parallel_acc = HeatmapAccumulator(num_threads=threads)
-    for path in hard_inputs:
-        serial.add_file(path)
-        parallel_acc.add_file(path)
-    parallel_acc.close()
-    assert_array_equal(serial.total.view(np.uint64), parallel_acc.total.view(np.uint64))
-    assert_array_equal(serial.count, parallel_acc.count)
-    assert (serial.global_min, serial.global_max) == (
-        parallel_acc.global_min,
-        parallel_acc.global_max,
-    )
+def test_any_thread_count_gives_the_serial_result_bit_for_bit(
+    hard_inputs, threads, four_cpus, reader_threads
+):
+    serial = accumulate_files(hard_inputs, num_threads=1)
+    parallel_acc = accumulate_files(hard_inputs, num_threads=threads)
+    assert reader_threads == [1, threads]
+    by_hand = HeatmapAccumulator(Reference.of(read_volume(hard_inputs[0])))
+    for path in hard_inputs:  # on this thread, without any reader thread
+        by_hand.add_file(path)
+    for acc in (parallel_acc, by_hand):
+        assert_array_equal(
+            serial.sum.as_float().view(np.uint64), acc.sum.as_float().view(np.uint64)
+        )
+        assert_array_equal(serial.count.value, acc.count.value)
+        assert serial.global_range == acc.global_range
     for flags in ((True, True, False), (False, False, True)):
         assert_array_equal(
-            _bits(np.asanyarray(parallel_acc.finalize(*flags).dataobj)),
-            _bits(np.asanyarray(serial.finalize(*flags).dataobj)),
+            _bits(np.asanyarray(parallel_acc.map_image(MapOptions(*flags)).dataobj)),
+            _bits(np.asanyarray(serial.map_image(MapOptions(*flags)).dataobj)),
         )
-    # And the serial path is the plain loop's, on the files the loop can read as they are.
+    # And the result is the plain loop's, on the files the loop can read as they are.
     plain = [f for f in hard_inputs if "flipped" not in f and "permuted" not in f]
-    acc = HeatmapAccumulator(num_threads=threads)
-    for path in plain:
-        acc.add_file(path)
+    acc = accumulate_files(plain, num_threads=threads)
     assert_array_equal(
-        _bits(np.asanyarray(acc.finalize().dataobj)), _bits(reference_heatmap(plain))
+        _bits(np.asanyarray(acc.map_image(MapOptions()).dataobj)), _bits(reference_heatmap(plain))
     )
 
 
 @pytest.mark.parametrize("threads", [1, 3, 4])
-def test_integer_masks_are_exact_for_any_thread_count(make_nifti, rng, threads, monkeypatch):
-    monkeypatch.setattr(parallel, "available_cpus", lambda: 4)
+def test_integer_masks_are_exact_for_any_thread_count(
+    make_nifti, rng, threads, four_cpus, reader_threads
+):
     files = [str(make_nifti(f"m{i:02d}.nii.gz")) for i in range(12)]
     acc = accumulate_files(files, num_threads=threads)
-    assert acc.num_threads == threads
+    assert reader_threads == [threads]
     expected = sum(np.asanyarray(nb.load(f).dataobj).astype(np.int64) for f in files)
-    assert_array_equal(acc.total, expected)
+    assert acc.exact
+    assert_array_equal(acc.sum.values, expected)
 
 
-def test_slabs_cover_the_grid_once():
-    for n in (1, 2, 3, 4, 9, 20):
-        covered = np.zeros(SHAPE, np.int64)
-        for slab in parallel.slabs(SHAPE, n):
-            covered[slab] += 1
-        assert np.all(covered == 1)
-        assert len(parallel.slabs(SHAPE, n)) == min(n, SHAPE[-1])
+#: 69,120 voxels: more than two blocks of the spread's steps (2**15 voxels)
+BIG = (48, 40, 36)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("where", ["last voxel", "last slices", "second half"])
+def test_nan_past_the_first_part_of_a_scaled_map_is_missing_for_any_thread_count(
+    make_nifti, rng, four_cpus, reader_threads, threads, where
+):
+    # A float32 map stored with scl_slope/scl_inter has NaN only past the first part of its
+    # voxels (past the first block, the first piece read): with any number of reader
+    # threads, the heatmap and the cohort maps are one thread's bit for bit, and they are
+    # numpy's with the NaN as missing values.
+    stored = np.asfortranarray(rng.standard_normal(BIG) * 4 + 20, dtype=np.float32)
+    flat = stored.reshape(-1, order="F")  # a view, in the file's order of voxels
+    if where == "last voxel":
+        flat[-1] = np.nan
+    elif where == "last slices":
+        stored[..., -3:][rng.random((*BIG[:2], 3)) < 0.5] = np.nan
+    else:
+        flat[flat.size // 2 + 7 :: 997] = np.nan
+    files = [
+        str(make_nifti("a_mask.nii.gz", (rng.random(BIG) > 0.5).astype(np.uint8))),
+        str(make_nifti("b_scaled.nii.gz", stored, slope=2.5, inter=-1.0)),
+        str(make_nifti("c_mask.nii.gz", (rng.random(BIG) > 0.7).astype(np.uint8))),
+        str(make_nifti("d_map.nii.gz", (rng.random(BIG) * 10).astype(np.float32))),
+    ]
+    cohort = CohortOptions(coverage=True, std=True, min_count=2)
+    serial = accumulate_files(files, num_threads=1, overlap=True, spread=True)
+    threaded = accumulate_files(files, num_threads=threads, overlap=True, spread=True)
+    assert reader_threads == [1, threads]
+    assert threaded.count.per_voxel is not None  # the NaN were seen as missing
+    for options in (MapOptions(), MapOptions(False, False, False), MapOptions(True, False, True)):
+        assert_array_equal(
+            _bits(np.asanyarray(threaded.map_image(options).dataobj)),
+            _bits(np.asanyarray(serial.map_image(options).dataobj)),
+        )
+    serial_maps, _ = cohort_images(serial, cohort)
+    threaded_maps, _ = cohort_images(threaded, cohort)
+    for name, img in serial_maps.items():
+        mine = np.asanyarray(threaded_maps[name].dataobj)
+        assert mine.tobytes() == np.asanyarray(img.dataobj).tobytes(), name
+
+    stack = np.stack([nb.load(f).get_fdata() for f in files])  # scaled as nibabel scales
+    assert np.isnan(stack[1]).sum() == np.isnan(stored).sum() > 0
+    for use_mean in (True, False):
+        assert_array_equal(
+            _bits(np.asanyarray(threaded.map_image(MapOptions(use_mean, False)).dataobj)),
+            _bits(reference_heatmap(files, use_mean, False)),
+        )
+    finite = np.isfinite(stack)
+    with np.errstate(invalid="ignore"):
+        variance = np.nanvar(stack, axis=0, ddof=1)
+    assert_array_equal(np.asanyarray(threaded_maps["coverage"].dataobj), finite.sum(0))
+    assert_array_equal(
+        np.asanyarray(threaded_maps["overlap"].dataobj), (finite & (stack != 0)).sum(0)
+    )
+    got = np.asanyarray(threaded_maps["variance"].dataobj)
+    assert_allclose(got, variance.astype(np.float32), rtol=1e-6)
+    assert_allclose(
+        np.asanyarray(threaded_maps["std"].dataobj),
+        np.sqrt(variance).astype(np.float32),
+        rtol=1e-6,
+    )
 
 
 def test_thread_count_honours_the_affinity_mask():
@@ -145,7 +230,7 @@ def test_the_smallest_limit_wins(monkeypatch):
 def test_threads_of_a_node_are_reserved_by_nipype_and_not_hashed(make_nifti):
     from nipype.pipeline import engine as pe
 
-    from nipype_heatmap.interfaces import HeatmapVolume, HeatmapState, mem_gb
+    from nipype_heatmap.interfaces import HeatmapState, HeatmapVolume, mem_gb
 
     files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(2)]
     for interface in (HeatmapVolume, HeatmapState):
@@ -156,13 +241,12 @@ def test_threads_of_a_node_are_reserved_by_nipype_and_not_hashed(make_nifti):
 
 
 def test_cli_nprocs_is_passed_through(make_nifti, in_dir, tmp_path, monkeypatch):
-    from nipype_heatmap import core
     from nipype_heatmap.cli.heatmap import main
 
     make_nifti("a.nii.gz")
     seen = {}
-    real = core.write_heatmap
-    monkeypatch.setattr(core, "write_heatmap", lambda *a, **k: seen.update(k) or real(*a, **k))
+    real = api.write_cohort_maps
+    monkeypatch.setattr(api, "write_cohort_maps", lambda *a, **k: seen.update(k) or real(*a, **k))
     assert main([str(in_dir), "-o", str(tmp_path / "o.nii.gz"), "--nprocs", "1", "-q"]) == 0
     assert seen["num_threads"] == 1
     img = compute_heatmap([in_dir / "a.nii.gz"], num_threads=1)
@@ -202,39 +286,6 @@ def test_zero_means_every_available_cpu(monkeypatch):
     assert parallel.resolve_num_threads(1) == 1
 
 
-def test_a_pool_of_n_threads_uses_n_slabs_and_stops(monkeypatch):
-    pool = parallel.SlabPool(SHAPE, 3)
-    assert len(pool.slabs) == 3
-    assert pool.map(lambda i, s: (i, s[2].start)) == [(0, 0), (1, 3), (2, 6)]
-    pool.close()
-    assert pool._pool is None
-    one = parallel.SlabPool(SHAPE, 1)
-    assert one.slabs == [(slice(None),) * 3] and one._pool is None
-
-
-@pytest.mark.parametrize("n", [1, 2, 3])
-def test_a_pool_runs_its_slabs_on_n_threads_and_its_context_stops_them(n):
-    # Slab 0 in the calling thread, every other slab on a thread of the pool: n threads at
-    # work (mutants: two threads taken as one, the pool's threads never used), and leaving
-    # the context stops them.
-    import threading
-
-    together = threading.Barrier(n, timeout=10)  # passes only with n slabs at once
-
-    def slab_work(index, slab):
-        together.wait()
-        return threading.current_thread().name
-
-    with parallel.SlabPool(SHAPE, n) as pool:
-        names = pool.map(slab_work)
-        assert len(set(names)) == n == len(pool.slabs)
-        assert names[0] == threading.current_thread().name
-        assert all(name.startswith("heatmap-slab") for name in names[1:])
-        workers = [t for t in threading.enumerate() if t.name.startswith("heatmap-slab")]
-    assert pool._pool is None
-    assert not any(t.is_alive() for t in workers)
-
-
 _FAULTS = """
 import resource, sys
 from nipype_heatmap.api import accumulate_files
@@ -247,6 +298,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
 """
 
 
+@pytest.mark.slow  # 45 volumes of 7 MB written, then read twice in other processes
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="mallopt's thresholds are glibc's: elsewhere retain_freed_memory changes nothing",

@@ -118,7 +118,8 @@ class Spread:
     squares : numpy.ndarray or None
         The exact int64 sum of squares ``S2``, while exact and not binary.
     square_bound : int
-        While exact, a bound of every voxel's ``S2``.
+        While exact, a bound of every voxel's ``S2``; 0 once folded into ``m2`` (no exact
+        sum of squares is kept then).
     m2 : numpy.ndarray or None
         Welford's sum of squared deviations (float64), once folded.
     """
@@ -222,7 +223,7 @@ class Spread:
         m2 = np.zeros(self.shape, order="F")
         if n.n_inputs:
             np.divide(self._numerator(n.n_inputs, s), n.n_inputs, out=m2)
-        self.m2, self.squares = m2, None
+        self.m2, self.squares, self.square_bound = m2, None, 0
 
     def _numerator(self, count: int | np.ndarray, s: VoxelSum) -> np.ndarray:
         """``n S2 - S**2`` in exact int64 arithmetic (binary inputs: ``S2 == S``)."""

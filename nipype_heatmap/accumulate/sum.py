@@ -470,7 +470,14 @@ class HeatmapAccumulator:
         sum is rounded straight into a float32 array and clipped there with the bounds
         rounded to float32: rounding is monotonic, so this equals clipping in float64 and
         rounding afterwards, bit for bit, without a float64 volume.
+
+        Raises
+        ------
+        ValueError
+            If no input has been added (there is no map of nothing).
         """
+        if self.n_inputs == 0:
+            raise ValueError("no input volume was added; nothing to aggregate")
         work = np.dtype(np.float64) if options.normalize else np.dtype(dtype)
         result = np.empty(self.shape, dtype=work, order="F")
         total = self._sum.values
