@@ -626,7 +626,8 @@ def write_subtraction(
     num_threads: int | None = None,
 ) -> dict[str, str]:
     """Write the subtraction map of two groups (percent of A minus percent of B) and both
-    groups' percent maps beside it (``<stem>_percentA``, ``<stem>_percentB``).
+    groups' percent maps beside it (``<stem>_percentA``, ``<stem>_percentB``). Each group
+    is files or folders of them (:func:`collect_inputs`).
 
     Raises
     ------
@@ -638,9 +639,11 @@ def write_subtraction(
         out_file = plan.add("subtraction", out_file)
         plan.add("percent_a", beside(out_file, "percentA"))
         plan.add("percent_b", beside(out_file, "percentB"))
-        plan.refuse_inputs(group_a, "group A input")
-        plan.refuse_inputs(group_b, "group B input")
-        for name, img in compute_subtraction(group_a, group_b, num_threads=num_threads).items():
+        files_a = collect_inputs(group_a, plan, refuse=False)
+        files_b = collect_inputs(group_b, plan, refuse=False)
+        plan.refuse_inputs(files_a, "group A input")
+        plan.refuse_inputs(files_b, "group B input")
+        for name, img in compute_subtraction(files_a, files_b, num_threads=num_threads).items():
             plan.write_image(name, img)
         return plan.commit()
 

@@ -80,7 +80,9 @@ FORMAT_VERSION = 3
 VOLUMES = ("sum", "count", "nonzero", "squares", "m2")
 
 #: Types a state's volumes are stored in: the narrowest that holds every value exactly.
-_STORAGE_TYPES = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "uint32", "int32"))
+_STORAGE_TYPES = tuple(
+    np.dtype(t) for t in ("uint8", "uint16", "int16", "uint32", "int32", "int64")
+)
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -315,7 +317,7 @@ def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
         if form == "squares":
             squares = volumes["squares"]
             _require_integers(squares, 0, square_bound, "sum of squares")
-            spread_stats.squares = np.rint(squares).astype(np.int64, order="F")
+            spread_stats.squares = squares.astype(np.int64, order="F")  # whole, checked above
         elif form == "welford":
             m2 = volumes["m2"]
             _require(

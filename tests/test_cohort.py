@@ -34,19 +34,6 @@ FLIP_X[:3, 3] = [-6.0 + 2.0 * (SHAPE[0] - 1), -8.0, -9.0]
 SWAP_XZ = default_affine()[:, [2, 1, 0, 3]]  # the default grid stored with x and z swapped
 
 
-#: Known bugs outside this file's modules, reported; strict: these go red once fixed.
-SUBTRACTION_OF_FOLDERS = pytest.mark.xfail(
-    strict=True,
-    reason="api.write_subtraction/compute_subtraction read a folder of group A as a file "
-    "('is a folder, not a NIfTI file'): they do not list folders as make_maps does",
-)
-SQUARES_STORED_IN_FLOAT64 = pytest.mark.xfail(
-    strict=True,
-    reason="state.py stores an exact sum of squares above 2**53 in float64, which rounds "
-    "it: the loaded state's variance is -0.5 instead of 0.5",
-)
-
-
 @pytest.fixture(autouse=True)
 def _four_cpus(monkeypatch):
     """Let 1 to 4 reader threads run whatever this machine has."""
@@ -270,7 +257,6 @@ def test_cohort_outputs_never_overwrite_an_input(mask_files):
     assert victim.read_bytes() == before
 
 
-@SUBTRACTION_OF_FOLDERS
 def test_command_writes_cohort_maps_and_subtractions(make_nifti, in_dir, tmp_path, capsys):
     from nipype_heatmap.cli.heatmap import main
 
@@ -357,7 +343,6 @@ def test_a_rerun_leaves_out_earlier_cohort_maps_but_not_other_files(make_nifti, 
     assert b"of 12 volumes" in nb.load(elsewhere).header["descrip"].tobytes()
 
 
-@SUBTRACTION_OF_FOLDERS
 def test_subtraction_never_overwrites_an_input(make_nifti, in_dir, tmp_path, capsys):
     from nipype_heatmap.cli.heatmap import main
 
@@ -471,10 +456,8 @@ def test_large_integers_keep_the_exact_variance(make_nifti, rng):
 )
 @pytest.mark.parametrize("how", ["one pass", "two parts merged", "saved and loaded"])
 def test_integers_near_the_exactness_limits_keep_the_variance(
-    make_nifti, tmp_path, a, b, variance, how, request
+    make_nifti, tmp_path, a, b, variance, how
 ):
-    if how == "saved and loaded" and a == 80_000_000:
-        request.applymarker(SQUARES_STORED_IN_FLOAT64)
     files = [
         str(make_nifti(f"v{i}.nii", np.full(SHAPE, value, np.int32)))
         for i, value in enumerate((a, b))
