@@ -89,7 +89,9 @@ class OutputPlan:
     >>> with OutputPlan() as plan:
     ...     out = plan.add("table", "tables/counts.tsv", nifti=False)
     ...     plan.write("table", [b"k\\tvoxels\\n1\\t42\\n"])
-    ...     plan.commit()
+    ...     written = plan.commit()
+    >>> written == {"table": out}
+    True
     >>> open(out).read()
     'k\\tvoxels\\n1\\t42\\n'
     """
