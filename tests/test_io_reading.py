@@ -685,3 +685,19 @@ def test_min_max_block_by_block_equals_numpys_min_and_max(monkeypatch, rng, dtyp
             assert all(np.isnan(min_max(with_nan))), where
     empty = min_max(values[:0])
     assert np.isnan(empty[0]) and np.isnan(empty[1])
+
+
+@pytest.mark.parametrize("reader", ["read_volume", "read_header", "file_digest"])
+@pytest.mark.parametrize("kind", ["socket", "folder"])
+def test_a_socket_or_folder_is_refused_naming_it_and_what_it_is(tmp_path, reader, kind):
+    import socket
+
+    path = tmp_path / "odd.nii"
+    if kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+    else:
+        path.mkdir()
+    expected = {"socket": "not a regular file (a socket)", "folder": "is a folder"}[kind]
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {expected}")):
+        getattr(io, reader)(path)

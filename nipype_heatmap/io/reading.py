@@ -98,24 +98,47 @@ class Volume:
         return tuple(self.data.shape)
 
 
-def _read_regular_file(path: str) -> bytes:
-    """The bytes of a regular file; anything else is refused before it is read."""
+def _open_regular_file(path: str) -> tuple[int, int]:
+    """Open a regular file (after links) for reading; return its descriptor and size.
+
+    Anything else is refused, naming it, before a byte is read: a FIFO (opened without
+    waiting for a writer), a device, a folder, or a socket (which cannot even be opened).
+    """
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: input file does not exist") from None
+    except OSError as err:  # a socket: ENXIO; say what it is rather than the errno
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG  # cannot tell: the open's own error stands
+        if stat.S_ISREG(mode):
+            raise
+        raise _not_a_regular_file(path, mode) from err
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _not_a_regular_file(path, info.st_mode)
+    return fd, info.st_size
+
+
+def _not_a_regular_file(path: str, mode: int) -> ValueError:
+    if stat.S_ISDIR(mode):
+        return ValueError(f"{path}: is a folder, not a NIfTI file")
+    return ValueError(
+        f"{path}: not a regular file ({_file_kind(mode)}); only NIfTI files "
+        "are read: copy the data into a .nii or .nii.gz file first"
+    )
+
+
+def _read_regular_file(path: str) -> bytes:
+    """The bytes of a regular file; anything else is refused before it is read."""
+    fd, size = _open_regular_file(path)
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ValueError(f"{path}: is a folder, not a NIfTI file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(
-                f"{path}: not a regular file ({_file_kind(info.st_mode)}); only NIfTI files "
-                "are read: copy the data into a .nii or .nii.gz file first"
-            )
         with os.fdopen(fd, "rb", closefd=False) as fobj:
-            return fobj.read(info.st_size)
+            return fobj.read(size)
     finally:
         os.close(fd)
 
@@ -366,14 +389,8 @@ def read_header(path: str | os.PathLike[str]) -> nb.nifti1.Nifti1Header:
         If it is not a regular file, or not a NIfTI-1/NIfTI-2 file.
     """
     path = os.path.abspath(os.fspath(path))
+    fd, _ = _open_regular_file(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: input file does not exist") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path}: not a regular file ({_file_kind(info.st_mode)})")
         start = os.pread(fd, 1 << 16, 0)
     finally:
         os.close(fd)
