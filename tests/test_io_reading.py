@@ -701,3 +701,19 @@ def test_a_socket_or_folder_is_refused_naming_it_and_what_it_is(tmp_path, reader
     expected = {"socket": "not a regular file (a socket)", "folder": "is a folder"}[kind]
     with pytest.raises(ValueError, match=re.escape(f"{path}: {expected}")):
         getattr(io, reader)(path)
+
+
+@pytest.mark.parametrize("nifti2", [False, True], ids=["nifti1", "nifti2"])
+@pytest.mark.parametrize("first", [0, 1, 100, 347, 352, 539])
+def test_a_gzip_member_may_end_inside_the_header(tmp_path, nifti2, first):
+    # Python's gzip (and so nibabel) reads every member as one stream: a first member of
+    # 0-539 bytes (an empty one, one holding part of the header) is no reason to refuse.
+    klass = nb.Nifti2Image if nifti2 else nb.Nifti1Image
+    data = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
+    raw = klass(data, default_affine()).to_bytes()
+    path = tmp_path / "split.nii.gz"
+    path.write_bytes(gzip.compress(raw[:first]) + gzip.compress(raw[first:]))
+    volume = io.read_volume(path)
+    assert_array_equal(volume.data, data)
+    assert volume.header.binaryblock == raw[: volume.header.sizeof_hdr]
+    assert io.read_header(path).binaryblock == volume.header.binaryblock

@@ -195,6 +195,21 @@ def _inflate(raw: bytes, size: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _inflate_head(raw: bytes, size: int = 540) -> bytes:
+    """The first ``size`` bytes of a gzip file's content (enough for either header), or
+    all of it when shorter, from its first 64 KiB, across members: a writer may end a
+    member anywhere, even inside the header (the checks are :func:`_inflate`'s)."""
+    pending = raw[: 1 << 16]
+    head = b""
+    while len(head) < size and pending[:2] == GZIP_MAGIC:
+        stream = isal_zlib.decompressobj(31)  # 31: the gzip wrapper
+        head += stream.decompress(pending, size - len(head))
+        if not stream.eof:
+            break
+        pending = stream.unused_data.lstrip(b"\0")
+    return head
+
+
 def read_nifti_data(
     path: str | os.PathLike[str], *, digest: list[str] | None = None
 ) -> tuple[nb.nifti1.Nifti1Header, np.ndarray]:
@@ -218,12 +233,7 @@ def read_nifti_data(
         digest.append(file_digest_of(raw))
     compressed = raw[:2] == GZIP_MAGIC
     try:
-        if compressed:
-            # Enough of the start for either header (540 bytes); deflate cannot expand 64
-            # KiB of input to less than that unless the file ends.
-            head = isal_zlib.decompressobj(31).decompress(raw[: 1 << 16], 540)
-        else:
-            head = raw[:540]
+        head = _inflate_head(raw) if compressed else raw[:540]
     except isal_zlib.error as err:
         raise ValueError(_damaged_gzip(path, err)) from err
     total = _declared_size(path, head)
@@ -396,7 +406,7 @@ def read_header(path: str | os.PathLike[str]) -> nb.nifti1.Nifti1Header:
         os.close(fd)
     if start[:2] == GZIP_MAGIC:
         try:
-            start = isal_zlib.decompressobj(31).decompress(start, 540)
+            start = _inflate_head(start)
         except isal_zlib.error as err:
             raise ValueError(_damaged_gzip(path, err)) from err
     return _parse_header(path, start, extensions=False)
