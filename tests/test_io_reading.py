@@ -717,3 +717,18 @@ def test_a_gzip_member_may_end_inside_the_header(tmp_path, nifti2, first):
     assert_array_equal(volume.data, data)
     assert volume.header.binaryblock == raw[: volume.header.sizeof_hdr]
     assert io.read_header(path).binaryblock == volume.header.binaryblock
+
+
+@pytest.mark.parametrize("reader", ["read_volume", "read_header"])
+@pytest.mark.parametrize("members", [1, 2])
+@pytest.mark.parametrize("cut", [12, 30, 60])
+def test_a_gzip_file_cut_before_the_end_of_its_header_is_called_truncated(
+    tmp_path, reader, members, cut
+):
+    # Not "not a NIfTI image: 0 bytes": the gzip stream ends early (a cut download).
+    raw = nb.Nifti1Image(np.zeros(SHAPE, np.int16), default_affine()).to_bytes()
+    whole = gzip.compress(raw) if members == 1 else gzip.compress(b"") + gzip.compress(raw)
+    path = tmp_path / "cut.nii.gz"
+    path.write_bytes(whole[: cut + (members - 1) * 20])
+    with pytest.raises(ValueError, match=re.escape(f"{path}: damaged gzip data") + ".*truncated"):
+        getattr(io, reader)(path)

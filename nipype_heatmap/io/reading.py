@@ -195,16 +195,19 @@ def _inflate(raw: bytes, size: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _inflate_head(raw: bytes, size: int = 540) -> bytes:
+def _inflate_head(raw: bytes, file_size: int, size: int = 540) -> bytes:
     """The first ``size`` bytes of a gzip file's content (enough for either header), or
-    all of it when shorter, from its first 64 KiB, across members: a writer may end a
-    member anywhere, even inside the header (the checks are :func:`_inflate`'s)."""
+    all of it when shorter, from its first 64 KiB (``raw``: at least those, or the whole
+    file of ``file_size`` bytes), across members: a writer may end a member anywhere,
+    even inside the header (the other checks are :func:`_inflate`'s)."""
     pending = raw[: 1 << 16]
     head = b""
     while len(head) < size and pending[:2] == GZIP_MAGIC:
         stream = isal_zlib.decompressobj(31)  # 31: the gzip wrapper
         head += stream.decompress(pending, size - len(head))
         if not stream.eof:
+            if len(head) < size and file_size <= 1 << 16:  # all the file, ending early
+                raise _GzipError("the compressed data end before the gzip stream does")
             break
         pending = stream.unused_data.lstrip(b"\0")
     return head
@@ -233,8 +236,8 @@ def read_nifti_data(
         digest.append(file_digest_of(raw))
     compressed = raw[:2] == GZIP_MAGIC
     try:
-        head = _inflate_head(raw) if compressed else raw[:540]
-    except isal_zlib.error as err:
+        head = _inflate_head(raw, len(raw)) if compressed else raw[:540]
+    except (_GzipError, isal_zlib.error) as err:
         raise ValueError(_damaged_gzip(path, err)) from err
     total = _declared_size(path, head)
     if compressed and total > MAX_DEFLATE_RATIO * len(raw):
@@ -399,15 +402,15 @@ def read_header(path: str | os.PathLike[str]) -> nb.nifti1.Nifti1Header:
         If it is not a regular file, or not a NIfTI-1/NIfTI-2 file.
     """
     path = os.path.abspath(os.fspath(path))
-    fd, _ = _open_regular_file(path)
+    fd, file_size = _open_regular_file(path)
     try:
         start = os.pread(fd, 1 << 16, 0)
     finally:
         os.close(fd)
     if start[:2] == GZIP_MAGIC:
         try:
-            start = _inflate_head(start)
-        except isal_zlib.error as err:
+            start = _inflate_head(start, file_size)
+        except (_GzipError, isal_zlib.error) as err:
             raise ValueError(_damaged_gzip(path, err)) from err
     return _parse_header(path, start, extensions=False)
 
