@@ -732,3 +732,31 @@ def test_a_gzip_file_cut_before_the_end_of_its_header_is_called_truncated(
     path.write_bytes(whole[: cut + (members - 1) * 20])
     with pytest.raises(ValueError, match=re.escape(f"{path}: damaged gzip data") + ".*truncated"):
         getattr(io, reader)(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("datatype", 1234), ("quatern_b", 2.0)],
+    ids=["unknown_datatype", "invalid_quaternion"],
+)
+def test_a_header_checked_before_reading_names_the_file_for_any_field_it_cannot_read(
+    make_nifti, field, value
+):
+    # The header-only check against the first file's grid (before any voxel is read)
+    # meets such a header before the one validated header step does: a KeyError or
+    # HeaderDataError from nibabel must not escape.
+    first = make_nifti("a.nii.gz")
+    img = nb.Nifti1Image(np.zeros(SHAPE, np.float32), default_affine())
+    img.header.set_qform(default_affine(), code=1)
+    img.header.set_sform(None, code=0)
+    raw = bytearray(img.to_bytes())
+    header = nb.Nifti1Header(bytes(raw[:348]))
+    header[field] = value
+    raw[:348] = header.binaryblock
+    bad = first.parent / "b.nii"
+    bad.write_bytes(bytes(raw))
+    grid = io.Grid(SHAPE, default_affine(), str(first))
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: invalid NIfTI header")):
+        io.check_volume_header(str(bad), io.read_header(bad), grid)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        compute_heatmap([first, bad])

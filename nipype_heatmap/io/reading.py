@@ -425,19 +425,25 @@ def check_volume_header(path: str, header: nb.nifti1.Nifti1Header, grid: Grid) -
     ValueError
         Naming the file and what is wrong.
     """
-    shape = tuple(int(n) for n in header.get_data_shape())
+    try:  # fields nibabel cannot interpret (an unknown data type code, a bad quaternion)
+        shape = tuple(int(n) for n in header.get_data_shape())
+        dtype = header.get_data_dtype()
+        affine = header.get_best_affine()
+    except Exception as err:  # noqa: BLE001 - any field nibabel cannot read: invalid header
+        raise ValueError(
+            f"{path}: invalid NIfTI header ({err!r}); "
+            "the file is damaged or was written by a broken tool"
+        ) from err
     if len(shape) < 3 or any(n != 1 for n in shape[3:]):
         raise ValueError(
             f"{path}: expected a 3D volume (or 4D with one volume), found shape {shape}; "
             "split 4D series into 3D volumes first (e.g. nibabel.funcs.four_to_three)"
         )
-    dtype = header.get_data_dtype()
     if dtype.kind not in "biuf":
         raise ValueError(
             f"{path}: data type {dtype} is not a real number type; "
             "only integer and floating-point volumes can be averaged"
         )
-    affine = header.get_best_affine()
     if not grid.matches(shape[:3], affine) and grid.reordering(shape[:3], affine) is None:
         grid.conform(np.empty(shape[:3], np.uint8), affine, path)  # raises, saying why
 
