@@ -760,3 +760,29 @@ def test_a_header_checked_before_reading_names_the_file_for_any_field_it_cannot_
         io.check_volume_header(str(bad), io.read_header(bad), grid)
     with pytest.raises(ValueError, match=re.escape(str(bad))):
         compute_heatmap([first, bad])
+
+
+def test_a_header_of_absurd_shape_is_refused_without_allocating_it(make_nifti):
+    # 30000**3 voxels: the header-only check must not allocate the declared shape to say
+    # that it differs from the first file's (it raised numpy's MemoryError for 24.6 TiB).
+    import tracemalloc
+
+    first = make_nifti("a.nii.gz")
+    img = nb.Nifti1Image(np.zeros(SHAPE, np.uint8), default_affine())
+    raw = bytearray(img.to_bytes())
+    header = nb.Nifti1Header(bytes(raw[:348]))
+    header["dim"] = [3, 30000, 30000, 30000, 1, 1, 1, 1]
+    raw[:348] = header.binaryblock
+    bad = first.with_name("b.nii")
+    bad.write_bytes(bytes(raw))
+    grid = io.Grid(SHAPE, default_affine(), str(first))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*30000, 30000, 30000"):
+            io.check_volume_header(str(bad), io.read_header(bad), grid)
+        with pytest.raises(ValueError, match=re.escape(str(bad))):
+            compute_heatmap([first, bad])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, f"{peak} bytes allocated"

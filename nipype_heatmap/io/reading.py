@@ -445,7 +445,8 @@ def check_volume_header(path: str, header: nb.nifti1.Nifti1Header, grid: Grid) -
             "only integer and floating-point volumes can be averaged"
         )
     if not grid.matches(shape[:3], affine) and grid.reordering(shape[:3], affine) is None:
-        grid.conform(np.empty(shape[:3], np.uint8), affine, path)  # raises, saying why
+        # raises, saying why; a zero-stride stand-in: the header's shape is not allocated
+        grid.conform(np.broadcast_to(np.uint8(0), shape[:3]), affine, path)
 
 
 def read_volume(path: str | os.PathLike[str], *, digest: bool = False) -> Volume:
