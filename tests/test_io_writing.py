@@ -546,3 +546,28 @@ def test_image_chunks_leave_other_formats_to_nibabel():
     data = np.asfortranarray(np.arange(24, dtype=">f4").reshape(2, 3, 4))  # MGH's order
     img = nb.MGHImage(data, np.eye(4))  # single-file, no NIfTI scaling fields
     assert writing.image_chunks(img) == [img.to_bytes()]
+
+
+@pytest.mark.parametrize("block", [None, 1000], ids=["default_blocks", "small_blocks"])
+def test_gzip_output_is_the_same_bytes_whatever_the_cuts(tmp_path, monkeypatch, block):
+    # The compressor's output depends on how its input is cut: the same content must give
+    # the same bytes however the writer cut it (a map through image_chunks or to_bytes).
+    if block is not None:  # blocks of 1000 bytes: the cuts below fall inside and across
+        monkeypatch.setattr(writing, "GZIP_BLOCK", block)
+    payload = bytes(range(256)) * 40 + os.urandom(3000) + b"\0" * 5000  # 18,240 bytes
+    cuts = {
+        "whole": [payload],
+        "views": [memoryview(payload)[:2500], memoryview(payload)[2500:]],
+        "small": [payload[i : i + 300] for i in range(0, len(payload), 300)],
+        "mixed": [payload[:10], memoryview(payload)[10:12010], payload[12010:]],
+        "with_empty_chunks": [b"", payload[:5], b"", payload[5:], b""],
+        "bytearrays": [bytearray(payload[:999]), bytearray(payload[999:2001]), payload[2001:]],
+        "array_views": [memoryview(np.frombuffer(payload, np.uint16).reshape(-1, 5))],
+    }
+    reference = None
+    for name, chunks in cuts.items():
+        out = io.write_atomic(chunks, tmp_path / f"{name}.bin.gz")
+        data = open(out, "rb").read()
+        assert gzip.decompress(data) == payload, name
+        reference = reference or data
+        assert data == reference, f"{name}: other bytes for the same content"
