@@ -428,20 +428,28 @@ def test_an_unreadable_journal_is_left_alone_with_a_warning(tmp_path, caplog, co
     assert not temp.exists()
 
 
-def test_a_journal_s_temporary_held_by_a_live_writer_is_not_touched(tmp_path):
+def test_a_journal_s_temporary_held_by_a_live_writer_is_not_touched(tmp_path, caplog):
     finals = [tmp_path / "map.nii", tmp_path / "cov.nii"]
     for final in finals:
         final.write_bytes(b"old")
-    _hand_made_journal(tmp_path, finals)
+    journal = _hand_made_journal(tmp_path, finals)
     held = tmp_path / ".map.nii.abc.part"
     fd = os.open(held, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as a running writer holds it
     try:
-        io.recover_interrupted_commits(tmp_path)
+        with caplog.at_level(logging.WARNING, logger="nipype_heatmap"):
+            io.recover_interrupted_commits(tmp_path)
         assert held.read_bytes() == b"new map.nii"
         assert finals[0].read_bytes() == b"old"
+        # the journal stays, or the set would stay a mix once the holder is gone
+        assert journal.exists()
+        assert f"{journal}: interrupted write left for a later run" in caplog.text
     finally:
         os.close(fd)
+    # once the holder is gone, the next run completes the set
+    assert io.recover_interrupted_commits(tmp_path) == [str(finals[0])]
+    assert [f.read_bytes() for f in finals] == [b"new map.nii", b"new cov.nii"]
+    assert _leftovers(tmp_path) == []
 
 
 def test_write_atomic_is_a_plan_of_one_file(tmp_path):
