@@ -33,6 +33,8 @@ def test_discovery_sorts_by_bytes_and_skips_non_inputs(make_nifti, in_dir, tmp_p
     make_nifti(".hidden.nii.gz")
     (in_dir / "sub.nii.gz").mkdir()  # a folder with a NIfTI name
     (in_dir / "broken.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    os.mkfifo(in_dir / "pipe.nii.gz")  # not opened, so no wait for a writer
+    (in_dir / "zero.nii").symlink_to("/dev/zero")
     (in_dir / "notes.txt").write_text("not an image")
     (in_dir / "x.nii.gz.bak").write_text("backup")
     target = make_nifti("linked_target.nii.gz", folder=tmp_path / "elsewhere")
