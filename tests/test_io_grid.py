@@ -172,3 +172,60 @@ def test_a_grid_made_from_a_list_or_numpy_integers_is_the_same_grid():
         assert grid.shape == SHAPE and type(grid.shape) is tuple
         assert all(type(n) is int for n in grid.shape)
         assert grid.matches(SHAPE, default_affine())
+
+
+# -- the header-only check (before any voxel is read) agrees with conform ----------------
+def _reordered_affine(perm, flips):
+    vox = np.zeros((4, 4))
+    vox[3, 3] = 1
+    shape = [SHAPE[axis] for axis in perm]
+    for new_axis, old_axis in enumerate(perm):
+        vox[old_axis, new_axis] = 1
+    for axis, flip in enumerate(flips):
+        if flip:
+            column = vox[:, axis].copy()
+            vox[:, 3] += column * (shape[axis] - 1)
+            vox[:, axis] = -column
+    return default_affine() @ vox, tuple(shape)
+
+
+@pytest.mark.parametrize(("perm", "flips"), list(_orientations()))
+def test_the_header_check_accepts_every_lossless_reordering(make_nifti, perm, flips):
+    ref = make_nifti("a.nii.gz")
+    affine, shape = _reordered_affine(perm, flips)
+    other = make_nifti("b.nii", np.zeros(shape, np.uint8), affine=affine)
+    grid = io.Grid(SHAPE, default_affine(), str(ref))
+    io.check_volume_header(str(other), io.read_header(other), grid)  # no error
+
+
+@pytest.mark.parametrize("change", ["shape", "shift", "voxel_size", "4d", "complex"])
+def test_the_header_check_refuses_what_conform_refuses_naming_both_files(make_nifti, change):
+    ref = make_nifti("a.nii.gz")
+    affine = default_affine()
+    data = np.zeros(SHAPE, np.uint8)
+    if change == "shape":
+        data = np.zeros((7, 8, 10), np.uint8)
+    elif change == "shift":
+        affine[1, 3] += 1.0
+    elif change == "voxel_size":
+        affine[2, 2] = 2.5
+    elif change == "4d":
+        data = np.zeros(SHAPE + (2,), np.uint8)
+    else:
+        data = np.zeros(SHAPE, np.complex64)
+    other = make_nifti("b.nii", data, affine=affine)
+    grid = io.Grid(SHAPE, default_affine(), str(ref))
+    expected = {"shape": "(7, 8, 10)", "4d": "3D", "complex": "real number"}.get(change, "grid")
+    with pytest.raises(ValueError, match=re.escape(str(other)) + ".*" + re.escape(expected)):
+        io.check_volume_header(str(other), io.read_header(other), grid)
+    if change in ("shape", "shift", "voxel_size"):  # named with the reference's file
+        with pytest.raises(ValueError, match=re.escape(str(ref))):
+            io.check_volume_header(str(other), io.read_header(other), grid)
+
+
+def test_a_singular_affine_has_no_reordering():
+    grid = io.Grid(SHAPE, default_affine(), "ref.nii.gz")
+    singular = default_affine()
+    singular[0, 0] = 0.0
+    assert grid.reordering(SHAPE, singular) is None
+    assert not grid.matches(SHAPE, singular)

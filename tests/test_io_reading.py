@@ -1,11 +1,16 @@
-"""The one read path: gzip by content, verified; one validated header step; read-ahead."""
+"""The one read path: regular files only, gzip by content, bounded and verified; one
+validated header step; read-ahead."""
 
 from __future__ import annotations
 
 import gzip
 import itertools
+import os
 import re
+import socket
+import threading
 import time
+import tracemalloc
 import zlib
 
 import nibabel as nb
@@ -15,23 +20,13 @@ from numpy.testing import assert_array_equal
 
 from benchmarks.reference_loop import reference_heatmap
 from nipype_heatmap import io
+from nipype_heatmap.accumulate.values import values_on_grid
 from nipype_heatmap.api import compute_heatmap
-from nipype_heatmap.io import reading
+from nipype_heatmap.io import inflating, reading
 
-from .conftest import SHAPE, default_affine
+from .conftest import SHAPE, default_affine, no_worker_thread_left
 
 DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "uint32", "int64", "float32", "float64"]
-
-
-@pytest.fixture(params=["libdeflate", "zlib"])
-def inflater(request, monkeypatch):
-    """Run a test once through libdeflate and once through Python's gzip (zlib)."""
-    if request.param == "libdeflate":
-        if not reading.have_deflate:
-            pytest.skip("libdeflate (the 'deflate' package) is not importable here")
-    else:
-        monkeypatch.setattr(reading, "have_deflate", False)
-    return request.param
 
 
 def _random(rng, dtype):
@@ -62,7 +57,7 @@ def _bits(array):
 # -- the same values as nibabel, on every kind of file -----------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scaled", [False, True], ids=["raw", "scaled"])
-def test_read_equals_nibabel(tmp_path, rng, inflater, dtype, scaled):
+def test_read_equals_nibabel(tmp_path, rng, dtype, scaled):
     data = _random(rng, dtype)
     slope, inter = (0.37, -2.5) if scaled else (None, None)
     path = _write(tmp_path / "a.nii.gz", data, slope=slope, inter=inter)
@@ -89,7 +84,7 @@ def test_read_equals_nibabel(tmp_path, rng, inflater, dtype, scaled):
         "4d_t1",
     ],
 )
-def test_unusual_files_read_like_nibabel(tmp_path, rng, inflater, case):
+def test_unusual_files_read_like_nibabel(tmp_path, rng, case):
     data = _random(rng, "int16")
     path = tmp_path / ("a.nii" if case == "uncompressed" else "a.nii.gz")
     if case == "big_endian":
@@ -107,8 +102,8 @@ def test_unusual_files_read_like_nibabel(tmp_path, rng, inflater, case):
         raw = nb.Nifti1Image(data, default_affine()).to_bytes()
         path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
     elif case == "multi_member_equal_halves":
-        # The last member's length (the file's trailer) equals the first's: only the
-        # CRC tells the one-member fast path that it inflated half of the file.
+        # The last member's length (the file's trailer) equals the first's: a reader that
+        # trusted the trailer would inflate half of the file.
         raw = nb.Nifti1Image(data, default_affine()).to_bytes()
         half = len(raw) // 2
         assert len(raw) == 2 * half
@@ -124,11 +119,13 @@ def test_unusual_files_read_like_nibabel(tmp_path, rng, inflater, case):
     assert ("extension" in case) == (expected == [b"an AFNI-like comment"])
     assert_array_equal(volume.affine, nb.load(path).affine)
     assert volume.image_class is type(nb.load(path))
+    if case == "big_endian":  # the scaling of a big-endian header, as nibabel reads it
+        assert (volume.slope, volume.inter) == (0.5, 1.0)
 
 
 # -- gzip is decided by content and always verified (issue: name-case bypass) ----------
 @pytest.mark.parametrize("name", ["a.nii.gz", "a.NII.GZ", "a.nii.GZ", "a.nii", "a.img"])
-def test_corrupt_gzip_is_refused_whatever_its_name(make_nifti, tmp_path, inflater, name):
+def test_corrupt_gzip_is_refused_whatever_its_name(make_nifti, tmp_path, name):
     good = make_nifti("good.nii.gz", np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE))
     raw = bytearray(good.read_bytes())
     raw[len(raw) // 2 : len(raw) // 2 + 16] = b"\x00" * 16
@@ -139,15 +136,22 @@ def test_corrupt_gzip_is_refused_whatever_its_name(make_nifti, tmp_path, inflate
 
 
 @pytest.mark.parametrize("name", ["a.NII.GZ", "a.nii"])
-def test_intact_gzip_under_any_name_reads_correctly(make_nifti, tmp_path, inflater, name):
+def test_intact_gzip_under_any_name_reads_correctly(make_nifti, tmp_path, name):
     good = make_nifti("good.nii.gz", np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE))
     other = tmp_path / name
     other.write_bytes(good.read_bytes())
     assert_array_equal(io.read_volume(other).data, io.read_volume(good).data)
 
 
+def test_an_uncompressed_file_named_gz_is_read_as_uncompressed(make_nifti, tmp_path):
+    plain = make_nifti("plain.nii", np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE))
+    misnamed = tmp_path / "plain.nii.gz"
+    misnamed.write_bytes(plain.read_bytes())
+    assert_array_equal(io.read_volume(misnamed).data, io.read_volume(plain).data)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "corrupt", "huge_trailer", "empty_member"])
-def test_damaged_gzip_is_a_value_error_naming_the_file(make_nifti, inflater, damage):
+def test_damaged_gzip_is_a_value_error_naming_the_file(make_nifti, damage):
     path = make_nifti("a.nii.gz", np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE))
     raw = bytearray(path.read_bytes())
     if damage == "truncated":
@@ -163,26 +167,7 @@ def test_damaged_gzip_is_a_value_error_naming_the_file(make_nifti, inflater, dam
         io.read_volume(path)
 
 
-@pytest.mark.parametrize(
-    ("tail", "accepted"),
-    [(b"", True), (b"\0" * 16, True), (b"trailing junk!", False), (b"\x1f\x8b junk", False)],
-    ids=["nothing", "zero_padding", "junk", "junk_with_magic"],
-)
-def test_both_inflaters_accept_exactly_the_same_files(make_nifti, monkeypatch, tail, accepted):
-    path = make_nifti("a.nii.gz", np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE))
-    path.write_bytes(path.read_bytes() + tail)
-    outcomes = []
-    for fast in (True, False):
-        monkeypatch.setattr(reading, "have_deflate", fast and reading.have_deflate)
-        try:
-            outcomes.append(io.read_volume(path).data.sum())
-        except ValueError as err:
-            assert str(path) in str(err)
-            outcomes.append("refused")
-    assert outcomes[0] == outcomes[1]
-    assert (outcomes[0] != "refused") == accepted
-
-
+# -- our reader accepts exactly the gzip files that Python's gzip.decompress accepts -----
 def _gzip_member(payload: bytes, flags: int = 0, fields: bytes = b"", method: int = 8) -> bytes:
     """One gzip member with the given header flags and optional fields (RFC 1952)."""
     body = zlib.compressobj(6, zlib.DEFLATED, -15)
@@ -192,110 +177,262 @@ def _gzip_member(payload: bytes, flags: int = 0, fields: bytes = b"", method: in
     return head + stream + trailer
 
 
-def _gzip_variants(payload: bytes) -> dict[str, tuple[bytes, bool]]:
-    """Gzip files of ``payload``: name -> (bytes, whether the fast path may take them)."""
+def _with_header_crc(payload: bytes, flags: int = 0, fields: bytes = b"", *, wrong=False):
+    """A member with FHCRC: the low 16 bits of the CRC-32 of the header before it."""
+    flags |= 2
+    head = bytes([0x1F, 0x8B, 8, flags, 0, 0, 0, 0, 0, 0xFF]) + fields
+    crc16 = (zlib.crc32(head) & 0xFFFF) ^ (0x5555 if wrong else 0)
+    return _gzip_member(payload, flags, fields + crc16.to_bytes(2, "little"))
+
+
+def _flip(data: bytes, where: int) -> bytes:
+    out = bytearray(data)
+    out[where] ^= 1
+    return bytes(out)
+
+
+def _gzip_variants(payload: bytes) -> dict[str, bytes]:
+    """Gzip files of ``payload`` (a NIfTI file): every optional header field, several
+    members, what may follow the last one, and damage."""
     plain = _gzip_member(payload)
-    wrong_crc = bytearray(plain)
-    wrong_crc[-8] ^= 1
-    wrong_size = bytearray(plain)
-    wrong_size[-4] ^= 1
     half = len(payload) // 2
-    return {
-        "plain": (plain, True),
-        "ftext": (_gzip_member(payload, 1), True),
-        "fextra_past_the_end": (_gzip_member(payload, 4, b"\xff\xff"), False),
-        "fname": (_gzip_member(payload, 8, b"sub-01_mask.nii\0"), True),
-        "fcomment": (_gzip_member(payload, 16, b"made by a scanner\0"), True),
-        "fextra": (_gzip_member(payload, 4, b"\x06\x00AB\x02\x00xy"), True),
-        "fhcrc": (_gzip_member(payload, 2, b"\x12\x34"), True),
-        "all_fields": (
-            _gzip_member(payload, 2 | 4 | 8 | 16, b"\x00\x00a.nii\0c\0\x12\x34"),
-            True,
+    variants = {
+        "plain": plain,
+        "python_gzip": gzip.compress(payload, mtime=0),
+        "ftext": _gzip_member(payload, 1),
+        "fextra": _gzip_member(payload, 4, b"\x06\x00AB\x02\x00xy"),
+        "fextra_past_the_end": _gzip_member(payload, 4, b"\xff\xff"),
+        "fname": _gzip_member(payload, 8, b"sub-01_mask.nii\0"),
+        "unterminated_name": plain[:3] + b"\x08" + plain[4:10] + b"x" * 30,
+        "fcomment": _gzip_member(payload, 16, b"made by a scanner\0"),
+        "fhcrc": _with_header_crc(payload),
+        "fhcrc_wrong": _with_header_crc(payload, wrong=True),
+        "all_fields": _with_header_crc(payload, 1 | 4 | 8 | 16, b"\x02\x00xyname\0comment\0"),
+        "reserved_flag": _gzip_member(payload, 0x20),
+        "unknown_method": _gzip_member(payload, 0, b"", method=7),
+        "two_members": _gzip_member(payload[:half]) + _gzip_member(payload[half:]),
+        "two_members_cut_in_the_header": _gzip_member(payload[:100]) + _gzip_member(payload[100:]),
+        "empty_member_first": _gzip_member(b"") + plain,
+        "empty_member_last": plain + _gzip_member(b""),
+        "zero_padding": plain + b"\0" * 16,
+        "zero_padding_between_members": (
+            _gzip_member(payload[:half]) + b"\0" * 5 + _gzip_member(payload[half:])
         ),
-        "python_gzip": (gzip.compress(payload, mtime=0), True),
-        "reserved_flag": (_gzip_member(payload, 0x20), False),
-        "unknown_method": (_gzip_member(payload, 0, b"", method=7), False),
-        "unterminated_name": (plain[:3] + b"\x08" + plain[4:10] + b"x" * 30, False),
-        "wrong_crc": (bytes(wrong_crc), False),
-        "wrong_size": (bytes(wrong_size), False),
-        "two_members": (_gzip_member(payload[:half]) + _gzip_member(payload[half:]), False),
+        "junk_after": plain + b"trailing junk!",
+        "junk_with_magic_after": plain + b"\x1f\x8b junk",
+        "lone_magic_after": plain + b"\x1f\x8b",
+        "zero_padding_then_junk": plain + b"\0\0x",
+        # junk whose last 8 bytes are the member's trailer: a reader that takes the file's
+        # last 8 bytes for the trailer of what it inflated would accept it
+        "junk_ending_with_the_trailer": plain + b"junk" + plain[-8:],
+        "the_same_member_twice": plain * 2,
+        "wrong_crc": _flip(plain, len(plain) - 8),
+        "wrong_isize": _flip(plain, len(plain) - 4),
+        "isize_of_4_gib": plain[:-4] + (2**32 - 1).to_bytes(4, "little"),
     }
+    for cut in (5, 10, 30, len(plain) // 2, len(plain) - 8, len(plain) - 1):
+        variants[f"truncated_at_{cut}"] = plain[:cut]
+    return variants
 
 
-def test_gzip_headers_and_trailers_are_read_as_pythons_gzip_reads_them(tmp_path, monkeypatch):
-    """Every optional header field, and what must send a file to Python's gzip (or make
-    it refused): the fast path and the zlib path agree on every file."""
-    if not reading.have_deflate:
-        pytest.skip("libdeflate (the 'deflate' package) is not importable here")
-    payload = bytes(range(256)) * 300 + bytes(5000)
-    for name, (data, fast) in _gzip_variants(payload).items():
-        path = tmp_path / f"{name}.gz"
-        path.write_bytes(data)
-        outcomes = []
-        for have in (True, False):
-            monkeypatch.setattr(reading, "have_deflate", have)
-            try:
-                outcomes.append(bytes(reading.read_file_bytes(str(path))))
-            except ValueError as err:
-                assert str(path) in str(err), name
-                outcomes.append("refused")
-        assert outcomes[0] == outcomes[1], name
-        monkeypatch.setattr(reading, "have_deflate", True)
-        taken = reading._inflate_one_member(data)
-        assert (taken is not None) == fast, name
-        if fast:
-            assert bytes(taken) == payload, name
+def _python_reads(data: bytes) -> bytes | None:
+    """The content Python's gzip reads from ``data``, or None if it refuses it."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
-def test_a_member_repeated_at_the_end_gives_the_same_image_through_both_inflaters(
-    make_nifti, monkeypatch
+_NIFTI_PAYLOAD = nb.Nifti1Image(
+    np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE), default_affine()
+).to_bytes()
+
+#: Where the reader is stricter than Python's gzip, by its documented rules
+#: (io/inflating.py): the first header's CRC (FHCRC) is checked, as zlib and GNU gzip check
+#: it, and reserved header flags are refused, as RFC 1952 asks.
+_STRICTER = {"fhcrc_wrong", "reserved_flag"}
+
+
+@pytest.mark.parametrize("variant", list(_gzip_variants(_NIFTI_PAYLOAD)))
+def test_a_gzip_file_is_read_exactly_when_pythons_gzip_reads_it(tmp_path, variant):
+    data = _gzip_variants(_NIFTI_PAYLOAD)[variant]
+    path = tmp_path / f"{variant}.nii.gz"
+    path.write_bytes(data)
+    content = _python_reads(data)
+    assert (variant in _STRICTER) <= (content is not None)  # Python's gzip reads those
+    if content is None or variant in _STRICTER:
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            io.read_volume(path)
+        return
+    volume = io.read_volume(path)
+    expected = nb.Nifti1Image.from_bytes(content)
+    assert_array_equal(volume.data, np.asanyarray(expected.dataobj))
+    assert volume.header.binaryblock == content[:348]
+    assert io.read_header(path).binaryblock == content[:348]
+
+
+def test_the_gzip_variants_exercise_both_outcomes():
+    # The comparison above proves nothing unless Python's gzip accepts some and refuses
+    # others.
+    outcomes = [_python_reads(d) is None for d in _gzip_variants(_NIFTI_PAYLOAD).values()]
+    assert 10 < sum(outcomes) < len(outcomes) - 10
+
+
+# -- only regular files are read -----------------------------------------------------------
+def _in_thread(call, timeout=10.0):
+    """Run ``call`` on a thread; fail (instead of hanging) if it does not return in time."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return thread, outcome
+
+
+READERS = {
+    "read_volume": io.read_volume,
+    "read_nifti_data": io.read_nifti_data,
+    "read_header": io.read_header,
+    "file_digest": io.file_digest,
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_fifo_is_refused_at_once_naming_it(tmp_path, reader):
+    fifo = tmp_path / "pipe.nii.gz"
+    os.mkfifo(fifo)
+    thread, outcome = _in_thread(lambda: READERS[reader](fifo))
+    try:
+        assert not thread.is_alive(), f"{reader} waits for a writer of the FIFO"
+    finally:
+        if thread.is_alive():  # a writer end unblocks the reader: no thread left hanging
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            thread.join(10)
+    err = outcome.get("error")
+    assert isinstance(err, ValueError), outcome
+    assert re.search(re.escape(str(fifo)) + r": not a regular file \(a FIFO", str(err)), err
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("kind", ["device", "link_to_device", "socket", "folder"])
+def test_anything_but_a_regular_file_is_refused_naming_it(tmp_path, reader, kind):
+    path = tmp_path / "odd.nii"
+    if kind == "device":
+        path = "/dev/zero"
+        if not os.path.exists(path):
+            pytest.skip("no /dev/zero here")
+    elif kind == "link_to_device":
+        path.symlink_to("/dev/zero")
+    elif kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+    else:
+        path.mkdir()
+    expected = {
+        "device": "a character device",
+        "link_to_device": "a character device",
+        "socket": "a socket",
+        "folder": "a folder",
+    }[kind]
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + re.escape(expected)):
+        READERS[reader](path)
+
+
+# -- bounded reading: no more is read, inflated or allocated than the header declares ---
+def _huge_header_gzip(path, shape=(2000, 2000, 2000)):
+    """A .nii.gz whose header declares 64 GB of float64 voxels over a few bytes of data."""
+    header = nb.Nifti1Header()
+    header.set_data_dtype(np.float64)
+    header.set_data_shape(shape)
+    header.set_qform(default_affine(), code=1)
+    raw = header.binaryblock + b"\0" * 4 + bytes(10_000)
+    path.write_bytes(gzip.compress(raw))
+    return path
+
+
+def test_a_header_declaring_more_than_deflate_can_hold_is_refused_before_inflating(
+    tmp_path, monkeypatch
 ):
-    """The one gzip file the fast path reads otherwise than Python's gzip: a last member
-    with the first one's CRC and length (the same member twice) is read as the first
-    member alone, which holds the whole image: the volume is the same."""
-    if not reading.have_deflate:
-        pytest.skip("libdeflate (the 'deflate' package) is not importable here")
-    path = make_nifti("a.nii.gz", np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE))
-    member = path.read_bytes()
-    path.write_bytes(member * 2)
-    assert reading._inflate_one_member(member * 2) == gzip.decompress(member)
-    volumes = []
-    for have in (True, False):
-        monkeypatch.setattr(reading, "have_deflate", have)
-        volumes.append(io.read_volume(path))
-    assert_array_equal(volumes[0].data, volumes[1].data)
-    assert volumes[0].header.binaryblock == volumes[1].header.binaryblock
+    path = _huge_header_gzip(tmp_path / "huge.nii.gz")
+    assert 2000**3 * 8 > reading.MAX_DEFLATE_RATIO * path.stat().st_size
+
+    def must_not_inflate(*args):
+        raise AssertionError("the voxels were inflated")
+
+    monkeypatch.setattr(reading.inflating, "inflate", must_not_inflate)
+    tracemalloc.start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ".*more than a gzip file"):
+            io.read_volume(path)
+        elapsed = time.monotonic() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 2.0
+    assert peak < 10 * 2**20, f"{peak} bytes allocated"
 
 
-def test_libdeflate_is_used_for_a_plain_file_with_one_crc_pass(make_nifti, monkeypatch):
-    if not reading.have_deflate:
-        pytest.skip("libdeflate (the 'deflate' package) is not importable here")
-    path = make_nifti("a.nii.gz")
-    calls = []
+def test_a_header_within_the_ratio_but_beyond_the_data_inflates_no_more_than_there_is(
+    tmp_path,
+):
+    # 1000 x 1000 x 20 float64: 160 MB declared, under 1032 x the compressed size (200 kB
+    # of random bytes); the stream ends long before: refused as truncated, and no more is
+    # allocated than the header declares (plus the reader's slack), which the ratio bounds.
+    header = nb.Nifti1Header()
+    header.set_data_dtype(np.float64)
+    header.set_data_shape((1000, 1000, 20))
+    header.set_qform(default_affine(), code=1)
+    path = tmp_path / "short.nii.gz"
+    path.write_bytes(gzip.compress(header.binaryblock + bytes(4) + os.urandom(200_000), 1))
+    assert 160e6 < reading.MAX_DEFLATE_RATIO * path.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ".*truncated"):
+            io.read_volume(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    declared = 1000 * 1000 * 20 * 8 + 352
+    assert peak < declared + inflating.SLACK + 10 * 2**20, f"{peak} bytes allocated"
 
-    def spy(module, name):
-        real = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a: calls.append(name) or real(*a))
 
-    for name in ("deflate_decompress", "gzip_decompress", "crc32"):
-        spy(reading.deflate, name)
-    if reading.have_isal:
-        spy(reading.isal_zlib, "crc32")
-    io.read_volume(path)
-    # raw inflate and one CRC32 of the output; libdeflate's gzip inflater would add a second
-    assert calls == ["deflate_decompress", "crc32"]
+def test_a_trailer_claiming_gigabytes_allocates_nothing_of_the_kind(make_nifti):
+    path = make_nifti("a.nii.gz", np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE))
+    raw = bytearray(path.read_bytes())
+    raw[-4:] = (2**32 - 1).to_bytes(4, "little")  # ISIZE: 4 GiB
+    path.write_bytes(bytes(raw))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            io.read_volume(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, f"{peak} bytes allocated"
 
 
-@pytest.mark.parametrize("have_isal", [True, False], ids=["isal", "libdeflate"])
-def test_the_crc_is_isals_where_installed_else_libdeflates(monkeypatch, have_isal):
-    if have_isal and not reading.have_isal:
-        pytest.skip("ISA-L (the 'isal' package) is not importable here")
-    monkeypatch.setattr(reading, "have_isal", have_isal)
-    payload = bytes(range(256)) * 4000
-    assert reading._crc32(payload) == zlib.crc32(payload)
-    module = reading.isal_zlib if have_isal else reading.deflate
-    monkeypatch.setattr(module, "crc32", lambda data: 12345)
-    assert reading._crc32(payload) == 12345
+def test_an_uncompressed_file_with_junk_after_the_voxels_is_read(tmp_path, rng):
+    data = rng.random(SHAPE).astype(np.float32)
+    path = _write(tmp_path / "a.nii", data)
+    raw = path.read_bytes()
+    path.write_bytes(raw + b"junk after the voxels" * 100)
+    volume = io.read_volume(path)
+    assert_array_equal(volume.data, data)
+    assert volume.header.binaryblock == raw[:348]
+
+
+def test_an_uncompressed_file_shorter_than_declared_is_refused(tmp_path, rng):
+    path = _write(tmp_path / "a.nii", rng.random(SHAPE).astype(np.float32))
+    path.write_bytes(path.read_bytes()[:-1])  # one byte short
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*truncated"):
+        io.read_volume(path)
 
 
 # -- one validated header step: every malformed header is a ValueError naming the file -
@@ -320,6 +457,7 @@ MALFORMED = {
     "singular_sform": ("srow_x", [0, 0, 0, 0]),
     "nan_pixdim": ("pixdim", [1, np.nan, 2, 2, 1, 1, 1, 1]),
     "absurd_dims": ("dim", [3, 30000, 30000, 30000, 1, 1, 1, 1]),
+    "one_slice_more_than_the_file_holds": ("dim", [3, 7, 8, 10, 1, 1, 1, 1]),
     "zero_length_axis": ("dim", [3, 7, 0, 9, 1, 1, 1, 1]),
     "negative_axis": ("dim", [3, 7, -8, 9, 1, 1, 1, 1]),
     "bad_ndim": ("dim", [9, 7, 8, 9, 1, 1, 1, 1]),
@@ -330,7 +468,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("gz", [True, False], ids=["nii.gz", "nii"])
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_header_is_a_value_error_before_any_work(tmp_path, inflater, case, gz):
+def test_malformed_header_is_a_value_error_before_any_work(tmp_path, case, gz):
     field, value = MALFORMED[case]
     if case in ("nan_sform", "singular_sform"):
         hook = {"sform_code": 1}
@@ -513,33 +651,32 @@ def test_read_ahead_yields_in_order_and_stops_on_error(tmp_path):
     bad = tmp_path / "v3.nii.gz"
     bad.write_bytes(b"not a gzip file")
     seen = []
-    with pytest.raises(ValueError, match=re.escape(str(bad))):
-        for volume in io.iter_volumes(paths, read_ahead=2):
-            seen.append(int(volume.data.max()))
+    with no_worker_thread_left(), pytest.raises(ValueError, match=re.escape(str(bad))):
+        with io.ReadAhead(paths, read_ahead=2) as volumes:
+            for volume in volumes:
+                seen.append(int(volume.data.max()))
     assert seen == [0, 1, 2]
 
 
 def test_read_ahead_is_bounded(tmp_path, monkeypatch):
     paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(8)]
     started = []
-    real = reading._read_with_range
-    monkeypatch.setattr(
-        reading, "_read_with_range", lambda p, *a: started.append(p) or real(p, *a)
-    )
+    real = reading.read_volume
+    monkeypatch.setattr(reading, "read_volume", lambda p, **k: started.append(p) or real(p, **k))
     consumed = 0
     # More reader threads than reads allowed ahead, and a slow consumer: every read that
     # is queued starts, so the count of started reads is the count of queued ones.
-    for _ in io.iter_volumes(paths, read_ahead=2, workers=8):
-        consumed += 1
-        time.sleep(0.05)
-        # the one being used, plus at most read_ahead behind it
-        assert len(started) <= consumed + 2
+    with no_worker_thread_left(), io.ReadAhead(paths, read_ahead=2, workers=8) as volumes:
+        for _ in volumes:
+            consumed += 1
+            time.sleep(0.05)
+            # the one being used, plus at most read_ahead behind it
+            assert len(started) <= consumed + 2
     assert consumed == 8
+    assert started == paths
 
 
 def test_read_ahead_of_zero_reads_in_the_calling_thread(tmp_path, monkeypatch):
-    import threading
-
     paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(3)]
     readers = []
     real = reading.read_volume
@@ -549,8 +686,35 @@ def test_read_ahead_of_zero_reads_in_the_calling_thread(tmp_path, monkeypatch):
         return real(path, **kwargs)
 
     monkeypatch.setattr(reading, "read_volume", recording_read_volume)
-    assert [int(v.data.max()) for v in io.iter_volumes(paths, read_ahead=0)] == [0, 1, 2]
+    with io.ReadAhead(paths, read_ahead=0) as volumes:
+        assert [int(v.data.max()) for v in volumes] == [0, 1, 2]
     assert readers == [threading.current_thread()] * 3
+
+
+def test_prepare_runs_on_the_reader_threads_and_its_errors_come_at_that_file_s_turn(tmp_path):
+    paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(5)]
+    threads = []
+
+    def prepare(volume):
+        threads.append(threading.current_thread().name)
+        if volume.path == paths[3]:
+            raise ValueError(f"{volume.path}: refused by prepare")
+        return int(volume.data.max()), volume.digest
+
+    seen = []
+    with no_worker_thread_left(), pytest.raises(ValueError, match=re.escape(paths[3])):
+        with io.ReadAhead(paths, read_ahead=2, digest=True, prepare=prepare) as prepared:
+            for item in prepared:
+                seen.append(item)
+    assert [value for value, _ in seen] == [0, 1, 2]
+    assert [digest for _, digest in seen] == [io.file_digest(p) for p in paths[:3]]
+    assert threads and all(name.startswith("heatmap-read") for name in threads)
+
+
+def test_leaving_a_read_ahead_early_leaves_no_reader_thread(tmp_path):
+    paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(6)]
+    with no_worker_thread_left(), io.ReadAhead(paths, read_ahead=3, workers=3) as volumes:
+        assert int(next(iter(volumes)).data.max()) == 0
 
 
 def test_read_header_reads_gzip_and_plain(make_nifti):
@@ -559,67 +723,14 @@ def test_read_header_reads_gzip_and_plain(make_nifti):
         assert io.read_header(path).get_data_shape() == SHAPE
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.bool_])
-@pytest.mark.parametrize("size", [0, 7, 4096, 4096 * 3 + 5, 100_003])
-def test_nonzero_positions_equal_flatnonzero(dtype, size):
-    from nipype_heatmap.io.reading import nonzero_positions
+def test_a_digest_is_the_sha256_of_the_stored_bytes(make_nifti):
+    import hashlib
 
-    rng = np.random.default_rng(size)
-    flat = np.zeros(size, dtype)
-    if size:
-        hits = rng.integers(0, size, max(1, size // 500))
-        if dtype is np.bool_:
-            flat[hits] = True
-        else:  # any value, including those whose low byte is zero (256) and negatives
-            info = np.iinfo(dtype)
-            values = rng.integers(info.min, info.max, hits.size, dtype=dtype, endpoint=True)
-            values[values == 0] = 1
-            values[: min(2, values.size)] = max(1, min(256, info.max))
-            flat[hits] = values
-        run = slice(size // 3, size // 3 + 2100)  # a blob across block boundaries
-        flat[run] = 1
-        flat[-1] = 1  # in the tail after the whole blocks
-    for block in (64, 1024, 4096):
-        np.testing.assert_array_equal(nonzero_positions(flat, block), np.flatnonzero(flat))
-
-
-@pytest.mark.parametrize("block", [64, 1024, 4096])
-def test_nonzero_positions_with_a_limit_lists_sparse_arrays_and_refuses_dense_ones(block):
-    from nipype_heatmap.io.reading import nonzero_positions
-
-    flat = np.zeros(500_000, np.uint8)
-    flat[[3, 9_000, 499_999]] = [1, 7, 2]
-    listed = nonzero_positions(flat, block=block, limit=flat.size // 8)
-    np.testing.assert_array_equal(listed, [3, 9_000, 499_999])
-    flat[::5] = 1  # non-zero in every block: not worth listing
-    assert nonzero_positions(flat, block=block, limit=flat.size // 8) is None
-    np.testing.assert_array_equal(nonzero_positions(flat, block=block), np.flatnonzero(flat))
-    tiny = np.array([0, 1, 1], np.int16)  # shorter than a block
-    assert nonzero_positions(tiny, block=block, limit=1) is None
-    np.testing.assert_array_equal(nonzero_positions(tiny, block=block, limit=2), [1, 2])
-
-
-def test_nonzero_positions_looks_at_every_16th_block_before_scanning_them_all():
-    from nipype_heatmap.io.reading import nonzero_positions
-
-    per_block = 64  # voxels of uint8 in a block of 64 bytes
-    flat = np.zeros(64 * 1024, np.uint8)  # 1024 blocks; limit: 1/8 of the voxels
-    limit = flat.size // 8
-    flat[:: 16 * per_block] = 1  # a voxel in each sampled block, none elsewhere
-    # 64 blocks really hold a voxel (4096 voxels: under the limit of 8192 for the full
-    # scan), but the sample sees every block it looks at hit: taken as dense, not scanned
-    assert nonzero_positions(flat, block=64, limit=limit) is None
-    # the sample's estimate (all 1024 blocks) at exactly twice the limit is not refused
-    assert nonzero_positions(flat, block=64, limit=1024 * per_block // 2) is not None
-    assert nonzero_positions(flat, block=64, limit=1024 * per_block // 2 - 1) is None
-    # the blocks the sample skips: it sees nothing, the full scan decides (dense: None)
-    flat[:] = 1
-    flat[:: 16 * per_block] = 0
-    flat.reshape(-1, per_block)[::16] = 0
-    assert nonzero_positions(flat, block=64, limit=limit) is None
-    flat[:] = 0
-    flat[5 * per_block + 3] = 9  # sparse, outside the sample: listed
-    np.testing.assert_array_equal(nonzero_positions(flat, block=64, limit=limit), [323])
+    path = make_nifti("a.nii.gz")
+    expected = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert io.read_volume(path, digest=True).digest == expected
+    assert io.read_volume(path).digest is None
+    assert io.file_digest(path) == expected
 
 
 @pytest.mark.parametrize(
@@ -632,21 +743,23 @@ def test_nonzero_positions_looks_at_every_16th_block_before_scanning_them_all():
     ],
     ids=["mask", "all_negative", "all_zero", "mixed"],
 )
-def test_a_sparse_volume_listed_by_its_reader_has_the_range_of_all_its_voxels(
+def test_a_sparse_volume_listed_after_reading_has_the_range_of_all_its_voxels(
     tmp_path, values, expected
 ):
-    # The reader lists the few non-zero voxels of a sparse integer volume and takes its
-    # range from them and the zeros around them (mutants: a bound of 1 instead of the
-    # zeros' 0, for masks, all-negative and empty volumes).
+    # Ported from the reader's listing, which moved to accumulate.values: the few non-zero
+    # voxels of a sparse integer volume are listed and its range taken from them and the
+    # zeros around them (mutants: a bound of 1 instead of the zeros' 0, for masks,
+    # all-negative and empty volumes).
     big = (64, 60, 56)
     data = np.zeros(big, np.int16)
     for i, v in enumerate(values):
         data[i, 2 * i, 3] = v
     path = str(_write(tmp_path / "s.nii.gz", data))
-    volume = reading._read_with_range(path, False)
-    assert volume.nonzero_index is not None  # the listed path was taken
-    assert volume.value_range == expected
-    assert volume.value_range == (data.min(), data.max())
+    volume = io.read_volume(path)
+    values_ = values_on_grid(volume, io.Grid(volume.shape, volume.affine, path))
+    assert values_.nonzero is not None  # the listed path was taken
+    assert values_.value_range == expected
+    assert values_.value_range == (data.min(), data.max())
 
 
 def test_unused_dimensions_written_as_zero_are_ignored(tmp_path, rng):
@@ -664,24 +777,85 @@ def test_unused_dimensions_written_as_zero_are_ignored(tmp_path, rng):
     assert_array_equal(volume.data, data)
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int16", "int64", "float32", "float64"])
-def test_min_max_block_by_block_equals_numpys_min_and_max(monkeypatch, rng, dtype):
-    from nipype_heatmap.io.reading import min_max
+# -- found while porting (each with its fix in io/reading.py) ---------------------------
+@pytest.mark.parametrize("nifti2", [False, True], ids=["nifti1", "nifti2"])
+@pytest.mark.parametrize("first", [0, 1, 100, 347, 352, 539])
+def test_a_gzip_member_may_end_inside_the_header(tmp_path, nifti2, first):
+    # Python's gzip (and so nibabel) reads every member as one stream: a first member of
+    # 0-539 bytes (an empty one, one holding part of the header) is no reason to refuse.
+    klass = nb.Nifti2Image if nifti2 else nb.Nifti1Image
+    data = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
+    raw = klass(data, default_affine()).to_bytes()
+    path = tmp_path / "split.nii.gz"
+    path.write_bytes(gzip.compress(raw[:first]) + gzip.compress(raw[first:]))
+    volume = io.read_volume(path)
+    assert_array_equal(volume.data, data)
+    assert volume.header.binaryblock == raw[: volume.header.sizeof_hdr]
+    assert io.read_header(path).binaryblock == volume.header.binaryblock
 
-    monkeypatch.setattr(reading, "_RANGE_BLOCK", 64)  # 64 bytes: many blocks, a short last one
-    values = np.concatenate([_random(rng, dtype).ravel() for _ in range(2)])[:1001]
-    values[517] = np.iinfo(values.dtype).min if values.dtype.kind != "f" else -1e30
-    values[1000] = np.iinfo(values.dtype).max if values.dtype.kind != "f" else 1e30
-    lo, hi = min_max(values)
-    assert (lo, hi) == (values.min(), values.max()) and lo.dtype == values.dtype
-    assert min_max(values[:3]) == (values[:3].min(), values[:3].max())  # under one block
-    volume = values[:1000].reshape(10, 10, 10, order="F")  # 3D, Fortran-ordered: a view
-    assert min_max(volume) == (volume.min(), volume.max())
-    assert min_max(volume[:, ::2]) == (volume[:, ::2].min(), volume[:, ::2].max())
-    if values.dtype.kind == "f":  # a NaN in any block, first or last included: both NaN
-        for where in (0, 10, 517, 1000):
-            with_nan = values.copy()
-            with_nan[where] = np.nan
-            assert all(np.isnan(min_max(with_nan))), where
-    empty = min_max(values[:0])
-    assert np.isnan(empty[0]) and np.isnan(empty[1])
+
+@pytest.mark.parametrize("reader", ["read_volume", "read_header"])
+@pytest.mark.parametrize("members", [1, 2])
+@pytest.mark.parametrize("cut", [12, 30, 60])
+def test_a_gzip_file_cut_before_the_end_of_its_header_is_called_truncated(
+    tmp_path, reader, members, cut
+):
+    # Not "not a NIfTI image: 0 bytes": the gzip stream ends early (a cut download).
+    raw = nb.Nifti1Image(np.zeros(SHAPE, np.int16), default_affine()).to_bytes()
+    whole = gzip.compress(raw) if members == 1 else gzip.compress(b"") + gzip.compress(raw)
+    path = tmp_path / "cut.nii.gz"
+    path.write_bytes(whole[: cut + (members - 1) * 20])
+    with pytest.raises(ValueError, match=re.escape(f"{path}: damaged gzip data") + ".*truncated"):
+        getattr(io, reader)(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("datatype", 1234), ("quatern_b", 2.0)],
+    ids=["unknown_datatype", "invalid_quaternion"],
+)
+def test_a_header_checked_before_reading_names_the_file_for_any_field_it_cannot_read(
+    make_nifti, field, value
+):
+    # The header-only check against the first file's grid (before any voxel is read)
+    # meets such a header before the one validated header step does: a KeyError or
+    # HeaderDataError from nibabel must not escape.
+    first = make_nifti("a.nii.gz")
+    img = nb.Nifti1Image(np.zeros(SHAPE, np.float32), default_affine())
+    img.header.set_qform(default_affine(), code=1)
+    img.header.set_sform(None, code=0)
+    raw = bytearray(img.to_bytes())
+    header = nb.Nifti1Header(bytes(raw[:348]))
+    header[field] = value
+    raw[:348] = header.binaryblock
+    bad = first.parent / "b.nii"
+    bad.write_bytes(bytes(raw))
+    grid = io.Grid(SHAPE, default_affine(), str(first))
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: invalid NIfTI header")):
+        io.check_volume_header(str(bad), io.read_header(bad), grid)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        compute_heatmap([first, bad])
+
+
+def test_a_header_of_absurd_shape_is_refused_without_allocating_it(make_nifti):
+    # 30000**3 voxels: the header-only check must not allocate the declared shape to say
+    # that it differs from the first file's (it raised numpy's MemoryError for 24.6 TiB).
+    first = make_nifti("a.nii.gz")
+    img = nb.Nifti1Image(np.zeros(SHAPE, np.uint8), default_affine())
+    raw = bytearray(img.to_bytes())
+    header = nb.Nifti1Header(bytes(raw[:348]))
+    header["dim"] = [3, 30000, 30000, 30000, 1, 1, 1, 1]
+    raw[:348] = header.binaryblock
+    bad = first.with_name("b.nii")
+    bad.write_bytes(bytes(raw))
+    grid = io.Grid(SHAPE, default_affine(), str(first))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*30000, 30000, 30000"):
+            io.check_volume_header(str(bad), io.read_header(bad), grid)
+        with pytest.raises(ValueError, match=re.escape(str(bad))):
+            compute_heatmap([first, bad])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, f"{peak} bytes allocated"

@@ -88,7 +88,9 @@ class OutputPlan:
     >>> with OutputPlan() as plan:
     ...     out = plan.add("table", "tables/counts.tsv", nifti=False)
     ...     plan.write("table", [b"k\\tvoxels\\n1\\t42\\n"])
-    ...     plan.commit()
+    ...     written = plan.commit()
+    >>> written == {"table": out}
+    True
     >>> open(out).read()
     'k\\tvoxels\\n1\\t42\\n'
     """
@@ -350,12 +352,22 @@ def recover_interrupted_commits(folder: str | os.PathLike[str]) -> list[str]:
             except (OSError, ValueError, KeyError, TypeError) as err:
                 LOGGER.warning("%s: unreadable commit journal left alone (%s)", journal, err)
                 continue
+            held = []
             for temp, final in renames:
                 if _take_if_abandoned(temp):
                     os.replace(temp, final)
                     completed.append(final)
+                elif os.path.lexists(temp):
+                    held.append(temp)
             for folder_of in {os.path.dirname(f) for _, f in renames}:
                 fsync_folder(folder_of)
+            if held:  # a process still holds them (a child that inherited them): later
+                LOGGER.warning(
+                    "%s: interrupted write left for a later run: a running process holds %s",
+                    journal,
+                    ", ".join(held),
+                )
+                continue
             for copy in copies:
                 with contextlib.suppress(OSError):
                     os.unlink(copy)

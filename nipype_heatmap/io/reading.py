@@ -91,24 +91,47 @@ class Volume:
         return tuple(self.data.shape)
 
 
-def _read_regular_file(path: str) -> bytes:
-    """The bytes of a regular file; anything else is refused before it is read."""
+def _open_regular_file(path: str) -> tuple[int, int]:
+    """Open a regular file (after links) for reading; return its descriptor and size.
+
+    Anything else is refused, naming it, before a byte is read: a FIFO (opened without
+    waiting for a writer), a device, a folder, or a socket (which cannot even be opened).
+    """
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: input file does not exist") from None
+    except OSError as err:  # a socket: ENXIO; say what it is rather than the errno
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG  # cannot tell: the open's own error stands
+        if stat.S_ISREG(mode):
+            raise
+        raise _not_a_regular_file(path, mode) from err
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _not_a_regular_file(path, info.st_mode)
+    return fd, info.st_size
+
+
+def _not_a_regular_file(path: str, mode: int) -> ValueError:
+    if stat.S_ISDIR(mode):
+        return ValueError(f"{path}: is a folder, not a NIfTI file")
+    return ValueError(
+        f"{path}: not a regular file ({_file_kind(mode)}); only NIfTI files "
+        "are read: copy the data into a .nii or .nii.gz file first"
+    )
+
+
+def _read_regular_file(path: str) -> bytes:
+    """The bytes of a regular file; anything else is refused before it is read."""
+    fd, size = _open_regular_file(path)
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ValueError(f"{path}: is a folder, not a NIfTI file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(
-                f"{path}: not a regular file ({_file_kind(info.st_mode)}); only NIfTI files "
-                "are read: copy the data into a .nii or .nii.gz file first"
-            )
         with os.fdopen(fd, "rb", closefd=False) as fobj:
-            return fobj.read(info.st_size)
+            return fobj.read(size)
     finally:
         os.close(fd)
 
@@ -158,7 +181,7 @@ def read_nifti_data(
         digest.append(file_digest_of(raw))
     compressed = raw[:2] == GZIP_MAGIC
     try:
-        head = inflating.peek(raw, 540) if compressed else raw[:540]  # either header
+        head = inflating.peek(raw, 540, len(raw)) if compressed else raw[:540]  # either header
         total = _declared_size(path, head)
         if compressed and total > MAX_DEFLATE_RATIO * len(raw):
             raise ValueError(
@@ -321,20 +344,14 @@ def read_header(path: str | os.PathLike[str]) -> nb.nifti1.Nifti1Header:
         If it is not a regular file, or not a NIfTI-1/NIfTI-2 file.
     """
     path = os.path.abspath(os.fspath(path))
+    fd, file_size = _open_regular_file(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: input file does not exist") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path}: not a regular file ({_file_kind(info.st_mode)})")
         start = os.pread(fd, 1 << 16, 0)
     finally:
         os.close(fd)
     if start[:2] == GZIP_MAGIC:
         try:
-            start = inflating.peek(start, 540)
+            start = inflating.peek(start, 540, file_size)
         except inflating.GzipError as err:
             raise ValueError(_damaged_gzip(path, err)) from err
     return _parse_header(path, start, extensions=False)
@@ -350,21 +367,28 @@ def check_volume_header(path: str, header: nb.nifti1.Nifti1Header, grid: Grid) -
     ValueError
         Naming the file and what is wrong.
     """
-    shape = tuple(int(n) for n in header.get_data_shape())
+    try:  # fields nibabel cannot interpret (an unknown data type code, a bad quaternion)
+        shape = tuple(int(n) for n in header.get_data_shape())
+        dtype = header.get_data_dtype()
+        affine = header.get_best_affine()
+    except Exception as err:  # noqa: BLE001 - any field nibabel cannot read: invalid header
+        raise ValueError(
+            f"{path}: invalid NIfTI header ({err!r}); "
+            "the file is damaged or was written by a broken tool"
+        ) from err
     if len(shape) < 3 or any(n != 1 for n in shape[3:]):
         raise ValueError(
             f"{path}: expected a 3D volume (or 4D with one volume), found shape {shape}; "
             "split 4D series into 3D volumes first (e.g. nibabel.funcs.four_to_three)"
         )
-    dtype = header.get_data_dtype()
     if dtype.kind not in "biuf":
         raise ValueError(
             f"{path}: data type {dtype} is not a real number type; "
             "only integer and floating-point volumes can be averaged"
         )
-    affine = header.get_best_affine()
     if not grid.matches(shape[:3], affine) and grid.reordering(shape[:3], affine) is None:
-        grid.conform(np.empty(shape[:3], np.uint8), affine, path)  # raises, saying why
+        # raises, saying why; a zero-stride stand-in: the header's shape is not allocated
+        grid.conform(np.broadcast_to(np.uint8(0), shape[:3]), affine, path)
 
 
 def read_volume(path: str | os.PathLike[str], *, digest: bool = False) -> Volume:
@@ -484,11 +508,7 @@ class ReadAhead:
         self._ahead = max(0, read_ahead)
         self._digest = digest
         self._prepare = prepare
-        self._pool = (
-            thread_pool(workers, "read")
-            if self._ahead and len(self._paths) > 1
-            else None
-        )
+        self._pool = thread_pool(workers, "read") if self._ahead and len(self._paths) > 1 else None
         self._queue: deque[Future[Any]] = deque()
 
     def _read(self, path: str) -> Any:

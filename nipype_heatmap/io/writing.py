@@ -9,8 +9,8 @@ is removed by the next run that writes the same output. A running writer's file 
 touched.
 
 Compression is ISA-L's (the ``isal`` dependency), level 1 as nibabel's default, one gzip
-member with no name and mtime 0. (ISA-L's fast compressor does not always give the same
-bytes for the same content; the content is the same.)
+member with no name and mtime 0, the data handed to the compressor in blocks of a fixed
+size: the same content gives the same bytes.
 """
 
 from __future__ import annotations
@@ -188,15 +188,48 @@ def fsync_folder(folder: str) -> None:
             os.close(fd)
 
 
+#: Bytes handed to the compressor at a time, whatever the cuts of the data.
+GZIP_BLOCK = 1 << 20
+
+
 def gzip_stream(chunks: Chunks) -> Iterator[bytes]:
     """The gzip file of the concatenated ``chunks`` (one member, level 1, mtime 0), as a
-    stream of byte strings: large data never needs a second copy in memory."""
+    stream of byte strings: large data never needs a second copy in memory.
+
+    The compressor's output depends on how its input is cut, so the data are handed to it
+    in blocks of :data:`GZIP_BLOCK` bytes (views into large chunks, small ones joined):
+    the same content gives the same bytes however it was cut into chunks.
+    """
     compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)  # 31: the gzip wrapper
-    for chunk in chunks:
-        out = compressor.compress(chunk)
+    for block in _blocks(chunks, GZIP_BLOCK):
+        out = compressor.compress(block)
         if out:
             yield out
     yield compressor.flush()
+
+
+def _blocks(chunks: Chunks, size: int) -> Iterator[bytes | memoryview]:
+    """The concatenated ``chunks`` in blocks of ``size`` bytes (the last one shorter).
+
+    A block that views a chunk is yielded before the next chunk is asked for (a writer
+    may fill one buffer again for each chunk)."""
+    joined = bytearray()
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        if joined:
+            take = size - len(joined)
+            joined += view[:take]
+            view = view[take:]
+            if len(joined) < size:
+                continue
+            yield bytes(joined)
+            joined = bytearray()
+        whole = len(view) - len(view) % size
+        for start in range(0, whole, size):
+            yield view[start : start + size]
+        joined += view[whole:]
+    if joined:
+        yield bytes(joined)
 
 
 def header_bytes(header: nb.nifti1.Nifti1Header) -> bytes:
