@@ -160,9 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("a subtraction (--group-column) does not go with cohort maps")
 
     def job() -> str:
+        from ..api import make_maps
         from ..bids import load_filter_file, select_bids_inputs
         from ..bids.derivatives import write_group_derivative
-        from ..core import write_heatmap
+        from ..options import CohortOptions, MapOptions
 
         entities = ("space", "res", "label", "desc", "datatype", "session", "task", "run")
         selection = select_bids_inputs(
@@ -266,10 +267,10 @@ def _subtraction(args: argparse.Namespace, selection, command: str) -> str:
     """``--group-column``: percent of group A minus percent of group B, BIDS-named."""
     import dataclasses
 
+    from ..api import compute_subtraction
     from ..bids import participants_groups
     from ..bids.derivatives import write_cohort_derivatives
-    from ..cohort import compute_subtraction
-    from ..io import save_atomic
+    from ..io import image_chunks, write_atomic
 
     files_a, files_b, groups = participants_groups(
         selection, args.group_column, args.group_a, args.group_b, args.participants_tsv
