@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+from nipype_heatmap.api import compute_heatmap, write_cohort_maps, write_heatmap
 from nipype_heatmap.bids import select_bids_inputs
-from nipype_heatmap.cli.bids import main
-from nipype_heatmap.api import write_cohort_maps
-from nipype_heatmap.api import compute_heatmap, write_heatmap
 from nipype_heatmap.bids.derivatives import (
     derivative_stem,
     map_kind,
     write_cohort_derivatives,
     write_group_derivative,
 )
+from nipype_heatmap.cli.bids import main
 from nipype_heatmap.interfaces import HeatmapDerivativesSink
+from nipype_heatmap.options import CohortOptions
 from nipype_heatmap.workflows import init_bids_heatmap_wf
 
 from .conftest import SHAPE
@@ -286,7 +286,9 @@ def test_sink_records_the_command_it_is_given_for_the_map_and_its_cohort_maps(
     lesion_cohort, tmp_path
 ):
     selection = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
-    written = write_cohort_maps(selection.files, tmp_path / "h.nii.gz", coverage=True)
+    written = write_cohort_maps(
+        selection.files, tmp_path / "h.nii.gz", cohort=CohortOptions(coverage=True)
+    )
     res = HeatmapDerivativesSink(
         in_file=written["heatmap"],
         selection=selection.as_dict(),
@@ -351,10 +353,10 @@ def test_cohort_maps_are_bids_derivatives_with_their_own_names(lesion_cohort, tm
         "mincount": stem.format("mincount2", "mask"),
     }
     files = sorted(str(p) for p in lesion_cohort.rglob("sub-*_mask.nii.gz"))
-    from nipype_heatmap.api import write_cohort_maps
-
     reference = write_cohort_maps(
-        files, tmp_path / "ref" / "r.nii.gz", coverage=True, std=True, min_count=2
+        files,
+        tmp_path / "ref" / "r.nii.gz",
+        cohort=CohortOptions(coverage=True, std=True, min_count=2),
     )
     for name, name_stem in expected.items():
         got = nb.load(out / f"{name_stem}.nii.gz")
@@ -452,7 +454,9 @@ def lesion_maps(lesion_cohort, tmp_path):
     selection = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
     (tmp_path / "maps").mkdir()
     maps = write_cohort_maps(
-        selection.files, tmp_path / "maps" / "h.nii.gz", coverage=True, std=True, min_count=2
+        selection.files,
+        tmp_path / "maps" / "h.nii.gz",
+        cohort=CohortOptions(coverage=True, std=True, min_count=2),
     )
     return selection, maps
 
