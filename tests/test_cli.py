@@ -380,3 +380,24 @@ def test_installed_commands_exit_quickly_with_main_s_status(command, function, t
     )
     assert done.returncode == 1 and "missing" in done.stderr
     assert "torn down" not in done.stdout
+
+
+def test_subtraction_groups_may_be_folders_and_a_rerun_skips_its_own_maps(make_nifti, tmp_path):
+    # Both groups are INPUTs: folders (their NIfTI files) or files, as the README shows
+    # (mutant: the folders passed on as if they were files). Written into group A's
+    # folder, a re-run leaves the earlier subtraction maps out of group A.
+    group_a = [make_nifti(f"a{i}.nii.gz") for i in range(3)]
+    group_b = [make_nifti(f"b{i}.nii.gz", folder=tmp_path / "b") for i in range(2)]
+    extra_b = make_nifti("b9.nii.gz", folder=tmp_path / "more")
+    out = group_a[0].parent / "diff.nii.gz"
+    argv = [str(group_a[0].parent), "-o", str(out), "--group-b", str(tmp_path / "b")]
+
+    def percent(files):
+        return np.mean([nb.load(f).get_fdata() for f in files], axis=0) * 100
+
+    for _ in range(2):
+        assert main([*argv, str(extra_b), "-q"]) == 0
+        want_a, want_b = percent(group_a), percent([*group_b, extra_b])
+        assert_allclose(nb.load(out).get_fdata(), want_a - want_b, atol=1e-4)
+        percent_a = nb.load(out.with_name("diff_percentA.nii.gz")).get_fdata()
+        assert_allclose(percent_a, want_a, atol=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -185,8 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **common,
             )
         elif args.group_b:
+            outputs = [
+                args.output,
+                *(api.beside(args.output, g) for g in ("percentA", "percentB")),
+            ]
             written = api.write_subtraction(
-                args.inputs, args.group_b, args.output, num_threads=args.num_threads
+                _group_files(args.inputs, outputs),
+                _group_files(args.group_b, outputs),
+                args.output,
+                num_threads=args.num_threads,
             )
         else:
             written = api.write_cohort_maps(
@@ -200,6 +208,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return "\n".join(written.values())
 
     return run_reporting_errors("nipype-heatmap", job, args)
+
+
+def _group_files(items: Sequence[str], outputs: Sequence[str]) -> list[str]:
+    """The files of one group's INPUT folders and files, in order. A folder's listing leaves
+    out the subtraction's ``outputs`` when this tool wrote them there (a re-run); any other
+    file at an output's name stays an input, which the subtraction then refuses to
+    overwrite, naming both."""
+    from ..io import find_nifti_files, same_target
+
+    def is_output(path: str) -> bool:
+        return any(same_target(path, out) for out in outputs)
+
+    files: list[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            files.extend(find_nifti_files(item, exclude=is_output))
+        elif os.path.lexists(item):
+            files.append(os.path.abspath(item))
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return files
 
 
 def run() -> NoReturn:
