@@ -145,7 +145,7 @@ def test_output_named_like_an_input_exits_1_and_keeps_the_input(make_nifti, in_d
     target = in_dir / "sub-01_mask.nii.gz"
     before = target.read_bytes()
     assert main([str(in_dir), "-o", str(target), "-q"]) == 1
-    assert "overwrite one of the inputs" in capsys.readouterr().err
+    assert f"{target}: the heatmap would overwrite the input there" in capsys.readouterr().err
     assert target.read_bytes() == before
 
 
@@ -157,14 +157,14 @@ def test_output_named_like_an_input_exits_1_and_keeps_the_input(make_nifti, in_d
 def test_no_traceback_for_any_failure(
     make_nifti, in_dir, tmp_path, capsys, monkeypatch, error, status
 ):
-    from nipype_heatmap import core
+    from nipype_heatmap import api
 
     make_nifti("a.nii.gz")
 
     def failing(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(core, "write_heatmap", failing)
+    monkeypatch.setattr(api, "write_cohort_maps", failing)
     assert main([str(in_dir), "-o", str(tmp_path / "o.nii.gz"), "-q"]) == status
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -175,15 +175,15 @@ def test_quiet_hides_the_progress_bar(make_nifti, in_dir, tmp_path, capsys, monk
     make_nifti("a.nii.gz")
     make_nifti("b.nii.gz")
     seen = {}
-    from nipype_heatmap import core
+    from nipype_heatmap import api
 
-    real = core.write_heatmap
+    real = api.write_cohort_maps
 
     def spy(*args, **kwargs):
         seen["progress"] = kwargs.get("progress")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(core, "write_heatmap", spy)
+    monkeypatch.setattr(api, "write_cohort_maps", spy)
     assert main([str(in_dir), "-o", str(tmp_path / "q.nii.gz"), "-q"]) == 0
     assert seen["progress"] is False
     assert main([str(in_dir), "-o", str(tmp_path / "v.nii.gz")]) == 0
