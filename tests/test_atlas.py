@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nb
@@ -1187,3 +1188,18 @@ def test_a_query_between_voxel_centres_takes_the_nearest_voxel(make_nifti):
         assert at_voxel(2, 3.6, 4) == [(8, 1.0)]
         assert at_voxel(2, 3, 4.6) == [(9, 1.0)]
         assert at_voxel(2.4, 2.6, 4.4) == [(6, 1.0)]
+
+
+@pytest.mark.parametrize("module", ["nilearn", "matplotlib"])
+def test_a_report_without_its_extra_is_refused_before_anything_is_written(
+    label_files, tmp_path, capsys, monkeypatch, module
+):
+    # The report's packages are checked first: no atlas written behind a failed command.
+    files = label_files()
+    out = tmp_path / "out"
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    assert atlas_main([*files, "-o", str(out), "--report", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected" not in err
+    assert f"needs the Python package {module!r}: pip install 'nipype_heatmap[report]'" in err
+    assert not out.exists()

@@ -617,3 +617,14 @@ def test_a_folder_in_the_way_of_the_third_map_is_refused_before_reading(
     assert f"{std}: output path is an existing folder" in err and err.count("\n") == 1
     assert volume_reads == []
     assert _files_under(out) == before
+
+
+@pytest.mark.parametrize("module", ["nilearn", "scipy"])
+def test_the_demo_without_its_extra_says_what_to_install(tmp_path, capsys, monkeypatch, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    assert main(["--demo", str(tmp_path / "demo"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected" not in err
+    # nilearn needs SciPy: without SciPy, nilearn is the package that cannot be imported
+    assert "the demo needs the Python package 'nilearn'" in err or f"{module!r}" in err
+    assert "pip install 'nipype_heatmap[demo]'" in err

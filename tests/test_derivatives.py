@@ -260,6 +260,33 @@ def test_command_errors_write_nothing(datasets, tmp_path, capsys, extra, message
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("module", "extra", "flags"),
+    [
+        ("bids", "bids", []),
+        ("nilearn", "report", ["--report"]),
+        ("matplotlib", "report", ["--report"]),
+    ],
+    ids=["pybids", "nilearn", "matplotlib"],
+)
+def test_a_missing_extra_says_what_to_install_and_nothing_is_written(
+    datasets, tmp_path, capsys, monkeypatch, module, extra, flags
+):
+    # pybids for any selection, the report's packages for --report: one line naming the
+    # package and the extra to install, exit 1, not an "unexpected" error; checked before
+    # anything is written (mutant: the report's packages imported after the map is
+    # written, leaving a map and a dataset behind a failed command).
+    fmriprep, _ = datasets
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    argv = [str(fmriprep), str(out), "group", "--suffix", "probseg", "--label", "GM"]
+    assert main([*argv, "--res", "2", *flags, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected" not in err and "Traceback" not in err
+    assert f"needs the Python package {module!r}: pip install 'nipype_heatmap[{extra}]'" in err
+    assert not out.exists()
+
+
 def test_sink_interface_takes_the_selection_as_plain_data(datasets, tmp_path):
     fmriprep, _ = datasets
     selection = select_bids_inputs(fmriprep, suffix="probseg", res="2", label="WM")

@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--no-maps needs --sparse (there would be nothing to write)")
 
     def job() -> str:
+        from ._base import check_report_extra
+
+        check_report_extra(args)  # before anything is read or written
         from ..api import collect_inputs
         from ..atlas import (
             accumulate_labels,

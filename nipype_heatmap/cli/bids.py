@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from ._base import add_nprocs_option, run_reporting_errors
+from ._base import add_nprocs_option, check_report_extra, run_reporting_errors
 
 EXAMPLES = """\
 examples:
@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("a subtraction (--group-column) does not go with cohort maps")
 
     def job() -> str:
+        check_report_extra(args)  # before anything is read or written
         from ..api import make_maps
         from ..bids import load_filter_file, select_bids_inputs
         from ..bids.derivatives import write_group_derivative
