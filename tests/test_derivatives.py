@@ -563,3 +563,89 @@ def test_cohort_derivatives_with_the_defaults(lesion_maps, lesion_cohort, tmp_pa
     with pytest.raises(FileExistsError):
         write_cohort_derivatives({"std": maps["std"]}, out, fewer)
     assert json.loads(sidecar_file.read_text()) == sidecar
+
+
+# -- the command's options reach the selection and the names ------------------------------
+@pytest.mark.parametrize("run", ["1", "2"])
+def test_run_reaches_the_selection_and_the_name(datasets, tmp_path, capsys, run):
+    # Two runs per subject: without --run reaching the selection, the command refuses
+    # (several files per subject); with it, the run's four masks, named run-<n>.
+    fmriprep, _ = datasets
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(fmriprep), str(out), "group", "--datatype", "func", "--desc", "brain"]
+    assert main([*argv, "--res", "2", "--run", run, "-q"]) == 0
+    stem = f"task-rest_run-{run}_space-{SPACE}_res-2_desc-meanBrainMask_probseg"
+    assert capsys.readouterr().out.strip() == str(out / f"{stem}.nii.gz")
+    sidecar = json.loads((out / f"{stem}.json").read_text())
+    assert sidecar["NumberOfInputs"] == 4
+    assert all(f"_run-{run}_" in uri for uri in sidecar["Sources"])
+    files = sorted(str(p) for p in fmriprep.rglob(f"*_run-{run}_*_desc-brain_mask.nii.gz"))
+    assert_allclose(
+        nb.load(out / f"{stem}.nii.gz").get_fdata(), compute_heatmap(files).get_fdata()
+    )
+
+
+@pytest.mark.parametrize(("fraction", "k"), [("0.5", 3), ("0.2", 2), ("1", 6)])
+def test_min_fraction_reaches_the_mask_and_its_name(lesion_cohort, tmp_path, fraction, k):
+    # k = ceil(F * 6) names the mask, its sidecar and its content (mutants: the option
+    # dropped on the way, or k taken as F).
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(lesion_cohort), str(out), "group", "--label", "lesion", "-q"]
+    assert main([*argv, "--min-fraction", fraction]) == 0
+    stem = f"space-{SPACE}_label-lesion_desc-mincount{k}Mask_mask"
+    assert [p.name for p in out.glob("*mincount*.nii.gz")] == [f"{stem}.nii.gz"]
+    assert json.loads((out / f"{stem}.json").read_text())["MinimumCount"] == k
+    files = sorted(lesion_cohort.rglob("sub-*_mask.nii.gz"))
+    count = np.sum([nb.load(f).get_fdata() for f in files], axis=0)
+    np.testing.assert_array_equal(nb.load(out / f"{stem}.nii.gz").get_fdata(), count >= k)
+
+
+@pytest.mark.parametrize("space", [None, "T1w"], ids=["no-space", "space-T1w"])
+def test_a_map_in_a_native_space_is_not_given_a_template_name(tmp_path, rng, space):
+    # SpatialReference is a template identifier only for standard spaces; for a native
+    # space (no space entity, or space-T1w) it is the first input, as a BIDS URI.
+    root = tmp_path / "derivatives" / "native"
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "native", "BIDSVersion": "1.10.0", "DatasetType": "derivative"})
+    )
+    entity = f"_space-{space}" if space else ""
+    for sub in ("01", "02"):
+        name = f"sub-{sub}{entity}_label-lesion_mask.nii.gz"
+        _save(root / f"sub-{sub}" / "anat" / name, (rng.random(SHAPE) > 0.5).astype(np.uint8))
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(root), str(out), "group", "--label", "lesion", "--coverage", "-q"]
+    assert main(argv) == 0
+    sidecars = sorted(out.glob("*.json"))
+    assert len(sidecars) == 3  # the map, the coverage map, dataset_description.json
+    for path in sidecars:
+        content = json.loads(path.read_text())
+        if path.name == "dataset_description.json":
+            continue
+        assert content["SpatialReference"] == content["Sources"][0], path.name
+        assert content["SpatialReference"].startswith("bids:native:sub-01/anat/sub-01")
+        assert content["SpatialReference"] != space
+    assert validator_errors(out) == []
+
+
+def test_n_a_and_missing_subjects_are_in_neither_group(lesion_cohort, tmp_path):
+    # Group B defaults to "any other value": never n/a, an empty value or a subject
+    # without a row, which say nothing about the column (mutant: n/a counted in "not A").
+    table = tmp_path / "participants.tsv"
+    table.write_text(
+        "participant_id\taphasia\n"
+        "sub-01\tyes\nsub-02\tno\nsub-03\tyes\nsub-04\tn/a\nsub-05\t\n"  # sub-06: no row
+    )
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(lesion_cohort), str(out), "group", "--label", "lesion", "-q"]
+    argv += ["--group-column", "aphasia", "--group-a", "yes", "--participants-tsv", str(table)]
+    assert main(argv) == 0
+    stem = f"space-{SPACE}_label-lesion_desc-{{}}Mask_heatmap"
+    sidecar = json.loads((out / f"{stem.format('percentAphasiaNotYes')}.json").read_text())
+    assert sidecar["Groups"]["GroupB"] == "not yes"
+    assert sidecar["Groups"]["SubjectsA"] == ["01", "03"]
+    assert sidecar["Groups"]["SubjectsB"] == ["02"]
+    assert len(sidecar["Sources"]) == 3
+    files = sorted(str(p) for p in lesion_cohort.rglob("sub-*_mask.nii.gz"))
+    percent_b = nb.load(out / f"{stem.format('percentAphasiaNotYes')}.nii.gz").get_fdata()
+    assert_allclose(percent_b, nb.load(files[1]).get_fdata() * 100, atol=1e-4)
