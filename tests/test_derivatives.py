@@ -649,3 +649,16 @@ def test_n_a_and_missing_subjects_are_in_neither_group(lesion_cohort, tmp_path):
     files = sorted(str(p) for p in lesion_cohort.rglob("sub-*_mask.nii.gz"))
     percent_b = nb.load(out / f"{stem.format('percentAphasiaNotYes')}.nii.gz").get_fdata()
     assert_allclose(percent_b, nb.load(files[1]).get_fdata() * 100, atol=1e-4)
+
+
+def test_the_earlier_name_of_underlay_is_gone(datasets, tmp_path, capsys):
+    # --anat was the deprecated name of --underlay; deprecated aliases are gone (0.x).
+    fmriprep, _ = datasets
+    argv = [str(fmriprep), str(tmp_path / "out"), "group", "--label", "GM"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--anat", str(fmriprep / "x.nii.gz")])
+    assert exc.value.code == 2 and "unrecognized arguments: --anat" in capsys.readouterr().err
+    from nipype_heatmap.cli.bids import get_parser
+
+    (underlay,) = [a for a in get_parser()._actions if a.dest == "underlay"]
+    assert underlay.option_strings == ["--underlay"]

@@ -124,11 +124,7 @@ def get_parser() -> argparse.ArgumentParser:
     atlas.add_argument("--sparse", action="store_true", help="also write the sparse atlas")
     parser.add_argument("--report", action="store_true", help="write the visual report")
     parser.add_argument(
-        "--underlay",
-        "--anat",  # the earlier name, still accepted
-        dest="underlay",
-        metavar="UNDERLAY",
-        help="anatomical image to draw the report over",
+        "--underlay", metavar="UNDERLAY", help="anatomical image to draw the report over"
     )
     add_nprocs_option(parser)
     parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
