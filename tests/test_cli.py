@@ -628,3 +628,42 @@ def test_the_demo_without_its_extra_says_what_to_install(tmp_path, capsys, monke
     # nilearn needs SciPy: without SciPy, nilearn is the package that cannot be imported
     assert "the demo needs the Python package 'nilearn'" in err or f"{module!r}" in err
     assert "pip install 'nipype_heatmap[demo]'" in err
+
+
+@pytest.mark.parametrize("command", ["heatmap", "atlas", "bids"])
+@pytest.mark.parametrize("outcome", ["ok", "error"])
+def test_every_command_leaves_the_package_logger_as_it_found_it(
+    command, outcome, make_nifti, in_dir, tmp_path, capsys
+):
+    # In-process callers (tests, notebooks) keep their logging: handlers, propagation and
+    # level of the package logger, after a success and after an error.
+    import importlib
+    import logging
+
+    main_of = importlib.import_module(f"nipype_heatmap.cli.{command}").main
+    make_nifti("a.nii.gz", np.ones(SHAPE, np.uint8))
+    dataset = tmp_path / "lesions"  # a BIDS derivatives dataset of one mask
+    make_nifti("sub-01_label-lesion_mask.nii.gz", folder=dataset / "sub-01" / "anat")
+    (dataset / "dataset_description.json").write_text(
+        '{"Name": "l", "BIDSVersion": "1.10.0", "DatasetType": "derivative"}'
+    )
+    argv = {
+        "heatmap": [str(in_dir), "-o", str(tmp_path / "o.nii.gz")],
+        "atlas": [str(in_dir), "-o", str(tmp_path / "atlas")],
+        "bids": [str(dataset), str(tmp_path / "deriv"), "group", "--label", "lesion"],
+    }[command]
+    if outcome == "error":
+        argv[0] = str(tmp_path / "missing")
+    logger = logging.getLogger("nipype_heatmap")
+    mine = logging.NullHandler()
+    logger.addHandler(mine)
+    logger.setLevel(logging.ERROR)
+    before = (logger.handlers[:], logger.propagate, logger.level)
+    try:
+        assert main_of([*argv, "-q"]) == (0 if outcome == "ok" else 1)
+    finally:
+        after = (logger.handlers[:], logger.propagate, logger.level)
+        logger.removeHandler(mine)
+        logger.setLevel(logging.NOTSET)
+    assert after == before
+    capsys.readouterr()
