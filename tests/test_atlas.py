@@ -20,6 +20,7 @@ from nipype_heatmap.atlas.tables import _is_hex_color
 from nipype_heatmap.cli.atlas import main as atlas_main
 
 from .conftest import SHAPE, default_affine
+from .test_cli import as_if_not_installed
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -1122,9 +1123,6 @@ def test_a_kill_between_the_atlas_renames_is_completed_by_the_next_run(
     # A run killed between the renames of its commit leaves a journal; the next run that
     # writes into the folder (even one that then fails) completes the renames, so the
     # folder holds the whole new atlas (N=4 in every file), never a mix of N=3 and N=4.
-    import subprocess
-    import sys
-
     files, out, before = atlas_of_three
     argv = [*files, "-o", str(out), "--sparse", "--dense", "-q"]
     killed = subprocess.run(
@@ -1197,7 +1195,7 @@ def test_a_report_without_its_extra_is_refused_before_anything_is_written(
     # The report's packages are checked first: no atlas written behind a failed command.
     files = label_files()
     out = tmp_path / "out"
-    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    as_if_not_installed(monkeypatch, module)
     assert atlas_main([*files, "-o", str(out), "--report", "-q"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected" not in err

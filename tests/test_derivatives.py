@@ -29,6 +29,7 @@ from nipype_heatmap.workflows import init_bids_heatmap_wf
 
 from .conftest import SHAPE
 from .test_bids import FMRIPREP, SPACE, _save, make_fmriprep_like
+from .test_cli import as_if_not_installed
 
 pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
 
@@ -278,7 +279,7 @@ def test_a_missing_extra_says_what_to_install_and_nothing_is_written(
     # written, leaving a map and a dataset behind a failed command).
     fmriprep, _ = datasets
     out = tmp_path / "derivatives" / "nipype_heatmap"
-    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    as_if_not_installed(monkeypatch, module)
     argv = [str(fmriprep), str(out), "group", "--suffix", "probseg", "--label", "GM"]
     assert main([*argv, "--res", "2", *flags, "-q"]) == 1
     err = capsys.readouterr().err
