@@ -570,6 +570,7 @@ def test_atlas_derivative_functions_with_their_defaults(dseg_dataset, tmp_path):
     assert (out / f"{stem}_desc-th25_dseg.nii.gz").read_bytes() == before
 
 
+@pytest.mark.slow  # a headless browser renders the page (about 9 s)
 def test_atlas_report_shows_the_labels_in_their_colours(label_files, tmp_path, capsys):
     pytest.importorskip("nilearn", reason="the report needs the 'report' extra")
     files = label_files()

@@ -136,7 +136,10 @@ def phantoms(tmp_path, rng):
     return files, str(mask), truth
 
 
-@pytest.mark.parametrize(("plugin", "plugin_args"), PLUGINS)
+@pytest.mark.parametrize(
+    ("plugin", "plugin_args"),
+    [PLUGINS[0], pytest.param(*PLUGINS[1].values, id="MultiProc", marks=pytest.mark.slow)],
+)  # MultiProc's 14 s here are its worker processes starting up
 def test_otsu_tissue_workflow_runs(phantoms, tmp_path, plugin, plugin_args):
     files, mask, truth = phantoms
     wf = init_tissue_probability_wf(segmenter="otsu")
