@@ -1202,3 +1202,20 @@ def test_a_report_without_its_extra_is_refused_before_anything_is_written(
     assert err.count("\n") == 1 and "unexpected" not in err
     assert f"needs the Python package {module!r}: pip install 'nipype_heatmap[report]'" in err
     assert not out.exists()
+
+
+def test_the_atlas_report_records_the_command_it_was_given(label_files, tmp_path, capsys):
+    # main(argv) in-process records argv, not the process's own command line (mutant:
+    # sys.argv, which is pytest's here), quoted as a shell needs it.
+    import html
+    import shlex
+
+    pytest.importorskip("nilearn", reason="the report needs the 'report' extra")
+    files = label_files()[:2]
+    out = tmp_path / "out dir"
+    argv = [*files, "-o", str(out), "--report", "-q"]
+    assert atlas_main(argv) == 0
+    (page,) = out.glob("*.html")
+    command = shlex.join(["nipype-heatmap-atlas", *argv])
+    assert f"Command: <code>{html.escape(command)}</code>" in page.read_text()
+    capsys.readouterr()
