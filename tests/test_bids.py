@@ -166,3 +166,14 @@ def test_selection_travels_as_plain_data(fmriprep, tmp_path):
     selection = res.outputs.selection
     assert isinstance(selection, dict) and json.loads(json.dumps(selection)) == selection
     assert BIDSSelection.from_any(selection).files == res.outputs.in_files
+
+
+def test_the_interface_s_entity_filters_reach_the_selection(fmriprep, tmp_path):
+    # run (and the other entity inputs) travel from SelectBIDSInputs to the selection
+    # (mutant: an entity input not passed on: both runs selected, refused).
+    res = SelectBIDSInputs(
+        bids_dir=str(fmriprep), desc="brain", datatype="func", res="2", run="2"
+    ).run(cwd=str(tmp_path))
+    assert len(res.outputs.in_files) == 4
+    assert all("_run-2_" in f for f in res.outputs.in_files)
+    assert res.outputs.selection["entities"]["run"] == "2"

@@ -14,21 +14,22 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+from nipype_heatmap.api import compute_heatmap, write_cohort_maps, write_heatmap
 from nipype_heatmap.bids import select_bids_inputs
-from nipype_heatmap.cli.bids import main
-from nipype_heatmap.api import write_cohort_maps
-from nipype_heatmap.api import compute_heatmap, write_heatmap
 from nipype_heatmap.bids.derivatives import (
     derivative_stem,
     map_kind,
     write_cohort_derivatives,
     write_group_derivative,
 )
+from nipype_heatmap.cli.bids import main
 from nipype_heatmap.interfaces import HeatmapDerivativesSink
+from nipype_heatmap.options import CohortOptions
 from nipype_heatmap.workflows import init_bids_heatmap_wf
 
 from .conftest import SHAPE
 from .test_bids import FMRIPREP, SPACE, _save, make_fmriprep_like
+from .test_cli import as_if_not_installed
 
 pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
 
@@ -260,6 +261,33 @@ def test_command_errors_write_nothing(datasets, tmp_path, capsys, extra, message
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("module", "extra", "flags"),
+    [
+        ("bids", "bids", []),
+        ("nilearn", "report", ["--report"]),
+        ("matplotlib", "report", ["--report"]),
+    ],
+    ids=["pybids", "nilearn", "matplotlib"],
+)
+def test_a_missing_extra_says_what_to_install_and_nothing_is_written(
+    datasets, tmp_path, capsys, monkeypatch, module, extra, flags
+):
+    # pybids for any selection, the report's packages for --report: one line naming the
+    # package and the extra to install, exit 1, not an "unexpected" error; checked before
+    # anything is written (mutant: the report's packages imported after the map is
+    # written, leaving a map and a dataset behind a failed command).
+    fmriprep, _ = datasets
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    as_if_not_installed(monkeypatch, module)
+    argv = [str(fmriprep), str(out), "group", "--suffix", "probseg", "--label", "GM"]
+    assert main([*argv, "--res", "2", *flags, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected" not in err and "Traceback" not in err
+    assert f"needs the Python package {module!r}: pip install 'nipype_heatmap[{extra}]'" in err
+    assert not out.exists()
+
+
 def test_sink_interface_takes_the_selection_as_plain_data(datasets, tmp_path):
     fmriprep, _ = datasets
     selection = select_bids_inputs(fmriprep, suffix="probseg", res="2", label="WM")
@@ -286,7 +314,9 @@ def test_sink_records_the_command_it_is_given_for_the_map_and_its_cohort_maps(
     lesion_cohort, tmp_path
 ):
     selection = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
-    written = write_cohort_maps(selection.files, tmp_path / "h.nii.gz", coverage=True)
+    written = write_cohort_maps(
+        selection.files, tmp_path / "h.nii.gz", cohort=CohortOptions(coverage=True)
+    )
     res = HeatmapDerivativesSink(
         in_file=written["heatmap"],
         selection=selection.as_dict(),
@@ -351,10 +381,10 @@ def test_cohort_maps_are_bids_derivatives_with_their_own_names(lesion_cohort, tm
         "mincount": stem.format("mincount2", "mask"),
     }
     files = sorted(str(p) for p in lesion_cohort.rglob("sub-*_mask.nii.gz"))
-    from nipype_heatmap.api import write_cohort_maps
-
     reference = write_cohort_maps(
-        files, tmp_path / "ref" / "r.nii.gz", coverage=True, std=True, min_count=2
+        files,
+        tmp_path / "ref" / "r.nii.gz",
+        cohort=CohortOptions(coverage=True, std=True, min_count=2),
     )
     for name, name_stem in expected.items():
         got = nb.load(out / f"{name_stem}.nii.gz")
@@ -452,7 +482,9 @@ def lesion_maps(lesion_cohort, tmp_path):
     selection = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
     (tmp_path / "maps").mkdir()
     maps = write_cohort_maps(
-        selection.files, tmp_path / "maps" / "h.nii.gz", coverage=True, std=True, min_count=2
+        selection.files,
+        tmp_path / "maps" / "h.nii.gz",
+        cohort=CohortOptions(coverage=True, std=True, min_count=2),
     )
     return selection, maps
 
@@ -532,3 +564,102 @@ def test_cohort_derivatives_with_the_defaults(lesion_maps, lesion_cohort, tmp_pa
     with pytest.raises(FileExistsError):
         write_cohort_derivatives({"std": maps["std"]}, out, fewer)
     assert json.loads(sidecar_file.read_text()) == sidecar
+
+
+# -- the command's options reach the selection and the names ------------------------------
+@pytest.mark.parametrize("run", ["1", "2"])
+def test_run_reaches_the_selection_and_the_name(datasets, tmp_path, capsys, run):
+    # Two runs per subject: without --run reaching the selection, the command refuses
+    # (several files per subject); with it, the run's four masks, named run-<n>.
+    fmriprep, _ = datasets
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(fmriprep), str(out), "group", "--datatype", "func", "--desc", "brain"]
+    assert main([*argv, "--res", "2", "--run", run, "-q"]) == 0
+    stem = f"task-rest_run-{run}_space-{SPACE}_res-2_desc-meanBrainMask_probseg"
+    assert capsys.readouterr().out.strip() == str(out / f"{stem}.nii.gz")
+    sidecar = json.loads((out / f"{stem}.json").read_text())
+    assert sidecar["NumberOfInputs"] == 4
+    assert all(f"_run-{run}_" in uri for uri in sidecar["Sources"])
+    files = sorted(str(p) for p in fmriprep.rglob(f"*_run-{run}_*_desc-brain_mask.nii.gz"))
+    assert_allclose(
+        nb.load(out / f"{stem}.nii.gz").get_fdata(), compute_heatmap(files).get_fdata()
+    )
+
+
+@pytest.mark.parametrize(("fraction", "k"), [("0.5", 3), ("0.2", 2), ("1", 6)])
+def test_min_fraction_reaches_the_mask_and_its_name(lesion_cohort, tmp_path, fraction, k):
+    # k = ceil(F * 6) names the mask, its sidecar and its content (mutants: the option
+    # dropped on the way, or k taken as F).
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(lesion_cohort), str(out), "group", "--label", "lesion", "-q"]
+    assert main([*argv, "--min-fraction", fraction]) == 0
+    stem = f"space-{SPACE}_label-lesion_desc-mincount{k}Mask_mask"
+    assert [p.name for p in out.glob("*mincount*.nii.gz")] == [f"{stem}.nii.gz"]
+    assert json.loads((out / f"{stem}.json").read_text())["MinimumCount"] == k
+    files = sorted(lesion_cohort.rglob("sub-*_mask.nii.gz"))
+    count = np.sum([nb.load(f).get_fdata() for f in files], axis=0)
+    np.testing.assert_array_equal(nb.load(out / f"{stem}.nii.gz").get_fdata(), count >= k)
+
+
+@pytest.mark.parametrize("space", [None, "T1w"], ids=["no-space", "space-T1w"])
+def test_a_map_in_a_native_space_is_not_given_a_template_name(tmp_path, rng, space):
+    # SpatialReference is a template identifier only for standard spaces; for a native
+    # space (no space entity, or space-T1w) it is the first input, as a BIDS URI.
+    root = tmp_path / "derivatives" / "native"
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "native", "BIDSVersion": "1.10.0", "DatasetType": "derivative"})
+    )
+    entity = f"_space-{space}" if space else ""
+    for sub in ("01", "02"):
+        name = f"sub-{sub}{entity}_label-lesion_mask.nii.gz"
+        _save(root / f"sub-{sub}" / "anat" / name, (rng.random(SHAPE) > 0.5).astype(np.uint8))
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(root), str(out), "group", "--label", "lesion", "--coverage", "-q"]
+    assert main(argv) == 0
+    sidecars = sorted(out.glob("*.json"))
+    assert len(sidecars) == 3  # the map, the coverage map, dataset_description.json
+    for path in sidecars:
+        content = json.loads(path.read_text())
+        if path.name == "dataset_description.json":
+            continue
+        assert content["SpatialReference"] == content["Sources"][0], path.name
+        assert content["SpatialReference"].startswith("bids:native:sub-01/anat/sub-01")
+        assert content["SpatialReference"] != space
+    assert validator_errors(out) == []
+
+
+def test_n_a_and_missing_subjects_are_in_neither_group(lesion_cohort, tmp_path):
+    # Group B defaults to "any other value": never n/a, an empty value or a subject
+    # without a row, which say nothing about the column (mutant: n/a counted in "not A").
+    table = tmp_path / "participants.tsv"
+    table.write_text(
+        "participant_id\taphasia\n"
+        "sub-01\tyes\nsub-02\tno\nsub-03\tyes\nsub-04\tn/a\nsub-05\t\n"  # sub-06: no row
+    )
+    out = tmp_path / "derivatives" / "nipype_heatmap"
+    argv = [str(lesion_cohort), str(out), "group", "--label", "lesion", "-q"]
+    argv += ["--group-column", "aphasia", "--group-a", "yes", "--participants-tsv", str(table)]
+    assert main(argv) == 0
+    stem = f"space-{SPACE}_label-lesion_desc-{{}}Mask_heatmap"
+    sidecar = json.loads((out / f"{stem.format('percentAphasiaNotYes')}.json").read_text())
+    assert sidecar["Groups"]["GroupB"] == "not yes"
+    assert sidecar["Groups"]["SubjectsA"] == ["01", "03"]
+    assert sidecar["Groups"]["SubjectsB"] == ["02"]
+    assert len(sidecar["Sources"]) == 3
+    files = sorted(str(p) for p in lesion_cohort.rglob("sub-*_mask.nii.gz"))
+    percent_b = nb.load(out / f"{stem.format('percentAphasiaNotYes')}.nii.gz").get_fdata()
+    assert_allclose(percent_b, nb.load(files[1]).get_fdata() * 100, atol=1e-4)
+
+
+def test_the_earlier_name_of_underlay_is_gone(datasets, tmp_path, capsys):
+    # --anat was the deprecated name of --underlay; deprecated aliases are gone (0.x).
+    fmriprep, _ = datasets
+    argv = [str(fmriprep), str(tmp_path / "out"), "group", "--label", "GM"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--anat", str(fmriprep / "x.nii.gz")])
+    assert exc.value.code == 2 and "unrecognized arguments: --anat" in capsys.readouterr().err
+    from nipype_heatmap.cli.bids import get_parser
+
+    (underlay,) = [a for a in get_parser()._actions if a.dest == "underlay"]
+    assert underlay.option_strings == ["--underlay"]

@@ -275,7 +275,7 @@ def test_package_logs_reach_nipype_only_when_warnings_or_asked_for_in_debug():
 
     keep, nipype_log = Keep(), logging.getLogger("nipype.interface")
     nipype_log.addHandler(keep)
-    package_log = logging.getLogger("nipype_heatmap.core")
+    package_log = logging.getLogger("nipype_heatmap.api")
     try:
         with core_logs_in_nipype():
             package_log.info("per-file range")
@@ -294,7 +294,6 @@ def test_package_logs_reach_nipype_only_when_warnings_or_asked_for_in_debug():
         ("HeatmapVolume", "in_files"),
         ("HeatmapState", "in_files"),
         ("MergeHeatmaps", "in_files"),
-        ("MergeHeatmaps", "state_files"),
         ("UpdateHeatmapState", "add_files"),
         ("UpdateHeatmapState", "remove_files"),
         ("LabelAtlas", "in_files"),
@@ -327,3 +326,64 @@ def test_nodes_draw_no_progress_bar_in_their_logs(make_nifti, tmp_path, capfd):
     UpdateHeatmapState(in_file=state, add_files=files[2:]).run(cwd=str(tmp_path / "c"))
     err = capfd.readouterr().err
     assert "it/s" not in err and "%|" not in err, err
+
+
+def test_a_rerun_in_its_own_folder_does_not_read_its_earlier_output(make_nifti, in_dir):
+    # nii_folder is the node's own working directory, which holds the previous run's
+    # heatmap_volume.nii.gz: that file is this run's output, not a fourth input.
+    files = [make_nifti(f"m{i}.nii.gz", np.ones(SHAPE, np.uint8)) for i in range(3)]
+    node = HeatmapVolume(nii_folder=str(in_dir), use_mean=False, clip_to_input_range=False)
+    first = node.run(cwd=str(in_dir)).outputs
+    assert first.out_file == str(in_dir / "heatmap_volume.nii.gz")
+    assert first.n_inputs == 3
+    again = node.run(cwd=str(in_dir)).outputs
+    assert again.n_inputs == 3 and again.input_files == [str(f) for f in files]
+    assert nb.load(again.out_file).get_fdata().max() == 3  # not 3 + the earlier count
+
+
+def _same_maps(got, expected):
+    for trait in ("out_file", "coverage_file", "std_file", "variance_file", "overlap_file",
+                  "mincount_file"):  # fmt: skip
+        a = np.asanyarray(nb.load(getattr(got, trait)).dataobj)
+        b = np.asanyarray(nb.load(getattr(expected, trait)).dataobj)
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), trait
+    with open(got.overlap_table) as a, open(expected.overlap_table) as b:
+        assert a.read() == b.read()
+
+
+def test_state_interfaces_give_the_single_node_maps(make_nifti, tmp_path):
+    # HeatmapState chunks merged by MergeHeatmaps (api.merge_and_write), and a state
+    # updated by UpdateHeatmapState (api.update_state), then written by MergeHeatmaps: the
+    # maps of HeatmapVolume over the same list, bit for bit for masks, cohort maps included.
+    from nipype_heatmap.interfaces import HeatmapState, MergeHeatmaps, UpdateHeatmapState
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(5)]
+    cohort = {"coverage": True, "std": True, "min_count": 2}
+
+    def run(interface, folder):
+        (tmp_path / folder).mkdir()
+        return interface.run(cwd=str(tmp_path / folder)).outputs
+
+    chunks = [
+        run(HeatmapState(in_files=chunk), f"chunk{n}")
+        for n, chunk in enumerate((files[:2], files[2:4]))
+    ]
+    assert [c.n_inputs for c in chunks] == [2, 2]
+    assert chunks[0].out_file == str(tmp_path / "chunk0" / "heatmap_state.nii.gz")
+    merged = run(MergeHeatmaps(in_files=[c.out_file for c in chunks], **cohort), "merged")
+    assert merged.n_inputs == 4 and merged.input_files == files[:4]
+    _same_maps(merged, run(HeatmapVolume(in_files=files[:4], **cohort), "four"))
+
+    state_before = open(chunks[0].out_file, "rb").read()
+    updated = run(
+        UpdateHeatmapState(
+            in_file=chunks[0].out_file, add_files=files[2:], remove_files=files[1:2]
+        ),
+        "updated",
+    )
+    kept = [files[0], *files[2:]]
+    assert updated.n_inputs == 4 and updated.input_files == kept
+    assert updated.out_file == str(tmp_path / "updated" / "heatmap_state.nii.gz")
+    assert open(chunks[0].out_file, "rb").read() == state_before  # the input state is kept
+    final = run(MergeHeatmaps(in_files=[updated.out_file], **cohort), "final")
+    _same_maps(final, run(HeatmapVolume(in_files=kept, **cohort), "kept"))

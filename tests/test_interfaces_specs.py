@@ -102,15 +102,10 @@ INPUTS = {
             "desc": "Threads to use; Nipype's plugins reserve this many cores (not hashed).",
             "default": 1,
         },
-        "out_name": {
-            "deprecated": "1.0",
-            "new_name": "output_filename",
-            "desc": "Deprecated name of output_filename.",
-        },
         "output_filename": {
             "usedefault": True,
-            "desc": "Bare file name of the partial heatmap (a .nii or .nii.gz file).",
-            "default": "partial_heatmap.nii.gz",
+            "desc": "Bare file name of the state (a .nii or .nii.gz file).",
+            "default": "heatmap_state.nii.gz",
         },
     },
     "MergeHeatmaps": {
@@ -131,7 +126,7 @@ INPUTS = {
         },
         "in_files": {
             "mandatory": True,
-            "desc": "Partial heatmaps from HeatmapState, in input order.",
+            "desc": "States (HeatmapState, UpdateHeatmapState), in input order.",
         },
         "min_count": {
             "xor": ["min_fraction"],
@@ -151,11 +146,6 @@ INPUTS = {
             "desc": "Bare file name of the heatmap, ending in .nii or .nii.gz.",
             "default": "heatmap_volume.nii.gz",
         },
-        "state_files": {
-            "deprecated": "1.0",
-            "new_name": "in_files",
-            "desc": "Deprecated name of in_files.",
-        },
         "std": {
             "usedefault": True,
             "desc": "Also write the standard deviation and variance maps.",
@@ -171,7 +161,7 @@ INPUTS = {
         "add_files": {"desc": "3D NIfTI files to add, in order (none already in it)."},
         "in_file": {
             "mandatory": True,
-            "desc": "The partial heatmap (state) to update.",
+            "desc": "The state to update (not modified).",
             "exists": True,
         },
         "num_threads": {
@@ -339,9 +329,8 @@ OUTPUTS = {
         "variance_file": {"desc": "Variance map (float32), when asked for."},
     },
     "HeatmapState": {
-        "n_inputs": {"desc": "How many volumes this chunk holds."},
-        "out_file": {"desc": "float64 NIfTI of sums and counts, metadata embedded."},
-        "state_file": {"desc": "Deprecated name of out_file (the same file)."},
+        "n_inputs": {"desc": "How many volumes the state holds."},
+        "out_file": {"desc": "The state: sums and counts, metadata embedded."},
     },
     "MergeHeatmaps": {
         "coverage_file": {"desc": "Coverage map (uint16/uint32), when asked for."},
@@ -420,3 +409,37 @@ def test_every_path_input_is_made_absolute_where_it_is_set(name):
         for kind in kinds:
             if type(kind).__name__ in ("File", "Directory"):
                 pytest.fail(f"{name}.{trait_name} is a plain {type(kind).__name__}")
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_list_inputs_carry_their_metadata_on_the_outer_trait(name):
+    # mandatory/xor/desc on the inner File would leave the list itself silently optional
+    # (niworkflows' MergeSeries, nipype's NormalizeProbabilityMapSet)
+    spec = getattr(interfaces, name).input_spec()
+    for trait_name in spec.copyable_trait_names():
+        for inner in spec.trait(trait_name).inner_traits or ():
+            for key in ("mandatory", "xor", "desc", "usedefault", "nohash"):
+                assert not getattr(inner, key, None), f"{name}.{trait_name}: inner {key}"
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_inputs_that_do_not_change_the_result_are_not_hashed(name):
+    spec = getattr(interfaces, name).input_spec()
+    for trait_name in spec.copyable_trait_names():
+        assert bool(spec.trait(trait_name).nohash) == (trait_name in ("debug", "num_threads")), (
+            f"{name}.{trait_name}"
+        )
+
+
+@pytest.mark.parametrize("name", ["HeatmapVolume", "MergeHeatmaps"])
+def test_map_interfaces_share_the_option_inputs_and_the_map_outputs(name):
+    from nipype_heatmap.interfaces._base import (
+        CohortInputSpec,
+        MapOptionsInputSpec,
+        MapsOutputSpec,
+    )
+
+    interface = getattr(interfaces, name)
+    assert issubclass(interface.input_spec, MapOptionsInputSpec)
+    assert issubclass(interface.input_spec, CohortInputSpec)
+    assert interface.output_spec is MapsOutputSpec

@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from nipype_heatmap import HeatmapAccumulator, compute_heatmap
-from nipype_heatmap.interfaces import HeatmapVolume, MergeHeatmaps, HeatmapState
+from nipype_heatmap.interfaces import HeatmapState, HeatmapVolume, MergeHeatmaps
 from nipype_heatmap.state import load_state, merge_states, read_metadata, save_state
 from nipype_heatmap.workflows import init_scaled_heatmap_wf
 from nipype_heatmap.workflows.scaled_heatmap import _split_chunks

@@ -7,9 +7,9 @@ import json
 import nibabel as nb
 import numpy as np
 import pytest
+from nipype_heatmap.cohort import cohort_images
 from numpy.testing import assert_allclose, assert_array_equal
 
-from nipype_heatmap.cohort import cohort_images
 from nipype_heatmap import HeatmapAccumulator, accumulate_files
 from nipype_heatmap.state import load_state, read_metadata, save_state, update_state
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import nibabel as nb
@@ -11,7 +12,7 @@ from nipype.pipeline import engine as pe
 from nipype.pipeline.engine.utils import generate_expanded_graph
 from numpy.testing import assert_allclose, assert_array_equal
 
-from nipype_heatmap.interfaces import HeatmapVolume
+from nipype_heatmap.interfaces import HeatmapState, HeatmapVolume, MergeHeatmaps, mem_gb
 from nipype_heatmap.workflows import (
     SEGMENTERS,
     init_bids_heatmap_wf,
@@ -135,7 +136,10 @@ def phantoms(tmp_path, rng):
     return files, str(mask), truth
 
 
-@pytest.mark.parametrize(("plugin", "plugin_args"), PLUGINS)
+@pytest.mark.parametrize(
+    ("plugin", "plugin_args"),
+    [PLUGINS[0], pytest.param(*PLUGINS[1].values, id="MultiProc", marks=pytest.mark.slow)],
+)  # MultiProc's 14 s here are its worker processes starting up
 def test_otsu_tissue_workflow_runs(phantoms, tmp_path, plugin, plugin_args):
     files, mask, truth = phantoms
     wf = init_tissue_probability_wf(segmenter="otsu")
@@ -193,3 +197,145 @@ def test_sample_script_runs_on_a_folder_of_masks(make_nifti, in_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "overlap_count" in done.stdout and "lesion_count.nii.gz" in done.stdout
+
+
+# -- every option combination builds, wired as asked ---------------------------------------
+FLAG_SETS = [
+    {"use_mean": m, "clip_to_input_range": c, "normalize": n}
+    for m, c, n in itertools.product([True, False], repeat=3)
+]
+COHORTS = [
+    None,
+    {"coverage": True},
+    {"std": True, "ddof": 0},
+    {"min_count": 2},
+    {"min_fraction": 0.5},
+    {"coverage": True, "std": True, "min_count": 3},
+]
+COHORT_FILES = {  # what each cohort option adds to the outputs
+    "coverage": {"coverage_file"},
+    "std": {"std_file", "variance_file"},
+    "min_count": {"overlap_file", "mincount_file", "overlap_table"},
+    "min_fraction": {"overlap_file", "mincount_file", "overlap_table"},
+}
+
+
+def _feeds(wf):
+    """(source node, destination node) -> [(output, input), ...] of the flat graph."""
+    flat = wf._create_flat_graph()
+    return {(u.name, v.name): d["connect"] for u, v, d in flat.edges(data=True)}
+
+
+def _wanted(cohort):
+    return set().union(*(COHORT_FILES[k] for k, v in (cohort or {}).items() if k in COHORT_FILES))
+
+
+@pytest.mark.parametrize("flags", FLAG_SETS, ids=lambda f: "-".join(k for k, v in f.items() if v))
+@pytest.mark.parametrize("cohort", COHORTS, ids=str)
+@pytest.mark.parametrize("num_threads", [1, 3])
+def test_scaled_heatmap_workflow_builds_for_every_option(flags, cohort, num_threads):
+    wf = init_scaled_heatmap_wf(chunk_size=4, cohort=cohort, num_threads=num_threads, **flags)
+    chunk_state = wf.get_node("chunk_state")
+    merge = wf.get_node("merge_heatmaps")
+    assert isinstance(chunk_state, pe.MapNode) and chunk_state.iterfield == ["in_files"]
+    assert isinstance(chunk_state.interface, HeatmapState)
+    assert chunk_state.interface.inputs.num_threads == num_threads
+    assert chunk_state.mem_gb == mem_gb(num_threads)
+    cohort = cohort or {}
+    tracked = bool(cohort.get("std") or cohort.get("min_count") or cohort.get("min_fraction"))
+    assert chunk_state.interface.inputs.cohort_stats is tracked
+    assert isinstance(merge.interface, MergeHeatmaps)
+    for name, value in {**flags, **cohort}.items():
+        assert getattr(merge.interface.inputs, name) == value, name
+    feeds = _feeds(wf)
+    assert feeds[("split_chunks", "chunk_state")] == [("chunks", "in_files")]
+    assert feeds[("chunk_state", "merge_heatmaps")] == [("out_file", "in_files")]
+    outputs = {out for out, _ in feeds[("merge_heatmaps", "outputnode")]}
+    assert outputs == {"out_file", "n_inputs", "input_files"} | _wanted(cohort)
+
+
+@pytest.mark.parametrize(("dense", "sparse"), list(itertools.product([True, False], repeat=2)))
+@pytest.mark.parametrize("thresholds", [(0, 25, 50), (12.5,)])
+def test_scaled_atlas_workflow_builds_for_every_option(dense, sparse, thresholds):
+    wf = init_scaled_atlas_wf(
+        chunk_size=3, dense=dense, sparse=sparse, thresholds=thresholds, background=9
+    )
+    partial, merge = wf.get_node("partial_atlas"), wf.get_node("label_atlas")
+    assert isinstance(partial, pe.MapNode) and partial.interface.inputs.background == 9
+    assert merge.interface.inputs.dense is dense and merge.interface.inputs.sparse is sparse
+    assert merge.interface.inputs.thresholds == [float(t) for t in thresholds]
+    feeds = _feeds(wf)
+    assert feeds[("partial_atlas", "label_atlas")] == [("out_file", "partial_atlases")]
+    outputs = {out for out, _ in feeds[("label_atlas", "outputnode")]}
+    always = {"dseg_files", "label_table", "n_inputs", "labels"}
+    optional = {"probseg_file": dense, "sparse_file": sparse}
+    assert outputs == always | {name for name, asked in optional.items() if asked}
+
+
+@pytest.mark.parametrize("flags", FLAG_SETS, ids=lambda f: "-".join(k for k, v in f.items() if v))
+@pytest.mark.parametrize("cohort", COHORTS, ids=str)
+@pytest.mark.parametrize("report", [False, True], ids=["no-report", "report"])
+def test_bids_heatmap_workflow_builds_for_every_option(flags, cohort, report):
+    wf = init_bids_heatmap_wf(
+        space="MNI152NLin2009cAsym",
+        label="lesion",
+        desc="brain",
+        participant_label=["01", "02"],
+        bids_filters={"res": "2", "run": "1"},
+        several_per_subject=True,
+        overwrite=True,
+        generate_report=report,
+        cohort=cohort,
+        **flags,
+    )
+    select = wf.get_node("select_inputs").interface.inputs
+    assert (select.space, select.label, select.desc) == ("MNI152NLin2009cAsym", "lesion", "brain")
+    assert select.participant_label == ["01", "02"]
+    assert select.bids_filters == {"res": "2", "run": "1"}
+    assert select.several_per_subject is True
+    heatmap = wf.get_node("heatmap").interface.inputs
+    sink = wf.get_node("ds_heatmap").interface.inputs
+    for name, value in flags.items():
+        assert getattr(heatmap, name) == value == getattr(sink, name), name
+    for name, value in (cohort or {}).items():
+        assert getattr(heatmap, name) == value, name
+    assert sink.generate_report is report and sink.overwrite is True
+    feeds = _feeds(wf)
+    stored = {out for out, _ in feeds.get(("heatmap", "ds_heatmap"), [])}
+    assert stored == {"out_file"} | _wanted(cohort)
+    cohort_out = ("out_cohort", "out_cohort") in feeds[("ds_heatmap", "outputnode")]
+    assert cohort_out is bool(_wanted(cohort))
+
+
+@pytest.mark.parametrize("num_threads", [1, 4])
+def test_lesion_and_tissue_workflows_reserve_their_threads(num_threads):
+    for wf, names in (
+        (init_lesion_overlap_wf(num_threads=num_threads), ("overlap_count", "lesion_probability")),
+        (init_tissue_probability_wf(num_threads=num_threads), ("csf_heatmap", "gm_heatmap")),
+    ):
+        for name in names:
+            node = wf.get_node(name)
+            assert node.interface.inputs.num_threads == num_threads
+            assert node.mem_gb == mem_gb(num_threads)
+
+
+def test_scaled_heatmap_workflow_run_gives_the_single_node_maps(make_nifti, tmp_path):
+    # One small real run with every cohort map: chunks of 2 of 5 masks, merged, against
+    # one HeatmapVolume over the same list, bit for bit.
+    files = [str(make_nifti(f"sub-{i:02d}_mask.nii.gz")) for i in range(5)]
+    cohort = {"coverage": True, "std": True, "min_fraction": 0.4}
+    wf = init_scaled_heatmap_wf(chunk_size=2, cohort=cohort, use_mean=False)
+    wf.base_dir = str(tmp_path / "work")
+    wf.inputs.inputnode.in_files = files
+    graph = wf.run()
+    merged = next(n for n in graph.nodes() if n.name == "merge_heatmaps").result.outputs
+    (tmp_path / "one").mkdir()
+    single = HeatmapVolume(in_files=files, use_mean=False, **cohort).run(cwd=str(tmp_path / "one"))
+    assert merged.n_inputs == 5 and merged.input_files == files
+    for name in ("out_file", "coverage_file", "std_file", "variance_file", "mincount_file"):
+        got = np.asanyarray(nb.load(getattr(merged, name)).dataobj)
+        want = np.asanyarray(nb.load(getattr(single.outputs, name)).dataobj)
+        assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True), name
+    assert merged.mincount_file.endswith("heatmap_volume_mincount2.nii.gz")  # ceil(0.4 * 5)
+    states = sorted((tmp_path / "work").rglob("heatmap_state.nii.gz"))
+    assert len(states) == 3 and all("chunk_state" in str(p) for p in states)

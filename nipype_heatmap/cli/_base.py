@@ -23,6 +23,21 @@ def add_nprocs_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_report_extra(args: argparse.Namespace) -> None:
+    """With ``--report``, fail before any work when the ``report`` extra is missing.
+
+    Raises
+    ------
+    ImportError
+        Naming the package and the extra to install.
+    """
+    if getattr(args, "report", False):
+        from .._optional import require
+
+        for name in ("matplotlib", "nilearn"):
+            require(name, "--report (the visual report)")
+
+
 def _setup_logging(args: argparse.Namespace) -> Callable[[], None]:
     """Log this package's messages to stderr; leave other libraries' loggers alone.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -116,8 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nipype-heatmap-atlas``; return the exit status (0 ok, 1 bad input, 2 usage)."""
     from ._base import run_reporting_errors
 
+    argv_used = list(sys.argv[1:] if argv is None else argv)
     parser = get_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv_used)
     if bool(args.inputs) == bool(args.merge):
         parser.error("give INPUT label images, or --merge SPARSE_ATLAS files (not both)")
     if args.report and args.no_maps:
@@ -126,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--no-maps needs --sparse (there would be nothing to write)")
 
     def job() -> str:
+        from ._base import check_report_extra
+
+        check_report_extra(args)  # before anything is read or written
         from ..api import collect_inputs
         from ..atlas import (
             accumulate_labels,
@@ -165,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 acc,
                 os.path.abspath(args.output_dir),
                 underlay=args.underlay,
-                command=" ".join(sys.argv),
+                command=shlex.join(["nipype-heatmap-atlas", *argv_used]),
             )
         return "\n".join(written.values())
 

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from ._base import add_nprocs_option, run_reporting_errors
+from ._base import add_nprocs_option, check_report_extra, run_reporting_errors
 
 EXAMPLES = """\
 examples:
@@ -124,11 +124,7 @@ def get_parser() -> argparse.ArgumentParser:
     atlas.add_argument("--sparse", action="store_true", help="also write the sparse atlas")
     parser.add_argument("--report", action="store_true", help="write the visual report")
     parser.add_argument(
-        "--underlay",
-        "--anat",  # the earlier name, still accepted
-        dest="underlay",
-        metavar="UNDERLAY",
-        help="anatomical image to draw the report over",
+        "--underlay", metavar="UNDERLAY", help="anatomical image to draw the report over"
     )
     add_nprocs_option(parser)
     parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
@@ -160,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("a subtraction (--group-column) does not go with cohort maps")
 
     def job() -> str:
+        check_report_extra(args)  # before anything is read or written
         from ..api import make_maps
         from ..bids import load_filter_file, select_bids_inputs
         from ..bids.derivatives import write_group_derivative
