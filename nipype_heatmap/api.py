@@ -235,13 +235,24 @@ def plan_maps_of(
     run's mask of that name in an input folder is left out like the other maps.
     """
     _plan_fixed_maps(plan, out_file, cohort)
-    files = collect_inputs(items, plan, refuse=not cohort.overlap, allow_empty=n_others > 0)
-    if cohort.overlap:
+    return _collect_and_plan_mincount(plan, items, cohort, n_others)
+
+
+def _collect_and_plan_mincount(
+    plan: OutputPlan, items: Iterable[str | os.PathLike[str]], cohort: CohortOptions, n_others: int
+) -> list[str]:
+    """The inputs of ``items``, and the minimum-overlap mask declared once their number is
+    known (see :func:`plan_maps_of`)."""
+    plan_mask = cohort.overlap and "heatmap" in plan
+    files = collect_inputs(items, plan, refuse=not plan_mask, allow_empty=n_others > 0)
+    if plan_mask:
         while True:  # leaving out an earlier mask of this name can change the name: again
             path = _mincount_path(plan, cohort, n_others + len(files))
             earlier = [f for f in files if same_target(f, path) and is_own_file(f)]
             if not earlier:
                 break
+            for f in earlier:
+                LOGGER.info("Skipping %s: this run replaces it (an earlier run's output)", f)
             files = [f for f in files if f not in earlier]
         plan.add("mincount", path)
         plan.refuse_inputs(files)
@@ -789,19 +800,18 @@ def update_state(
     """
     state_path = os.path.abspath(os.fspath(state_file))
     with locked(f"{state_path}.lock", what=f"the state {state_path}", timeout=lock_timeout):
-        acc = load_state(state_path)
-        indices = _removal_indices(acc, state_path, remove)
-        n_kept = acc.n_inputs - len(indices)
-        with OutputPlan() as plan:
+        with OutputPlan() as plan:  # the outputs are checked before the state is read
             plan.refuse_inputs([state_path], "state being updated", replaced_by="state")
             plan.add("state", out_state if out_state is not None else state_path)
             if out_file is not None:
-                to_add = plan_maps_of(plan, add, out_file, cohort, n_others=n_kept)
-            else:
-                to_add = collect_inputs(add, plan, allow_empty=True)
+                _plan_fixed_maps(plan, out_file, cohort)
+            acc = load_state(state_path)
+            plan.refuse_inputs([r.path for r in acc.records], "input of the state")
+            indices = _removal_indices(acc, state_path, remove)
+            n_kept = acc.n_inputs - len(indices)
+            to_add = _collect_and_plan_mincount(plan, add, cohort, n_kept)
             if n_kept + len(to_add) < 1:
                 raise ValueError(f"{state_path}: removing every input would leave an empty state")
-            plan.refuse_inputs([acc.records[i].path for i in indices], "input to remove")
             _refuse_already_added(acc, state_path, to_add)
             warn_duplicates(to_add)
             for index in sorted(indices, reverse=True):

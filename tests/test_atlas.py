@@ -1140,11 +1140,6 @@ def test_a_kill_between_the_atlas_renames_is_completed_by_the_next_run(
     assert sorted(recovered) == sorted(before) and set(recovered.values()) == {4}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="io/plan.py: an error between the renames of a commit (not a kill) removes the "
-    "remaining temporary files, so the journal cannot complete the set (reported)",
-)
 def test_an_error_between_the_atlas_renames_never_leaves_a_mixed_set(
     atlas_of_three, monkeypatch, capsys
 ):

@@ -480,11 +480,6 @@ def test_colliding_outputs_are_refused_before_any_input_is_read(
     assert _files_under(tmp_path) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api.update_state does not declare the state's kept inputs as files it reads: "
-    "--save-state or -o naming one of them overwrites it (reported)",
-)
 @pytest.mark.parametrize("flag", ["--save-state", "-o"])
 def test_an_update_never_overwrites_an_input_the_state_keeps(cohort_dirs, tmp_path, flag):
     masks, new, state = cohort_dirs

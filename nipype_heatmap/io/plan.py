@@ -217,8 +217,10 @@ class OutputPlan:
         RuntimeError
             If a declared output was not written (a bug of the caller).
         OSError
-            If a rename fails (then no output was replaced: the renames are the last step,
-            prepared so that they cannot fail but for the system).
+            If a rename fails. With one output, nothing was replaced. With several, the
+            ones not yet in place are kept with the commit's journal, which the next run
+            writing into those folders completes (the message says so): the set is never
+            left mixed for good.
         """
         missing = [role for role in self._outputs if role not in self._written]
         if missing:
@@ -236,8 +238,22 @@ class OutputPlan:
                         locked(folder_lock(folder), what=f"the output folder {folder}")
                     )
                 journals = _write_journals(folders, entries)
-                for temporary in self._written.values():
-                    temporary.rename()
+                try:
+                    for temporary in self._written.values():
+                        temporary.rename()
+                except BaseException as err:
+                    for temporary in self._written.values():  # the journal's, from now on
+                        temporary.close(keep=True)
+                    self._written.clear()
+                    if not isinstance(err, OSError):
+                        raise
+                    raise type(err)(
+                        err.errno,
+                        f"{', '.join(folders)}: replacing the outputs failed part way "
+                        f"({err.strerror or err}); the files not yet in place are kept with "
+                        "a journal, and the next run writing there completes the set: run "
+                        "the command again",
+                    ) from err
                 for folder in folders:
                     fsync_folder(folder)
                 for journal in journals:
@@ -355,7 +371,16 @@ def recover_interrupted_commits(folder: str | os.PathLike[str]) -> list[str]:
             held = []
             for temp, final in renames:
                 if _take_if_abandoned(temp):
-                    os.replace(temp, final)
+                    try:
+                        os.replace(temp, final)
+                    except OSError as err:
+                        raise type(err)(
+                            err.errno,
+                            f"{journal}: an interrupted run's outputs cannot be put in place "
+                            f"({final}: {err.strerror or err}); remove what is in the way and "
+                            f"run again, or delete {journal} and the .part files it lists to "
+                            "discard that run's outputs",
+                        ) from err
                     completed.append(final)
                 elif os.path.lexists(temp):
                     held.append(temp)

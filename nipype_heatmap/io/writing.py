@@ -128,12 +128,13 @@ class Temporary:
         os.replace(self.path, self.out_file)
         self.path = None
 
-    def close(self) -> None:
-        """Release the lock; remove the temporary file unless it was renamed."""
-        if self.path is not None:
+    def close(self, *, keep: bool = False) -> None:
+        """Release the lock; remove the temporary file unless it was renamed, or ``keep``
+        (an interrupted commit's journal will put it in place)."""
+        if self.path is not None and not keep:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            self.path = None
+        self.path = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
