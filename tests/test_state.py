@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from nipype_heatmap import HeatmapAccumulator, compute_heatmap
-from nipype_heatmap.interfaces import HeatmapVolume, MergeHeatmaps, HeatmapState
+from nipype_heatmap import MapOptions, accumulate_files, compute_heatmap
+from nipype_heatmap.interfaces import HeatmapState, HeatmapVolume, MergeHeatmaps
+from nipype_heatmap.io import statefile
 from nipype_heatmap.state import load_state, merge_states, read_metadata, save_state
 from nipype_heatmap.workflows import init_scaled_heatmap_wf
 from nipype_heatmap.workflows.scaled_heatmap import _split_chunks
@@ -43,26 +44,25 @@ def mixed_nan_inputs(make_nifti, rng):
 
 
 def _accumulate(files):
-    acc = HeatmapAccumulator()
-    for f in files:
-        acc.add_file(f)
-    return acc
+    return accumulate_files(files, digests=True)
 
 
 def test_state_round_trip(mixed_nan_inputs, tmp_path):
     acc = _accumulate(mixed_nan_inputs)
     state = save_state(acc, tmp_path / "part.nii.gz")
     meta = json.loads(read_metadata(state))
-    assert meta["Format"] == "nipype_heatmap.partial" and meta["FormatVersion"] == 2
+    assert meta["Format"] == "nipype_heatmap.state" and meta["FormatVersion"] == 3
     assert [s["Path"] for s in meta["Sources"]] == mixed_nan_inputs
+    assert meta["Volumes"] == ["sum", "count"]
     img = nb.load(state)  # inspectable with any NIfTI tool
     assert img.shape == (*SHAPE, 2) and img.get_data_dtype() == np.float64
     back = load_state(state)
     assert back.n_inputs == acc.n_inputs and back.sources == acc.sources
-    assert (back.global_min, back.global_max) == (acc.global_min, acc.global_max)
-    assert_array_equal(back.total, acc.total)
-    assert_array_equal(back.count, acc.count)
-    assert back.ref_header.binaryblock == acc.ref_header.binaryblock
+    assert back.records == acc.records
+    assert back.global_range == acc.global_range
+    assert_array_equal(back.sum.values, acc.sum.values)
+    assert_array_equal(back.count.value, acc.count.value)
+    assert back.reference.header.binaryblock == acc.reference.header.binaryblock
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7])
@@ -72,7 +72,7 @@ def test_merged_states_equal_single_pass(mixed_nan_inputs, tmp_path, chunk_size,
     states = [
         save_state(_accumulate(chunk), tmp_path / f"p{i}.nii.gz") for i, chunk in enumerate(chunks)
     ]
-    merged = merge_states(states).finalize(*flags)
+    merged = merge_states(states).map_image(MapOptions(*flags))
     single = compute_heatmap(mixed_nan_inputs, *flags)
     assert_allclose(
         np.asanyarray(merged.dataobj), np.asanyarray(single.dataobj), rtol=1e-6, atol=1e-7
@@ -86,8 +86,10 @@ def test_merged_masks_are_exact(make_nifti, tmp_path):
     states = [
         save_state(_accumulate(files[i : i + 2]), tmp_path / f"p{i}.nii.gz") for i in (0, 2, 4)
     ]
-    merged = merge_states(states).finalize(False, False)
-    assert_array_equal(np.asanyarray(merged.dataobj), compute_heatmap(files, False, False).dataobj)
+    merged = merge_states(states).map_image(MapOptions(False, False))
+    assert_array_equal(
+        np.asanyarray(merged.dataobj), np.asanyarray(compute_heatmap(files, False, False).dataobj)
+    )
 
 
 def test_state_of_another_grid_is_named(make_nifti, tmp_path):
@@ -99,13 +101,21 @@ def test_state_of_another_grid_is_named(make_nifti, tmp_path):
 
 
 def _rewrite_metadata(state, change):
+    """Rewrite a state's metadata: ``change(meta)`` gives a dict (written with a checksum
+    recomputed over it and the voxels, so that the state's validation, not only its
+    checksum, is what refuses it), text (written as it is), or None (no metadata)."""
     img = nb.load(state)
-    meta = json.loads(read_metadata(state))
-    text = change(meta)
+    data = np.asanyarray(img.dataobj)
+    new = change(json.loads(read_metadata(state)))
+    if isinstance(new, dict):
+        flat = data.reshape(-1, order="F")
+        stored = flat.astype(flat.dtype.newbyteorder("<"), copy=False)
+        new["Checksum"] = statefile.checksum(new, [memoryview(stored)])
+        new = json.dumps(new, separators=(",", ":"))
     img.header.extensions.clear()
-    if text is not None:
-        img.header.extensions.append(nb.nifti1.Nifti1Extension(6, text.encode()))
-    nb.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header).to_filename(state)
+    if new is not None:
+        img.header.extensions.append(nb.nifti1.Nifti1Extension(6, new.encode()))
+    nb.Nifti1Image(data, img.affine, img.header).to_filename(state)
 
 
 @pytest.mark.parametrize(
@@ -130,26 +140,24 @@ def test_corrupt_state_gives_a_clear_error(make_nifti, tmp_path, damage):
     elif damage == "no_metadata":
         _rewrite_metadata(state, lambda meta: None)
     elif damage == "bad_json":
-        _rewrite_metadata(state, lambda meta: '{"Format": "nipype_heatmap.partial", oops')
+        _rewrite_metadata(state, lambda meta: '{"Format": "nipype_heatmap.state", oops')
     elif damage == "other_format":
-        _rewrite_metadata(
-            state, lambda meta: json.dumps({**meta, "Format": "x nipype_heatmap.partial"})
-        )
+        _rewrite_metadata(state, lambda meta: {**meta, "Format": "x nipype_heatmap.state"})
     elif damage == "newer_version":
-        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "FormatVersion": 99}))
+        _rewrite_metadata(state, lambda meta: {**meta, "FormatVersion": 99})
     elif damage == "truncated":
         raw = open(state, "rb").read()
         open(state, "wb").write(raw[: len(raw) // 2])
     elif damage == "shape":
-        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "Shape": [7, 8, 10]}))
+        _rewrite_metadata(state, lambda meta: {**meta, "Shape": [7, 8, 10]})
     elif damage == "affine":  # same shape, the metadata's grid moved by 1 mm
         moved = np.asarray(json.loads(read_metadata(state))["Affine"])
         moved[0, 3] += 1.0
-        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "Affine": moved.tolist()}))
+        _rewrite_metadata(state, lambda meta: {**meta, "Affine": moved.tolist()})
     elif damage == "sources_count":
-        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "Sources": ["a", "b"]}))
+        _rewrite_metadata(state, lambda meta: {**meta, "Sources": ["a", "b"]})
     else:
-        _rewrite_metadata(state, lambda meta: json.dumps({**meta, "NInputs": 0, "Sources": []}))
+        _rewrite_metadata(state, lambda meta: {**meta, "NInputs": 0, "Sources": []})
     expected = FileNotFoundError if damage == "missing" else ValueError
     with pytest.raises(expected, match=re.escape(str(state))):
         load_state(state)
@@ -179,7 +187,6 @@ def test_partial_and_merge_interfaces(mixed_nan_inputs, tmp_path):
         cwd.mkdir()
         res = HeatmapState(in_files=chunk).run(cwd=str(cwd))
         assert res.outputs.n_inputs == len(chunk)
-        assert res.outputs.state_file == res.outputs.out_file  # the deprecated name
         states.append(res.outputs.out_file)
     (tmp_path / "merge").mkdir()
     out = MergeHeatmaps(in_files=states, use_mean=False).run(cwd=str(tmp_path / "merge"))
@@ -261,7 +268,7 @@ def test_chunks_starting_with_a_reoriented_file_merge_like_a_single_node(
     for start in range(0, len(files), chunk_size):
         acc = _accumulate(files[start : start + chunk_size])
         states.append(save_state(acc, tmp_path / f"part{start}.nii.gz"))
-    merged = merge_states(states).finalize()
+    merged = merge_states(states).map_image(MapOptions())
     single = compute_heatmap(files)
     assert_allclose(merged.get_fdata(), single.get_fdata(), rtol=1e-6, equal_nan=True)
     assert_array_equal(merged.affine, single.affine)
@@ -277,15 +284,3 @@ def test_partial_of_a_shifted_grid_is_refused_naming_it(make_nifti, tmp_path):
     second = save_state(b, tmp_path / "b_part.nii.gz")
     with pytest.raises(ValueError, match=re.escape(str(second))):
         merge_states([first, second])
-
-
-def test_deprecated_input_names_still_work_with_a_warning(make_nifti, tmp_path):
-    mask = str(make_nifti("a.nii.gz"))
-    with pytest.warns(UserWarning, match="out_name.*deprecated.*output_filename"):
-        partial = HeatmapState(in_files=[mask], out_name="chunk.nii.gz")
-    assert partial.inputs.output_filename == "chunk.nii.gz"
-    state = partial.run(cwd=str(tmp_path)).outputs.out_file
-    assert state.endswith("chunk.nii.gz")
-    with pytest.warns(UserWarning, match="state_files.*deprecated.*in_files"):
-        merge = MergeHeatmaps(state_files=[state])
-    assert merge.inputs.in_files == [state]
