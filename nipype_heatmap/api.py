@@ -810,6 +810,12 @@ def _removal_indices(
                 "to remove (inputs are matched by their recorded path, or a link to the same "
                 "file)"
             )
+        if acc.records[found[-1]].digest is None:
+            raise ValueError(
+                f"{path}: the state {state_path} has no content hash of this input (it was "
+                "saved without hashes), so its removal cannot be checked; recompute the state "
+                "from the files to keep (--save-state records every hash)"
+            )
         indices.append(found[-1])
     return indices
 

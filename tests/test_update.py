@@ -182,6 +182,19 @@ def test_a_file_can_be_replaced_by_a_removal_then_an_add(masks, make_nifti, tmp_
     _assert_same(_maps(acc), _maps(want))
 
 
+def test_states_without_hashes_cannot_lose_files(masks, tmp_path):
+    acc = accumulate_files(masks[:3], overlap=True)  # no digests: merge only
+    state = save_state(acc, tmp_path / "state.nii.gz")
+    assert json.loads(read_metadata(state))["Sources"][0]["Digest"] is None
+    before = open(state, "rb").read()
+    # refused as unhashed, not as "changed since it was added" (the file is unchanged)
+    with pytest.raises(ValueError, match=re.escape(masks[1]) + ": .*no content hash"):
+        update_state(state, remove=[masks[1]])
+    assert open(state, "rb").read() == before
+    update_state(state, add=[masks[3]])  # adding is fine
+    assert load_state(state).n_inputs == 4
+
+
 def test_update_writes_elsewhere_when_asked(masks, tmp_path):
     state = _state(masks[:3], tmp_path / "state.nii.gz")
     before = (tmp_path / "state.nii.gz").read_bytes()
