@@ -159,10 +159,16 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     Raises
     ------
     ValueError
-        If the name does not end in ``.nii``/``.nii.gz``.
+        If the accumulator is empty (no input added: no state could be loaded back), or
+        the name does not end in ``.nii``/``.nii.gz``.
     OSError
         If it cannot be written (the previous file, if any, is unchanged).
     """
+    if acc.n_inputs < 1:
+        raise ValueError(
+            f"{os.fspath(state_file)}: the accumulator is empty (no input added); a state "
+            "needs at least one input"
+        )
     with OutputPlan() as plan:
         path = plan.add("state", state_file)
         plan.write("state", state_chunks(acc))

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from nipype_heatmap import CohortOptions, MapOptions, accumulate_files, api
+from nipype_heatmap import CohortOptions, HeatmapAccumulator, MapOptions, accumulate_files, api
+from nipype_heatmap.accumulate import Reference
+from nipype_heatmap.io import read_volume
 from nipype_heatmap.maps import cohort_images
 from nipype_heatmap.state import load_state, read_metadata, save_state
 
@@ -387,6 +389,10 @@ def test_state_file_is_a_plain_nifti_with_its_grid_and_a_comment_extension(
     assert [ext.get_code() for ext in state.header.extensions] == [6]  # "comment"
     with pytest.raises(ValueError, match="nii"):
         save_state(acc, tmp_path / "state.txt")
+    empty = HeatmapAccumulator(Reference.of(read_volume(masks[0])))
+    with pytest.raises(ValueError, match="empty"):
+        save_state(empty, tmp_path / "e.nii.gz")
+    assert not (tmp_path / "e.nii.gz").exists()  # not a state that cannot be loaded
 
 
 def test_corrupt_volume_lists_and_counts_are_refused(make_nifti, rng, tmp_path):
