@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import nibabel as nb
@@ -12,7 +13,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from nipype_heatmap import CohortOptions, HeatmapAccumulator, MapOptions, accumulate_files, api
 from nipype_heatmap.accumulate import Reference
-from nipype_heatmap.io import read_volume
+from nipype_heatmap.io import LockTimeout, read_volume
 from nipype_heatmap.maps import cohort_images
 from nipype_heatmap.state import load_state, read_metadata, save_state
 
@@ -484,3 +485,101 @@ def test_an_update_leaves_no_worker_thread_behind(make_nifti, tmp_path):
     with no_worker_thread_left():
         acc = update_state(state, add=files[2:], remove=files[:1], num_threads=2)
     assert acc.n_inputs == 3
+
+
+# -- the seams of saved states: concurrent updates ------------------------------------------
+_COMMAND = "import sys; from nipype_heatmap.cli.heatmap import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _command(*argv):
+    """``nipype-heatmap ARGV`` in a process of its own (this package, this Python)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.Popen(
+        [sys.executable, "-c", _COMMAND, *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _first_line(stream, timeout=60.0):
+    """The first line a process writes to a pipe, waiting at most ``timeout`` seconds."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"nothing written in {timeout} s"
+    return stream.readline()
+
+
+def test_concurrent_updates_wait_for_each_other_and_lose_nothing(make_nifti, tmp_path):
+    from nipype_heatmap.io import locked
+
+    files = [str(make_nifti(f"m{i:02d}.nii.gz")) for i in range(10)]
+    state = _state(files[:2], tmp_path / "state.nii.gz")
+    before = open(state, "rb").read()
+    batches = [files[2:6], files[6:10]]
+    with locked(f"{state}.lock", what="the state, held by the test"):
+        updaters = [_command("--update", state, *batch) for batch in batches]
+        # each waits on <state>.lock (its first words), and has not touched the state
+        for process in updaters:
+            line = _first_line(process.stderr)
+            assert line.startswith(f"INFO: Waiting for another run (pid {os.getpid()} "), line
+            assert line.rstrip().endswith(f"to release the state {state}"), line
+        assert [p.poll() for p in updaters] == [None, None]
+        assert open(state, "rb").read() == before
+    # released: both go through, one after the other, and each keeps the other's inputs
+    for process in updaters:
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    acc = load_state(state)
+    assert acc.sources[:2] == files[:2]
+    assert acc.sources[2:] in (batches[0] + batches[1], batches[1] + batches[0])
+    _assert_same(_maps(acc), _maps(accumulate_files(acc.sources, overlap=True, spread=True)))
+
+    # and racing each other from the start (-q: nothing logged), still nothing is lost
+    more = [str(make_nifti(f"n{i:02d}.nii.gz")) for i in range(6)]
+    racers = [_command("--update", state, *more[i::2], "-q") for i in range(2)]
+    for process in racers:
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    assert sorted(load_state(state).sources) == sorted(files + more)
+
+
+def test_an_update_gives_up_naming_the_state_and_the_holder_of_its_lock(make_nifti, tmp_path):
+    import subprocess
+    import sys
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(3)]
+    state = _state(files[:2], tmp_path / "state.nii.gz")
+    before = open(state, "rb").read()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom nipype_heatmap.io import locked\n"
+            "with locked(sys.argv[1], what='the state'):\n"
+            "    print('held', flush=True)\n    sys.stdin.read()\n",
+            f"{state}.lock",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))},
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(LockTimeout) as timeout:
+            update_state(state, add=files[2:], lock_timeout=0.3)
+    finally:
+        holder.communicate("", timeout=30)
+    message = str(timeout.value)
+    assert str(state) in message
+    assert f"pid {holder.pid} on " in message  # the holder, as its lock file records it
+    assert open(state, "rb").read() == before
+    update_state(state, add=files[2:], lock_timeout=0.3)  # released: it goes through
+    assert load_state(state).sources == files
