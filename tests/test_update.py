@@ -583,3 +583,69 @@ def test_an_update_gives_up_naming_the_state_and_the_holder_of_its_lock(make_nif
     assert open(state, "rb").read() == before
     update_state(state, add=files[2:], lock_timeout=0.3)  # released: it goes through
     assert load_state(state).sources == files
+
+
+# -- removals that cancel: the update recomputes from the remaining files --------------------
+@pytest.fixture
+def huge_among_small(make_nifti, rng):
+    """Float maps of values ~1 with missing values; the second has 1e30 in a third of its
+    voxels (an outlier that a subtraction cannot take back out of float64 sums)."""
+    files = []
+    for i in range(4):
+        data = (rng.random(SHAPE) + 0.5).astype(np.float32)
+        if i == 1:
+            data[rng.random(SHAPE) < 0.3] = 1e30
+        data[rng.random(SHAPE) < 0.1] = np.nan
+        files.append(str(make_nifti(f"f{i}.nii.gz", data)))
+    return files
+
+
+def test_removing_a_huge_input_recomputes_from_the_remaining_files(
+    huge_among_small, tmp_path, caplog
+):
+    files = huge_among_small
+    state = _state(files, tmp_path / "state.nii.gz")
+    with caplog.at_level("WARNING", logger="nipype_heatmap"):
+        acc = update_state(state, remove=[files[1]])
+    assert "recomputing the state from its 3 remaining input(s)" in caplog.text
+    rest = [f for f in files if f != files[1]]
+    assert acc.sources == rest
+    stack = np.stack([nb.load(f).get_fdata() for f in rest])
+    with np.errstate(invalid="ignore"):
+        mean = acc.aggregate(MapOptions(clip_to_input_range=False))
+        assert_allclose(mean, np.nanmean(stack, axis=0), rtol=1e-15, equal_nan=True)
+        got = _maps(acc, ddof=0)
+        assert_allclose(got["std"], np.nanstd(stack, axis=0), rtol=2e-7, equal_nan=True)
+    # the saved state is the recompute's, bit for bit, and so are its maps
+    want = _maps(accumulate_files(rest, overlap=True, spread=True), ddof=0)
+    _assert_same(got, want)
+    _assert_same(_maps(load_state(state), ddof=0), want)
+
+
+def test_a_recompute_refuses_a_remaining_input_that_changed(
+    huge_among_small, make_nifti, tmp_path
+):
+    files = huge_among_small
+    state = _state(files, tmp_path / "state.nii.gz")
+    before = open(state, "rb").read()
+    changed = np.asarray(nb.load(files[2]).dataobj).copy()
+    changed[0, 0, 0] = 7.0
+    make_nifti("f2.nii.gz", changed)  # edited on disk after it was added
+    with pytest.raises(
+        ValueError,
+        match=re.escape(files[2]) + ": the file has changed since it was added .*recompute",
+    ):
+        update_state(state, remove=[files[1]])
+    assert open(state, "rb").read() == before
+
+
+def test_removing_2_to_the_60_from_an_int64_state_leaves_exactly_1(make_nifti, tmp_path):
+    big = str(make_nifti("big.nii", np.full(SHAPE, 2**60, np.int64)))
+    one = str(make_nifti("one.nii", np.ones(SHAPE, np.int64)))
+    state = _state([big, one], tmp_path / "state.nii.gz")
+    assert not load_state(state).exact  # 2**60 + 1 is beyond float64's integers: 2**60
+    acc = update_state(state, remove=[big])
+    assert acc.exact
+    assert_array_equal(acc.sum.values, 1)
+    assert_array_equal(acc.aggregate(MapOptions(use_mean=False), np.float64), 1.0)
+    _assert_same(_maps(acc), _maps(accumulate_files([one], overlap=True, spread=True)))
