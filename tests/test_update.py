@@ -718,3 +718,43 @@ def test_an_integer_state_is_exact_again_once_a_float_input_is_removed(
     assert_array_equal(acc.sum.values, recompute.sum.values)
     _assert_same(_maps(acc), _maps(recompute))  # heatmap, std and variance bit for bit
     _assert_same(_maps(load_state(state)), _maps(recompute))
+
+
+# -- identity: links are the file, copies are other inputs --------------------------------------
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_adding_a_link_to_an_input_is_refused_naming_both(masks, tmp_path, link):
+    state = _state(masks[:3], tmp_path / "state.nii.gz")
+    before = open(state, "rb").read()
+    alias = tmp_path / "links" / "alias.nii.gz"
+    alias.parent.mkdir()
+    (os.symlink if link == "symlink" else os.link)(masks[1], alias)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(str(alias)) + ": already an input of the state .*" + re.escape(masks[1]),
+    ):
+        update_state(state, add=[masks[3], str(alias)])
+    assert open(state, "rb").read() == before
+
+
+def test_an_identical_copy_of_an_input_is_added_and_logged(masks, tmp_path, caplog):
+    import shutil
+
+    state = _state(masks[:3], tmp_path / "state.nii.gz")
+    copy = tmp_path / "copies" / "m1_copy.nii.gz"
+    copy.parent.mkdir()
+    shutil.copyfile(masks[1], copy)  # same bytes, another inode
+    with caplog.at_level("INFO", logger="nipype_heatmap"):
+        acc = update_state(state, add=[str(copy)])
+    assert acc.sources == [*masks[:3], str(copy)]
+    assert f"{copy}: identical content to the input {masks[1]}" in caplog.text
+    _assert_same(_maps(acc), _maps(accumulate_files(acc.sources, overlap=True, spread=True)))
+
+
+def test_an_input_can_be_removed_through_a_link_to_it(masks, tmp_path):
+    state = _state(masks[:4], tmp_path / "state.nii.gz")
+    alias = tmp_path / "alias.nii.gz"
+    os.symlink(masks[2], alias)
+    acc = update_state(state, remove=[str(alias)])
+    assert acc.sources == [masks[0], masks[1], masks[3]]
+    want = accumulate_files(acc.sources, overlap=True, spread=True)
+    _assert_same(_maps(acc), _maps(want))
