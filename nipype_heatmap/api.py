@@ -792,8 +792,9 @@ def update_state(
 def _removal_indices(
     acc: HeatmapAccumulator, state_path: str, remove: Sequence[str | os.PathLike[str]]
 ) -> list[int]:
-    """The positions of the inputs to remove: by their recorded path, or a link to the same
-    file; each once."""
+    """The positions of the inputs to remove: by their recorded path, or a link to the file
+    at that path now (not by the recorded inode: files restored under their paths get new
+    ones, and the system gives freed ones to other files); each once."""
     indices: list[int] = []
     for item in remove:
         path = os.path.abspath(os.fspath(item))
@@ -802,7 +803,7 @@ def _removal_indices(
             i
             for i, r in enumerate(acc.records)
             if i not in indices
-            and (r.path == path or (identity is not None and r.identity == identity))
+            and (r.path == path or (identity is not None and file_identity(r.path) == identity))
         ]
         if not found:
             raise ValueError(
@@ -821,16 +822,13 @@ def _removal_indices(
 
 
 def _refuse_already_added(acc: HeatmapAccumulator, state_path: str, to_add: Sequence[str]):
-    """Refuse a file to add that is already an input: the same path, or the same file (device
-    and inode) still at its recorded path."""
+    """Refuse a file to add that is already an input: the same path, or the file (device and
+    inode) at its recorded path now, whatever inode was recorded (files restored or synced
+    under their paths get new ones)."""
     for path in to_add:
         identity = file_identity(path)
         for number, record in enumerate(acc.records, start=1):
-            same_file = (
-                identity is not None
-                and record.identity == identity
-                and file_identity(record.path) == identity
-            )
+            same_file = identity is not None and file_identity(record.path) == identity
             if record.path == path or same_file:
                 raise ValueError(
                     f"{path}: already an input of the state {state_path} (input {number}, "

@@ -758,3 +758,49 @@ def test_an_input_can_be_removed_through_a_link_to_it(masks, tmp_path):
     assert acc.sources == [masks[0], masks[1], masks[3]]
     want = accumulate_files(acc.sources, overlap=True, spread=True)
     _assert_same(_maps(acc), _maps(want))
+
+
+def _new_inode(path):
+    """Give a file a new inode with the same bytes (restored from a backup, re-synced)."""
+    import shutil
+
+    shutil.copyfile(path, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+
+
+def test_a_link_to_an_input_restored_under_its_path_is_still_that_input(masks, tmp_path):
+    # The state recorded each input's inode; the files were restored since (same paths,
+    # same bytes, new inodes). A link to one is still that input: adding it is refused,
+    # removing through it works.
+    state = _state(masks[:4], tmp_path / "state.nii.gz")
+    for path in masks[:4]:
+        _new_inode(path)
+    alias = tmp_path / "alias.nii.gz"
+    os.symlink(masks[1], alias)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(str(alias)) + ": already an input of the state .*" + re.escape(masks[1]),
+    ):
+        update_state(state, add=[str(alias)])
+    assert load_state(state).n_inputs == 4
+    acc = update_state(state, remove=[str(alias)])
+    assert acc.sources == [masks[0], masks[2], masks[3]]
+
+
+def test_a_recorded_inode_now_of_another_file_does_not_remove_that_one(masks, tmp_path):
+    # Inode numbers are reused: the inode recorded for m2 may now be m1's. Removing m1
+    # through a link must remove m1, never m2 (whose unchanged bytes would pass the check).
+    from .test_state import _rewrite_metadata
+
+    state = _state(masks[:4], tmp_path / "state.nii.gz")
+    reused = list(os.stat(masks[1])[1:3][::-1])  # [device, inode] of m1 now
+
+    def reuse(meta):
+        meta["Sources"][2]["Identity"] = reused
+        return meta
+
+    _rewrite_metadata(state, reuse)
+    alias = tmp_path / "alias.nii.gz"
+    os.symlink(masks[1], alias)
+    acc = update_state(state, remove=[str(alias)])
+    assert acc.sources == [masks[0], masks[2], masks[3]]
