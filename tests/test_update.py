@@ -804,3 +804,68 @@ def test_a_recorded_inode_now_of_another_file_does_not_remove_that_one(masks, tm
     os.symlink(masks[1], alias)
     acc = update_state(state, remove=[str(alias)])
     assert acc.sources == [masks[0], masks[2], masks[3]]
+
+
+# -- transactions: the state and its maps change together or not at all ----------------------
+_COHORT = CohortOptions(coverage=True, std=True, min_count=2)
+
+
+def _snapshot(folder):
+    """Every file under a folder (hidden ones too), with its bytes; not the state's lock
+    file, which stays (see nipype_heatmap.io.locking)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
+
+
+def _saved_with_maps(masks, tmp_path):
+    """A state of masks[:3] with its maps, in out/; return the state and the heatmap."""
+    out = tmp_path / "out"
+    api.make_maps(masks[:3], out / "map.nii.gz", cohort=_COHORT, state_file=out / "state.nii.gz")
+    return out / "state.nii.gz", out / "map.nii.gz"
+
+
+def _assert_maps_of(written, files):
+    want = api.make_maps(files, written["heatmap"].replace("map", "ref"), cohort=_COHORT)[1]
+    for role, path in written.items():
+        if role in ("state", "table"):
+            continue
+        got, ref = nb.load(path), nb.load(want[role])
+        assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(ref.dataobj), role)
+
+
+@pytest.mark.parametrize("failing", ["coverage", "state"])
+def test_a_failed_write_of_an_update_leaves_the_state_and_its_maps_as_they_were(
+    masks, tmp_path, monkeypatch, failing
+):
+    import errno
+
+    from nipype_heatmap.io import writing
+
+    state, heatmap = _saved_with_maps(masks, tmp_path)
+    before = _snapshot(tmp_path / "out")
+    real_write = writing.Temporary.write
+
+    def full_disk(self, chunks):
+        if os.path.basename(self.out_file).startswith(
+            ("map_coverage", "state")[failing == "state"]
+        ):
+            raise OSError(errno.ENOSPC, f"{self.out_file}: cannot write the output (full)")
+        return real_write(self, chunks)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writing.Temporary, "write", full_disk)
+        with pytest.raises(OSError, match="full"):
+            api.update_state(
+                state, add=masks[3:5], remove=[masks[0]], out_file=heatmap, cohort=_COHORT
+            )
+    assert _snapshot(tmp_path / "out") == before  # no file changed, no temporary left
+    # the same command again, the disk no longer full: it goes through
+    acc, written = api.update_state(
+        state, add=masks[3:5], remove=[masks[0]], out_file=heatmap, cohort=_COHORT
+    )
+    assert acc.sources == [masks[1], masks[2], masks[3], masks[4]]
+    assert load_state(state).sources == acc.sources
+    _assert_maps_of(written, acc.sources)
