@@ -869,3 +869,27 @@ def test_a_failed_write_of_an_update_leaves_the_state_and_its_maps_as_they_were(
     assert acc.sources == [masks[1], masks[2], masks[3], masks[4]]
     assert load_state(state).sources == acc.sources
     _assert_maps_of(written, acc.sources)
+
+
+def test_a_folder_in_the_way_of_a_map_leaves_the_state_and_its_maps_as_they_were(
+    masks, tmp_path, monkeypatch
+):
+    state, _ = _saved_with_maps(masks, tmp_path)
+    before = _snapshot(tmp_path / "out")
+    heatmap = tmp_path / "out" / "v2.nii.gz"  # the updated maps, beside the old ones
+    in_the_way = tmp_path / "out" / "v2_std.nii.gz"
+    real_write_maps = api.write_maps
+
+    def then_a_folder(acc, plan, options, cohort):
+        real_write_maps(acc, plan, options, cohort)
+        os.mkdir(in_the_way)  # after planning and writing: in the way of its rename
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "write_maps", then_a_folder)
+        with pytest.raises(OSError, match=re.escape(str(in_the_way))):
+            api.update_state(state, add=masks[3:5], out_file=heatmap, cohort=_COHORT)
+    os.rmdir(in_the_way)
+    assert _snapshot(tmp_path / "out") == before  # no new map, no temporary, the old state
+    acc, written = api.update_state(state, add=masks[3:5], out_file=heatmap, cohort=_COHORT)
+    assert load_state(state).sources == masks[:5]
+    _assert_maps_of(written, masks[:5])

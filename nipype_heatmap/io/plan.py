@@ -225,6 +225,7 @@ class OutputPlan:
         entries = [(t.path, t.out_file) for t in self._written.values()]
         if len(entries) == 1:
             temporary = next(iter(self._written.values()))
+            _check_destinations(entries)
             temporary.rename()
             fsync_folder(os.path.dirname(temporary.out_file))
         else:
@@ -234,6 +235,7 @@ class OutputPlan:
                     stack.enter_context(
                         locked(folder_lock(folder), what=f"the output folder {folder}")
                     )
+                _check_destinations(entries)
                 journals = _write_journals(folders, entries)
                 for temporary in self._written.values():
                     temporary.rename()
@@ -303,6 +305,18 @@ def _prepare_folder(folder: str, out_file: str) -> None:
         raise type(err)(
             err.errno, f"{folder}: output folder is not writable ({err.strerror})"
         ) from err
+
+
+def _check_destinations(entries: list[tuple[str, str]]) -> None:
+    """Refuse, before the first rename, an output path that became a folder since it was
+    planned: its rename would fail after others had replaced their files."""
+    for _, final in entries:
+        if os.path.isdir(final) and not os.path.islink(final):
+            raise IsADirectoryError(
+                errno.EISDIR,
+                f"{final}: output path is now a folder (made while this run was writing); "
+                "no output was replaced: move it away and run again",
+            )
 
 
 # -- the journal of a commit -------------------------------------------------------------
