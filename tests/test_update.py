@@ -893,3 +893,47 @@ def test_a_folder_in_the_way_of_a_map_leaves_the_state_and_its_maps_as_they_were
     acc, written = api.update_state(state, add=masks[3:5], out_file=heatmap, cohort=_COHORT)
     assert load_state(state).sources == masks[:5]
     _assert_maps_of(written, masks[:5])
+
+
+def _killed_after_the_first_rename(monkeypatch, exception):
+    """Make the next commit stop after its first rename, as a Ctrl-C (or an exit) there
+    would; return the list that receives the renamed file."""
+    from nipype_heatmap.io import writing
+
+    real_rename = writing.Temporary.rename
+    renamed = []
+
+    def rename(self):
+        if renamed:
+            raise exception
+        real_rename(self)
+        renamed.append(self.out_file)
+
+    monkeypatch.setattr(writing.Temporary, "rename", rename)
+    return renamed
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
+def test_the_next_run_completes_a_set_interrupted_between_its_renames(
+    masks, tmp_path, monkeypatch, caplog, exception
+):
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    api.make_maps(masks[:3], out / "map.nii.gz", cohort=_COHORT, state_file=out / "s.nii.gz")
+    older = _snapshot(out)
+    api.make_maps(masks[:5], ref / "map.nii.gz", cohort=_COHORT, state_file=ref / "s.nii.gz")
+    newer = _snapshot(ref)
+    with monkeypatch.context() as patch:
+        renamed = _killed_after_the_first_rename(patch, exception)
+        with pytest.raises(exception):
+            api.make_maps(
+                masks[:5], out / "map.nii.gz", cohort=_COHORT, state_file=out / "s.nii.gz"
+            )
+    assert len(renamed) == 1
+    # the next run into that folder, whatever it writes, first completes that set
+    with caplog.at_level("WARNING", logger="nipype_heatmap"):
+        api.write_heatmap(masks[:2], out / "other.nii.gz")
+    assert "Completed an earlier run's interrupted write of 7 file(s)" in caplog.text
+    now = _snapshot(out)
+    assert not [name for name in now if name.startswith(".")]  # no journal, no temporary
+    assert {name: now[name] for name in newer} == newer  # the whole interrupted set
+    assert set(now) == {*older, "other.nii.gz"}

@@ -216,8 +216,10 @@ class OutputPlan:
         RuntimeError
             If a declared output was not written (a bug of the caller).
         OSError
-            If a rename fails (then no output was replaced: the renames are the last step,
-            prepared so that they cannot fail but for the system).
+            If an output path became a folder since it was planned (then no output was
+            replaced), or a rename fails for the system. An error or an interrupt (Ctrl-C)
+            between the renames of several files leaves the rest, complete, for the next
+            run into those folders to put in place, as after a kill (module doc).
         """
         missing = [role for role in self._outputs if role not in self._written]
         if missing:
@@ -237,8 +239,16 @@ class OutputPlan:
                     )
                 _check_destinations(entries)
                 journals = _write_journals(folders, entries)
-                for temporary in self._written.values():
-                    temporary.rename()
+                try:
+                    for temporary in self._written.values():
+                        temporary.rename()
+                except BaseException:
+                    # The set is decided once its journal is on disk: the files not renamed
+                    # yet (complete) stay for the next run into these folders to put in
+                    # place, as after a kill; removing them would mix two sets for good.
+                    for temporary in self._written.values():
+                        temporary.path = None  # close() releases its lock, keeps the file
+                    raise
                 for folder in folders:
                     fsync_folder(folder)
                 for journal in journals:
