@@ -40,6 +40,7 @@ from .io import (
     locked,
     read_header,
     read_volume,
+    recover_interrupted_commits,
     same_target,
     split_nifti_name,
     warn_duplicates,
@@ -753,6 +754,8 @@ def update_state(
     """
     state_path = os.path.abspath(os.fspath(state_file))
     with locked(f"{state_path}.lock", what=f"the state {state_path}", timeout=lock_timeout):
+        # an earlier update killed between its renames: its state first, then this one
+        recover_interrupted_commits(os.path.dirname(state_path))
         acc = load_state(state_path)
         indices = _removal_indices(acc, state_path, remove)
         n_kept = acc.n_inputs - len(indices)

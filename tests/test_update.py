@@ -937,3 +937,23 @@ def test_the_next_run_completes_a_set_interrupted_between_its_renames(
     assert not [name for name in now if name.startswith(".")]  # no journal, no temporary
     assert {name: now[name] for name in newer} == newer  # the whole interrupted set
     assert set(now) == {*older, "other.nii.gz"}
+
+
+def test_an_update_after_an_interrupted_one_starts_from_its_completed_state(
+    masks, tmp_path, monkeypatch, caplog
+):
+    state, heatmap = _saved_with_maps(masks, tmp_path)
+    with monkeypatch.context() as patch:
+        renamed = _killed_after_the_first_rename(patch, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    assert renamed == [str(heatmap)]  # the new heatmap, beside the old state
+    assert load_state(state).sources == masks[:3]
+    # the next update of that state takes the interrupted one's set, state included, as
+    # its start: nothing that run added is lost
+    with caplog.at_level("WARNING", logger="nipype_heatmap"):
+        acc, written = api.update_state(state, add=[masks[4]], out_file=heatmap, cohort=_COHORT)
+    assert "Completed an earlier run's interrupted write" in caplog.text
+    assert acc.sources == masks[:5]
+    assert load_state(state).sources == masks[:5]
+    _assert_maps_of(written, masks[:5])
