@@ -653,6 +653,8 @@ def merge_and_write(
 
     with OutputPlan() as plan:
         plan.refuse_inputs(state_files, "state")
+        for folder in {os.path.dirname(os.path.abspath(f)) for f in state_files}:
+            recover_interrupted_commits(folder)  # a state an interrupted run was replacing
         acc = merge_states(state_files)
         plan_maps(plan, out_file, cohort, acc.n_inputs)
         write_maps(acc, plan, options, cohort)

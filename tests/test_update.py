@@ -957,3 +957,17 @@ def test_an_update_after_an_interrupted_one_starts_from_its_completed_state(
     assert acc.sources == masks[:5]
     assert load_state(state).sources == masks[:5]
     _assert_maps_of(written, masks[:5])
+
+
+def test_maps_merged_after_an_interrupted_update_are_those_of_its_completed_state(
+    masks, tmp_path, monkeypatch
+):
+    state, heatmap = _saved_with_maps(masks, tmp_path)
+    with monkeypatch.context() as patch:
+        _killed_after_the_first_rename(patch, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    # the maps of the state, written where the interrupted update wrote them
+    acc, written = api.merge_and_write([state], heatmap, cohort=_COHORT)
+    assert acc.sources == masks[:4] and load_state(state).sources == masks[:4]
+    _assert_maps_of(written, masks[:4])
