@@ -284,3 +284,186 @@ def test_partial_of_a_shifted_grid_is_refused_naming_it(make_nifti, tmp_path):
     second = save_state(b, tmp_path / "b_part.nii.gz")
     with pytest.raises(ValueError, match=re.escape(str(second))):
         merge_states([first, second])
+
+
+# -- damaged or edited states: refused naming the file, whatever the damage ------------------
+@pytest.fixture
+def states(make_nifti, rng, tmp_path):
+    """A state of each form (overlap and spread tracked): masks (only a sum, uint8),
+    integers (sum, non-zero count and exact squares) and floats with missing values (sum,
+    count, non-zero count and M2, float64)."""
+    made = {}
+    for kind in ("masks", "integers", "floats"):
+        files = []
+        for i in range(3):
+            if kind == "masks":
+                data = (rng.random(SHAPE) > 0.6).astype(np.uint8)
+            elif kind == "integers":
+                data = rng.integers(-5, 9, SHAPE).astype(np.int16)
+            else:
+                data = rng.random(SHAPE).astype(np.float32) + 0.5
+                data[rng.random(SHAPE) < 0.2] = np.nan
+            files.append(make_nifti(f"{kind}{i}.nii.gz", data))
+        acc = accumulate_files(files, digests=True, overlap=True, spread=True)
+        made[kind] = save_state(acc, tmp_path / f"{kind}_state.nii.gz")
+    return made
+
+
+def _edited(state, tmp_path, change, data_change=None):
+    """A copy of a state with its metadata (and voxels) changed, re-signed: the checksum
+    matches, so what refuses it is the state's validation."""
+    copy = tmp_path / "edited.nii.gz"
+    copy.write_bytes(open(state, "rb").read())
+    if data_change is not None:
+        img = nb.load(copy)
+        data = np.asanyarray(img.dataobj).copy()
+        data_change(data, json.loads(read_metadata(copy))["Volumes"])
+        nb.Nifti1Image(data, img.affine, img.header).to_filename(copy)
+    _rewrite_metadata(copy, change)
+    return copy
+
+
+def _source(index, **fields):
+    def change(meta):
+        meta["Sources"][index].update(fields)
+        return meta
+
+    return change
+
+
+def _field(key, **fields):
+    def change(meta):
+        meta[key] = {**meta[key], **fields}
+        return meta
+
+    return change
+
+
+def _garbage_header(length=348):
+    import base64
+
+    return base64.b64encode(b"x" * length).decode("ascii")
+
+
+def _volume(name, value):
+    def change(data, names):
+        data[1, 2, 3, names.index(name)] = value
+
+    return change
+
+
+# (kind of state, metadata change, voxel change, what the message says)
+DAMAGES = {
+    "range narrowed (masks)": ("masks", _source(1, Range=[0.0, 0.0]), None, "a sum from"),
+    "range narrowed (integers)": ("integers", _source(0, Range=[0.0, 1.0]), None, "sum"),
+    "range narrowed (floats)": ("floats", _source(2, Range=[0.5, 0.6]), None, "a sum larger"),
+    "range not a pair": ("floats", _source(0, Range=[0.5]), None, "corrupt"),
+    "exact sum of floats": ("floats", _field("Sum", Exact=True), None, "an exact sum of non"),
+    "negative rounding": ("floats", _field("Sum", Rounding=-1.0), None, "the Sum fields"),
+    "binary spread of integers": (
+        "integers",
+        _field("CohortStats", SpreadForm="binary"),
+        None,
+        "the squares volume",
+    ),
+    "binary spread, non-binary sources": (
+        "masks",
+        lambda m: _field("CohortStats", Overlap=False)(_source(0, Range=[0.0, 2.0])(m)),
+        None,
+        "a binary spread of inputs that are not binary masks",
+    ),
+    "NInputs above the sources": (
+        "masks",
+        lambda m: {**m, "NInputs": m["NInputs"] + 1},
+        None,
+        "NInputs 4 with 3 sources",
+    ),
+    "NInputs below the sources": (
+        "floats",
+        lambda m: {**m, "NInputs": 2},
+        None,
+        "NInputs 2 with 3 sources",
+    ),
+    "sum outside its inputs' bounds": ("masks", None, _volume("sum", 4), "a sum from 0 to 4"),
+    "float sum beyond its magnitude": ("floats", None, _volume("sum", 1e6), "a sum larger"),
+    "count above NInputs": ("floats", None, _volume("count", 4.0), "a count from"),
+    "count not whole": ("floats", None, _volume("count", 1.5), "a count that is not whole"),
+    "nonzero above NInputs": ("integers", None, _volume("nonzero", 7), "a nonzero count from"),
+    "negative squares": ("integers", None, _volume("squares", -1), "a sum of squares from"),
+    "negative m2": ("floats", None, _volume("m2", -1e-3), "a negative or non-finite M2"),
+    "m2 not finite": ("floats", None, _volume("m2", np.inf), "a negative or non-finite M2"),
+    "ReferenceHeader not base64": (
+        "masks",
+        lambda m: {**m, "ReferenceHeader": "@@"},
+        None,
+        "corrupt",
+    ),
+    "unknown ImageClass": ("masks", lambda m: {**m, "ImageClass": "MGHImage"}, None, "corrupt"),
+    "volumes out of order": (
+        "floats",
+        lambda m: {**m, "Volumes": ["sum", "nonzero", "count", "m2"]},
+        None,
+        "volumes out of order",
+    ),
+    "volume not in the format": (
+        "integers",
+        lambda m: {**m, "Volumes": ["sum", "nonzero", "cubes"]},
+        None,
+        "unknown volumes",
+    ),
+    "fewer volumes than the data": (
+        "integers",
+        lambda m: {**m, "Volumes": ["sum", "nonzero"]},
+        None,
+        "the squares volume",
+    ),
+    "shape of another grid": ("masks", lambda m: {**m, "Shape": [9, 8, 7]}, None, "data"),
+    "affine moved": (
+        "floats",
+        lambda m: {**m, "Affine": (np.asarray(m["Affine"]) + np.eye(4)).tolist()},
+        None,
+        "an affine other than",
+    ),
+    "a field missing": (
+        "integers",
+        lambda m: {k: v for k, v in m.items() if k != "Sum"},
+        None,
+        "corrupt",
+    ),
+    "sources not objects": ("masks", lambda m: {**m, "Sources": [1, 2, 3]}, None, "corrupt"),
+    "metadata not an object": ("masks", lambda m: json.dumps([m]), None, "metadata"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_or_edited_state_is_refused_naming_it(states, tmp_path, damage):
+    kind, change, data_change, what = DAMAGES[damage]
+    edited = _edited(states[kind], tmp_path, change or (lambda meta: meta), data_change)
+    with pytest.raises(ValueError, match=re.escape(str(edited)) + ".*" + re.escape(what)) as err:
+        load_state(edited)
+    assert type(err.value) is ValueError  # never another exception type, nor a subclass
+
+
+@pytest.mark.parametrize("checksum", ["removed", "changed"])
+def test_a_state_whose_checksum_was_removed_or_changed_is_refused(states, tmp_path, checksum):
+    def change(meta):
+        if checksum == "removed":
+            del meta["Checksum"]
+        else:
+            meta["Checksum"] = "sha256:" + "0" * 64
+        return json.dumps(meta)  # written as it is: not re-signed
+
+    edited = _edited(states["floats"], tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(str(edited)) + ": this state was changed"):
+        load_state(edited)
+
+
+def test_a_state_edited_without_a_new_checksum_is_refused(states, tmp_path):
+    # the same edit as "range narrowed (floats)", but the checksum left as it was
+    def change(meta):
+        meta["Sources"][2]["Range"] = [0.5, 0.6]
+        return json.dumps(meta)
+
+    edited = _edited(states["floats"], tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(str(edited)) + ": this state was changed"):
+        load_state(edited)
