@@ -55,6 +55,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+from nibabel.spatialimages import HeaderDataError
+from nibabel.wrapstruct import WrapStructError
 
 from ._version import __version__
 from .accumulate import (
@@ -225,7 +227,17 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
         return _restore(meta, data, header)
     except _Invalid as err:
         raise ValueError(f"{path}: invalid state ({err}); rebuild it from its inputs") from err
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, binascii.Error) as err:
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+        binascii.Error,
+        HeaderDataError,  # a header block nibabel cannot parse
+        WrapStructError,  # a header block of the wrong size for its class
+    ) as err:
         raise ValueError(
             f"{path}: corrupt state ({type(err).__name__}: {err}); rebuild it from its inputs"
         ) from err
@@ -250,6 +262,10 @@ def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
     block = base64.b64decode(meta["ReferenceHeader"], validate=True)
     ref_header = header_from_bytes(block, meta["ImageClass"])
 
+    _require(
+        all(r.value_range is None or all(map(math.isfinite, r.value_range)) for r in records),
+        "a source whose Range is not finite",
+    )
     integer = all(r.integer for r in records)
     binary = integer and all(r.value_range is None or _binary_range(r) for r in records)
     _require(

@@ -357,6 +357,7 @@ DAMAGES = {
     "range narrowed (masks)": ("masks", _source(1, Range=[0.0, 0.0]), None, "a sum from"),
     "range narrowed (integers)": ("integers", _source(0, Range=[0.0, 1.0]), None, "sum"),
     "range narrowed (floats)": ("floats", _source(2, Range=[0.5, 0.6]), None, "a sum larger"),
+    "range not finite": ("integers", _source(0, Range=[0.0, float("inf")]), None, "Range"),
     "range not a pair": ("floats", _source(0, Range=[0.5]), None, "corrupt"),
     "exact sum of floats": ("floats", _field("Sum", Exact=True), None, "an exact sum of non"),
     "negative rounding": ("floats", _field("Sum", Rounding=-1.0), None, "the Sum fields"),
@@ -395,6 +396,24 @@ DAMAGES = {
     "ReferenceHeader not base64": (
         "masks",
         lambda m: {**m, "ReferenceHeader": "@@"},
+        None,
+        "corrupt",
+    ),
+    "ReferenceHeader garbage": (
+        "masks",
+        lambda m: {**m, "ReferenceHeader": _garbage_header()},
+        None,
+        "corrupt",
+    ),
+    "ReferenceHeader too short": (
+        "floats",
+        lambda m: {**m, "ReferenceHeader": _garbage_header(40)},
+        None,
+        "corrupt",
+    ),
+    "ImageClass of another header size": (
+        "integers",
+        lambda m: {**m, "ImageClass": "Nifti2Image"},
         None,
         "corrupt",
     ),
