@@ -301,6 +301,21 @@ def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
         np.allclose(header.get_best_affine(), affine, atol=1e-4),
         "an affine other than the one its metadata records",
     )
+    # Each source's header becomes the maps' header and grid once the inputs before it
+    # are removed: each must be one, on this grid (up to a re-ordering of voxel axes).
+    grid = Grid(shape, affine, "the state")
+    for block_of, class_of in {(r.header, r.image_class) for r in records}:
+        source = header_from_bytes(block_of, class_of)
+        dims = tuple(int(n) for n in source.get_data_shape()[:3])
+        on_grid = len(dims) == 3 and (
+            grid.matches(dims, source.get_best_affine())
+            or grid.reordering(dims, source.get_best_affine()) is not None
+        )
+        _require(on_grid, "a source header not on the state's grid")
+    _require(
+        (records[0].header, records[0].image_class) == (block, meta["ImageClass"]),
+        "a ReferenceHeader other than its first source's header",
+    )
 
     volumes = {name: data[..., i] for i, name in enumerate(names)}
     total = volumes["sum"]

@@ -18,7 +18,7 @@ from nipype_heatmap.state import load_state, merge_states, read_metadata, save_s
 from nipype_heatmap.workflows import init_scaled_heatmap_wf
 from nipype_heatmap.workflows.scaled_heatmap import _split_chunks
 
-from .conftest import SHAPE
+from .conftest import SHAPE, default_affine
 
 PLUGINS = [
     pytest.param("Linear", {}, id="Linear"),
@@ -345,6 +345,33 @@ def _garbage_header(length=348):
     return base64.b64encode(b"x" * length).decode("ascii")
 
 
+def _other_header(block, index=1):
+    """Give the source at ``index`` a header block of its own (bytes)."""
+    import base64
+
+    def change(meta):
+        meta["Headers"].append(base64.b64encode(block).decode("ascii"))
+        meta["Sources"][index]["Header"] = len(meta["Headers"]) - 1
+        return meta
+
+    return change
+
+
+def _header_of(shape=SHAPE, affine=None, **fields):
+    header = nb.Nifti1Image(
+        np.zeros(shape, np.uint8), default_affine() if affine is None else affine
+    ).header
+    for key, value in fields.items():
+        header[key] = value
+    return header.binaryblock
+
+
+def _half_a_voxel_off():
+    affine = default_affine()
+    affine[0, 3] += 1.0  # voxels of 2 mm
+    return affine
+
+
 def _volume(name, value):
     def change(data, names):
         data[1, 2, 3, names.index(name)] = value
@@ -416,6 +443,31 @@ DAMAGES = {
         lambda m: {**m, "ImageClass": "Nifti2Image"},
         None,
         "corrupt",
+    ),
+    "a source header of garbage": ("masks", _other_header(b"x" * 348), None, "corrupt"),
+    "a source header of another grid": (
+        "floats",
+        _other_header(_header_of((7, 8, 10))),
+        None,
+        "a source header not on the state's grid",
+    ),
+    "a source header moved off the grid": (
+        "integers",
+        _other_header(_header_of(affine=_half_a_voxel_off())),
+        None,
+        "a source header not on the state's grid",
+    ),
+    "a source ImageClass of another header size": (
+        "masks",
+        _source(2, ImageClass="Nifti2Image"),
+        None,
+        "corrupt",
+    ),
+    "a ReferenceHeader other than the first source's": (
+        "floats",
+        _other_header(_header_of(descrip=b"another header"), index=0),
+        None,
+        "a ReferenceHeader other than its first source's header",
     ),
     "unknown ImageClass": ("masks", lambda m: {**m, "ImageClass": "MGHImage"}, None, "corrupt"),
     "volumes out of order": (
