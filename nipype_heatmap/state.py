@@ -212,7 +212,7 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
     if meta.get("Format") != FORMAT:
         raise ValueError(f"{path}: not a nipype_heatmap state (Format != {FORMAT})")
     version = meta.get("FormatVersion")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise ValueError(
             f"{path}: state format version {version} is not {FORMAT_VERSION}; "
@@ -248,6 +248,7 @@ class _Invalid(Exception):
 
 
 def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
+    _check_types(meta)
     records = records_from_json(meta)
     n_inputs = int(meta["NInputs"])
     names = [str(n) for n in meta["Volumes"]]
@@ -369,6 +370,68 @@ def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
         nonzero=nonzero_count,
         spread=spread_stats,
     )
+
+
+def _check_types(meta: dict) -> None:
+    """Refuse fields of the wrong JSON type, which Python would otherwise turn into
+    something plausible (``str(None)`` as a path, ``bool("no")`` as true, ``int(3.5)``)."""
+
+    def whole(value: object) -> bool:
+        return type(value) is int  # not bool, not 3.0
+
+    def number(value: object) -> bool:
+        return type(value) in (int, float)
+
+    def text(value: object) -> bool:
+        return type(value) is str
+
+    def flag(value: object) -> bool:
+        return type(value) is bool
+
+    checks = {
+        "NInputs": whole(meta["NInputs"]),
+        "Volumes": type(meta["Volumes"]) is list and all(map(text, meta["Volumes"])),
+        "Shape": type(meta["Shape"]) is list and all(whole(n) and n > 0 for n in meta["Shape"]),
+        "ImageClass": text(meta["ImageClass"]),
+        "ReferenceHeader": text(meta["ReferenceHeader"]),
+        "Headers": type(meta["Headers"]) is list and all(map(text, meta["Headers"])),
+        "Sum.Exact": flag(meta["Sum"]["Exact"]),
+        "Sum.Rounding": number(meta["Sum"]["Rounding"]),
+        "CohortStats.Overlap": flag(meta["CohortStats"]["Overlap"]),
+        "CohortStats.Spread": flag(meta["CohortStats"]["Spread"]),
+        "CohortStats.SpreadForm": meta["CohortStats"]["SpreadForm"] is None
+        or text(meta["CohortStats"]["SpreadForm"]),
+        "CohortStats.SquareBound": whole(meta["CohortStats"]["SquareBound"]),
+        "Sources": type(meta["Sources"]) is list
+        and all(type(item) is dict for item in meta["Sources"]),
+    }
+    for name, ok in checks.items():
+        _require(ok, f"{name} of the wrong type")
+    for item in meta["Sources"]:
+        identity, value_range = item["Identity"], item["Range"]
+        fields = {
+            "Path": text(item["Path"]),
+            "Digest": item["Digest"] is None or text(item["Digest"]),
+            "Identity": identity is None
+            or (type(identity) is list and len(identity) == 2 and all(map(whole, identity))),
+            "Range": value_range is None
+            or (
+                type(value_range) is list
+                and len(value_range) == 2
+                and all(map(number, value_range))
+            ),
+            "Integer": flag(item["Integer"]),
+            "Header": whole(item["Header"]) and 0 <= item["Header"] < len(meta["Headers"]),
+            "ImageClass": text(item["ImageClass"]),
+        }
+        for name, ok in fields.items():
+            _require(ok, f"the {name} of a source of the wrong type ({item.get('Path')!r})")
+        _require(
+            not item["Integer"]
+            or value_range is None
+            or all(float(v).is_integer() for v in value_range),
+            f"an integer source whose Range is not whole ({item['Path']})",
+        )
 
 
 def _binary_range(record: SourceRecord) -> bool:

@@ -385,7 +385,7 @@ DAMAGES = {
     "range narrowed (integers)": ("integers", _source(0, Range=[0.0, 1.0]), None, "sum"),
     "range narrowed (floats)": ("floats", _source(2, Range=[0.5, 0.6]), None, "a sum larger"),
     "range not finite": ("integers", _source(0, Range=[0.0, float("inf")]), None, "Range"),
-    "range not a pair": ("floats", _source(0, Range=[0.5]), None, "corrupt"),
+    "range not a pair": ("floats", _source(0, Range=[0.5]), None, "the Range of a source"),
     "exact sum of floats": ("floats", _field("Sum", Exact=True), None, "an exact sum of non"),
     "negative rounding": ("floats", _field("Sum", Rounding=-1.0), None, "the Sum fields"),
     "binary spread of integers": (
@@ -469,6 +469,33 @@ DAMAGES = {
         None,
         "a ReferenceHeader other than its first source's header",
     ),
+    # fields of the wrong type (JSON that another tool or a hand edit wrote), which Python
+    # would otherwise turn into something plausible: "None" as a path, "no" as true...
+    "NInputs as text": ("masks", lambda m: {**m, "NInputs": "3"}, None, "NInputs"),
+    "NInputs not whole": ("floats", lambda m: {**m, "NInputs": 3.5}, None, "NInputs"),
+    "NInputs true": ("integers", lambda m: {**m, "NInputs": True}, None, "NInputs"),
+    "Shape not whole": ("masks", lambda m: {**m, "Shape": [7.5, 8, 9]}, None, "Shape"),
+    "a Path of null": ("masks", _source(1, Path=None), None, "Path"),
+    "a Path that is a number": ("floats", _source(0, Path=7), None, "Path"),
+    "a Digest that is a number": ("integers", _source(2, Digest=5), None, "Digest"),
+    "Integer as text": ("floats", _source(0, Integer="no"), None, "Integer"),
+    "a Header index as text": ("masks", _source(0, Header="0"), None, "Header"),
+    "a negative Header index": ("masks", _source(0, Header=-1), None, "Header"),
+    "an Identity of text": ("masks", _source(0, Identity=["1", "2"]), None, "Identity"),
+    "SquareBound not whole": (
+        "masks",
+        _field("CohortStats", SquareBound=1.5),
+        None,
+        "SquareBound",
+    ),
+    "Overlap as text": ("masks", _field("CohortStats", Overlap="false"), None, "Overlap"),
+    "Rounding as text": ("floats", _field("Sum", Rounding="0"), None, "Rounding"),
+    "an integer source of a fractional Range": (
+        "floats",
+        lambda m: {**m, "Sources": [{**s, "Integer": True} for s in m["Sources"]]},
+        None,
+        "an integer source whose Range is not whole",
+    ),
     "unknown ImageClass": ("masks", lambda m: {**m, "ImageClass": "MGHImage"}, None, "corrupt"),
     "volumes out of order": (
         "floats",
@@ -501,7 +528,7 @@ DAMAGES = {
         None,
         "corrupt",
     ),
-    "sources not objects": ("masks", lambda m: {**m, "Sources": [1, 2, 3]}, None, "corrupt"),
+    "sources not objects": ("masks", lambda m: {**m, "Sources": [1, 2, 3]}, None, "Sources of"),
     "metadata not an object": ("masks", lambda m: json.dumps([m]), None, "metadata"),
 }
 
