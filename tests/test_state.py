@@ -565,3 +565,37 @@ def test_a_state_edited_without_a_new_checksum_is_refused(states, tmp_path):
     edited = _edited(states["floats"], tmp_path, change)
     with pytest.raises(ValueError, match=re.escape(str(edited)) + ": this state was changed"):
         load_state(edited)
+
+
+# -- a newer format is refused as such ----------------------------------------------------
+@pytest.mark.parametrize("version", [4, 99])
+def test_a_state_of_a_newer_format_version_is_refused_as_newer(states, tmp_path, version):
+    from nipype_heatmap.api import update_state
+
+    edited = _edited(states["masks"], tmp_path, lambda meta: {**meta, "FormatVersion": version})
+    before = edited.read_bytes()
+    newer = re.escape(
+        f"{edited}: state format version {version} is not 3; it was written by a newer"
+    )
+    for read in (load_state, _read_metadata_then_load, _merge_states_of_one):
+        with pytest.raises(ValueError, match=newer):
+            read(edited)
+    with pytest.raises(ValueError, match=newer):
+        update_state(edited, remove=[json.loads(read_metadata(edited))["Sources"][0]["Path"]])
+    assert edited.read_bytes() == before
+
+
+def _read_metadata_then_load(path):
+    json.loads(read_metadata(path))  # the metadata reads (it is JSON): the version refuses
+    return load_state(path)
+
+
+def _merge_states_of_one(path):
+    return merge_states([path])
+
+
+def test_a_state_of_an_older_format_version_is_not_called_newer(states, tmp_path):
+    edited = _edited(states["floats"], tmp_path, lambda meta: {**meta, "FormatVersion": 2})
+    with pytest.raises(ValueError, match=re.escape(str(edited)) + ".*rebuild the state") as err:
+        load_state(edited)
+    assert "newer" not in str(err.value)
