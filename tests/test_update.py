@@ -971,3 +971,66 @@ def test_maps_merged_after_an_interrupted_update_are_those_of_its_completed_stat
     acc, written = api.merge_and_write([state], heatmap, cohort=_COHORT)
     assert acc.sources == masks[:4] and load_state(state).sources == masks[:4]
     _assert_maps_of(written, masks[:4])
+
+
+# -- collisions: no output of an update is a file it reads ------------------------------------
+COLLISIONS = {
+    # name: (update_state arguments from the state, the masks and their folder; the file
+    # the message names; what it says of it)
+    "out_state is an input to add": (
+        lambda s, m, out: {"add": [m[4]], "out_state": m[4]},
+        lambda s, m, out: m[4],
+        "the state would overwrite the input there",
+    ),
+    "out_state is a link to an input to add": (
+        lambda s, m, out: {"add": [m[4]], "out_state": out / "link_to_m4.nii.gz"},
+        lambda s, m, out: out / "link_to_m4.nii.gz",
+        "the state would overwrite the input there (the same file as",
+    ),
+    "out_state is an input to remove": (
+        lambda s, m, out: {"remove": [m[1]], "out_state": m[1]},
+        lambda s, m, out: m[1],
+        "the state would overwrite the input to remove there",
+    ),
+    "out_file is the state": (
+        lambda s, m, out: {"add": [m[4]], "out_file": s},
+        lambda s, m, out: s,
+        "both the state and the heatmap would be written to this file",
+    ),
+    "out_file is the state, the state written elsewhere": (
+        lambda s, m, out: {"add": [m[4]], "out_file": s, "out_state": out / "new.nii.gz"},
+        lambda s, m, out: s,
+        "the heatmap would overwrite the state being updated there",
+    ),
+    "a cohort map is the state": (
+        lambda s, m, out: {"add": [m[4]], "out_file": out / "maps.nii.gz", "cohort": _COHORT},
+        lambda s, m, out: s,
+        "both the state and the std would be written to this file",
+    ),
+    "out_file is an input to add": (
+        lambda s, m, out: {"add": [m[4]], "out_file": m[4]},
+        lambda s, m, out: m[4],
+        "the heatmap would overwrite the input there",
+    ),
+    "out_file is an input to remove": (
+        lambda s, m, out: {"remove": [m[1]], "out_file": m[1]},
+        lambda s, m, out: m[1],
+        "the heatmap would overwrite the input to remove there",
+    ),
+}
+
+
+@pytest.mark.parametrize("collision", list(COLLISIONS))
+def test_an_update_whose_output_is_a_file_it_reads_is_refused_before_writing(
+    masks, tmp_path, collision
+):
+    arguments, named, message = COLLISIONS[collision]
+    out = tmp_path / "out"
+    out.mkdir()
+    state = _state(masks[:4], out / "maps_std.nii.gz")
+    os.symlink(masks[4], out / "link_to_m4.nii.gz")
+    path = re.escape(str(named(state, masks, out)))
+    before = {**_snapshot(out), **{m: open(m, "rb").read() for m in masks}}
+    with pytest.raises(ValueError, match=path + ": " + re.escape(message)):
+        api.update_state(state, **arguments(state, masks, out))
+    assert {**_snapshot(out), **{m: open(m, "rb").read() for m in masks}} == before
