@@ -771,6 +771,8 @@ def update_state(
             if n_kept + len(to_add) < 1:
                 raise ValueError(f"{state_path}: removing every input would leave an empty state")
             plan.refuse_inputs([acc.records[i].path for i in indices], "input to remove")
+            kept = [r.path for i, r in enumerate(acc.records) if i not in indices]
+            plan.refuse_inputs(_may_be_outputs(plan, kept), "input of the state")
             _refuse_already_added(acc, state_path, to_add)
             warn_duplicates(to_add)
             for index in sorted(indices, reverse=True):
@@ -792,6 +794,18 @@ def update_state(
             write_maps(acc, plan, options, cohort)
             written = plan.commit()
     return acc, written
+
+
+def _may_be_outputs(plan: OutputPlan, paths: Sequence[str]) -> list[str]:
+    """The paths that may be one of the plan's outputs (the same name, or the same file):
+    the only ones worth the plan's check, which resolves links, of a state's many inputs."""
+    names = {os.path.basename(output.path) for output in plan.outputs}
+    files = {file_identity(output.path) for output in plan.outputs} - {None}
+    return [
+        path
+        for path in paths
+        if os.path.basename(path) in names or (files and file_identity(path) in files)
+    ]
 
 
 def _removal_indices(

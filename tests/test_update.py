@@ -1017,6 +1017,26 @@ COLLISIONS = {
         lambda s, m, out: m[1],
         "the heatmap would overwrite the input to remove there",
     ),
+    "out_file is an input the state keeps": (
+        lambda s, m, out: {"add": [m[4]], "out_file": m[2]},
+        lambda s, m, out: m[2],
+        "the heatmap would overwrite the input of the state there",
+    ),
+    "out_file is a link to an input the state keeps": (
+        lambda s, m, out: {"remove": [m[3]], "out_file": out / "link_to_m2.nii.gz"},
+        lambda s, m, out: out / "link_to_m2.nii.gz",
+        "the heatmap would overwrite the input of the state there (the same file as",
+    ),
+    "out_file is an input the state keeps, deleted since": (
+        lambda s, m, out: (os.unlink(m[2]), {"add": [m[4]], "out_file": m[2]})[1],
+        lambda s, m, out: m[2],
+        "the heatmap would overwrite the input of the state there",
+    ),
+    "out_state is an input the state keeps": (
+        lambda s, m, out: {"remove": [m[3]], "out_state": m[0]},
+        lambda s, m, out: m[0],
+        "the state would overwrite the input of the state there",
+    ),
 }
 
 
@@ -1029,8 +1049,14 @@ def test_an_update_whose_output_is_a_file_it_reads_is_refused_before_writing(
     out.mkdir()
     state = _state(masks[:4], out / "maps_std.nii.gz")
     os.symlink(masks[4], out / "link_to_m4.nii.gz")
+    os.symlink(masks[2], out / "link_to_m2.nii.gz")
+    kwargs = arguments(state, masks, out)
     path = re.escape(str(named(state, masks, out)))
-    before = {**_snapshot(out), **{m: open(m, "rb").read() for m in masks}}
+
+    def files():
+        return {**_snapshot(out), **{m: open(m, "rb").read() for m in masks if os.path.exists(m)}}
+
+    before = files()
     with pytest.raises(ValueError, match=path + ": " + re.escape(message)):
-        api.update_state(state, **arguments(state, masks, out))
-    assert {**_snapshot(out), **{m: open(m, "rb").read() for m in masks}} == before
+        api.update_state(state, **kwargs)
+    assert files() == before
