@@ -1060,3 +1060,22 @@ def test_an_update_whose_output_is_a_file_it_reads_is_refused_before_writing(
     with pytest.raises(ValueError, match=path + ": " + re.escape(message)):
         api.update_state(state, **kwargs)
     assert files() == before
+
+
+@pytest.mark.parametrize("option", ["--save-state", "-o"])
+def test_the_command_refuses_to_save_over_an_input_of_its_folder(
+    make_nifti, tmp_path, capsys, option
+):
+    masks = [make_nifti(f"sub-{i:02d}_mask.nii.gz", folder=tmp_path / "masks") for i in (1, 2)]
+    target = masks[0]
+    argv = [str(tmp_path / "masks"), "-o", str(tmp_path / "m.nii.gz")]
+    argv += ["--save-state", str(tmp_path / "state.nii.gz")]
+    argv[argv.index(option) + 1] = str(target)
+    before = {p: p.read_bytes() for p in masks}
+    status, out, err = _run(argv, capsys)
+    assert status == 1 and out == ""
+    role = "state" if option == "--save-state" else "heatmap"
+    assert f"{target}: the {role} would overwrite the input there" in err
+    assert {p: p.read_bytes() for p in masks} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "masks"]  # nothing written
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == [p.name for p in masks]
