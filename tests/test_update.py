@@ -347,6 +347,20 @@ def test_integer_states_are_stored_narrow_and_float_states_in_float64(masks, flo
     _assert_same(_maps(acc), _maps(accumulate_files(masks[:6], overlap=True, spread=True)))
 
 
+def test_a_state_of_more_than_255_masks_is_stored_as_uint16_and_stays_exact(make_nifti, tmp_path):
+    files = [str(make_nifti(f"m{i:03d}.nii")) for i in range(257)]
+    state = _state(files[:255], tmp_path / "s.nii.gz")
+    assert nb.load(state).get_data_dtype() == np.uint8  # a sum of at most 255
+    acc = update_state(state, add=files[255:])
+    assert nb.load(state).get_data_dtype() == np.uint16  # 257 do not fit a byte
+    assert acc.exact
+    _assert_same(
+        _maps(load_state(state)), _maps(accumulate_files(files, overlap=True, spread=True))
+    )
+    update_state(state, remove=files[:2])
+    assert nb.load(state).get_data_dtype() == np.uint8  # back within a byte
+
+
 def test_signed_integer_states_stay_exact_through_removals(make_nifti, rng, tmp_path):
     files = [
         str(make_nifti(f"s{i}.nii", rng.integers(-300, 300, SHAPE).astype(np.int16)))
