@@ -16,6 +16,7 @@ lock from reading it to replacing it, and together with the maps made from it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -711,7 +712,8 @@ def update_state(
 
     The state file is locked (``<state>.lock``) from reading it to replacing it: a
     concurrent update of the same state waits (up to ``lock_timeout`` seconds), and never
-    loses the other's changes. The updated state and the maps (with ``out_file``) are
+    loses the other's changes (an update into another file, ``out_state``, only reads it,
+    and takes no lock beside it: its folder may be read-only). The updated state and the maps (with ``out_file``) are
     written together: a failure or a kill never leaves a new state beside old maps, and
     the same command can then be run again.
 
@@ -755,7 +757,11 @@ def update_state(
         If another run holds the state for longer than ``lock_timeout``.
     """
     state_path = os.path.abspath(os.fspath(state_file))
-    with locked(f"{state_path}.lock", what=f"the state {state_path}", timeout=lock_timeout):
+    if out_state is None or same_target(out_state, state_path):  # read, changed, replaced
+        guard = locked(f"{state_path}.lock", what=f"the state {state_path}", timeout=lock_timeout)
+    else:  # only read, and replaced atomically by others: its folder may be read-only
+        guard = contextlib.nullcontext()
+    with guard:
         # an earlier update killed between its renames: its state first, then this one
         recover_interrupted_commits(os.path.dirname(state_path))
         acc = load_state(state_path)

@@ -1093,3 +1093,28 @@ def test_the_command_refuses_to_save_over_an_input_of_its_folder(
     assert {p: p.read_bytes() for p in masks} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "masks"]  # nothing written
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == [p.name for p in masks]
+
+
+def test_a_read_only_state_updates_into_another_file_without_a_lock_beside_it():
+    # A state that is only read (a released cohort, another node's output) is not locked:
+    # its folder may be read-only, and nothing replaces it. Run as an unprivileged user
+    # (root ignores permissions).
+    from .conftest import run_unprivileged
+
+    out = run_unprivileged(
+        """
+        import os, numpy as np, nibabel as nb
+        from nipype_heatmap import accumulate_files, load_state, save_state, update_state
+        released = os.path.join(WORK, "released")
+        os.mkdir(released)
+        files = []
+        for i in range(3):
+            files.append(os.path.join(WORK, f"m{i}.nii"))
+            nb.Nifti1Image(np.full((3, 4, 5), i, np.uint8), np.eye(4)).to_filename(files[-1])
+        state = save_state(accumulate_files(files[:2], digests=True), f"{released}/s.nii.gz")
+        os.chmod(released, 0o555)
+        acc, written = update_state(state, add=files[2:], out_state=f"{WORK}/new.nii.gz")
+        print(load_state(written["state"]).n_inputs, sorted(os.listdir(released)))
+        """
+    )
+    assert out.split("\n")[0] == "3 ['s.nii.gz']"
