@@ -505,20 +505,23 @@ def test_an_update_leaves_no_worker_thread_behind(make_nifti, tmp_path):
 _COMMAND = "import sys; from nipype_heatmap.cli.heatmap import main; sys.exit(main(sys.argv[1:]))"
 
 
-def _command(*argv):
-    """``nipype-heatmap ARGV`` in a process of its own (this package, this Python)."""
+def _python(code, *argv, **popen):
+    """Python code in a process of its own (this Python, this package)."""
     import subprocess
     import sys
     from pathlib import Path
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     return subprocess.Popen(
-        [sys.executable, "-c", _COMMAND, *map(str, argv)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+        [sys.executable, "-c", code, *map(str, argv)], text=True, env=env, **popen
     )
+
+
+def _command(*argv):
+    """``nipype-heatmap ARGV`` in a process of its own."""
+    import subprocess
+
+    return _python(_COMMAND, *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _first_line(stream, timeout=60.0):
@@ -566,25 +569,16 @@ def test_concurrent_updates_wait_for_each_other_and_lose_nothing(make_nifti, tmp
 
 def test_an_update_gives_up_naming_the_state_and_the_holder_of_its_lock(make_nifti, tmp_path):
     import subprocess
-    import sys
 
     files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(3)]
     state = _state(files[:2], tmp_path / "state.nii.gz")
     before = open(state, "rb").read()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys\nfrom nipype_heatmap.io import locked\n"
-            "with locked(sys.argv[1], what='the state'):\n"
-            "    print('held', flush=True)\n    sys.stdin.read()\n",
-            f"{state}.lock",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))},
+    hold = (
+        "import sys\nfrom nipype_heatmap.io import locked\n"
+        "with locked(sys.argv[1], what='the state'):\n"
+        "    print('held', flush=True)\n    sys.stdin.read()\n"
     )
+    holder = _python(hold, f"{state}.lock", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(LockTimeout) as timeout:
