@@ -16,6 +16,7 @@ lock from reading it to replacing it, and together with the maps made from it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -42,6 +43,7 @@ from .io import (
     locked,
     read_header,
     read_volume,
+    recover_interrupted_commits,
     same_target,
     split_nifti_name,
     warn_duplicates,
@@ -235,16 +237,21 @@ def plan_maps_of(
     run's mask of that name in an input folder is left out like the other maps.
     """
     _plan_fixed_maps(plan, out_file, cohort)
-    return _collect_and_plan_mincount(plan, items, cohort, n_others)
+    return _collect_and_plan_mincount(plan, items, cohort, n_others, allow_empty=n_others > 0)
 
 
 def _collect_and_plan_mincount(
-    plan: OutputPlan, items: Iterable[str | os.PathLike[str]], cohort: CohortOptions, n_others: int
+    plan: OutputPlan,
+    items: Iterable[str | os.PathLike[str]],
+    cohort: CohortOptions,
+    n_others: int,
+    *,
+    allow_empty: bool,
 ) -> list[str]:
     """The inputs of ``items``, and the minimum-overlap mask declared once their number is
     known (see :func:`plan_maps_of`)."""
     plan_mask = cohort.overlap and "heatmap" in plan
-    files = collect_inputs(items, plan, refuse=not plan_mask, allow_empty=n_others > 0)
+    files = collect_inputs(items, plan, refuse=not plan_mask, allow_empty=allow_empty)
     if plan_mask:
         while True:  # leaving out an earlier mask of this name can change the name: again
             path = _mincount_path(plan, cohort, n_others + len(files))
@@ -699,6 +706,8 @@ def merge_and_write(
 
     with OutputPlan() as plan:
         plan.refuse_inputs(state_files, "state")
+        for folder in {os.path.dirname(os.path.abspath(f)) for f in state_files}:
+            recover_interrupted_commits(folder)  # a state an interrupted run was replacing
         acc = merge_states(state_files)
         plan_maps(plan, out_file, cohort, acc.n_inputs)
         write_maps(acc, plan, options, cohort)
@@ -755,9 +764,10 @@ def update_state(
 
     The state file is locked (``<state>.lock``) from reading it to replacing it: a
     concurrent update of the same state waits (up to ``lock_timeout`` seconds), and never
-    loses the other's changes. The updated state and the maps (with ``out_file``) are
-    written together: a failure or a kill never leaves a new state beside old maps, and
-    the same command can then be run again.
+    loses the other's changes (an update into another file, ``out_state``, only reads it,
+    and takes no lock beside it: its folder may be read-only). The updated state and the
+    maps (with ``out_file``) are written together: a failure or a kill never leaves a new
+    state beside old maps, and the same command can then be run again.
 
     Parameters
     ----------
@@ -799,17 +809,25 @@ def update_state(
         If another run holds the state for longer than ``lock_timeout``.
     """
     state_path = os.path.abspath(os.fspath(state_file))
-    with locked(f"{state_path}.lock", what=f"the state {state_path}", timeout=lock_timeout):
+    if out_state is None or same_target(out_state, state_path):  # read, changed, replaced
+        guard = locked(f"{state_path}.lock", what=f"the state {state_path}", timeout=lock_timeout)
+    else:  # only read, and replaced atomically by others: its folder may be read-only
+        guard = contextlib.nullcontext()
+    with guard:
+        # an earlier update killed between its renames: its state first, then this one
+        recover_interrupted_commits(os.path.dirname(state_path))
         with OutputPlan() as plan:  # the outputs are checked before the state is read
             plan.refuse_inputs([state_path], "state being updated", replaced_by="state")
             plan.add("state", out_state if out_state is not None else state_path)
             if out_file is not None:
                 _plan_fixed_maps(plan, out_file, cohort)
             acc = load_state(state_path)
-            plan.refuse_inputs([r.path for r in acc.records], "input of the state")
             indices = _removal_indices(acc, state_path, remove)
+            plan.refuse_inputs([acc.records[i].path for i in indices], "input to remove")
+            kept = [r.path for i, r in enumerate(acc.records) if i not in indices]
+            plan.refuse_inputs(kept, "input of the state")
             n_kept = acc.n_inputs - len(indices)
-            to_add = _collect_and_plan_mincount(plan, add, cohort, n_kept)
+            to_add = _collect_and_plan_mincount(plan, add, cohort, n_kept, allow_empty=True)
             if n_kept + len(to_add) < 1:
                 raise ValueError(f"{state_path}: removing every input would leave an empty state")
             _refuse_already_added(acc, state_path, to_add)
@@ -838,8 +856,9 @@ def update_state(
 def _removal_indices(
     acc: HeatmapAccumulator, state_path: str, remove: Sequence[str | os.PathLike[str]]
 ) -> list[int]:
-    """The positions of the inputs to remove: by their recorded path, or a link to the same
-    file; each once."""
+    """The positions of the inputs to remove: by their recorded path, or a link to the file
+    at that path now (not by the recorded inode: files restored under their paths get new
+    ones, and the system gives freed ones to other files); each once."""
     indices: list[int] = []
     for item in remove:
         path = os.path.abspath(os.fspath(item))
@@ -848,7 +867,7 @@ def _removal_indices(
             i
             for i, r in enumerate(acc.records)
             if i not in indices
-            and (r.path == path or (identity is not None and r.identity == identity))
+            and (r.path == path or (identity is not None and file_identity(r.path) == identity))
         ]
         if not found:
             raise ValueError(
@@ -856,21 +875,24 @@ def _removal_indices(
                 "to remove (inputs are matched by their recorded path, or a link to the same "
                 "file)"
             )
+        if acc.records[found[-1]].digest is None:
+            raise ValueError(
+                f"{path}: the state {state_path} has no content hash of this input (it was "
+                "saved without hashes), so its removal cannot be checked; recompute the state "
+                "from the files to keep (--save-state records every hash)"
+            )
         indices.append(found[-1])
     return indices
 
 
 def _refuse_already_added(acc: HeatmapAccumulator, state_path: str, to_add: Sequence[str]):
-    """Refuse a file to add that is already an input: the same path, or the same file (device
-    and inode) still at its recorded path."""
+    """Refuse a file to add that is already an input: the same path, or the file (device and
+    inode) at its recorded path now, whatever inode was recorded (files restored or synced
+    under their paths get new ones)."""
     for path in to_add:
         identity = file_identity(path)
         for number, record in enumerate(acc.records, start=1):
-            same_file = (
-                identity is not None
-                and record.identity == identity
-                and file_identity(record.path) == identity
-            )
+            same_file = identity is not None and file_identity(record.path) == identity
             if record.path == path or same_file:
                 raise ValueError(
                     f"{path}: already an input of the state {state_path} (input {number}, "

@@ -55,6 +55,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+from nibabel.spatialimages import HeaderDataError
+from nibabel.wrapstruct import WrapStructError
 
 from ._version import __version__
 from .accumulate import (
@@ -161,10 +163,16 @@ def save_state(acc: HeatmapAccumulator, state_file: str | os.PathLike[str]) -> s
     Raises
     ------
     ValueError
-        If the name does not end in ``.nii``/``.nii.gz``.
+        If the accumulator is empty (no input added: no state could be loaded back), or
+        the name does not end in ``.nii``/``.nii.gz``.
     OSError
         If it cannot be written (the previous file, if any, is unchanged).
     """
+    if acc.n_inputs < 1:
+        raise ValueError(
+            f"{os.fspath(state_file)}: the accumulator is empty (no input added); a state "
+            "needs at least one input"
+        )
     with OutputPlan() as plan:
         path = plan.add("state", state_file)
         plan.write("state", state_chunks(acc))
@@ -206,7 +214,7 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
     if meta.get("Format") != FORMAT:
         raise ValueError(f"{path}: not a nipype_heatmap state (Format != {FORMAT})")
     version = meta.get("FormatVersion")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise ValueError(
             f"{path}: state format version {version} is not {FORMAT_VERSION}; "
@@ -221,7 +229,17 @@ def load_state(state_file: str | os.PathLike[str]) -> HeatmapAccumulator:
         return _restore(meta, data, header)
     except _Invalid as err:
         raise ValueError(f"{path}: invalid state ({err}); rebuild it from its inputs") from err
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, binascii.Error) as err:
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+        binascii.Error,
+        HeaderDataError,  # a header block nibabel cannot parse
+        WrapStructError,  # a header block of the wrong size for its class
+    ) as err:
         raise ValueError(
             f"{path}: corrupt state ({type(err).__name__}: {err}); rebuild it from its inputs"
         ) from err
@@ -232,6 +250,7 @@ class _Invalid(Exception):
 
 
 def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
+    _check_types(meta)
     records = records_from_json(meta)
     n_inputs = int(meta["NInputs"])
     names = [str(n) for n in meta["Volumes"]]
@@ -246,6 +265,10 @@ def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
     block = base64.b64decode(meta["ReferenceHeader"], validate=True)
     ref_header = header_from_bytes(block, meta["ImageClass"])
 
+    _require(
+        all(r.value_range is None or all(map(math.isfinite, r.value_range)) for r in records),
+        "a source whose Range is not finite",
+    )
     integer = all(r.integer for r in records)
     binary = integer and all(r.value_range is None or _binary_range(r) for r in records)
     _require(
@@ -280,6 +303,21 @@ def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
     _require(
         np.allclose(header.get_best_affine(), affine, atol=1e-4),
         "an affine other than the one its metadata records",
+    )
+    # Each source's header becomes the maps' header and grid once the inputs before it
+    # are removed: each must be one, on this grid (up to a re-ordering of voxel axes).
+    grid = Grid(shape, affine, "the state")
+    for block_of, class_of in {(r.header, r.image_class) for r in records}:
+        source = header_from_bytes(block_of, class_of)
+        dims = tuple(int(n) for n in source.get_data_shape()[:3])
+        on_grid = len(dims) == 3 and (
+            grid.matches(dims, source.get_best_affine())
+            or grid.reordering(dims, source.get_best_affine()) is not None
+        )
+        _require(on_grid, "a source header not on the state's grid")
+    _require(
+        (records[0].header, records[0].image_class) == (block, meta["ImageClass"]),
+        "a ReferenceHeader other than its first source's header",
     )
 
     volumes = {name: data[..., i] for i, name in enumerate(names)}
@@ -334,6 +372,68 @@ def _restore(meta: dict, data: np.ndarray, header) -> HeatmapAccumulator:
         nonzero=nonzero_count,
         spread=spread_stats,
     )
+
+
+def _check_types(meta: dict) -> None:
+    """Refuse fields of the wrong JSON type, which Python would otherwise turn into
+    something plausible (``str(None)`` as a path, ``bool("no")`` as true, ``int(3.5)``)."""
+
+    def whole(value: object) -> bool:
+        return type(value) is int  # not bool, not 3.0
+
+    def number(value: object) -> bool:
+        return type(value) in (int, float)
+
+    def text(value: object) -> bool:
+        return type(value) is str
+
+    def flag(value: object) -> bool:
+        return type(value) is bool
+
+    checks = {
+        "NInputs": whole(meta["NInputs"]),
+        "Volumes": type(meta["Volumes"]) is list and all(map(text, meta["Volumes"])),
+        "Shape": type(meta["Shape"]) is list and all(whole(n) and n > 0 for n in meta["Shape"]),
+        "ImageClass": text(meta["ImageClass"]),
+        "ReferenceHeader": text(meta["ReferenceHeader"]),
+        "Headers": type(meta["Headers"]) is list and all(map(text, meta["Headers"])),
+        "Sum.Exact": flag(meta["Sum"]["Exact"]),
+        "Sum.Rounding": number(meta["Sum"]["Rounding"]),
+        "CohortStats.Overlap": flag(meta["CohortStats"]["Overlap"]),
+        "CohortStats.Spread": flag(meta["CohortStats"]["Spread"]),
+        "CohortStats.SpreadForm": meta["CohortStats"]["SpreadForm"] is None
+        or text(meta["CohortStats"]["SpreadForm"]),
+        "CohortStats.SquareBound": whole(meta["CohortStats"]["SquareBound"]),
+        "Sources": type(meta["Sources"]) is list
+        and all(type(item) is dict for item in meta["Sources"]),
+    }
+    for name, ok in checks.items():
+        _require(ok, f"{name} of the wrong type")
+    for item in meta["Sources"]:
+        identity, value_range = item["Identity"], item["Range"]
+        fields = {
+            "Path": text(item["Path"]),
+            "Digest": item["Digest"] is None or text(item["Digest"]),
+            "Identity": identity is None
+            or (type(identity) is list and len(identity) == 2 and all(map(whole, identity))),
+            "Range": value_range is None
+            or (
+                type(value_range) is list
+                and len(value_range) == 2
+                and all(map(number, value_range))
+            ),
+            "Integer": flag(item["Integer"]),
+            "Header": whole(item["Header"]) and 0 <= item["Header"] < len(meta["Headers"]),
+            "ImageClass": text(item["ImageClass"]),
+        }
+        for name, ok in fields.items():
+            _require(ok, f"the {name} of a source of the wrong type ({item.get('Path')!r})")
+        _require(
+            not item["Integer"]
+            or value_range is None
+            or all(float(v).is_integer() for v in value_range),
+            f"an integer source whose Range is not whole ({item['Path']})",
+        )
 
 
 def _binary_range(record: SourceRecord) -> bool:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import nibabel as nb
 import numpy as np
 import pytest
-from nipype_heatmap.cohort import cohort_images
 from numpy.testing import assert_allclose, assert_array_equal
 
-from nipype_heatmap import HeatmapAccumulator, accumulate_files
-from nipype_heatmap.state import load_state, read_metadata, save_state, update_state
+from nipype_heatmap import CohortOptions, HeatmapAccumulator, MapOptions, accumulate_files, api
+from nipype_heatmap.accumulate import Reference
+from nipype_heatmap.io import LockTimeout, read_volume
+from nipype_heatmap.maps import cohort_images
+from nipype_heatmap.state import load_state, read_metadata, save_state
 
 from .conftest import SHAPE, default_affine, no_worker_thread_left
 
@@ -30,16 +34,24 @@ def _state(files, path, **track):
     return save_state(acc, path)
 
 
+def update_state(state, **kwargs):
+    """The updated accumulator of :func:`nipype_heatmap.api.update_state`."""
+    acc, written = api.update_state(state, **kwargs)
+    assert set(written) >= {"state"}
+    return acc
+
+
 def _maps(acc, ddof=1):
     """Every map an accumulator gives, as arrays, plus the heatmap's affine and header."""
-    images, table = cohort_images(acc, coverage=True, std=True, ddof=ddof, min_count=1)
+    cohort = CohortOptions(coverage=True, std=True, ddof=ddof, min_count=1)
+    images, table = cohort_images(acc, cohort)
     out = {name: np.asanyarray(img.dataobj) for name, img in images.items()}
     for use_mean in (True, False):
-        img = acc.finalize(use_mean=use_mean)
+        img = acc.map_image(MapOptions(use_mean=use_mean))
         out["mean" if use_mean else "sum"] = np.asanyarray(img.dataobj)
     out["table"] = [(r.min_count, r.voxels) for r in table]
-    out["affine"] = acc.ref_affine
-    out["header"] = acc.finalize().header.binaryblock
+    out["affine"] = acc.affine
+    out["header"] = acc.map_image(MapOptions()).header.binaryblock
     return out
 
 
@@ -107,8 +119,8 @@ def test_removing_the_reference_takes_the_next_files_grid_and_header(masks, tmp_
     # masks[1] is stored flipped: after removing masks[0], the maps are in its voxel order
     state = _state(masks[:3], tmp_path / "state.nii.gz")
     acc = update_state(state, remove=[masks[0]])
-    assert_array_equal(acc.ref_affine, nb.load(masks[1]).affine)
-    assert acc.ref_path == masks[1]
+    assert_array_equal(acc.affine, nb.load(masks[1]).affine)
+    assert acc.reference.grid.source == masks[1]
     _assert_same(_maps(acc), _maps(accumulate_files(masks[1:3], overlap=True, spread=True)))
 
 
@@ -132,9 +144,8 @@ def test_removing_everything_but_one_file(floats, counts, tmp_path):
         assert acc.sources == files[3:] and acc.n_inputs == 1
         want = _maps(accumulate_files(files[3:], overlap=True, spread=True), ddof=0)
         _assert_same(_maps(acc, ddof=0), want, exact=files is counts)
-        assert acc.global_min == want["mean"][np.isfinite(want["mean"])].min()
-        n = acc.count if acc.count is not None else acc.n_inputs
-        variance = acc.stats.variance(n, acc.total, ddof=0)
+        assert acc.global_range[0] == want["mean"][np.isfinite(want["mean"])].min()
+        variance, _ = acc.spread.variance_maps(acc.count, acc.sum, ddof=0)
         assert np.all(variance[np.isfinite(variance)] == 0.0)  # one value: exactly none
 
 
@@ -160,16 +171,14 @@ def test_updates_refuse_and_leave_the_state_unchanged(masks, make_nifti, rng, tm
     assert state.read_bytes() == before
 
 
-def test_a_file_can_be_replaced_in_one_update(masks, make_nifti, tmp_path):
+def test_a_file_can_be_replaced_by_a_removal_then_an_add(masks, make_nifti, tmp_path):
     state = _state(masks[:4], tmp_path / "state.nii.gz")
     old = nb.load(masks[2])
     fixed = np.asarray(old.dataobj).copy()
     fixed[:2] = 1
     # remove the old version, then add the corrected file under the same name: the
     # removal reads the file, so the old version must still be there when it runs
-    acc = load_state(state)
-    acc.remove_file(masks[2])
-    save_state(acc, state)
+    update_state(state, remove=[masks[2]])
     make_nifti("m2.nii.gz", fixed)
     acc = update_state(state, add=[masks[2]])
     want = accumulate_files([masks[0], masks[1], masks[3], masks[2]], overlap=True, spread=True)
@@ -180,8 +189,11 @@ def test_states_without_hashes_cannot_lose_files(masks, tmp_path):
     acc = accumulate_files(masks[:3], overlap=True)  # no digests: merge only
     state = save_state(acc, tmp_path / "state.nii.gz")
     assert json.loads(read_metadata(state))["Sources"][0]["Digest"] is None
-    with pytest.raises(ValueError, match="no content hash"):
+    before = open(state, "rb").read()
+    # refused as unhashed, not as "changed since it was added" (the file is unchanged)
+    with pytest.raises(ValueError, match=re.escape(masks[1]) + ": .*no content hash"):
         update_state(state, remove=[masks[1]])
+    assert open(state, "rb").read() == before
     update_state(state, add=[masks[3]])  # adding is fine
     assert load_state(state).n_inputs == 4
 
@@ -190,7 +202,7 @@ def test_update_writes_elsewhere_when_asked(masks, tmp_path):
     state = _state(masks[:3], tmp_path / "state.nii.gz")
     before = (tmp_path / "state.nii.gz").read_bytes()
     new = tmp_path / "v2" / "state.nii.gz"
-    update_state(state, add=[masks[3]], out_file=new)
+    update_state(state, add=[masks[3]], out_state=new)
     assert (tmp_path / "state.nii.gz").read_bytes() == before
     assert load_state(new).sources == masks[:4]
 
@@ -244,7 +256,7 @@ def test_scaled_workflow_and_interfaces_write_cohort_maps_and_updates(masks, tmp
     assert open(merge.overlap_table).read() == open(single.outputs.overlap_table).read()
 
     # the biobank step as nodes: update one partial, write the maps from it
-    part = sorted((tmp_path / "work").rglob("partial_heatmap.nii.gz"))[0]
+    part = sorted((tmp_path / "work").rglob("heatmap_state.nii.gz"))[0]
     before = part.read_bytes()
     updated = UpdateHeatmapState(
         in_file=str(part), add_files=masks[7:], remove_files=[masks[0]]
@@ -257,7 +269,7 @@ def test_scaled_workflow_and_interfaces_write_cohort_maps_and_updates(masks, tmp
     want = accumulate_files(updated.outputs.input_files, spread=True)
     assert_array_equal(
         np.asanyarray(nb.load(maps.outputs.std_file).dataobj),
-        np.asanyarray(cohort_images(want, coverage=False, std=True)[0]["std"].dataobj),
+        np.asanyarray(cohort_images(want, CohortOptions(std=True))[0]["std"].dataobj),
     )
 
 
@@ -335,6 +347,20 @@ def test_integer_states_are_stored_narrow_and_float_states_in_float64(masks, flo
     _assert_same(_maps(acc), _maps(accumulate_files(masks[:6], overlap=True, spread=True)))
 
 
+def test_a_state_of_more_than_255_masks_is_stored_as_uint16_and_stays_exact(make_nifti, tmp_path):
+    files = [str(make_nifti(f"m{i:03d}.nii")) for i in range(257)]
+    state = _state(files[:255], tmp_path / "s.nii.gz")
+    assert nb.load(state).get_data_dtype() == np.uint8  # a sum of at most 255
+    acc = update_state(state, add=files[255:])
+    assert nb.load(state).get_data_dtype() == np.uint16  # 257 do not fit a byte
+    assert acc.exact
+    _assert_same(
+        _maps(load_state(state)), _maps(accumulate_files(files, overlap=True, spread=True))
+    )
+    update_state(state, remove=files[:2])
+    assert nb.load(state).get_data_dtype() == np.uint8  # back within a byte
+
+
 def test_signed_integer_states_stay_exact_through_removals(make_nifti, rng, tmp_path):
     files = [
         str(make_nifti(f"s{i}.nii", rng.integers(-300, 300, SHAPE).astype(np.int16)))
@@ -344,7 +370,7 @@ def test_signed_integer_states_stay_exact_through_removals(make_nifti, rng, tmp_
     state = _state(files[:4], tmp_path / "s.nii.gz")
     assert nb.load(state).get_data_dtype() == np.int32  # the sums of squares need it
     acc = update_state(state, add=files[4:], remove=[files[1], files[2]])
-    assert acc.integer_total is not None  # still the exact integer sum
+    assert acc.exact  # still the exact integer sum
     want = accumulate_files([files[0], files[3], *files[4:]], overlap=True, spread=True)
     _assert_same(_maps(acc), _maps(want))
 
@@ -354,7 +380,7 @@ def test_merged_integer_partials_stay_integer(masks, tmp_path):
 
     parts = [_state(masks[i : i + 3], tmp_path / f"p{i}.nii.gz") for i in (0, 3, 6)]
     merged = merge_states(parts)
-    assert merged.integer_total is not None
+    assert merged.exact
     saved = save_state(merged, tmp_path / "merged.nii.gz")
     assert nb.load(saved).get_data_dtype() == np.uint8
     _assert_same(
@@ -371,38 +397,17 @@ def test_state_file_is_a_plain_nifti_with_its_grid_and_a_comment_extension(
     first = make_nifti("units.nii.gz", header_hook=lambda h: h.set_xyzt_units("mm", "sec"))
     acc = accumulate_files([str(first), *masks[:2]], digests=True)
     state = nb.load(save_state(acc, tmp_path / "s.nii.gz"))
-    assert_array_equal(state.header.get_sform(), acc.ref_affine)
-    assert_array_equal(state.header.get_qform(), acc.ref_affine)
+    assert_array_equal(state.header.get_sform(), acc.affine)
+    assert_array_equal(state.header.get_qform(), acc.affine)
     assert int(state.header["sform_code"]) == int(state.header["qform_code"]) == 2  # aligned
     assert state.header.get_xyzt_units() == ("mm", "sec")
     assert [ext.get_code() for ext in state.header.extensions] == [6]  # "comment"
     with pytest.raises(ValueError, match="nii"):
         save_state(acc, tmp_path / "state.txt")
+    empty = HeatmapAccumulator(Reference.of(read_volume(masks[0])))
     with pytest.raises(ValueError, match="empty"):
-        save_state(HeatmapAccumulator(), tmp_path / "e.nii.gz")
-
-
-def test_version_1_states_load_and_merge_but_cannot_lose_files(make_nifti, rng, tmp_path):
-    from .test_state import _rewrite_metadata
-
-    data = rng.random(SHAPE).astype(np.float32)
-    data[0] = np.nan  # a count volume, as every version 1 state has
-    files = [str(make_nifti("a.nii", data)), str(make_nifti("b.nii", data * 2))]
-    state = save_state(accumulate_files(files, digests=True), tmp_path / "v1.nii.gz")
-
-    def as_version_1(meta):
-        old = {k: v for k, v in meta.items() if k not in ("Volumes", "Headers", "CohortStats")}
-        return json.dumps(
-            {**old, "FormatVersion": 1, "Sources": [s["Path"] for s in meta["Sources"]]}
-        )
-
-    _rewrite_metadata(state, as_version_1)
-    acc = load_state(state)
-    want = accumulate_files(files)
-    assert acc.sources == files
-    assert_array_equal(acc.finalize().get_fdata(), want.finalize().get_fdata())
-    with pytest.raises(ValueError, match="no content hash"):
-        update_state(state, remove=[files[0]])
+        save_state(empty, tmp_path / "e.nii.gz")
+    assert not (tmp_path / "e.nii.gz").exists()  # not a state that cannot be loaded
 
 
 def test_corrupt_volume_lists_and_counts_are_refused(make_nifti, rng, tmp_path):
@@ -410,17 +415,22 @@ def test_corrupt_volume_lists_and_counts_are_refused(make_nifti, rng, tmp_path):
 
     data = rng.random(SHAPE).astype(np.float32)
     data[0] = np.nan
-    files = [str(make_nifti("a.nii", data)), str(make_nifti("b.nii", data))]
+    # b is 0 where a has a value: the sum stays within what a alone allows, so the count
+    # (2 where both have a value) is what a state that lost b's record is refused for
+    files = [str(make_nifti("a.nii", data)), str(make_nifti("b.nii", data * 0))]
     state = save_state(accumulate_files(files, digests=True), tmp_path / "s.nii.gz")
     for change, message in (
         (lambda m: {**m, "Volumes": ["count", "sum"]}, "volumes"),
         (lambda m: {**m, "Volumes": ["sum", "sum"]}, "volumes"),
-        (lambda m: {**m, "NInputs": 1, "Sources": m["Sources"][:1]}, "NInputs=1"),
+        (
+            lambda m: {**m, "NInputs": 1, "Sources": m["Sources"][:1]},
+            r"a count from \S+ to 2\S*, outside \[0, 1\]",
+        ),
     ):
         copy = tmp_path / "copy.nii.gz"
         copy.write_bytes(open(state, "rb").read())
-        _rewrite_metadata(copy, lambda meta, change=change: json.dumps(change(meta)))
-        with pytest.raises(ValueError, match=message):
+        _rewrite_metadata(copy, change)  # a valid checksum: the fields are what is refused
+        with pytest.raises(ValueError, match=re.escape(str(copy)) + ".*" + message):
             load_state(copy)
 
 
@@ -430,7 +440,7 @@ def test_a_count_below_n_everywhere_is_kept(make_nifti, tmp_path):
         str(make_nifti("one.nii", np.ones(SHAPE, np.float32))),
     ]
     state = save_state(accumulate_files(files, digests=True), tmp_path / "s.nii.gz")
-    mean = load_state(state).aggregate(use_mean=True, clip_to_input_range=False)
+    mean = load_state(state).aggregate(MapOptions(use_mean=True, clip_to_input_range=False))
     assert_array_equal(mean, 1.0)  # 1 / 1, not 1 / 2
 
 
@@ -438,7 +448,7 @@ def test_nifti2_inputs_keep_their_class_when_the_reference_goes(make_nifti, rng,
     files = [str(make_nifti(f"n{i}.nii", nifti2=True)) for i in range(3)]
     state = _state(files, tmp_path / "s.nii.gz")
     acc = update_state(state, remove=[files[0]])
-    assert isinstance(acc.finalize(), nb.Nifti2Image)
+    assert isinstance(acc.map_image(MapOptions()), nb.Nifti2Image)
 
 
 def test_added_files_can_be_removed_by_a_later_update(masks, tmp_path):
@@ -451,10 +461,11 @@ def test_added_files_can_be_removed_by_a_later_update(masks, tmp_path):
 def test_update_messages_and_warnings(masks, tmp_path, caplog):
     state = _state(masks[:3], tmp_path / "s.nii.gz")
     with pytest.raises(
-        ValueError, match=r"m2\.nii\.gz: already an input of the state .*\(input 3\)"
+        ValueError,
+        match=r"m2\.nii\.gz: already an input of the state .*\(input 3, " + re.escape(masks[2]),
     ):
         update_state(state, add=[masks[2]])
-    with pytest.raises(ValueError, match="would overwrite one of the inputs"):
+    with pytest.raises(ValueError, match=re.escape(str(state)) + ": the state would overwrite"):
         update_state(state, add=[masks[3], str(state)])
     with caplog.at_level("WARNING", logger="nipype_heatmap"):
         update_state(state, add=[masks[3], masks[3]])
@@ -488,3 +499,616 @@ def test_an_update_leaves_no_worker_thread_behind(make_nifti, tmp_path):
     with no_worker_thread_left():
         acc = update_state(state, add=files[2:], remove=files[:1], num_threads=2)
     assert acc.n_inputs == 3
+
+
+# -- the seams of saved states: concurrent updates ------------------------------------------
+_COMMAND = "import sys; from nipype_heatmap.cli.heatmap import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _python(code, *argv, **popen):
+    """Python code in a process of its own (this Python, this package)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, argv)], text=True, env=env, **popen
+    )
+
+
+def _command(*argv):
+    """``nipype-heatmap ARGV`` in a process of its own."""
+    import subprocess
+
+    return _python(_COMMAND, *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _first_line(stream, timeout=60.0):
+    """The first line a process writes to a pipe, waiting at most ``timeout`` seconds."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"nothing written in {timeout} s"
+    return stream.readline()
+
+
+def test_concurrent_updates_wait_for_each_other_and_lose_nothing(make_nifti, tmp_path):
+    from nipype_heatmap.io import locked
+
+    files = [str(make_nifti(f"m{i:02d}.nii.gz")) for i in range(10)]
+    state = _state(files[:2], tmp_path / "state.nii.gz")
+    before = open(state, "rb").read()
+    batches = [files[2:6], files[6:10]]
+    with locked(f"{state}.lock", what="the state, held by the test"):
+        updaters = [_command("--update", state, *batch) for batch in batches]
+        # each waits on <state>.lock (its first words), and has not touched the state
+        for process in updaters:
+            line = _first_line(process.stderr)
+            assert line.startswith(f"INFO: Waiting for another run (pid {os.getpid()} "), line
+            assert line.rstrip().endswith(f"to release the state {state}"), line
+        assert [p.poll() for p in updaters] == [None, None]
+        assert open(state, "rb").read() == before
+    # released: both go through, one after the other, and each keeps the other's inputs
+    for process in updaters:
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    acc = load_state(state)
+    assert acc.sources[:2] == files[:2]
+    assert acc.sources[2:] in (batches[0] + batches[1], batches[1] + batches[0])
+    _assert_same(_maps(acc), _maps(accumulate_files(acc.sources, overlap=True, spread=True)))
+
+    # and racing each other from the start (-q: nothing logged), still nothing is lost
+    more = [str(make_nifti(f"n{i:02d}.nii.gz")) for i in range(6)]
+    racers = [_command("--update", state, *more[i::2], "-q") for i in range(2)]
+    for process in racers:
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    assert sorted(load_state(state).sources) == sorted(files + more)
+
+
+def test_an_update_gives_up_naming_the_state_and_the_holder_of_its_lock(make_nifti, tmp_path):
+    import subprocess
+
+    files = [str(make_nifti(f"m{i}.nii.gz")) for i in range(3)]
+    state = _state(files[:2], tmp_path / "state.nii.gz")
+    before = open(state, "rb").read()
+    hold = (
+        "import sys\nfrom nipype_heatmap.io import locked\n"
+        "with locked(sys.argv[1], what='the state'):\n"
+        "    print('held', flush=True)\n    sys.stdin.read()\n"
+    )
+    holder = _python(hold, f"{state}.lock", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(LockTimeout) as timeout:
+            update_state(state, add=files[2:], lock_timeout=0.3)
+    finally:
+        holder.communicate("", timeout=30)
+    message = str(timeout.value)
+    assert str(state) in message
+    assert f"pid {holder.pid} on " in message  # the holder, as its lock file records it
+    assert open(state, "rb").read() == before
+    update_state(state, add=files[2:], lock_timeout=0.3)  # released: it goes through
+    assert load_state(state).sources == files
+
+
+# -- removals that cancel: the update recomputes from the remaining files --------------------
+@pytest.fixture
+def huge_among_small(make_nifti, rng):
+    """Float maps of values ~1 with missing values; the second has 1e30 in a third of its
+    voxels (an outlier that a subtraction cannot take back out of float64 sums)."""
+    files = []
+    for i in range(4):
+        data = (rng.random(SHAPE) + 0.5).astype(np.float32)
+        if i == 1:
+            data[rng.random(SHAPE) < 0.3] = 1e30
+        data[rng.random(SHAPE) < 0.1] = np.nan
+        files.append(str(make_nifti(f"f{i}.nii.gz", data)))
+    return files
+
+
+def test_removing_a_huge_input_recomputes_from_the_remaining_files(
+    huge_among_small, tmp_path, caplog
+):
+    files = huge_among_small
+    state = _state(files, tmp_path / "state.nii.gz")
+    with caplog.at_level("WARNING", logger="nipype_heatmap"):
+        acc = update_state(state, remove=[files[1]])
+    assert "recomputing the state from its 3 remaining input(s)" in caplog.text
+    rest = [f for f in files if f != files[1]]
+    assert acc.sources == rest
+    stack = np.stack([nb.load(f).get_fdata() for f in rest])
+    with np.errstate(invalid="ignore"):
+        mean = acc.aggregate(MapOptions(clip_to_input_range=False))
+        assert_allclose(mean, np.nanmean(stack, axis=0), rtol=1e-15, equal_nan=True)
+        got = _maps(acc, ddof=0)
+        assert_allclose(got["std"], np.nanstd(stack, axis=0), rtol=2e-7, equal_nan=True)
+    # the saved state is the recompute's, bit for bit, and so are its maps
+    want = _maps(accumulate_files(rest, overlap=True, spread=True), ddof=0)
+    _assert_same(got, want)
+    _assert_same(_maps(load_state(state), ddof=0), want)
+
+
+def test_a_recompute_refuses_a_remaining_input_that_changed(
+    huge_among_small, make_nifti, tmp_path
+):
+    files = huge_among_small
+    state = _state(files, tmp_path / "state.nii.gz")
+    before = open(state, "rb").read()
+    changed = np.asarray(nb.load(files[2]).dataobj).copy()
+    changed[0, 0, 0] = 7.0
+    make_nifti("f2.nii.gz", changed)  # edited on disk after it was added
+    with pytest.raises(
+        ValueError,
+        match=re.escape(files[2]) + ": the file has changed since it was added .*recompute",
+    ):
+        update_state(state, remove=[files[1]])
+    assert open(state, "rb").read() == before
+
+
+def test_removing_2_to_the_60_from_an_int64_state_leaves_exactly_1(make_nifti, tmp_path):
+    big = str(make_nifti("big.nii", np.full(SHAPE, 2**60, np.int64)))
+    one = str(make_nifti("one.nii", np.ones(SHAPE, np.int64)))
+    state = _state([big, one], tmp_path / "state.nii.gz")
+    assert not load_state(state).exact  # 2**60 + 1 is beyond float64's integers: 2**60
+    acc = update_state(state, remove=[big])
+    assert acc.exact
+    assert_array_equal(acc.sum.values, 1)
+    assert_array_equal(acc.aggregate(MapOptions(use_mean=False), np.float64), 1.0)
+    _assert_same(_maps(acc), _maps(accumulate_files([one], overlap=True, spread=True)))
+
+
+# -- representation changes: reference moves, exactness comes back ---------------------------
+def _reordered(make_nifti, name, data, how):
+    """The same image stored with its voxel axes flipped and/or permuted (x and y
+    swapped), on the same world grid as ``data`` on the default affine."""
+    affine = default_affine()
+    if how in ("flip", "both"):
+        data = data[::-1]
+        flip = np.eye(4)
+        flip[0, 0], flip[0, 3] = -1, data.shape[0] - 1
+        affine = affine @ flip
+    if how in ("permute", "both"):
+        data = data.transpose(1, 0, 2)
+        affine = affine[:, [1, 0, 2, 3]]
+    return str(make_nifti(name, np.ascontiguousarray(data), affine=affine))
+
+
+@pytest.mark.parametrize("how", ["flip", "permute", "both"])
+@pytest.mark.parametrize("kind", ["masks", "integers", "floats"])
+def test_removing_the_reference_before_a_reordered_file_equals_a_recompute(
+    make_nifti, rng, tmp_path, how, kind
+):
+    def data(i):
+        if kind == "masks":
+            return (rng.random(SHAPE) > 0.6).astype(np.uint8)
+        if kind == "integers":
+            return rng.integers(0, 9, SHAPE).astype(np.int16)
+        values = rng.random(SHAPE).astype(np.float32)
+        values[rng.random(SHAPE) < 0.2] = np.nan
+        return values
+
+    files = [str(make_nifti("a0.nii.gz", data(0)))]
+    files.append(_reordered(make_nifti, "a1.nii.gz", data(1), how))
+    files += [str(make_nifti(f"a{i}.nii.gz", data(i))) for i in (2, 3)]
+    state = _state(files, tmp_path / "state.nii.gz")
+    acc = update_state(state, remove=[files[0]])
+    assert acc.shape == nb.load(files[1]).shape  # the next file's voxel order
+    want = _maps(accumulate_files(files[1:], overlap=True, spread=True))
+    for got in (_maps(acc), _maps(load_state(state))):
+        assert {k: np.shape(v) for k, v in got.items()} == {
+            k: np.shape(v) for k, v in want.items()
+        }
+        _assert_same(got, want, exact=kind != "floats")
+
+
+@pytest.mark.parametrize("scale", [1, 2**50])
+def test_an_integer_state_is_exact_again_once_a_float_input_is_removed(
+    make_nifti, rng, tmp_path, scale
+):
+    # scale 1: masks, the sum is rounded back to its integers; 2**50: the float sum is off
+    # by up to 0.5 after the round trip, so the state must be recomputed to be exact again
+    dtype = np.uint8 if scale == 1 else np.int64
+    ints = [
+        str(make_nifti(f"i{i}.nii", (rng.random(SHAPE) > 0.5).astype(dtype) * scale))
+        for i in range(4)
+    ]
+    state = _state(ints, tmp_path / "state.nii.gz")
+    stored = nb.load(state).get_data_dtype()
+    floating = str(make_nifti("f.nii", (rng.random(SHAPE) + 0.25).astype(np.float32)))
+    update_state(state, add=[floating])
+    assert not load_state(state).exact
+    acc = update_state(state, remove=[floating])
+    assert acc.exact and acc.sources == ints
+    assert nb.load(state).get_data_dtype() == stored  # stored as integers again
+    recompute = accumulate_files(ints, overlap=True, spread=True)
+    assert_array_equal(acc.sum.values, recompute.sum.values)
+    _assert_same(_maps(acc), _maps(recompute))  # heatmap, std and variance bit for bit
+    _assert_same(_maps(load_state(state)), _maps(recompute))
+
+
+# -- identity: links are the file, copies are other inputs --------------------------------------
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_adding_a_link_to_an_input_is_refused_naming_both(masks, tmp_path, link):
+    state = _state(masks[:3], tmp_path / "state.nii.gz")
+    before = open(state, "rb").read()
+    alias = tmp_path / "links" / "alias.nii.gz"
+    alias.parent.mkdir()
+    (os.symlink if link == "symlink" else os.link)(masks[1], alias)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(str(alias)) + ": already an input of the state .*" + re.escape(masks[1]),
+    ):
+        update_state(state, add=[masks[3], str(alias)])
+    assert open(state, "rb").read() == before
+
+
+def test_an_identical_copy_of_an_input_is_added_and_logged(masks, tmp_path, caplog):
+    import shutil
+
+    state = _state(masks[:3], tmp_path / "state.nii.gz")
+    copy = tmp_path / "copies" / "m1_copy.nii.gz"
+    copy.parent.mkdir()
+    shutil.copyfile(masks[1], copy)  # same bytes, another inode
+    with caplog.at_level("INFO", logger="nipype_heatmap"):
+        acc = update_state(state, add=[str(copy)])
+    assert acc.sources == [*masks[:3], str(copy)]
+    assert f"{copy}: identical content to the input {masks[1]}" in caplog.text
+    _assert_same(_maps(acc), _maps(accumulate_files(acc.sources, overlap=True, spread=True)))
+
+
+def test_an_input_can_be_removed_through_a_link_to_it(masks, tmp_path):
+    state = _state(masks[:4], tmp_path / "state.nii.gz")
+    alias = tmp_path / "alias.nii.gz"
+    os.symlink(masks[2], alias)
+    acc = update_state(state, remove=[str(alias)])
+    assert acc.sources == [masks[0], masks[1], masks[3]]
+    want = accumulate_files(acc.sources, overlap=True, spread=True)
+    _assert_same(_maps(acc), _maps(want))
+
+
+def _new_inode(path):
+    """Give a file a new inode with the same bytes (restored from a backup, re-synced)."""
+    import shutil
+
+    shutil.copyfile(path, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+
+
+def test_a_link_to_an_input_restored_under_its_path_is_still_that_input(masks, tmp_path):
+    # The state recorded each input's inode; the files were restored since (same paths,
+    # same bytes, new inodes). A link to one is still that input: adding it is refused,
+    # removing through it works.
+    state = _state(masks[:4], tmp_path / "state.nii.gz")
+    for path in masks[:4]:
+        _new_inode(path)
+    alias = tmp_path / "alias.nii.gz"
+    os.symlink(masks[1], alias)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(str(alias)) + ": already an input of the state .*" + re.escape(masks[1]),
+    ):
+        update_state(state, add=[str(alias)])
+    assert load_state(state).n_inputs == 4
+    acc = update_state(state, remove=[str(alias)])
+    assert acc.sources == [masks[0], masks[2], masks[3]]
+
+
+def test_a_recorded_inode_now_of_another_file_does_not_remove_that_one(masks, tmp_path):
+    # Inode numbers are reused: the inode recorded for m2 may now be m1's. Removing m1
+    # through a link must remove m1, never m2 (whose unchanged bytes would pass the check).
+    from .test_state import _rewrite_metadata
+
+    state = _state(masks[:4], tmp_path / "state.nii.gz")
+    reused = list(os.stat(masks[1])[1:3][::-1])  # [device, inode] of m1 now
+
+    def reuse(meta):
+        meta["Sources"][2]["Identity"] = reused
+        return meta
+
+    _rewrite_metadata(state, reuse)
+    alias = tmp_path / "alias.nii.gz"
+    os.symlink(masks[1], alias)
+    acc = update_state(state, remove=[str(alias)])
+    assert acc.sources == [masks[0], masks[2], masks[3]]
+
+
+# -- transactions: the state and its maps change together or not at all ----------------------
+_COHORT = CohortOptions(coverage=True, std=True, min_count=2)
+
+
+def _snapshot(folder):
+    """Every file under a folder (hidden ones too), with its bytes; not the state's lock
+    file, which stays (see nipype_heatmap.io.locking)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
+
+
+def _saved_with_maps(masks, tmp_path):
+    """A state of masks[:3] with its maps, in out/; return the state and the heatmap."""
+    out = tmp_path / "out"
+    api.make_maps(masks[:3], out / "map.nii.gz", cohort=_COHORT, state_file=out / "state.nii.gz")
+    return out / "state.nii.gz", out / "map.nii.gz"
+
+
+def _assert_maps_of(written, files):
+    want = api.make_maps(files, written["heatmap"].replace("map", "ref"), cohort=_COHORT)[1]
+    for role, path in written.items():
+        if role in ("state", "table"):
+            continue
+        got, ref = nb.load(path), nb.load(want[role])
+        assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(ref.dataobj), role)
+
+
+@pytest.mark.parametrize("failing", ["coverage", "state"])
+def test_a_failed_write_of_an_update_leaves_the_state_and_its_maps_as_they_were(
+    masks, tmp_path, monkeypatch, failing
+):
+    import errno
+
+    from nipype_heatmap.io import writing
+
+    state, heatmap = _saved_with_maps(masks, tmp_path)
+    before = _snapshot(tmp_path / "out")
+    real_write = writing.Temporary.write
+
+    def full_disk(self, chunks):
+        if os.path.basename(self.out_file).startswith(
+            ("map_coverage", "state")[failing == "state"]
+        ):
+            raise OSError(errno.ENOSPC, f"{self.out_file}: cannot write the output (full)")
+        return real_write(self, chunks)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writing.Temporary, "write", full_disk)
+        with pytest.raises(OSError, match="full"):
+            api.update_state(
+                state, add=masks[3:5], remove=[masks[0]], out_file=heatmap, cohort=_COHORT
+            )
+    assert _snapshot(tmp_path / "out") == before  # no file changed, no temporary left
+    # the same command again, the disk no longer full: it goes through
+    acc, written = api.update_state(
+        state, add=masks[3:5], remove=[masks[0]], out_file=heatmap, cohort=_COHORT
+    )
+    assert acc.sources == [masks[1], masks[2], masks[3], masks[4]]
+    assert load_state(state).sources == acc.sources
+    _assert_maps_of(written, acc.sources)
+
+
+def test_a_folder_in_the_way_of_a_map_leaves_the_state_and_its_maps_as_they_were(
+    masks, tmp_path, monkeypatch
+):
+    state, _ = _saved_with_maps(masks, tmp_path)
+    before = _snapshot(tmp_path / "out")
+    heatmap = tmp_path / "out" / "v2.nii.gz"  # the updated maps, beside the old ones
+    in_the_way = tmp_path / "out" / "v2_std.nii.gz"
+    real_write_maps = api.write_maps
+
+    def then_a_folder(acc, plan, options, cohort):
+        real_write_maps(acc, plan, options, cohort)
+        os.mkdir(in_the_way)  # after planning and writing: in the way of its rename
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "write_maps", then_a_folder)
+        with pytest.raises(OSError, match=re.escape(str(in_the_way))):
+            api.update_state(state, add=masks[3:5], out_file=heatmap, cohort=_COHORT)
+    os.rmdir(in_the_way)
+    assert _snapshot(tmp_path / "out") == before  # no new map, no temporary, the old state
+    acc, written = api.update_state(state, add=masks[3:5], out_file=heatmap, cohort=_COHORT)
+    assert load_state(state).sources == masks[:5]
+    _assert_maps_of(written, masks[:5])
+
+
+def _killed_after_the_first_rename(monkeypatch, exception):
+    """Make the next commit stop after its first rename, as a Ctrl-C (or an exit) there
+    would; return the list that receives the renamed file."""
+    from nipype_heatmap.io import writing
+
+    real_rename = writing.Temporary.rename
+    renamed = []
+
+    def rename(self):
+        if renamed:
+            raise exception
+        real_rename(self)
+        renamed.append(self.out_file)
+
+    monkeypatch.setattr(writing.Temporary, "rename", rename)
+    return renamed
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
+def test_the_next_run_completes_a_set_interrupted_between_its_renames(
+    masks, tmp_path, monkeypatch, caplog, exception
+):
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    api.make_maps(masks[:3], out / "map.nii.gz", cohort=_COHORT, state_file=out / "s.nii.gz")
+    older = _snapshot(out)
+    api.make_maps(masks[:5], ref / "map.nii.gz", cohort=_COHORT, state_file=ref / "s.nii.gz")
+    newer = _snapshot(ref)
+    with monkeypatch.context() as patch:
+        renamed = _killed_after_the_first_rename(patch, exception)
+        with pytest.raises(exception):
+            api.make_maps(
+                masks[:5], out / "map.nii.gz", cohort=_COHORT, state_file=out / "s.nii.gz"
+            )
+    assert len(renamed) == 1
+    # the next run into that folder, whatever it writes, first completes that set
+    with caplog.at_level("WARNING", logger="nipype_heatmap"):
+        api.write_heatmap(masks[:2], out / "other.nii.gz")
+    assert "Completed an earlier run's interrupted write of 7 file(s)" in caplog.text
+    now = _snapshot(out)
+    assert not [name for name in now if name.startswith(".")]  # no journal, no temporary
+    assert {name: now[name] for name in newer} == newer  # the whole interrupted set
+    assert set(now) == {*older, "other.nii.gz"}
+
+
+def test_an_update_after_an_interrupted_one_starts_from_its_completed_state(
+    masks, tmp_path, monkeypatch, caplog
+):
+    state, heatmap = _saved_with_maps(masks, tmp_path)
+    with monkeypatch.context() as patch:
+        renamed = _killed_after_the_first_rename(patch, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    assert renamed == [str(heatmap)]  # the new heatmap, beside the old state
+    assert load_state(state).sources == masks[:3]
+    # the next update of that state takes the interrupted one's set, state included, as
+    # its start: nothing that run added is lost
+    with caplog.at_level("WARNING", logger="nipype_heatmap"):
+        acc, written = api.update_state(state, add=[masks[4]], out_file=heatmap, cohort=_COHORT)
+    assert "Completed an earlier run's interrupted write" in caplog.text
+    assert acc.sources == masks[:5]
+    assert load_state(state).sources == masks[:5]
+    _assert_maps_of(written, masks[:5])
+
+
+def test_maps_merged_after_an_interrupted_update_are_those_of_its_completed_state(
+    masks, tmp_path, monkeypatch
+):
+    state, heatmap = _saved_with_maps(masks, tmp_path)
+    with monkeypatch.context() as patch:
+        _killed_after_the_first_rename(patch, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    # the maps of the state, written where the interrupted update wrote them
+    acc, written = api.merge_and_write([state], heatmap, cohort=_COHORT)
+    assert acc.sources == masks[:4] and load_state(state).sources == masks[:4]
+    _assert_maps_of(written, masks[:4])
+
+
+# -- collisions: no output of an update is a file it reads ------------------------------------
+COLLISIONS = {
+    # name: (update_state arguments from the state, the masks and their folder; the file
+    # the message names; what it says of it)
+    "out_state is an input to add": (
+        lambda s, m, out: {"add": [m[4]], "out_state": m[4]},
+        lambda s, m, out: m[4],
+        "the state would overwrite the input there",
+    ),
+    "out_state is a link to an input to add": (
+        lambda s, m, out: {"add": [m[4]], "out_state": out / "link_to_m4.nii.gz"},
+        lambda s, m, out: out / "link_to_m4.nii.gz",
+        "the state would overwrite the input there (the same file as",
+    ),
+    "out_state is an input to remove": (
+        lambda s, m, out: {"remove": [m[1]], "out_state": m[1]},
+        lambda s, m, out: m[1],
+        "the state would overwrite the input to remove there",
+    ),
+    "out_file is the state": (
+        lambda s, m, out: {"add": [m[4]], "out_file": s},
+        lambda s, m, out: s,
+        "both the state and the heatmap would be written to this file",
+    ),
+    "out_file is the state, the state written elsewhere": (
+        lambda s, m, out: {"add": [m[4]], "out_file": s, "out_state": out / "new.nii.gz"},
+        lambda s, m, out: s,
+        "the heatmap would overwrite the state being updated there",
+    ),
+    "a cohort map is the state": (
+        lambda s, m, out: {"add": [m[4]], "out_file": out / "maps.nii.gz", "cohort": _COHORT},
+        lambda s, m, out: s,
+        "both the state and the std would be written to this file",
+    ),
+    "out_file is an input to add": (
+        lambda s, m, out: {"add": [m[4]], "out_file": m[4]},
+        lambda s, m, out: m[4],
+        "the heatmap would overwrite the input there",
+    ),
+    "out_file is an input to remove": (
+        lambda s, m, out: {"remove": [m[1]], "out_file": m[1]},
+        lambda s, m, out: m[1],
+        "the heatmap would overwrite the input to remove there",
+    ),
+    "out_file is an input the state keeps": (
+        lambda s, m, out: {"add": [m[4]], "out_file": m[2]},
+        lambda s, m, out: m[2],
+        "the heatmap would overwrite the input of the state there",
+    ),
+    "out_file is a link to an input the state keeps": (
+        lambda s, m, out: {"remove": [m[3]], "out_file": out / "link_to_m2.nii.gz"},
+        lambda s, m, out: out / "link_to_m2.nii.gz",
+        "the heatmap would overwrite the input of the state there (the same file as",
+    ),
+    "out_file is an input the state keeps, deleted since": (
+        lambda s, m, out: (os.unlink(m[2]), {"add": [m[4]], "out_file": m[2]})[1],
+        lambda s, m, out: m[2],
+        "the heatmap would overwrite the input of the state there",
+    ),
+    "out_state is an input the state keeps": (
+        lambda s, m, out: {"remove": [m[3]], "out_state": m[0]},
+        lambda s, m, out: m[0],
+        "the state would overwrite the input of the state there",
+    ),
+}
+
+
+@pytest.mark.parametrize("collision", list(COLLISIONS))
+def test_an_update_whose_output_is_a_file_it_reads_is_refused_before_writing(
+    masks, tmp_path, collision
+):
+    arguments, named, message = COLLISIONS[collision]
+    out = tmp_path / "out"
+    out.mkdir()
+    state = _state(masks[:4], out / "maps_std.nii.gz")
+    os.symlink(masks[4], out / "link_to_m4.nii.gz")
+    os.symlink(masks[2], out / "link_to_m2.nii.gz")
+    kwargs = arguments(state, masks, out)
+    path = re.escape(str(named(state, masks, out)))
+
+    def files():
+        return {**_snapshot(out), **{m: open(m, "rb").read() for m in masks if os.path.exists(m)}}
+
+    before = files()
+    with pytest.raises(ValueError, match=path + ": " + re.escape(message)):
+        api.update_state(state, **kwargs)
+    assert files() == before
+
+
+@pytest.mark.parametrize("option", ["--save-state", "-o"])
+def test_the_command_refuses_to_save_over_an_input_of_its_folder(
+    make_nifti, tmp_path, capsys, option
+):
+    masks = [make_nifti(f"sub-{i:02d}_mask.nii.gz", folder=tmp_path / "masks") for i in (1, 2)]
+    target = masks[0]
+    argv = [str(tmp_path / "masks"), "-o", str(tmp_path / "m.nii.gz")]
+    argv += ["--save-state", str(tmp_path / "state.nii.gz")]
+    argv[argv.index(option) + 1] = str(target)
+    before = {p: p.read_bytes() for p in masks}
+    status, out, err = _run(argv, capsys)
+    assert status == 1 and out == ""
+    role = "state" if option == "--save-state" else "heatmap"
+    assert f"{target}: the {role} would overwrite the input there" in err
+    assert {p: p.read_bytes() for p in masks} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "masks"]  # nothing written
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == [p.name for p in masks]
+
+
+def test_a_read_only_state_updates_into_another_file_without_a_lock_beside_it():
+    # A state that is only read (a released cohort, another node's output) is not locked:
+    # its folder may be read-only, and nothing replaces it. Run as an unprivileged user
+    # (root ignores permissions).
+    from .conftest import run_unprivileged
+
+    out = run_unprivileged(
+        """
+        import os, numpy as np, nibabel as nb
+        from nipype_heatmap import accumulate_files, load_state, save_state, update_state
+        released = os.path.join(WORK, "released")
+        os.mkdir(released)
+        files = []
+        for i in range(3):
+            files.append(os.path.join(WORK, f"m{i}.nii"))
+            nb.Nifti1Image(np.full((3, 4, 5), i, np.uint8), np.eye(4)).to_filename(files[-1])
+        state = save_state(accumulate_files(files[:2], digests=True), f"{released}/s.nii.gz")
+        os.chmod(released, 0o555)
+        acc, written = update_state(state, add=files[2:], out_state=f"{WORK}/new.nii.gz")
+        print(load_state(written["state"]).n_inputs, sorted(os.listdir(released)))
+        """
+    )
+    assert out.split("\n")[0] == "3 ['s.nii.gz']"

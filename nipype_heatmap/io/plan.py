@@ -97,7 +97,8 @@ class OutputPlan:
 
     def __init__(self) -> None:
         self._outputs: dict[str, PlannedOutput] = {}
-        self._reads: list[tuple[str, str, str | None]] = []  # (role, path, replaced_by)
+        self._targets: dict[str, _Target] = {}  # role -> what the output's path names
+        self._reads: list[tuple[str, _Target, str | None]] = []  # (role, file, replaced_by)
         self._written: dict[str, Temporary] = {}
         self.committed = False
 
@@ -123,19 +124,21 @@ class OutputPlan:
         folder, name = os.path.split(out_file)
         if nifti:
             check_output_filename(name)
-        for other in self._outputs.values():
-            if same_target(out_file, other.path):
+        target = _Target.of(out_file)
+        for other, other_target in self._targets.items():
+            if target.same(other_target):
                 raise ValueError(
-                    f"{out_file}: both the {other.role} and the {role} would be written to "
+                    f"{out_file}: both the {other} and the {role} would be written to "
                     "this file; give them different names"
                 )
-        for read_role, read_path, replaced_by in self._reads:
+        for read_role, read, replaced_by in self._reads:
             if replaced_by != role:
-                _refuse_overwriting(out_file, role, read_path, read_role)
+                _refuse_overwriting(target, role, read, read_role)
         _prepare_folder(folder, out_file)
         recover_interrupted_commits(folder)
         remove_stale_temporaries(out_file)
         self._outputs[role] = PlannedOutput(role, out_file)
+        self._targets[role] = target
         return out_file
 
     def refuse_inputs(
@@ -156,11 +159,11 @@ class OutputPlan:
             Naming the file and both roles.
         """
         for path in paths:
-            read_path = os.path.abspath(os.fspath(path))
-            for output in self._outputs.values():
-                if output.role != replaced_by:
-                    _refuse_overwriting(output.path, output.role, read_path, role)
-            self._reads.append((role, read_path, replaced_by))
+            read = _Target.of(path)  # once per file: a state may list tens of thousands
+            for output_role, target in self._targets.items():
+                if output_role != replaced_by:
+                    _refuse_overwriting(target, output_role, read, role)
+            self._reads.append((role, read, replaced_by))
 
     def path(self, role: str) -> str:
         """The path of a declared output."""
@@ -176,11 +179,13 @@ class OutputPlan:
 
     def is_output(self, path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` is one of the declared outputs (the file there, by identity)."""
-        return any(same_target(path, output.path) for output in self._outputs.values())
+        target = _Target.of(path)
+        return any(target.same(output) for output in self._targets.values())
 
     def involves(self, path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` is one of the declared outputs or files read (a state)."""
-        return self.is_output(path) or any(same_target(path, read) for _, read, _ in self._reads)
+        target = _Target.of(path)
+        return self.is_output(path) or any(target.same(read) for _, read, _ in self._reads)
 
     # -- writing ----------------------------------------------------------------------
     def write(self, role: str, chunks: Chunks) -> None:
@@ -217,10 +222,10 @@ class OutputPlan:
         RuntimeError
             If a declared output was not written (a bug of the caller).
         OSError
-            If a rename fails. With one output, nothing was replaced. With several, the
-            ones not yet in place are kept with the commit's journal, which the next run
-            writing into those folders completes (the message says so): the set is never
-            left mixed for good.
+            If an output path became a folder since it was planned (then no output was
+            replaced), or a rename fails for the system. An error or an interrupt (Ctrl-C)
+            between the renames of several files leaves the rest, complete, for the next
+            run into those folders to put in place, as after a kill (module doc).
         """
         missing = [role for role in self._outputs if role not in self._written]
         if missing:
@@ -228,6 +233,7 @@ class OutputPlan:
         entries = [(t.path, t.out_file) for t in self._written.values()]
         if len(entries) == 1:
             temporary = next(iter(self._written.values()))
+            _check_destinations(entries)
             temporary.rename()
             fsync_folder(os.path.dirname(temporary.out_file))
         else:
@@ -237,6 +243,7 @@ class OutputPlan:
                     stack.enter_context(
                         locked(folder_lock(folder), what=f"the output folder {folder}")
                     )
+                _check_destinations(entries)
                 journals = _write_journals(folders, entries)
                 try:
                     for temporary in self._written.values():
@@ -276,25 +283,37 @@ class OutputPlan:
         self.close()
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What a path names, computed once: its real path (links resolved, for files that do
+    not exist yet) and, for an existing file, its identity (device and inode: hard links)."""
+
+    path: str
+    real: str
+    identity: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> _Target:
+        absolute = os.path.abspath(os.fspath(path))
+        return cls(absolute, os.path.realpath(absolute), file_identity(absolute))
+
+    def same(self, other: _Target) -> bool:
+        return self.real == other.real or (
+            self.identity is not None and self.identity == other.identity
+        )
+
+
 def same_target(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether two paths name one file: the same path after resolving links in its folder
-    (for files that do not exist yet), or the same existing file (device and inode, which
-    also catches hard links and links to links)."""
-    real_a = os.path.join(
-        os.path.realpath(os.path.dirname(os.path.abspath(a))), os.path.basename(a)
-    )
-    real_b = os.path.join(
-        os.path.realpath(os.path.dirname(os.path.abspath(b))), os.path.basename(b)
-    )
-    if os.path.realpath(real_a) == os.path.realpath(real_b):
-        return True
-    ida = file_identity(a)
-    return ida is not None and ida == file_identity(b)
+    """Whether two paths name one file: the same path once links are resolved (also for
+    files that do not exist yet), or the same existing file (device and inode, which also
+    catches hard links)."""
+    return _Target.of(a).same(_Target.of(b))
 
 
-def _refuse_overwriting(out_file: str, role: str, read_path: str, read_role: str) -> None:
-    if same_target(out_file, read_path):
-        same = "" if os.path.abspath(out_file) == read_path else f" (the same file as {read_path})"
+def _refuse_overwriting(out: _Target, role: str, read: _Target, read_role: str) -> None:
+    if out.same(read):
+        out_file, read_path = out.path, read.path
+        same = "" if out_file == read_path else f" (the same file as {read_path})"
         raise ValueError(
             f"{out_file}: the {role} would overwrite the {read_role} there{same}; "
             "choose another output name or folder"
@@ -320,6 +339,18 @@ def _prepare_folder(folder: str, out_file: str) -> None:
         raise type(err)(
             err.errno, f"{folder}: output folder is not writable ({err.strerror})"
         ) from err
+
+
+def _check_destinations(entries: list[tuple[str, str]]) -> None:
+    """Refuse, before the first rename, an output path that became a folder since it was
+    planned: its rename would fail after others had replaced their files."""
+    for _, final in entries:
+        if os.path.isdir(final) and not os.path.islink(final):
+            raise IsADirectoryError(
+                errno.EISDIR,
+                f"{final}: output path is now a folder (made while this run was writing); "
+                "no output was replaced: move it away and run again",
+            )
 
 
 # -- the journal of a commit -------------------------------------------------------------
