@@ -832,6 +832,8 @@ def update_state(
                 raise ValueError(f"{state_path}: removing every input would leave an empty state")
             _refuse_already_added(acc, state_path, to_add)
             warn_duplicates(to_add)
+            if to_add:  # first, so that every input may go: a state is never empty
+                _add_new(acc, to_add, num_threads=num_threads, progress=progress, debug=debug)
             for index in sorted(indices, reverse=True):
                 record = acc.records[index]
                 volume = read_volume(record.path, digest=True)
@@ -846,8 +848,6 @@ def update_state(
                     acc.n_inputs,
                 )
                 acc = _recompute(acc, num_threads)
-            if to_add:
-                _add_new(acc, to_add, num_threads=num_threads, progress=progress, debug=debug)
             write_maps(acc, plan, options, cohort)
             written = plan.commit()
     return acc, written

@@ -528,3 +528,49 @@ def _image_for_chunks(klass, dtype, rng, *, order="F", endianness="<"):
     return klass(data, affine, header)
 
 
+@pytest.mark.parametrize("endianness", ["<", ">"])  # a big-endian first input's header
+@pytest.mark.parametrize("klass", [nb.Nifti1Image, nb.Nifti2Image])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16, np.uint16])
+def test_image_chunks_are_the_bytes_nibabel_writes_without_copying_the_voxels(
+    klass, dtype, endianness
+):
+    img, twin = (
+        _image_for_chunks(klass, dtype, np.random.default_rng(3), endianness=endianness)
+        for _ in range(2)
+    )
+    for image in (img, twin):  # changed since: nibabel writes the image's affine
+        image.header.set_sform(np.eye(4), code=2)
+    chunks = writing.image_chunks(img)
+    assert len(chunks) == 2 and isinstance(chunks[1], memoryview)  # the array's memory
+    assert np.shares_memory(np.frombuffer(chunks[1], np.uint8), np.asarray(img.dataobj))
+    assert b"".join(bytes(c) for c in chunks) == twin.to_bytes()
+    assert img.header.binaryblock == twin.header.binaryblock  # left as to_bytes leaves it
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["c_order", "byte_swapped", "converted_on_write", "scaled_on_write", "header_scaling"],
+)
+def test_image_chunks_leave_anything_else_to_nibabel_with_the_same_bytes(change):
+    order = "C" if change == "c_order" else "F"
+    img = _image_for_chunks(nb.Nifti1Image, np.float32, np.random.default_rng(4), order=order)
+    if change == "byte_swapped":
+        data = np.asarray(img.dataobj).astype(">f4", order="F")
+        img = nb.Nifti1Image(data, img.affine, img.header)
+    elif change == "converted_on_write":  # float32 voxels, float64 on disk
+        img.header.set_data_dtype(np.float64)
+    elif change == "scaled_on_write":  # floats into int16: nibabel chooses a scaling
+        img.header.set_data_dtype(np.int16)
+        values = np.nan_to_num(np.asarray(img.dataobj), neginf=0)
+        img = nb.Nifti1Image(values, img.affine, img.header)
+    elif change == "header_scaling":  # a scaling set on the image is kept by nibabel
+        img.header.set_slope_inter(2.0, 1.0)
+    chunks = writing.image_chunks(img)
+    assert len(chunks) == 1
+    assert chunks[0] == img.to_bytes()
+
+
+def test_image_chunks_leave_other_formats_to_nibabel():
+    data = np.asfortranarray(np.arange(24, dtype=">f4").reshape(2, 3, 4))  # MGH's order
+    img = nb.MGHImage(data, np.eye(4))  # single-file, no NIfTI scaling fields
+    assert writing.image_chunks(img) == [img.to_bytes()]

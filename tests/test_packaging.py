@@ -22,8 +22,8 @@ from nipype_heatmap.workflows import (
     init_bids_heatmap_wf, init_lesion_overlap_wf, init_scaled_heatmap_wf,
     init_tissue_probability_wf, init_scaled_atlas_wf,
 )
-from nipype_heatmap._optional import have_deflate, have_isal
-assert have_deflate and have_isal, "the fast path is not installed by default"
+from nipype_heatmap.io import inflating
+inflating._member_inflater()  # libdeflate's C API, from the installed deflate wheel
 assert importlib.util.find_spec("workflows") is None, "a top-level 'workflows' got installed"
 assert "site-packages" in nipype_heatmap.__file__, nipype_heatmap.__file__
 print("imports ok")

@@ -1112,3 +1112,14 @@ def test_a_read_only_state_updates_into_another_file_without_a_lock_beside_it():
         """
     )
     assert out.split("\n")[0] == "3 ['s.nii.gz']"
+
+
+def test_an_update_may_remove_every_input_it_had_while_it_adds_others(masks, tmp_path):
+    # The additions go in first: the state is never empty on the way (mutant: removals
+    # first, refused as "the only input left").
+    state = _state(masks[:3], tmp_path / "state.nii.gz")
+    acc, _ = api.update_state(state, add=masks[3:5], remove=masks[:3])
+    assert acc.sources == masks[3:5]
+    want = accumulate_files(masks[3:5], overlap=True, spread=True)
+    _assert_same(_maps(acc), _maps(want))
+    assert_array_equal(acc.affine, want.affine)  # the new first input is the reference

@@ -96,7 +96,7 @@ class NonzeroCount:
         """The counts (uint32; from the sum while it is the count)."""
         if self.counts is not None:
             return self.counts
-        return np.rint(s.values).astype(np.uint32, order="F")
+        return _integers(s.values, np.uint32)
 
     def merge(self, other: NonzeroCount, s: VoxelSum, s_other: VoxelSum, conform: Conform) -> None:
         """Add another part's counts (both sums as they were before merging)."""
@@ -153,7 +153,7 @@ class Spread:
             peak = max(lo * lo, hi * hi)
             if (n.n_inputs + 1) * (self.square_bound + peak) < EXACT_SQUARES_LIMIT:
                 if self.squares is None:  # binary so far: the squares are the sums
-                    self.squares = np.rint(s.values).astype(np.int64, order="F")
+                    self.squares = _integers(s.values, np.int64)
                 self.square_bound += peak
                 _add_squares(self.squares, x, +1)
                 return
@@ -216,20 +216,19 @@ class Spread:
         m2 += d
 
     def _fold(self, n: FiniteCount, s: VoxelSum) -> None:
-        """Turn the exact ``(n, S, S2)`` into Welford's ``M2 = (n S2 - S**2) / n``.
+        """Turn the exact ``(n, S, S2)`` into Welford's ``M2 = (n S2 - S**2) / n``, a block
+        of voxels at a time.
 
         Exact statistics hold only integer inputs, which are complete: ``n`` is a number.
         """
         m2 = np.zeros(self.shape, order="F")
         if n.n_inputs:
-            np.divide(self._numerator(n.n_inputs, s), n.n_inputs, out=m2)
+            flat, sums = _flat(m2), _flat(s.values)
+            squares = None if self.squares is None else _flat(self.squares)
+            for block in _blocks(flat.size):
+                part = None if squares is None else squares[block]
+                np.divide(_numerator(n.n_inputs, sums[block], part), n.n_inputs, out=flat[block])
         self.m2, self.squares, self.square_bound = m2, None, 0
-
-    def _numerator(self, count: int | np.ndarray, s: VoxelSum) -> np.ndarray:
-        """``n S2 - S**2`` in exact int64 arithmetic (binary inputs: ``S2 == S``)."""
-        s1 = np.rint(s.values).astype(np.int64)
-        s2 = s1 if self.squares is None else self.squares
-        return np.asarray(count, dtype=np.int64) * s2 - s1 * s1
 
     # -- the maps ---------------------------------------------------------------------
     def variance_maps(
@@ -243,17 +242,19 @@ class Spread:
         var32 = np.empty(self.shape, np.float32, order="F")
         std32 = np.empty(self.shape, np.float32, order="F")
         flats = [_flat(var32), _flat(std32)]
-        part = _flat(self.m2) if self.m2 is not None else None
-        numerator = None if part is not None else _flat(self._numerator(count, s))
-        count_f = _flat(count) if np.ndim(count) else count
+        m2 = None if self.m2 is None else _flat(self.m2)
+        sums = _flat(s.values)
+        squares = None if self.squares is None else _flat(self.squares)
+        counts = _flat(count) if np.ndim(count) else None
         for block in _blocks(flats[0].size):
-            n_b = np.asarray(count_f[block] if np.ndim(count_f) else count_f, dtype=np.float64)
+            n_b = np.asarray(count if counts is None else counts[block], dtype=np.float64)
             denominator = n_b - ddof
             with np.errstate(invalid="ignore", divide="ignore"):
-                if part is not None:
-                    var = part[block] / denominator
-                else:
-                    var = numerator[block].astype(np.float64)
+                if m2 is not None:
+                    var = m2[block] / denominator
+                else:  # exact: integer inputs, complete, so n is a number
+                    part = None if squares is None else squares[block]
+                    var = _numerator(count, sums[block], part).astype(np.float64)
                     var /= n_b * denominator
             np.copyto(var, np.nan, where=denominator <= 0)
             flats[0][block] = var
@@ -299,7 +300,7 @@ class Spread:
             )
 
     def _squares_or_sum(self, s: VoxelSum) -> np.ndarray:
-        return self.squares if self.squares is not None else np.rint(s.values).astype(np.int64)
+        return self.squares if self.squares is not None else _integers(s.values, np.int64)
 
     def regrid(self, move: Conform, shape: Sequence[int]) -> None:
         """Re-order onto a new reference grid."""
@@ -308,6 +309,21 @@ class Spread:
             self.squares = move(self.squares)
         if self.m2 is not None:
             self.m2 = move(self.m2)
+
+
+def _integers(values: np.ndarray, dtype) -> np.ndarray:
+    """Exact whole-number values (an exact sum) as ``dtype``: cast, or rounded first when
+    they are stored as floats."""
+    if values.dtype.kind == "f":
+        values = np.rint(values)
+    return values.astype(dtype, order="F")
+
+
+def _numerator(count, s1: np.ndarray, s2: np.ndarray | None) -> np.ndarray:
+    """``n S2 - S**2`` of some voxels in exact int64 arithmetic (``s2`` None: binary inputs,
+    ``S2 == S``); the caller keeps ``n S2`` within int64 (:data:`EXACT_SQUARES_LIMIT`)."""
+    s1 = _integers(s1, np.int64)
+    return np.int64(count) * (s1 if s2 is None else s2) - s1 * s1
 
 
 def _add_squares(squares: np.ndarray, x: Values, sign: int) -> None:

@@ -52,6 +52,7 @@ from .writing import (
     Temporary,
     check_output_filename,
     fsync_folder,
+    image_chunks,
     remove_stale_temporaries,
 )
 
@@ -204,7 +205,7 @@ class OutputPlan:
 
     def write_image(self, role: str, img: nb.Nifti1Image) -> None:
         """Write a NIfTI image as an output (see :meth:`write`)."""
-        self.write(role, [img.to_bytes()])
+        self.write(role, image_chunks(img))
 
     def write_text(self, role: str, text: str) -> None:
         """Write UTF-8 text as an output (see :meth:`write`)."""
