@@ -257,14 +257,15 @@ def importable(module: str, python: str = PY) -> bool:
 
 
 # -- another install (--before) ------------------------------------------------------------
-def add_before_option(parser: argparse.ArgumentParser) -> None:
-    """``--before PYTHON``: time another install's command in the same rounds."""
+def add_before_option(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--before PYTHON``: another install's command, run beside this one's."""
     parser.add_argument(
         "--before",
         metavar="PYTHON",
-        type=os.path.abspath,
+        type=os.path.abspath,  # not resolved: a venv's python is a link out of the venv
+        required=required,
         help="the interpreter of another install of nipype_heatmap (e.g. a venv of the "
-        "previous version, see benchmarks/README.md): its command runs in the same rounds",
+        "previous version, see benchmarks/README.md): its command runs beside this one's",
     )
 
 
