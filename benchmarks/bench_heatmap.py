@@ -1,5 +1,6 @@
-"""Whole-process benchmark of ``nipype-heatmap`` against the reference loop, the floor and
-the tools a user would otherwise reach for.
+"""Whole-process benchmark of nipype-heatmap against the reference, the floor and others.
+
+The others are the tools a user would otherwise reach for.
 
 Usage::
 
