@@ -1,40 +1,44 @@
-"""Single node vs MultiProc map-reduce as N grows: wall time and peak memory per process.
+"""Single node against MultiProc map-reduce as N grows: wall time and peak memory per process.
 
 Usage::
 
-    python benchmarks/bench_scaleout.py [--sizes 10 100 1000] [--chunk-size 100] [--repeats 3]
+    python benchmarks/bench_scaleout.py [--sizes 10 100 1000] [--chunk-size 100]
+        [--repeats 3] [--data DIR] [--quick]
 
 Generates N small uint8 masks (64 x 64 x 64, seeded) per size, then runs, each in a fresh
-process and alternating: one ``HeatmapVolume`` node (Linear plugin), and
-``init_scaled_heatmap_wf(chunk_size=...)`` under MultiProc with 2 workers. Reports median
-wall time and the largest peak RSS of the parent process and of any worker process.
-Both outputs are checked to be equal.
+process and in alternating order: one ``HeatmapVolume`` node (Linear plugin), and
+``init_scaled_heatmap_wf(chunk_size=...)`` (a ``HeatmapState`` MapNode over the chunks,
+then ``MergeHeatmaps``) under MultiProc with 2 workers. Reports the median wall time of the
+run itself (measured in the process, after its imports) and the largest peak RSS of the
+parent process and of any worker process, and checks that both maps are equal. Writes
+``results/scaleout.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import nibabel as nb
+import numpy as np
+from _common import PY, common_parser, compare, neutral_cwd, table, write_results
+
 SHAPE = (64, 64, 64)
 
 RUNNER = """
 import json, resource, sys, time
+from pathlib import Path
 from nipype.pipeline import engine as pe
 from nipype_heatmap.interfaces import HeatmapVolume
 from nipype_heatmap.workflows import init_scaled_heatmap_wf
 mode, data, work, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-files = sorted(str(p) for p in __import__("pathlib").Path(data).glob("*.nii.gz"))
-t = time.perf_counter()
-if mode == "single":
+files = sorted(str(p) for p in Path(data).glob("*.nii.gz"))
+start = time.perf_counter()
+if mode == "single node":
     node = pe.Node(HeatmapVolume(in_files=files, use_mean=False), name="single", base_dir=work)
     out = node.run().outputs.out_file
 else:
@@ -42,22 +46,20 @@ else:
     wf.base_dir = work
     wf.config["execution"]["poll_sleep_duration"] = 0.1
     wf.inputs.inputnode.in_files = files
-    graph = wf.run(plugin="MultiProc", plugin_args={{"n_procs": 2}})
+    graph = wf.run(plugin="MultiProc", plugin_args={"n_procs": 2})
     out = [n for n in graph.nodes() if n.name == "merge_heatmaps"][0].result.outputs.out_file
-elapsed = time.perf_counter() - t
-print(json.dumps({{
+elapsed = time.perf_counter() - start
+print(json.dumps({
     "seconds": elapsed,
     "parent_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     "out": out,
-}}))
+}))
 """
+MODES = ("single node", "map-reduce")
 
 
 def make_masks(folder: Path, n: int) -> None:
-    import nibabel as nb
-    import numpy as np
-
     rng = np.random.default_rng(n)
     folder.mkdir(parents=True, exist_ok=True)
     grid = np.indices(SHAPE)
@@ -68,62 +70,82 @@ def make_masks(folder: Path, n: int) -> None:
         nb.Nifti1Image(mask.astype(np.uint8), np.eye(4)).to_filename(folder / f"m{i:05d}.nii.gz")
 
 
-def main() -> int:
-    import json
+def run_mode(mode: str, data: Path, work: Path, chunk_size: int) -> dict:
+    cmd = [PY, "-c", RUNNER, mode, str(data), str(work), str(chunk_size)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=neutral_cwd())
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+
+def main() -> int:
+    parser = common_parser(__doc__.split("\n")[0], repeats=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--chunk-size", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    runner = RUNNER.format(root=str(ROOT))
+    if args.quick:
+        args.sizes, args.chunk_size = [4], 2
     print(
-        f"{SHAPE} uint8 masks, chunk_size={args.chunk_size}, MultiProc n_procs=2, "
-        f"{os.cpu_count()} cores; median of {args.repeats}\n"
+        f"{SHAPE} uint8 masks, chunk_size={args.chunk_size}, MultiProc n_procs=2; "
+        f"medians of {args.repeats} alternating rounds\n"
     )
-    print(
-        "| N | single node (s) | map-reduce (s) | single peak RSS (MiB) "
-        "| map-reduce parent / worker peak RSS (MiB) | equal |"
-    )
-    print("| --- | --- | --- | --- | --- | --- |")
+    rows, sizes = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            data = Path(tmp) / f"n{n}"
-            make_masks(data, n)
-            results: dict[str, list[dict]] = {"single": [], "scaled": []}
+            data = args.data / f"scaleout_{n}"
+            if len(list(data.glob("*.nii.gz"))) != n:
+                make_masks(data, n)
+            runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
             for rep in range(args.repeats):
-                for mode in ("single", "scaled"):
-                    work = Path(tmp) / f"work_{n}_{mode}_{rep}"
-                    cmd = [
-                        sys.executable,
-                        "-c",
-                        runner,
-                        mode,
-                        str(data),
-                        str(work),
-                        str(args.chunk_size),
-                    ]
-                    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                    results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            import nibabel as nb
-            import numpy as np
-
-            equal = np.array_equal(
-                nb.load(results["single"][0]["out"]).get_fdata(),
-                nb.load(results["scaled"][0]["out"]).get_fdata(),
+                order = MODES if rep % 2 == 0 else MODES[::-1]
+                for mode in order:
+                    work = Path(tmp) / f"work_{n}_{mode.replace(' ', '_')}_{rep}"
+                    runs[mode].append(run_mode(mode, data, work, args.chunk_size))
+            equal = compare([(runs["single node"][0]["out"], runs["map-reduce"][0]["out"])])[0]
+            med = {m: statistics.median(r["seconds"] for r in v) for m, v in runs.items()}
+            parent = {m: max(r["parent_mib"] for r in v) for m, v in runs.items()}
+            worker = max(r["worker_mib"] for r in runs["map-reduce"])
+            rows.append(
+                (
+                    n,
+                    f"{med['single node']:.2f}",
+                    f"{med['map-reduce']:.2f}",
+                    f"{parent['single node']:.0f}",
+                    f"{parent['map-reduce']:.0f} / {worker:.0f}",
+                    "bit for bit" if equal["identical"] else "DIFFERENT",
+                )
             )
-            med = {m: statistics.median(r["seconds"] for r in v) for m, v in results.items()}
-            print(
-                f"| {n} | {med['single']:.2f} | {med['scaled']:.2f} "
-                f"| {max(r['parent_mib'] for r in results['single']):.0f} "
-                f"| {max(r['parent_mib'] for r in results['scaled']):.0f} / "
-                f"{max(r['worker_mib'] for r in results['scaled']):.0f} | {equal} |"
-            )
+            sizes[str(n)] = {
+                "median_s": {m: round(v, 3) for m, v in med.items()},
+                "times_s": {m: [round(r["seconds"], 3) for r in v] for m, v in runs.items()},
+                "parent_peak_rss_mib": {m: round(v, 1) for m, v in parent.items()},
+                "worker_peak_rss_mib": round(worker, 1),
+                "equal": equal["identical"],
+            }
+    header = (
+        "N",
+        "single node (s)",
+        "map-reduce (s)",
+        "single peak RSS (MiB)",
+        "map-reduce parent / worker peak RSS (MiB)",
+        "maps",
+    )
+    print(table(rows, header))
+    write_results(
+        "scaleout",
+        {
+            "settings": {
+                "repeats": args.repeats,
+                "chunk_size": args.chunk_size,
+                "shape": SHAPE,
+                "n_procs": 2,
+            },
+            "sizes": sizes,
+        },
+        quick=args.quick,
+    )
     return 0
 
 
 if __name__ == "__main__":
-    start = time.perf_counter()
-    code = main()
-    print(f"\n(total {time.perf_counter() - start:.0f} s)")
-    sys.exit(code)
+    sys.exit(main())
