@@ -16,8 +16,9 @@ Variants (see ``bench_tricks.py``):
   overflow (``_kernels.integer_sum_dtype``; still None beyond the exact range);
 - ``no-retain``: the allocator keeps its defaults (``cli._base.retain_freed_memory`` does
   nothing);
-- ``isal-reader``: gzip members inflated by ISA-L instead of libdeflate
-  (``io.inflating._member_inflater`` returns ``_inflate_with_isal``).
+- ``isal-reader``: gzip members inflated by ISA-L's zlib-compatible inflater instead of
+  libdeflate (``io.inflating._member_inflater`` returns :func:`_inflate_with_isal` below,
+  the same rules: the reader the package would have without libdeflate).
 """
 
 from __future__ import annotations
@@ -55,8 +56,24 @@ def _no_retain(*args, **kwargs) -> bool:
     return False
 
 
+def _inflate_with_isal(raw, pos, out, got):
+    """Inflate the gzip member at ``pos`` into ``out[got:]`` with ISA-L; return the input it
+    took and the bytes it produced (the contract of libdeflate's member inflater)."""
+    from isal import isal_zlib
+
+    stream = isal_zlib.decompressobj(31)
+    try:
+        content = stream.decompress(memoryview(raw)[pos:], out.size - got)
+    except isal_zlib.error as err:
+        raise inflating.GzipError(str(err)) from err
+    if not stream.eof:
+        raise inflating.GzipError("the stream holds more than declared, or is truncated")
+    out[got : got + len(content)] = np.frombuffer(content, np.uint8)
+    return len(raw) - pos - len(stream.unused_data), len(content)
+
+
 def _isal_inflater():
-    return inflating._inflate_with_isal
+    return _inflate_with_isal
 
 
 #: variant -> (module, attribute, replacement)

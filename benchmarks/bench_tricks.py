@@ -15,8 +15,8 @@ command as shipped (``shipped``, through the same runner) in the same alternatin
   within the exact range, None beyond) on the 100 masks, time and peak RSS;
 - ``retain_freed_memory`` (``no-retain``: ``cli._base.retain_freed_memory`` does nothing)
   on the 100 masks and the 30 probability maps;
-- the libdeflate reader (``isal-reader``: ``io.inflating._member_inflater`` returns
-  ``_inflate_with_isal``) on both.
+- the libdeflate reader (``isal-reader``: the same rules with ISA-L's inflater, see
+  ``_variant.py``) on both.
 
 The job is ``nipype-heatmap DATA -o OUT -q``. A trick's gain is the time that the job takes
 longer without it, in % of the job as shipped: the median over rounds of (without / with)
