@@ -390,14 +390,16 @@ def volume_reads(monkeypatch):
     from nipype_heatmap import api
 
     reads = []
+    modules = (api.inputs, api.outputs, api.heatmaps, api.states)
     for name in ("accumulate_files", "add_files", "read_volume"):
-        real = getattr(api, name)
+        for module in (m for m in modules if hasattr(m, name)):
+            real = getattr(module, name)
 
-        def spy(*args, _real=real, _name=name, **kwargs):
-            reads.append(_name)
-            return _real(*args, **kwargs)
+            def spy(*args, _real=real, _name=name, **kwargs):
+                reads.append(_name)
+                return _real(*args, **kwargs)
 
-        monkeypatch.setattr(api, name, spy)
+            monkeypatch.setattr(module, name, spy)
     return reads
 
 

@@ -252,8 +252,8 @@ def test_missing_input_file_raises_file_not_found(make_nifti, tmp_path):
 def test_bad_output_filename_raises_value_error(make_nifti, in_dir, tmp_path, name, monkeypatch):
     make_nifti("a.nii.gz")
     monkeypatch.setattr(io.reading, "_read_regular_file", _must_not_read)  # voxels
-    monkeypatch.setattr(api, "read_header", _must_not_read)  # headers checked first
-    monkeypatch.setattr(api, "read_volume", _must_not_read)
+    monkeypatch.setattr(api.inputs, "read_header", _must_not_read)  # headers checked first
+    monkeypatch.setattr(api.inputs, "read_volume", _must_not_read)
     with pytest.raises(ValueError, match=re.escape(f"output_filename {name!r}")):
         generate_heatmap_volume(in_dir, tmp_path / "out", name)
     assert not (tmp_path / "out").exists()

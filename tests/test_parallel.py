@@ -39,13 +39,13 @@ def four_cpus(monkeypatch):
 def reader_threads(monkeypatch):
     """The number of reader threads each accumulate_files call starts, in order."""
     seen = []
-    real = api.ReadAhead
+    real = api.inputs.ReadAhead
 
     def counting(*args, **kwargs):
         seen.append(kwargs["workers"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "ReadAhead", counting)
+    monkeypatch.setattr(api.inputs, "ReadAhead", counting)
     return seen
 
 

@@ -886,14 +886,14 @@ def test_a_folder_in_the_way_of_a_map_leaves_the_state_and_its_maps_as_they_were
     before = _snapshot(tmp_path / "out")
     heatmap = tmp_path / "out" / "v2.nii.gz"  # the updated maps, beside the old ones
     in_the_way = tmp_path / "out" / "v2_std.nii.gz"
-    real_write_maps = api.write_maps
+    real_write_maps = api.states.write_maps
 
     def then_a_folder(acc, plan, options, cohort):
         real_write_maps(acc, plan, options, cohort)
         os.mkdir(in_the_way)  # after planning and writing: in the way of its rename
 
     with monkeypatch.context() as patch:
-        patch.setattr(api, "write_maps", then_a_folder)
+        patch.setattr(api.states, "write_maps", then_a_folder)
         with pytest.raises(OSError, match=re.escape(str(in_the_way))):
             api.update_state(state, add=masks[3:5], out_file=heatmap, cohort=_COHORT)
     os.rmdir(in_the_way)
