@@ -44,4 +44,4 @@ def require(name: str, purpose: str, extra: str | None = None) -> ModuleType:
             f"{purpose} needs the Python package {name.split('.')[0]!r}: "
             f"pip install 'nipype_heatmap[{extra}]'"
         )
-    return module
+    return module  # type: ignore[return-value]  # a module once have is true

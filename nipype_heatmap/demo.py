@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+
+from .io import load_image
 
 LOGGER = logging.getLogger(__name__)
 
@@ -218,11 +221,10 @@ def _tissue_atlas(tissue_lists, cohort: DemoCohort, out_dir: Path) -> dict[str, 
     dseg_dir.mkdir(parents=True, exist_ok=True)
     dsegs = []
     for n, masks in enumerate(tissue_lists):
-        imgs = [nb.load(path) for path in masks]
-        labels = sum(
-            (np.asanyarray(img.dataobj) > 0).astype(np.uint8) * label
-            for label, img in zip(TISSUE_LABELS, imgs, strict=True)
-        )
+        imgs = [load_image(path) for path in masks]
+        labels = np.zeros(imgs[0].shape[:3], np.uint8)
+        for label, img in zip(TISSUE_LABELS, imgs, strict=True):
+            labels += (np.asanyarray(img.dataobj) > 0).astype(np.uint8) * np.uint8(label)
         dsegs.append(_save(labels, imgs[0].affine, dseg_dir / f"sub-{n + 1:02d}_dseg.nii.gz"))
     table = {label: LabelInfo(name, color) for label, (name, color) in TISSUE_LABELS.items()}
     written = write_atlas(
@@ -231,13 +233,15 @@ def _tissue_atlas(tissue_lists, cohort: DemoCohort, out_dir: Path) -> dict[str, 
     return {f"atlas_{key}": path for key, path in written.items()}
 
 
-def atlas_template_correlations(probseg: str, cohort: DemoCohort) -> dict[str, float]:
+def atlas_template_correlations(
+    probseg: str | os.PathLike[str], cohort: DemoCohort
+) -> dict[str, float]:
     """Pearson r of the atlas's CSF, GM and WM maps with the MNI152 templates, inside the
     brain mask (CSF against what the GM and WM templates leave: 1 - GM - WM)."""
-    mask = np.asanyarray(nb.load(cohort.brain_mask).dataobj) > 0
-    maps = nb.load(probseg).get_fdata()
-    gm = nb.load(cohort.gm_template).get_fdata()
-    wm = nb.load(cohort.wm_template).get_fdata()
+    mask = np.asanyarray(load_image(cohort.brain_mask).dataobj) > 0
+    maps = load_image(probseg).get_fdata()
+    gm = load_image(cohort.gm_template).get_fdata()
+    wm = load_image(cohort.wm_template).get_fdata()
     templates = {"GM": gm, "WM": wm, "CSF": np.clip(1.0 - gm - wm, 0.0, 1.0)}
     return {
         name: float(np.corrcoef(maps[..., label - 1][mask], templates[name][mask])[0, 1])
@@ -245,24 +249,26 @@ def atlas_template_correlations(probseg: str, cohort: DemoCohort) -> dict[str, f
     }
 
 
-def gm_template_correlation(gm_map: str, gm_template: str, brain_mask: str) -> float:
+def gm_template_correlation(
+    gm_map: str | os.PathLike[str], gm_template: str, brain_mask: str
+) -> float:
     """Pearson r between a GM probability map and the template's, inside the brain mask."""
-    mask = np.asanyarray(nb.load(brain_mask).dataobj) > 0
-    a = nb.load(gm_map).get_fdata()[mask]
-    b = nb.load(gm_template).get_fdata()[mask]
+    mask = np.asanyarray(load_image(brain_mask).dataobj) > 0
+    a = load_image(gm_map).get_fdata()[mask]
+    b = load_image(gm_template).get_fdata()[mask]
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def summarize(written: dict[str, str], cohort: DemoCohort) -> str:
+def summarize(written: Mapping[str, str | os.PathLike[str]], cohort: DemoCohort) -> str:
     """Describe the demo's maps in a few lines."""
     lines = [f"Demo cohort: {len(cohort.t1w_files)} subjects in {cohort.root}", "Maps:"]
     for tissue in ("csf", "gm", "wm"):
-        data = nb.load(written[tissue]).get_fdata()
+        data = load_image(written[tissue]).get_fdata()
         lines.append(
             f"  {tissue.upper():3s} probability  {written[tissue]}  "
             f"({int((data >= 0.5).sum())} voxels with p >= 0.5)"
         )
-    count = nb.load(written["count"]).get_fdata()
+    count = load_image(written["count"]).get_fdata()
     lines.append(
         f"  lesion count     {written['count']}  (max overlap {int(count.max())} of "
         f"{len(cohort.lesion_masks)} subjects)"

@@ -81,9 +81,10 @@ def cohort_images(
     images: dict[str, nb.Nifti1Image] = {}
     if cohort.coverage:
         count = acc.count.value
-        cover = np.full(acc.shape, count, count_dtype, order="F") if np.ndim(count) == 0 else None
-        if cover is None:
+        if isinstance(count, np.ndarray):
             cover = count.astype(count_dtype, order="F")
+        else:
+            cover = np.full(acc.shape, count, count_dtype, order="F")
         images["coverage"] = acc.make_image(cover, tag("coverage"))
     if cohort.std:
         if acc.spread is None:
@@ -99,7 +100,7 @@ def cohort_images(
         nonzero = acc.nonzero.value(acc.sum).astype(count_dtype, order="F")
         table = overlap_table(nonzero, n_inputs)
         images["overlap"] = acc.make_image(nonzero, tag("non-zero count"))
-        mask = (nonzero >= k).view(np.uint8)
+        mask = np.greater_equal(nonzero, k).view(np.uint8)
         images["mincount"] = acc.make_image(mask, tag(f"overlap >= {k}"))
         LOGGER.info(
             "%d voxel(s) have a non-zero value in at least %d of %d inputs",

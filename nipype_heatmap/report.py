@@ -52,6 +52,7 @@ import nibabel as nb
 import numpy as np
 
 from ._optional import require
+from .io import load_image
 
 LOGGER = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class MapDisplay:
     def nonfinite_sentence(self) -> str:
         """Say how many voxels are not finite, e.g. ``"12 voxels are NaN, 3 are +Inf: not
         drawn"``; ``""`` when every voxel is finite."""
-        parts = []
+        parts: list[str] = []
         for n, what in ((self.n_nan, "NaN"), (self.n_posinf, "+Inf"), (self.n_neginf, "-Inf")):
             if n:
                 verb = "is" if n == 1 else "are"
@@ -232,7 +233,7 @@ def decide_display(
     finite = values[np.isfinite(values)].astype(np.float64, copy=False)
     lo = float(finite.min()) if finite.size else None
     hi = float(finite.max()) if finite.size else None
-    extreme = max(abs(lo), abs(hi)) if finite.size else 0.0
+    extreme = max(abs(lo), abs(hi)) if lo is not None and hi is not None else 0.0
     if threshold is None:
         threshold = min(1e-6, extreme / 1000) if extreme > 0 else 1e-6
     elif not (math.isfinite(threshold) and threshold >= 0):
@@ -367,7 +368,7 @@ def _load_3d(
     """The image, checked to be 3D (a 4D image of one volume counts), and its name."""
     if isinstance(img, (str, os.PathLike)):
         name = os.fspath(img)
-        img = nb.load(name)
+        img = load_image(name)
     else:
         name = img.get_filename() or f"the {what} (an image in memory)"
     shape = tuple(img.shape)
@@ -707,8 +708,9 @@ def _cut_positions(
 
 def _mosaic_heading(cuts: Sequence[float] | int) -> str:
     """The whole-brain mosaic's heading, with the cuts' spacing when they are known."""
-    spaced = isinstance(cuts, Sequence) and len(cuts) > 1
-    step = f" every {abs(cuts[1] - cuts[0]):g} mm" if spaced else ""
+    step = ""
+    if isinstance(cuts, Sequence) and len(cuts) > 1:
+        step = f" every {abs(cuts[1] - cuts[0]):g} mm"
     return f"Whole brain: axial slices evenly spaced{step}"
 
 

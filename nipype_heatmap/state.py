@@ -89,16 +89,14 @@ _STORAGE_TYPES = tuple(
 
 # -- writing --------------------------------------------------------------------------------
 def _volumes(acc: HeatmapAccumulator) -> list[tuple[str, np.ndarray]]:
-    volumes = [("sum", acc.sum.values)]
-    if acc.count.per_voxel is not None:
-        volumes.append(("count", acc.count.per_voxel))
-    if acc.nonzero is not None and not acc.nonzero.is_sum:
-        volumes.append(("nonzero", acc.nonzero.counts))
-    if acc.spread is not None and acc.spread.form == "squares":
-        volumes.append(("squares", acc.spread.squares))
-    elif acc.spread is not None and acc.spread.form == "welford":
-        volumes.append(("m2", acc.spread.m2))
-    return volumes
+    candidates = [
+        ("sum", acc.sum.values),
+        ("count", acc.count.per_voxel),  # None: every input complete, n is NInputs
+        ("nonzero", None if acc.nonzero is None else acc.nonzero.counts),  # None: the sum
+        ("squares", None if acc.spread is None else acc.spread.squares),
+        ("m2", None if acc.spread is None else acc.spread.m2),
+    ]
+    return [(name, array) for name, array in candidates if array is not None]
 
 
 def _storage_dtype(acc: HeatmapAccumulator, names: Sequence[str]) -> np.dtype:
@@ -106,7 +104,7 @@ def _storage_dtype(acc: HeatmapAccumulator, names: Sequence[str]) -> np.dtype:
     if not acc.exact or "m2" in names:
         return np.dtype(np.float64)
     low, high = min(acc.sum.low, 0), max(acc.sum.high, acc.n_inputs)
-    if "squares" in names:
+    if "squares" in names and acc.spread is not None:
         high = max(high, acc.spread.square_bound)
     for dtype in _STORAGE_TYPES:
         info = np.iinfo(dtype)

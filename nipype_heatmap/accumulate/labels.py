@@ -63,7 +63,7 @@ def label_data(volume: Volume) -> np.ndarray:
         return data
     values = data.astype(np.float64)
     if volume.slope is not None:
-        values = values * volume.slope + volume.inter
+        values = values * volume.slope + (volume.inter or 0.0)
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(values) | (values != np.round(values))
     if bad.any():
@@ -280,9 +280,10 @@ class LabelAtlasAccumulator:
                 dense = np.zeros(other.grid.shape, np.uint32, order="F")
                 _paste(dense, origin, counts)
                 dense = self.grid.conform(dense, other.grid.affine, other.grid.source, "atlas")
-                origin, counts = _bounding_box(np.asarray(dense))
-                if counts is None:
+                origin, box = _bounding_box(np.asarray(dense))
+                if box is None:
                     continue
+                counts = box
             mine_origin, mine = self._box(label, origin, origin + counts.shape - 1)
             _view(mine, origin - mine_origin, counts.shape)[...] += counts
         for label, n in other.presence.items():
@@ -292,7 +293,7 @@ class LabelAtlasAccumulator:
 
     # -- results --------------------------------------------------------------------------
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
         """The reference grid's shape."""
         if self.grid is None:
             raise ValueError("no label image was added")
@@ -347,7 +348,7 @@ class LabelAtlasAccumulator:
         """Per voxel: the highest count, its label (ties: the lowest label, since labels
         come in ascending order and only a higher count replaces), and whether it ties."""
         if self._argmax_cache is None:
-            best = np.zeros(self.shape, self._dtype, order="F")
+            best: np.ndarray = np.zeros(self.shape, self._dtype, order="F")
             winner = np.full(self.shape, self.background, np.int64, order="F")
             tie = np.zeros(self.shape, bool, order="F")
             for label in self.label_list:
@@ -467,7 +468,7 @@ class SparseAtlas:
         Its class.
     """
 
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     affine: np.ndarray
     index: np.ndarray
     labels: np.ndarray

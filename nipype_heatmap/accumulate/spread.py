@@ -189,6 +189,7 @@ class Spread:
     def _welford(self, x: Values, count: int | np.ndarray, total: np.ndarray) -> None:
         """Welford's step for one volume: ``d = x - S/n``, ``M2 += d (x - (S + x)/(n + 1))``."""
         m2 = self.m2
+        assert m2 is not None  # folded before any Welford step
         if x.complete and not np.ndim(count):
             # Every voxel has a value and the same count: a block of voxels at a time (the
             # same operations per voxel as on whole arrays, without volume temporaries).
@@ -245,7 +246,7 @@ class Spread:
         m2 = None if self.m2 is None else _flat(self.m2)
         sums = _flat(s.values)
         squares = None if self.squares is None else _flat(self.squares)
-        counts = _flat(count) if np.ndim(count) else None
+        counts = _flat(count) if isinstance(count, np.ndarray) else None
         for block in _blocks(flats[0].size):
             n_b = np.asarray(count if counts is None else counts[block], dtype=np.float64)
             denominator = n_b - ddof
@@ -295,6 +296,7 @@ class Spread:
         total = na + nb
         with np.errstate(invalid="ignore", divide="ignore"):
             delta = np.where(nb > 0, s_b / nb, 0.0) - np.where(na > 0, s_a / na, 0.0)
+            assert self.m2 is not None and other.m2 is not None  # both folded above
             self.m2 += conform(other.m2) + np.where(
                 total > 0, delta * delta * na * nb / total, 0.0
             )

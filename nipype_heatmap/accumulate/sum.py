@@ -303,7 +303,7 @@ class HeatmapAccumulator:
         return [record.path for record in self.records]
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
         """The reference grid's shape."""
         return self.reference.shape
 
@@ -492,11 +492,12 @@ class HeatmapAccumulator:
         bounds = self.global_range
         if options.clip_to_input_range and bounds is None:
             LOGGER.warning("No finite input value anywhere: clipping skipped")
-        elif options.clip_to_input_range:
-            np.clip(result, work.type(bounds[0]), work.type(bounds[1]), out=result)
+        elif options.clip_to_input_range and bounds is not None:
+            low, high = np.asarray(bounds, dtype=work)  # the bounds rounded to the map's type
+            np.clip(result, low, high, out=result)
         if options.normalize:
             lo, hi = finite_range(result)
-            if lo is None or lo == hi:
+            if lo is None or hi is None or lo == hi:
                 LOGGER.info(
                     "Normalization skipped: the map is constant (%s)",
                     "no finite value" if lo is None else f"every finite voxel is {lo:g}",

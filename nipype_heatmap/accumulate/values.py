@@ -107,8 +107,8 @@ class Reference:
         )
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """The grid's shape."""
+    def shape(self) -> tuple[int, ...]:
+        """The grid's shape (three axes)."""
         return self.grid.shape
 
 

@@ -15,6 +15,7 @@ from ..accumulate import HeatmapAccumulator, finite_range
 from ..io import (
     OutputPlan,
     check_output_filename,
+    load_image,
     warn_duplicates,
 )
 from ..maps import subtraction_images
@@ -72,7 +73,9 @@ def compute_heatmap(
     return img
 
 
-def _log_statistics(acc: HeatmapAccumulator, img: nb.Nifti1Image, use_mean: bool) -> None:
+def _log_statistics(
+    acc: HeatmapAccumulator, img: nb.spatialimages.SpatialImage, use_mean: bool
+) -> None:
     data = np.asanyarray(img.dataobj)
     lo, hi = finite_range(data)
     LOGGER.info(
@@ -201,7 +204,7 @@ def make_maps(
         write_maps(acc, plan, options, cohort)
         written = plan.commit()
     if debug:
-        _log_statistics(acc, nb.load(written["heatmap"]), options.use_mean)
+        _log_statistics(acc, load_image(written["heatmap"]), options.use_mean)
     LOGGER.info("Wrote %s", ", ".join(written.values()))
     return acc, written
 

@@ -148,6 +148,7 @@ def update_state(
         If another run holds the state for longer than ``lock_timeout``.
     """
     state_path = os.path.abspath(os.fspath(state_file))
+    guard: contextlib.AbstractContextManager[None]
     if out_state is None or same_target(out_state, state_path):  # read, changed, replaced
         guard = locked(f"{state_path}.lock", what=f"the state {state_path}", timeout=lock_timeout)
     else:  # only read, and replaced atomically by others: its folder may be read-only
@@ -275,7 +276,7 @@ def _add_new(
     start = acc.n_inputs
     add_files(acc, to_add, digests=True, num_threads=num_threads, progress=progress, debug=debug)
     for record in acc.records[start:]:
-        old = before.get(record.digest)
+        old = before.get(record.digest) if record.digest else None
         if old is None:
             continue
         if old.identity is not None and old.identity == record.identity:

@@ -223,7 +223,7 @@ def write_atlas_outputs(
             f"value {atlas.background}; are these label images, and is --background right?"
         )
     rows = label_rows(atlas, label_table)
-    labels = [int(row["index"]) for row in rows]
+    labels = [int(str(row["index"])) for row in rows]
     common = {
         "SampleSize": atlas.n_inputs,
         "Sources": [r.path for r in atlas.records],

@@ -75,7 +75,7 @@ def _slot_chunks(atlas: SparseAtlas, dtype: np.dtype) -> Iterator[memoryview]:
         flat = np.full(size, fill, dtype)  # every slot sets the same voxels
         for slot in range(atlas.slots):
             flat[atlas.index] = table[:, slot]
-            yield memoryview(flat).cast("B")
+            yield flat.data.cast("B")
 
 
 def save_atlas(atlas: SparseAtlas, path: str | os.PathLike[str]) -> str:

@@ -54,7 +54,7 @@ class Grid:
         The file the grid was taken from, for messages.
     """
 
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     affine: np.ndarray
     source: str
 

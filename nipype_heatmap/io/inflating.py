@@ -66,7 +66,7 @@ def inflate(raw: bytes, size: int) -> memoryview:
             nonzero = np.flatnonzero(rest)
             pos = len(raw) if nonzero.size == 0 else pos + int(nonzero[0])
         if pos >= len(raw):
-            return memoryview(out)[:got]
+            return out.data[:got]
         if raw[pos : pos + 2] != GZIP_MAGIC:
             raise GzipError("data after the last gzip member that are not gzip")
 
@@ -100,7 +100,7 @@ class _Libdeflate:
         if decompressor is None:
             decompressor = self._local.decompressor = _Decompressor(self._alloc, self._free)
         taken, produced = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        source = ctypes.cast(ctypes.c_char_p(raw), ctypes.c_void_p).value
+        source = ctypes.cast(ctypes.c_char_p(raw), ctypes.c_void_p).value or 0
         result = self._inflate(
             decompressor.handle,
             source + pos,
@@ -178,6 +178,6 @@ def peek(raw: bytes, size: int, file_size: int) -> bytes:
                     raise GzipError("the compressed data end before the gzip stream does")
                 break
             pending = stream.unused_data.lstrip(b"\0")
-    except isal_zlib.error as err:
+    except isal_zlib.error as err:  # type: ignore[misc]  # isal's stub types it loosely
         raise GzipError(str(err)) from err
     return head

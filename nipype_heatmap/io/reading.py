@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nb
 import numpy as np
@@ -229,7 +229,7 @@ def _declared_size(path: str, head: bytes) -> int:
     return max(offset, header.sizeof_hdr) + int(np.prod(shape, dtype=object)) * itemsize
 
 
-def parse_header(path: str, buf: bytes) -> nb.nifti1.Nifti1Header:
+def parse_header(path: str, buf: bytes | memoryview) -> nb.nifti1.Nifti1Header:
     """The one validated header step: parse and check a NIfTI header against its bytes.
 
     Parameters
@@ -264,7 +264,9 @@ def parse_header(path: str, buf: bytes) -> nb.nifti1.Nifti1Header:
     return header
 
 
-def _parse_header(path: str, buf: bytes, *, extensions: bool) -> nb.nifti1.Nifti1Header:
+def _parse_header(
+    path: str, buf: bytes | memoryview, *, extensions: bool
+) -> nb.nifti1.Nifti1Header:
     """Parse the header at the start of ``buf``; with ``extensions``, also the extensions
     that end at ``vox_offset`` (``check=True``, as ``nibabel.load``)."""
     for size, (magic, header_class, _) in _NIFTI_KINDS.items():
@@ -389,6 +391,12 @@ def check_volume_header(path: str, header: nb.nifti1.Nifti1Header, grid: Grid) -
     if not grid.matches(shape[:3], affine) and grid.reordering(shape[:3], affine) is None:
         # raises, saying why; a zero-stride stand-in: the header's shape is not allocated
         grid.conform(np.broadcast_to(np.uint8(0), shape[:3]), affine, path)
+
+
+def load_image(path: str | os.PathLike[str]) -> nb.spatialimages.SpatialImage:
+    """``nibabel.load`` of an image file (typed as the image it is, for the callers that read
+    an image this package wrote or a user gave, with nibabel's own checks)."""
+    return cast(nb.spatialimages.SpatialImage, nb.load(os.fspath(path)))
 
 
 def read_volume(path: str | os.PathLike[str], *, digest: bool = False) -> Volume:

@@ -35,11 +35,11 @@ def storage_chunks(volumes: Iterable[np.ndarray], dtype: np.dtype) -> Iterator[m
     for values in volumes:
         array = np.asarray(values)
         if array.dtype == dtype and array.flags.f_contiguous:
-            yield memoryview(array.reshape(-1, order="F")).cast("B")
+            yield array.reshape(-1, order="F").data.cast("B")
             continue
         flat = array.reshape(-1, order="F")
         for start in range(0, flat.size, _STEP):
-            yield memoryview(flat[start : start + _STEP].astype(dtype))
+            yield flat[start : start + _STEP].astype(dtype).data
 
 
 def checksum(meta: dict, chunks: Iterable[bytes | memoryview]) -> str:
@@ -113,7 +113,7 @@ def verify_checksum(meta: dict, data: np.ndarray, path: str | os.PathLike[str], 
     """
     stored = meta.get("Checksum")
     flat = np.asarray(data).reshape(-1, order="F")
-    found = checksum(meta, [memoryview(flat.astype(flat.dtype.newbyteorder("<"), copy=False))])
+    found = checksum(meta, [flat.astype(flat.dtype.newbyteorder("<"), copy=False).data])
     if stored != found:
         raise ValueError(
             f"{path}: this {what} was changed or damaged after it was written (its checksum "

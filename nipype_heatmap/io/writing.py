@@ -90,6 +90,7 @@ class Temporary:
     def __init__(self, out_file: str) -> None:
         self.out_file = out_file
         folder = os.path.dirname(out_file)
+        self.settled = False  # renamed into place, or handed to a commit's journal
         try:
             self.fd, self.path = tempfile.mkstemp(
                 prefix=_temp_prefix(out_file), suffix=_PART_SUFFIX, dir=folder
@@ -127,15 +128,15 @@ class Temporary:
     def rename(self) -> None:
         """Put the complete file in place of the output (one atomic rename)."""
         os.replace(self.path, self.out_file)
-        self.path = None
+        self.settled = True
 
     def close(self, *, keep: bool = False) -> None:
         """Release the lock; remove the temporary file unless it was renamed, or ``keep``
         (an interrupted commit's journal will put it in place)."""
-        if self.path is not None and not keep:
+        if not (self.settled or keep):
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-        self.path = None
+        self.settled = True
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -258,7 +259,7 @@ def image_chunks(img: nb.Nifti1Image) -> list[bytes | memoryview]:
     img.update_header()  # as to_bytes does: the affine into the header
     header = img.header.copy()
     header.set_slope_inter(1.0, 0.0)  # what nibabel's writer stores for unscaled data
-    return [header_bytes(header), memoryview(data.reshape(-1, order="F")).cast("B")]
+    return [header_bytes(header), data.reshape(-1, order="F").data.cast("B")]
 
 
 def header_bytes(header: nb.nifti1.Nifti1Header) -> bytes:

@@ -11,6 +11,8 @@ import os
 import nibabel as nb
 import numpy as np
 
+from ..io import load_image
+
 #: Tissue classes in the order every segmenter of the sample workflows returns them.
 TISSUES = ("CSF", "GM", "WM")
 
@@ -55,8 +57,8 @@ def otsu_tissue_masks(
     gaussian_filter = require("scipy.ndimage", "the Otsu segmenter").gaussian_filter
     threshold_multiotsu = require("skimage.filters", "the Otsu segmenter").threshold_multiotsu
 
-    img = nb.load(in_file)
-    mask_img = nb.load(brain_mask)
+    img = load_image(in_file)
+    mask_img = load_image(brain_mask)
     if img.shape[:3] != mask_img.shape[:3] or not np.allclose(img.affine, mask_img.affine):
         raise ValueError(
             f"{brain_mask}: brain mask grid {mask_img.shape} differs from {in_file} "
