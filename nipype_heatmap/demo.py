@@ -24,6 +24,16 @@ import numpy as np
 
 from .io import load_image
 
+__all__ = [
+    "TISSUE_LABELS",
+    "atlas_template_correlations",
+    "DemoCohort",
+    "gm_template_correlation",
+    "make_demo_cohort",
+    "run_demo",
+    "summarize",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 

@@ -21,6 +21,14 @@ import numpy as np
 from .accumulate import HeatmapAccumulator
 from .options import CohortOptions, MapOptions
 
+__all__ = [
+    "cohort_images",
+    "overlap_table",
+    "overlap_table_text",
+    "OverlapRow",
+    "subtraction_images",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: Voxels histogrammed per step of the overlap table (np.bincount widens to int64).

@@ -12,6 +12,12 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+__all__ = [
+    "COHORT_MAPS",
+    "CohortOptions",
+    "MapOptions",
+]
+
 
 @dataclass(frozen=True)
 class MapOptions:

@@ -54,6 +54,22 @@ import numpy as np
 from ._optional import require
 from .io import load_image
 
+__all__ = [
+    "CMAPS",
+    "KINDS",
+    "choose_underlay",
+    "colormap",
+    "decide_display",
+    "drawable",
+    "even_cuts",
+    "histogram",
+    "make_report",
+    "MapDisplay",
+    "render_atlas_report",
+    "render_map_report",
+    "write_atlas_report",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: The kinds of map, each with its own scale (see :func:`decide_display`).

@@ -75,6 +75,17 @@ from .accumulate import (
 from .accumulate.spread import EXACT_SQUARES_LIMIT
 from .io import Grid, OutputPlan, read_nifti_data, statefile
 
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "VOLUMES",
+    "load_state",
+    "merge_states",
+    "read_metadata",
+    "save_state",
+    "state_chunks",
+]
+
 FORMAT = "nipype_heatmap.state"
 FORMAT_VERSION = 3
 

@@ -36,6 +36,13 @@ import numpy as np
 from ..io import Grid, Volume, read_volume
 from .values import SourceRecord, volume_record
 
+__all__ = [
+    "label_data",
+    "LabelAtlasAccumulator",
+    "probability",
+    "SparseAtlas",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 

@@ -28,6 +28,14 @@ from .values import Values
 if TYPE_CHECKING:  # pragma: no cover
     from .sum import FiniteCount, VoxelSum
 
+__all__ = [
+    "BLOCK",
+    "EXACT_SQUARES_LIMIT",
+    "Conform",
+    "NonzeroCount",
+    "Spread",
+]
+
 #: While ``n * (bound of S2) < 2**62``, the exact numerator ``n S2 - S**2`` fits int64.
 EXACT_SQUARES_LIMIT = 2**62
 

@@ -31,6 +31,14 @@ from . import _kernels
 from .spread import NonzeroCount, Spread
 from .values import Reference, SourceRecord, Values, values_on_grid
 
+__all__ = [
+    "UNIT_ROUNDOFF",
+    "finite_range",
+    "FiniteCount",
+    "HeatmapAccumulator",
+    "VoxelSum",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: The unit round-off of float64.

@@ -21,6 +21,18 @@ import numpy as np
 from ..io import Grid, Volume, file_identity
 from . import _kernels
 
+__all__ = [
+    "IMAGE_CLASSES",
+    "header_from_bytes",
+    "records_from_json",
+    "records_to_json",
+    "Reference",
+    "SourceRecord",
+    "Values",
+    "values_on_grid",
+    "volume_record",
+]
+
 #: The NIfTI image classes, by the names that records and states store.
 IMAGE_CLASSES = {"Nifti1Image": nb.Nifti1Image, "Nifti2Image": nb.Nifti2Image}
 

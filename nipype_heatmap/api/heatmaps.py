@@ -23,6 +23,17 @@ from ..options import CohortOptions, MapOptions
 from .inputs import accumulate_files, collect_inputs
 from .outputs import beside, plan_maps_of, write_maps
 
+__all__ = [
+    "DEFAULT_OUTPUT_FILENAME",
+    "compute_heatmap",
+    "compute_subtraction",
+    "generate_heatmap_volume",
+    "make_maps",
+    "write_cohort_maps",
+    "write_heatmap",
+    "write_subtraction",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_FILENAME = "heatmap_volume.nii.gz"

@@ -23,6 +23,12 @@ from ..io import (
     split_nifti_name,
 )
 
+__all__ = [
+    "accumulate_files",
+    "add_files",
+    "collect_inputs",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 

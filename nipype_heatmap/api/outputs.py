@@ -19,6 +19,15 @@ from ..options import CohortOptions, MapOptions
 from ..state import state_chunks
 from .inputs import collect_inputs
 
+__all__ = [
+    "beside",
+    "plan_fixed_maps",
+    "plan_inputs_and_mincount",
+    "plan_maps",
+    "plan_maps_of",
+    "write_maps",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 

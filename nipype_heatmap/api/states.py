@@ -24,6 +24,12 @@ from ..state import load_state
 from .inputs import accumulate_files, add_files
 from .outputs import plan_fixed_maps, plan_inputs_and_mincount, plan_maps, write_maps
 
+__all__ = [
+    "merge_and_write",
+    "update_state",
+    "within_promise",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 

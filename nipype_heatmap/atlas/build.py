@@ -39,6 +39,19 @@ from ..io.writing import header_bytes
 from .sparse import label_dtype, sparse_chunks
 from .tables import TABLE_COLUMNS, LabelInfo, label_rows
 
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "accumulate_labels",
+    "atlas_names",
+    "build_atlas",
+    "check_headers",
+    "plan_atlas",
+    "sidecar_name",
+    "threshold_label",
+    "write_atlas",
+    "write_atlas_outputs",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: Default maximum-probability thresholds, in percent (Harvard-Oxford's).

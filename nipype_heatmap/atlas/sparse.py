@@ -33,6 +33,16 @@ from ..accumulate import (
 from ..accumulate.labels import SparseAtlas
 from ..io import read_nifti_data, statefile, write_atomic
 
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "label_dtype",
+    "load_atlas",
+    "merge_atlases",
+    "save_atlas",
+    "sparse_chunks",
+]
+
 FORMAT = "nipype_heatmap.atlas"
 FORMAT_VERSION = 2
 

@@ -14,6 +14,14 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "TABLE_COLUMNS",
+    "default_color",
+    "label_rows",
+    "LabelInfo",
+    "read_label_table",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 

@@ -9,6 +9,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+__all__ = [
+    "EXAMPLES",
+    "add_atlas_options",
+    "get_parser",
+    "main",
+    "run",
+]
+
 EXAMPLES = """\
 examples:
   # per-label probability maps, max-probability maps at 0/25/50 %, label table

@@ -9,6 +9,13 @@ from typing import NoReturn
 
 from ._base import add_nprocs_option, run_reporting_errors
 
+__all__ = [
+    "EXAMPLES",
+    "get_parser",
+    "main",
+    "run",
+]
+
 EXAMPLES = """\
 examples:
   # lesion probability map (mean of binary masks)

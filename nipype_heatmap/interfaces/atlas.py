@@ -20,6 +20,11 @@ from .._docs import SHORT
 from ..io import check_output_filename
 from ._base import AbsFile, core_logs_in_nipype
 
+__all__ = [
+    "LabelAtlas",
+    "PartialLabelAtlas",
+]
+
 
 class _AtlasOptionsInputSpec(BaseInterfaceInputSpec):
     atlas_name = Str(

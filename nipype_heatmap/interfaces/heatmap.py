@@ -22,6 +22,10 @@ from ._base import (
     set_map_outputs,
 )
 
+__all__ = [
+    "HeatmapVolume",
+]
+
 
 class _HeatmapVolumeInputSpec(MapOptionsInputSpec, CohortInputSpec):
     nii_folder = AbsDirectory(

@@ -33,6 +33,12 @@ from ._base import (
     set_map_outputs,
 )
 
+__all__ = [
+    "HeatmapState",
+    "MergeHeatmaps",
+    "UpdateHeatmapState",
+]
+
 
 class _HeatmapStateInputSpec(BaseInterfaceInputSpec):
     in_files = InputMultiObject(

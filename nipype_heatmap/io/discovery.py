@@ -14,6 +14,18 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "OWN_DESCRIP_PREFIX",
+    "file_identity",
+    "find_nifti_files",
+    "is_nifti_name",
+    "is_own_file",
+    "same_file",
+    "split_nifti_name",
+    "warn_duplicates",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: File name endings taken as NIfTI inputs when a folder is listed (case-sensitive, as BIDS).

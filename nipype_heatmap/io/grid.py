@@ -14,6 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 from nibabel import orientations
 
+__all__ = [
+    "AFFINE_TOL_MM",
+    "Grid",
+    "grid_distance_mm",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: Largest distance, in millimetres, between the world coordinates of matching grid corners

@@ -26,6 +26,15 @@ import threading
 import numpy as np
 from isal import isal_zlib
 
+__all__ = [
+    "GZIP_MAGIC",
+    "MAX_DEFLATE_RATIO",
+    "SLACK",
+    "GzipError",
+    "inflate",
+    "peek",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"

@@ -25,6 +25,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "FOLDER_LOCK_NAME",
+    "folder_lock",
+    "locked",
+    "LockTimeout",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: Seconds a run waits for a lock before it gives up with an error (a concurrent update of

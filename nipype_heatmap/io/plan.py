@@ -56,6 +56,15 @@ from .writing import (
     remove_stale_temporaries,
 )
 
+__all__ = [
+    "JOURNAL_PREFIX",
+    "OutputPlan",
+    "PlannedOutput",
+    "recover_interrupted_commits",
+    "same_target",
+    "write_atomic",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: Journal files of commits under way (or interrupted): ``<prefix><id>.json``.

@@ -42,6 +42,20 @@ from . import inflating
 from .grid import Grid
 from .inflating import GZIP_MAGIC, MAX_DEFLATE_RATIO
 
+__all__ = [
+    "check_volume_header",
+    "file_digest",
+    "file_digest_of",
+    "load_image",
+    "make_volume",
+    "parse_header",
+    "read_header",
+    "read_nifti_data",
+    "read_volume",
+    "ReadAhead",
+    "Volume",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 # sizeof_hdr and magic of the two single-file NIfTI formats.

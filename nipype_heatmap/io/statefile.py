@@ -22,6 +22,15 @@ import numpy as np
 
 from .writing import header_bytes
 
+__all__ = [
+    "ECODE_COMMENT",
+    "checksum",
+    "head_bytes",
+    "read_metadata",
+    "storage_chunks",
+    "verify_checksum",
+]
+
 #: NIfTI extension code of the metadata: "comment", readable by every NIfTI library.
 ECODE_COMMENT = 6
 

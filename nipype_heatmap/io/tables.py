@@ -9,6 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
+__all__ = [
+    "json_text",
+    "tsv_text",
+]
+
 
 def json_text(content: object) -> str:
     """JSON as this package writes it: indented, UTF-8 (no ASCII escapes), a final newline.

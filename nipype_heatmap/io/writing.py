@@ -29,6 +29,18 @@ from isal import isal_zlib
 
 from .discovery import split_nifti_name
 
+__all__ = [
+    "GZIP_BLOCK",
+    "check_output_filename",
+    "Chunks",
+    "fsync_folder",
+    "gzip_stream",
+    "header_bytes",
+    "image_chunks",
+    "remove_stale_temporaries",
+    "Temporary",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 _PART_SUFFIX = ".part"

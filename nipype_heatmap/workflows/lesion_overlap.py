@@ -8,6 +8,10 @@ from nipype.pipeline import engine as pe
 from .._docs import fill_doc
 from ..interfaces import HeatmapVolume, mem_gb
 
+__all__ = [
+    "init_lesion_overlap_wf",
+]
+
 
 @fill_doc
 def init_lesion_overlap_wf(

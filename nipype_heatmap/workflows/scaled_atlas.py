@@ -11,6 +11,11 @@ from nipype.pipeline import engine as pe
 from ..interfaces import LabelAtlas, PartialLabelAtlas
 from .scaled_heatmap import split_chunks_node
 
+__all__ = [
+    "ATLAS_MEM_GB",
+    "init_scaled_atlas_wf",
+]
+
 #: Peak memory (GB) of one atlas job on the 1 mm MNI grid with ~100 compact labels (the
 #: README's benchmark: under 0.7 GB for the whole command, dense 4D included).
 ATLAS_MEM_GB = 1.0

@@ -11,6 +11,12 @@ from nipype.pipeline import engine as pe
 from .._docs import fill_doc
 from ..interfaces import HeatmapState, MergeHeatmaps, mem_gb
 
+__all__ = [
+    "COHORT_OUTPUTS",
+    "init_scaled_heatmap_wf",
+    "split_chunks_node",
+]
+
 
 @fill_doc
 def init_scaled_heatmap_wf(

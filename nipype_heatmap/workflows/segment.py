@@ -13,6 +13,11 @@ import numpy as np
 
 from ..io import load_image
 
+__all__ = [
+    "TISSUES",
+    "otsu_tissue_masks",
+]
+
 #: Tissue classes in the order every segmenter of the sample workflows returns them.
 TISSUES = ("CSF", "GM", "WM")
 

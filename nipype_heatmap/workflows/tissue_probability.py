@@ -8,6 +8,12 @@ from nipype.pipeline import engine as pe
 from .._docs import fill_doc
 from ..interfaces import HeatmapVolume, mem_gb
 
+__all__ = [
+    "SEGMENTERS",
+    "TISSUES",
+    "init_tissue_probability_wf",
+]
+
 #: Segmentation steps the workflow can use. "otsu" runs anywhere (scikit-image);
 #: "fast" needs FSL and "atropos" needs ANTs on the PATH.
 SEGMENTERS = ("otsu", "fast", "atropos")
