@@ -2,8 +2,8 @@
 
 Usage::
 
-    python tools/mutate.py nipype_heatmap/core.py [more modules] [--jobs 2] [--limit N]
-                           [--tests "tests/test_core.py tests/test_io_reading.py"]
+    python tools/mutate.py nipype_heatmap/io/plan.py [more modules] [--jobs 2] [--limit N]
+                           [--tests "tests/test_io_plan.py tests/test_io_writing.py"]
                            [--mutants 3,17,42] [--skip-judged] [--timeout S]
 
 For each module, the fast tests first run once as the module is (they must pass; their
@@ -46,46 +46,41 @@ EQUIVALENTS = Path(__file__).resolve().parent / "mutation_equivalents.txt"
 
 #: The fast tests that guard each module (no workflow runs, no cluster, no wheel build).
 DEFAULT_TESTS = {
-    "nipype_heatmap/core.py": "tests/test_core.py tests/test_io_reading.py "
-    "tests/test_parallel.py tests/test_cohort.py tests/test_state.py tests/test_io_discovery.py "
-    "tests/test_update.py",
-    "nipype_heatmap/io/reading.py": "tests/test_io_reading.py tests/test_core.py "
-    "tests/test_parallel.py tests/test_update.py tests/test_io_grid.py",
-    "nipype_heatmap/io/writing.py": "tests/test_io_writing.py tests/test_core.py",
+    "nipype_heatmap/io/reading.py": "tests/test_io_reading.py tests/test_core.py",
+    "nipype_heatmap/io/inflating.py": "tests/test_io_reading.py",
+    "nipype_heatmap/io/writing.py": "tests/test_io_writing.py tests/test_io_plan.py",
+    "nipype_heatmap/io/plan.py": "tests/test_io_plan.py tests/test_io_writing.py "
+    "tests/test_io_discovery.py",
+    "nipype_heatmap/io/locking.py": "tests/test_io_plan.py",
+    "nipype_heatmap/io/statefile.py": "tests/test_state.py tests/test_update.py",
     "nipype_heatmap/io/discovery.py": "tests/test_io_discovery.py tests/test_core.py",
     "nipype_heatmap/io/grid.py": "tests/test_io_grid.py tests/test_state.py",
-    "nipype_heatmap/state.py": "tests/test_update.py tests/test_state.py",
-    "nipype_heatmap/cohort.py": "tests/test_cohort.py tests/test_update.py",
-    "nipype_heatmap/parallel.py": "tests/test_parallel.py",
-    "nipype_heatmap/cli.py": "tests/test_cli.py tests/test_cohort.py tests/test_update.py "
+    "nipype_heatmap/accumulate/sum.py": "tests/test_core.py tests/test_cohort.py "
+    "tests/test_update.py tests/test_parallel.py",
+    "nipype_heatmap/accumulate/spread.py": "tests/test_cohort.py tests/test_update.py",
+    "nipype_heatmap/accumulate/values.py": "tests/test_core.py tests/test_io_reading.py "
+    "tests/test_update.py",
+    "nipype_heatmap/accumulate/_kernels.py": "tests/test_core.py tests/test_cohort.py",
+    "nipype_heatmap/accumulate/labels.py": "tests/test_atlas.py",
+    "nipype_heatmap/options.py": "tests/test_cohort.py tests/test_core.py "
+    "nipype_heatmap/options.py",
+    "nipype_heatmap/maps.py": "tests/test_cohort.py",
+    "nipype_heatmap/state.py": "tests/test_state.py tests/test_update.py",
+    "nipype_heatmap/api/inputs.py": "tests/test_core.py tests/test_io_discovery.py "
     "tests/test_parallel.py",
-    "nipype_heatmap/atlas.py": "tests/test_atlas.py",
-    # BIDS output: its own suite, the atlas derivative test and the module's doctests
-    "nipype_heatmap/derivatives.py": "tests/test_derivatives.py "
-    "tests/test_atlas.py::test_bids_atlas_is_a_validator_clean_derivative "
-    "tests/test_atlas.py::test_atlas_derivative_functions_with_their_defaults "
-    "nipype_heatmap/derivatives.py",
-    # The interfaces' own suites, and the tests elsewhere that run an interface or a
-    # workflow built of them (the rest of those modules test the functions underneath).
-    "nipype_heatmap/interfaces.py": "tests/test_interfaces.py tests/test_interfaces_specs.py "
-    "tests/test_workflows.py "
-    "tests/test_atlas.py::test_label_atlas_node_and_map_reduce_workflow_give_the_same_atlas "
-    "tests/test_atlas.py::test_add_file_counts_records_and_uses_the_default_background "
-    "tests/test_atlas.py::test_a_background_outside_32_bits_is_refused "
-    "tests/test_bids.py::test_selection_travels_as_plain_data "
-    "tests/test_cohort.py::test_interface_writes_cohort_maps_in_the_node_folder "
-    "tests/test_derivatives.py::test_sink_interface_takes_the_selection_as_plain_data "
-    "tests/test_derivatives.py::"
-    "test_sink_records_the_command_it_is_given_for_the_map_and_its_cohort_maps "
-    "tests/test_derivatives.py::test_workflow_writes_a_validator_clean_derivative "
-    "tests/test_derivatives.py::test_bids_workflow_stores_cohort_maps "
-    "tests/test_derivatives.py::test_a_rerun_sees_new_subjects_and_rewrites_a_deleted_map "
-    "tests/test_parallel.py::test_threads_of_a_node_are_reserved_by_nipype_and_not_hashed "
-    "tests/test_state.py::test_chunk_size_must_be_positive "
-    "tests/test_state.py::test_partial_and_merge_interfaces "
-    "tests/test_state.py::test_deprecated_input_names_still_work_with_a_warning "
-    "tests/test_update.py::test_scaled_workflow_and_interfaces_write_cohort_maps_and_updates",
+    "nipype_heatmap/api/outputs.py": "tests/test_cohort.py tests/test_io_discovery.py "
+    "tests/test_cli.py",
+    "nipype_heatmap/api/heatmaps.py": "tests/test_core.py tests/test_cohort.py tests/test_cli.py",
+    "nipype_heatmap/api/states.py": "tests/test_update.py tests/test_state.py",
+    "nipype_heatmap/atlas/build.py": "tests/test_atlas.py",
+    "nipype_heatmap/atlas/sparse.py": "tests/test_atlas.py",
+    "nipype_heatmap/atlas/tables.py": "tests/test_atlas.py",
+    "nipype_heatmap/cli/heatmap.py": "tests/test_cli.py tests/test_cohort.py tests/test_update.py",
+    "nipype_heatmap/cli/_base.py": "tests/test_cli.py tests/test_parallel.py",
+    "nipype_heatmap/_runtime.py": "tests/test_parallel.py",
+    "nipype_heatmap/report.py": "tests/test_report.py",
 }
+
 
 _SWAPS = {
     ast.Lt: ast.LtE,
