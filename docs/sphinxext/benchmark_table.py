@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 
 from docutils import nodes
-from docutils.statemachine import StringList
 from sphinx.errors import ExtensionError
 from sphinx.util.docutils import SphinxDirective
 
@@ -67,23 +66,32 @@ def load_results(path: Path) -> dict:
     return data
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|") if text else "-"
+def _para(*parts: nodes.Node | str) -> nodes.paragraph:
+    para = nodes.paragraph()
+    for part in parts:
+        para += nodes.Text(part) if isinstance(part, str) else part
+    return para
 
 
-def _rows(data: dict, dataset: dict) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], widths: list[int]) -> nodes.table:
+    table = nodes.table(classes=["benchmark-table"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for width in widths:
+        group += nodes.colspec(colwidth=width)
+    for section, lines in ((nodes.thead(), [header]), (nodes.tbody(), rows)):
+        for line in lines:
+            row = nodes.row()
+            for text in line:
+                row += nodes.entry("", _para(text))
+            section += row
+        group += section
+    return table
+
+
+def _rows(data: dict, dataset: dict) -> list[list[str]]:
     baseline = next(r for r in dataset["results"] if r["contestant"] == data["baseline"])
-    lines = [
-        ".. list-table::",
-        "   :header-rows: 1",
-        "   :widths: 40 15 20 15 10",
-        "",
-        "   * - contestant",
-        "     - median (s)",
-        f"     - time / {data['baseline']}",
-        "     - peak RSS (MiB)",
-        "     - same map",
-    ]
+    rows = []
     for row in dataset["results"]:
         median = row.get("median_s")
         ratio = (
@@ -92,59 +100,72 @@ def _rows(data: dict, dataset: dict) -> list[str]:
             else "-"
         )
         rss = row.get("peak_rss_mib")
-        same = {True: "yes", False: "no"}.get(row.get("same_output"), "-")
         name = row["contestant"] + (f" ({row['version']})" if row.get("version") else "")
-        note = f" [{row['note']}]" if row.get("note") else ""
-        lines += [
-            f"   * - {_cell(name + note)}",
-            f"     - {median:.3f}" if median is not None else "     - not run",
-            f"     - {ratio}",
-            f"     - {rss:.0f}" if rss is not None else "     - -",
-            f"     - {same}",
-        ]
-    return lines
+        rows.append(
+            [
+                name + (f" [{row['note']}]" if row.get("note") else ""),
+                f"{median:.3f}" if median is not None else "not run",
+                ratio,
+                f"{rss:.0f}" if rss is not None else "-",
+                {True: "yes", False: "no"}.get(row.get("same_output"), "-"),
+            ]
+        )
+    return rows
 
 
-def results_rst(data: dict, source: str) -> list[str]:
-    """The reStructuredText of one results file."""
+def results_nodes(data: dict, source: str) -> list[nodes.Node]:
+    """The docutils nodes of one results file (built directly, so that the directive
+    renders the same in reStructuredText and Markdown pages)."""
     machine = data["machine"]
-    lines: list[str] = []
+    out: list[nodes.Node] = []
     if data.get("example"):
-        lines += [
-            ".. warning::",
-            "",
-            f"   ``{source}`` is an **example** of the results format, not a measurement:",
-            "   its numbers only show how a results file is rendered.",
-            "",
-        ]
-    lines += [
-        f"**{data['date']}**, {machine['description']}: {machine['cores']} cores, "
-        f"{machine['memory_gib']} GiB, Python {machine['python']}"
-        + (f", {machine['os']}" if machine.get("os") else "")
-        + ".",
-        "",
-        f"Command: ``{data['command']}`` (results file ``{source}``).",
-        "",
-    ]
+        out.append(
+            nodes.warning(
+                "",
+                _para(
+                    nodes.literal(text=source),
+                    " is an ",
+                    nodes.strong(text="example"),
+                    " of the results format, not a measurement: its numbers only show how "
+                    "a results file is rendered.",
+                ),
+            )
+        )
+    where = (
+        f", {machine['description']}: {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"Python {machine['python']}" + (f", {machine['os']}" if machine.get("os") else "") + "."
+    )
+    out.append(_para(nodes.strong(text=data["date"]), where))
+    out.append(
+        _para(
+            "Command: ",
+            nodes.literal(text=data["command"]),
+            " (",
+            nodes.literal(text=source),
+            ").",
+        )
+    )
     if data.get("software"):
         versions = ", ".join(f"{k} {v}" for k, v in sorted(data["software"].items()))
-        lines += [f"Versions: {versions}.", ""]
+        out.append(_para(f"Versions: {versions}."))
+    header = [
+        "contestant",
+        "median (s)",
+        f"time / {data['baseline']}",
+        "peak RSS (MiB)",
+        "same map",
+    ]
     for dataset in data["datasets"]:
         details = [
             dataset.get("description", ""),
             f"{dataset['files']} files" if dataset.get("files") else "",
-            "x".join(map(str, dataset["shape"])) if dataset.get("shape") else "",
+            " x ".join(map(str, dataset["shape"])) if dataset.get("shape") else "",
             f"median of {dataset['repeats']} runs" if dataset.get("repeats") else "",
         ]
-        lines += [
-            f".. rubric:: {dataset['name']}",
-            "",
-            "; ".join(d for d in details if d) + ".",
-            "",
-            *_rows(data, dataset),
-            "",
-        ]
-    return lines
+        out.append(nodes.rubric(text=dataset["name"]))
+        out.append(_para("; ".join(d for d in details if d) + "."))
+        out.append(_table(header, _rows(data, dataset), [40, 15, 20, 15, 10]))
+    return out
 
 
 class BenchmarkResults(SphinxDirective):
@@ -154,7 +175,7 @@ class BenchmarkResults(SphinxDirective):
     has_content = False
 
     def run(self) -> list[nodes.Node]:
-        rel, folder = self.env.relfn2path(self.arguments[0], self.env.docname)
+        _, folder = self.env.relfn2path(self.arguments[0], self.env.docname)
         files = sorted(p for p in Path(folder).glob("*.json") if p.name != "schema.json")
         if not files:
             raise ExtensionError(f"benchmark-results: no results file in {folder}")
@@ -163,11 +184,9 @@ class BenchmarkResults(SphinxDirective):
             self.env.note_dependency(str(path))
             loaded.append((load_results(path), path))
         loaded.sort(key=lambda item: item[0]["date"], reverse=True)
-        lines: list[str] = []
-        for data, path in loaded:
-            lines += results_rst(data, f"benchmarks/results/{path.name}")
         container = nodes.container(classes=["benchmark-results"])
-        self.state.nested_parse(StringList(lines, source=rel), self.content_offset, container)
+        for data, path in loaded:
+            container += results_nodes(data, f"benchmarks/results/{path.name}")
         return [container]
 
 
