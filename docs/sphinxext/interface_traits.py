@@ -108,7 +108,9 @@ def _put_builder_sections(app, what, name, obj, options, lines):
     stashed = _STASH.pop(name, None)
     if stashed is None:
         return
-    where = next((i for i, line in enumerate(lines) if line.strip() == ".. rubric:: Examples"), len(lines))
+    where = next(
+        (i for i, line in enumerate(lines) if line.strip() == ".. rubric:: Examples"), len(lines)
+    )
     lines[where:where] = ["", *stashed, ""]
 
 
