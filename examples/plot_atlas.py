@@ -43,8 +43,8 @@ tissues = np.stack([np.clip(1 - gm - wm, 0, 1), gm, wm])  # CSF, GM, WM
 rng = np.random.default_rng(4)
 label_files = []
 for subject in range(1, 16):
-    noise = ndimage.gaussian_filter(rng.standard_normal(tissues.shape), (0, 1.5, 1.5, 1.5))
-    labels = (np.argmax(tissues + 0.6 * noise / noise.std(), axis=0) + 1) * brain
+    noise = ndimage.gaussian_filter(rng.standard_normal(tissues.shape), (0, 2, 2, 2))
+    labels = (np.argmax(tissues + 0.25 * noise / noise.std(), axis=0) + 1) * brain
     path = workdir / "dseg" / f"sub-{subject:02d}_dseg.nii.gz"
     nb.Nifti1Image(labels.astype(np.uint8), template.affine).to_filename(path)
     label_files.append(str(path))
@@ -59,8 +59,8 @@ from nipype_heatmap.atlas import LabelInfo, accumulate_labels, load_atlas, write
 
 table = {
     1: LabelInfo("CSF", "#3c78d8"),
-    2: LabelInfo("GM", "#e69138"),
-    3: LabelInfo("WM", "#f1c232"),
+    2: LabelInfo("GM", "#d9534f"),
+    3: LabelInfo("WM", "#f2f2f2"),
 }
 counts = accumulate_labels(label_files)
 written = write_atlas(
@@ -101,7 +101,8 @@ plotting.plot_roi(
     vmax=3,
     alpha=0.8,
     cut_coords=(0, -18, 10),
-    title="maximum-probability map, p >= 25 % (CSF, GM, WM)",
+    colorbar=False,
+    title="maximum-probability map at 25 %: CSF blue, GM red, WM white",
     axes=axes[0],
 )
 plotting.plot_stat_map(

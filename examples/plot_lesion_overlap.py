@@ -63,7 +63,8 @@ count_file = generate_heatmap_volume(
     clip_to_input_range=False,
 )
 count = nb.load(count_file)
-print(count.header["descrip"].item().decode(), "| max overlap:", int(count.get_fdata().max()))
+print(count.header["descrip"].item().decode())  # what the map is, in its header
+print("max overlap:", int(count.get_fdata().max()), "patients")
 
 # %%
 # The same data as a list of files gives the lesion probability (the default: the mean).
