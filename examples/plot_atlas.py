@@ -26,7 +26,8 @@ import numpy as np
 from nilearn import datasets, plotting
 from scipy import ndimage
 
-workdir = Path(tempfile.mkdtemp(prefix="nipype_heatmap_atlas_"))
+tmp = tempfile.TemporaryDirectory(prefix="nipype_heatmap_atlas_")  # removed at the end
+workdir = Path(tmp.name)
 (workdir / "dseg").mkdir()
 
 

@@ -28,7 +28,8 @@ import nibabel as nb
 import numpy as np
 from nilearn import datasets
 
-workdir = Path(tempfile.mkdtemp(prefix="nipype_heatmap_bids_"))
+tmp = tempfile.TemporaryDirectory(prefix="nipype_heatmap_bids_")  # removed at the end
+workdir = Path(tmp.name)
 bids_dir = workdir / "derivatives" / "lesions"
 bids_dir.mkdir(parents=True)
 (bids_dir / "dataset_description.json").write_text(

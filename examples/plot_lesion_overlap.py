@@ -24,7 +24,8 @@ import nibabel as nb
 import numpy as np
 from nilearn import datasets, plotting
 
-workdir = Path(tempfile.mkdtemp(prefix="nipype_heatmap_lesions_"))
+tmp = tempfile.TemporaryDirectory(prefix="nipype_heatmap_lesions_")  # removed at the end
+workdir = Path(tmp.name)
 masks_dir = workdir / "lesion_masks"
 masks_dir.mkdir()
 

@@ -24,7 +24,8 @@ import nibabel as nb
 import numpy as np
 from nilearn import datasets, plotting
 
-workdir = Path(tempfile.mkdtemp(prefix="nipype_heatmap_mapreduce_"))
+tmp = tempfile.TemporaryDirectory(prefix="nipype_heatmap_mapreduce_")  # removed at the end
+workdir = Path(tmp.name)
 template = datasets.load_mni152_template(resolution=2).slicer[::2, ::2, ::2]  # 4 mm
 wm = datasets.load_mni152_wm_template(resolution=2).slicer[::2, ::2, ::2].get_fdata() > 0.5
 rng = np.random.default_rng(6)

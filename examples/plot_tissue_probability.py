@@ -26,7 +26,8 @@ import numpy as np
 from nilearn import datasets, plotting
 from scipy import ndimage
 
-workdir = Path(tempfile.mkdtemp(prefix="nipype_heatmap_tissue_"))
+tmp = tempfile.TemporaryDirectory(prefix="nipype_heatmap_tissue_")  # removed at the end
+workdir = Path(tmp.name)
 t1 = datasets.load_mni152_template(resolution=2).slicer[::2, ::2, ::2]  # 4 mm
 brain = datasets.load_mni152_brain_mask(resolution=2).slicer[::2, ::2, ::2]
 brain_mask = workdir / "tpl-MNI152_desc-brain_mask.nii.gz"
