@@ -10,6 +10,7 @@ sections, as rubrics before the examples.
 from __future__ import annotations
 
 import re
+import warnings
 
 _SECTION = re.compile(r"^(Inputs|Outputs)\n-+$", re.MULTILINE)
 _NEXT_SECTION = re.compile(r"^(?!Inputs|Outputs)[A-Z][A-Za-z ]*\n-+$", re.MULTILINE)
@@ -122,6 +123,11 @@ def _skip_spec_aliases(app, what, name, obj, skip, options):
 
 
 def setup(app):
+    # numpydoc also parses the raw docstring for signatures, and warns (a Python warning,
+    # not a Sphinx one) about the two sections that this extension shows itself.
+    warnings.filterwarnings(
+        "ignore", message=r"Unknown section (Inputs|Outputs) in the docstring of init_"
+    )
     app.connect("autodoc-skip-member", _skip_spec_aliases)
     # numpydoc rewrites docstrings at the default priority (500).
     app.connect("autodoc-process-docstring", _take_builder_sections, priority=100)
