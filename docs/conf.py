@@ -45,6 +45,10 @@ extensions = [
     "cli_examples",
 ]
 
+# "--sum" stays two hyphens, quotes stay straight: the pages are full of commands.
+smartquotes = False
+highlight_language = "text"  # blocks without a language (the commands' usage) stay plain
+
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 templates_path = ["_templates"]

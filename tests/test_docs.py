@@ -68,6 +68,18 @@ def test_build_has_no_warning(site):
         assert (site / page).is_file(), page
 
 
+def test_no_page_shows_a_markup_error(site):
+    # docutils' inline error reports, and furo's red box over a "contents" directive (the
+    # theme has its own table of contents), are not build warnings: look for them.
+    shown = {
+        str(page.relative_to(site)): text
+        for page in site.rglob("*.html")
+        for text in ('class="system-message"', 'class="contents')
+        if text in page.read_text()
+    }
+    assert shown == {}
+
+
 def test_every_public_name_has_an_api_page(site):
     import nipype_heatmap
 
