@@ -10,8 +10,13 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from .._docs import fill_doc
-from ..interfaces import HeatmapDerivativesSink, HeatmapVolume, SelectBIDSInputs, mem_gb
-from ..interfaces.bids import HeatmapOfSubjects
+from ..interfaces import (
+    HeatmapDerivativesSink,
+    HeatmapOfSubjects,
+    HeatmapVolume,
+    SelectBIDSInputs,
+    mem_gb,
+)
 from ..options import CohortOptions, MapOptions
 
 #: Each cohort map's output of the heatmap node (and input of the sink).
