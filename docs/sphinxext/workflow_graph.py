@@ -10,7 +10,9 @@ graphviz``)::
        :kwargs: chunk_size=100, cohort={"coverage": True}
        :caption: Map-reduce over chunks of 100 files.
 
-``:kwargs:`` is a Python argument list (literals only), passed to the builder.
+``:kwargs:`` is a Python argument list, passed to the builder: literals, and the option
+objects built from literals (``options=MapOptions(use_mean=False)``,
+``cohort=CohortOptions(coverage=True)``), which the builders that take them require.
 """
 
 from __future__ import annotations
@@ -28,12 +30,29 @@ from sphinx.ext.graphviz import figure_wrapper, graphviz
 from sphinx.util.docutils import SphinxDirective
 
 
+def _value(node: ast.expr):
+    """A literal, or ``MapOptions(...)``/``CohortOptions(...)`` of literal keywords."""
+    from nipype_heatmap import options
+
+    if isinstance(node, ast.Call):
+        name = getattr(node.func, "id", None)
+        if name not in ("MapOptions", "CohortOptions") or node.args:
+            raise ValueError(
+                f"{ast.unparse(node)}: only literals, MapOptions(...) and CohortOptions(...) "
+                "with keyword arguments"
+            )
+        return getattr(options, name)(
+            **{kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        )
+    return ast.literal_eval(node)
+
+
 def _parse_kwargs(text: str) -> dict:
-    """``a=1, b={"x": True}`` -> ``{"a": 1, "b": {"x": True}}`` (literals only)."""
+    """``a=1, b={"x": True}`` -> ``{"a": 1, "b": {"x": True}}``; option objects too."""
     call = ast.parse(f"f({text})", mode="eval").body
     if not isinstance(call, ast.Call) or call.args:
         raise ValueError(f"expected keyword arguments, got {text!r}")
-    return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    return {kw.arg: _value(kw.value) for kw in call.keywords}
 
 
 def workflow_dot(builder: str, kwargs: dict) -> str:
