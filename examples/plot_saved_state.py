@@ -6,8 +6,9 @@ Biobanks release subjects in batches and must honour withdrawals. Re-reading eve
 for each release is not needed: save the **state** of a run once (the voxel-wise sums and
 counts, the cohort statistics, and for each input its path, content hash, value range and
 header), then add and remove files reading only those files
-(:func:`~nipype_heatmap.update_state`). The maps of the updated state equal a recompute
-from the final list of inputs, bit for bit for integer inputs such as masks.
+(:func:`nipype_heatmap.api.update_state`, a transaction: the state is locked, and the
+updated state and its maps are written together). The maps of the updated state equal a
+recompute from the final list of inputs, bit for bit for integer inputs such as masks.
 """
 
 # %%
@@ -52,7 +53,7 @@ release2 = write_masks(workdir / "release2", range(41, 51))
 # ----------------------------------
 # ``state_file=`` saves the run's state beside the maps (the command line's
 # ``--save-state``). Here the maps are the lesion probability and the coverage.
-from nipype_heatmap import CohortOptions, MapOptions, load_state, update_state, write_cohort_maps
+from nipype_heatmap import CohortOptions, MapOptions, load_state, write_cohort_maps
 
 maps = workdir / "maps"
 state_file = workdir / "cohort_state.nii.gz"
@@ -71,7 +72,10 @@ print("inputs in the state:", load_state(state_file).n_inputs)
 # input of the state and unchanged since it was added (its SHA-256 is checked), or the
 # update is refused, naming the file, and nothing is written. The updated state and the
 # maps are written together (``nipype-heatmap --update STATE INPUT... --remove FILE...``
-# on the command line).
+# on the command line). It returns the updated state (an accumulator) and what it wrote,
+# by role.
+from nipype_heatmap.api import update_state
+
 withdrawn = [release1[16], release1[33]]
 acc, written = update_state(
     state_file,
@@ -82,6 +86,7 @@ acc, written = update_state(
     cohort=cohort,
 )
 print("inputs now:", acc.n_inputs, "| written:", sorted(written))
+print("the state:", Path(written["state"]).name, "| the map:", Path(written["heatmap"]).name)
 
 # %%
 # The update equals a recompute
@@ -101,10 +106,12 @@ print("update == recompute, bit for bit:", np.array_equal(after, recomputed))
 # is left as it was.
 changed = release1[0]
 nb.Nifti1Image(np.ones(wm.shape, np.uint8), template.affine).to_filename(changed)
+state_before = state_file.read_bytes()
 try:
     update_state(state_file, remove=[changed])
 except ValueError as err:
     print("refused:", str(err)[:160], "...")
+print("state unchanged:", state_file.read_bytes() == state_before)
 
 # %%
 # Release 1 against the updated cohort
