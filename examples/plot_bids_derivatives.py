@@ -25,6 +25,7 @@ The same from the command line::
 # download), named as BIDS derivatives. Four patients were traced at two sessions.
 import json
 import tempfile
+import textwrap
 from pathlib import Path
 
 import nibabel as nb
@@ -79,7 +80,7 @@ try:
 except ValueError as err:
     who, ways = str(err).split(". A group map", 1)
     print("refused:", who.split(": ", 1)[1].split(" (")[0])
-    print("A group map" + ways)
+    print(textwrap.fill("A group map" + ways, 88))
 
 # %%
 # ``several_per_subject="average"``: each patient counts once, a patient's masks averaged
@@ -88,7 +89,7 @@ except ValueError as err:
     index, label="lesion", space="MNI152NLin2009cAsym", several_per_subject="average"
 )
 print(len(selection.files), "masks of", len(selection.subjects), "patients")
-print("weighting:", selection.weighting)
+print(textwrap.fill(f"weighting: {selection.weighting}", 88))
 
 # %%
 # Map and store
@@ -168,9 +169,10 @@ print("same map:", np.array_equal(np.asanyarray(via.dataobj), np.asanyarray(coun
 # The report's figure
 # -------------------
 # The HTML page beside the map embeds this figure (whole-brain mosaic, cuts through the
-# peaks, histogram; integer ticks for a count), drawn over the MNI152 template since the
-# map is in an MNI space, with nilearn's interactive viewer, the parameters and the
-# inputs.
+# peaks, histogram), drawn over the MNI152 template since the map is in an MNI space, with
+# nilearn's interactive viewer, the parameters and the inputs. A count of whole subjects
+# gets integer ticks; this one has halves (patients whose two masks disagree), so it is
+# drawn as a map of values, from 0 to its maximum.
 import matplotlib.pyplot as plt
 
 figure = plt.imread(written["figure"])
