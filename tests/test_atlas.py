@@ -466,6 +466,13 @@ def test_a_label_reaching_outside_its_box_is_counted_once(make_nifti):
 
 
 # -- BIDS mode and the report ------------------------------------------------------------
+#: SpatialReference of maps in MNI152NLin2009cAsym at res-2: the TemplateFlow URL.
+TEMPLATE_RES_02 = (
+    "https://templateflow.s3.amazonaws.com/tpl-MNI152NLin2009cAsym/"
+    "tpl-MNI152NLin2009cAsym_res-02_T1w.nii.gz"
+)
+
+
 @pytest.fixture
 def dseg_dataset(tmp_path, rng):
     """A derivatives dataset of three subjects' tissue segmentations (dseg, 3 classes)."""
@@ -492,8 +499,8 @@ def dseg_dataset(tmp_path, rng):
 def test_bids_atlas_is_a_validator_clean_derivative(dseg_dataset, tmp_path, capsys):
     from nipype_heatmap.cli.bids import main as bids_main
 
+    from .bids_trees import validator_errors
     from .test_bids import SPACE
-    from .test_derivatives import validator_errors
 
     pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
     table = tmp_path / "tissues.tsv"
@@ -508,7 +515,8 @@ def test_bids_atlas_is_a_validator_clean_derivative(dseg_dataset, tmp_path, caps
         assert f"{stem}_{suffix}" in names
     side = json.loads((out / f"{stem}_desc-th50_dseg.json").read_text())
     assert side["Sources"][0].startswith("bids:") and side["SampleSize"] == 3
-    assert side["Threshold"] == 50.0 and side["SpatialReference"] == SPACE
+    # SpatialReference: the template's TemplateFlow URL at the inputs' res (issue 27)
+    assert side["Threshold"] == 50.0 and side["SpatialReference"] == TEMPLATE_RES_02
     files = sorted(str(p) for p in dseg_dataset.rglob("*_dseg.nii.gz"))
     want = at.accumulate_labels(files).to_sparse()
     got = np.asanyarray(nb.load(out / f"{stem}_desc-th50_dseg.nii.gz").dataobj)
@@ -526,22 +534,24 @@ def test_bids_atlas_is_a_validator_clean_derivative(dseg_dataset, tmp_path, caps
     assert (out / f"{stem}_desc-th50_dseg.nii.gz").read_bytes() == before
 
 
-def test_atlas_derivative_functions_with_their_defaults(dseg_dataset, tmp_path):
+def test_atlas_derivative_functions_with_their_defaults(dseg_dataset, tmp_path, monkeypatch):
+    # write_atlas_maps with every default: names, the dataset's files, the description; a
+    # re-run with the same parameters replaces its maps, another background is refused
+    # before any label image is read (it did check_atlas_derivative's job, which is gone).
     pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
-    from nipype_heatmap.bids import select_bids_inputs
-    from nipype_heatmap.bids.derivatives import check_atlas_derivative, write_atlas_derivatives
+    from nipype_heatmap.bids import select_bids_inputs, write_atlas_maps
+    from nipype_heatmap.bids.naming import atlas_stem
 
     from .test_bids import SPACE
 
     selection = select_bids_inputs(dseg_dataset, suffix="dseg")
     out = tmp_path / "deriv"
-    stem = check_atlas_derivative(out, selection, atlas_name="Tissue", thresholds=[25])
+    stem = atlas_stem(selection.entities, "Tissue")
     assert stem == f"space-{SPACE}_atlas-Tissue_res-2"
     with pytest.raises(ValueError, match="'Tissue_2' is not a BIDS label"):
-        check_atlas_derivative(out, selection, atlas_name="Tissue_2", thresholds=[25])
-    written = write_atlas_derivatives(
-        at.accumulate_labels(selection.files), out, selection, atlas_name="Tissue", thresholds=[25]
-    )
+        write_atlas_maps(selection, out, atlas_name="Tissue_2", thresholds=[25])
+    assert not out.exists()
+    written = write_atlas_maps(selection, out, atlas_name="Tissue", thresholds=[25])
     names = sorted(p.name for p in out.iterdir())
     assert not [n for n in names if "sparse" in n]  # no sparse atlas unless asked for
     assert "README.md" in names and "dataset_description.json" in names
@@ -552,21 +562,18 @@ def test_atlas_derivative_functions_with_their_defaults(dseg_dataset, tmp_path):
         "Description": "Per-label probability maps (fraction of inputs with each label), "
         "maximum-probability maps at thresholds and a label table, made with "
         "nipype_heatmap from the images listed in each file's Sources.",
-        "SpatialReference": SPACE,
+        "SpatialReference": TEMPLATE_RES_02,
     }
-    # the same parameters pass the check again; another background is refused
-    assert check_atlas_derivative(out, selection, atlas_name="Tissue", thresholds=[25]) == stem
-    with pytest.raises(FileExistsError, match="Background"):
-        check_atlas_derivative(out, selection, atlas_name="Tissue", thresholds=[25], background=2)
+    # the same parameters are a re-run: its maps are replaced
+    assert write_atlas_maps(selection, out, atlas_name="Tissue", thresholds=[25]) == written
     before = (out / f"{stem}_desc-th25_dseg.nii.gz").read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a label image was read before the outputs were checked")
+
+    monkeypatch.setattr(at, "accumulate_labels", refuse)
     with pytest.raises(FileExistsError, match="Background"):
-        write_atlas_derivatives(
-            at.accumulate_labels(selection.files, background=2),
-            out,
-            selection,
-            atlas_name="Tissue",
-            thresholds=[25],
-        )
+        write_atlas_maps(selection, out, atlas_name="Tissue", thresholds=[25], background=2)
     assert (out / f"{stem}_desc-th25_dseg.nii.gz").read_bytes() == before
 
 

@@ -116,8 +116,11 @@ def test_several_runs_per_subject_are_refused_unless_asked_for(fmriprep):
         select_bids_inputs(fmriprep, **query)
     assert "sub-01: " in str(err.value) and "run-2" in str(err.value)
     assert "--several-per-subject" in str(err.value)
-    selection = select_bids_inputs(fmriprep, several_per_subject=True, **query)
-    assert len(selection.files) == 8 and "run" not in selection.entities
+    # several_per_subject=True is gone: the weighting is named (each file once, as True
+    # did, or each subject once with its files averaged first)
+    for weighting in ("each-file", "average"):
+        selection = select_bids_inputs(fmriprep, several_per_subject=weighting, **query)
+        assert len(selection.files) == 8 and "run" not in selection.entities
     assert len(select_bids_inputs(fmriprep, run="1", **query).files) == 4
 
 
@@ -163,9 +166,9 @@ def test_selection_travels_as_plain_data(fmriprep, tmp_path):
     res = SelectBIDSInputs(bids_dir=str(fmriprep), desc="brain", datatype="anat", res="2").run(
         cwd=str(tmp_path)
     )
-    selection = res.outputs.selection
+    [selection] = res.outputs.selections  # one map: one selection
     assert isinstance(selection, dict) and json.loads(json.dumps(selection)) == selection
-    assert BIDSSelection.from_any(selection).files == res.outputs.in_files
+    assert [BIDSSelection.from_any(selection).files] == res.outputs.in_files
 
 
 def test_the_interface_s_entity_filters_reach_the_selection(fmriprep, tmp_path):
@@ -174,6 +177,7 @@ def test_the_interface_s_entity_filters_reach_the_selection(fmriprep, tmp_path):
     res = SelectBIDSInputs(
         bids_dir=str(fmriprep), desc="brain", datatype="func", res="2", run="2"
     ).run(cwd=str(tmp_path))
-    assert len(res.outputs.in_files) == 4
-    assert all("_run-2_" in f for f in res.outputs.in_files)
-    assert res.outputs.selection["entities"]["run"] == "2"
+    [in_files] = res.outputs.in_files  # one map
+    assert len(in_files) == 4
+    assert all("_run-2_" in f for f in in_files)
+    assert res.outputs.selections[0]["entities"]["run"] == "2"

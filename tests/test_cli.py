@@ -600,15 +600,17 @@ def test_every_command_leaves_the_package_logger_as_it_found_it(
 
     main_of = importlib.import_module(f"nipype_heatmap.cli.{command}").main
     make_nifti("a.nii.gz", np.ones(SHAPE, np.uint8))
-    dataset = tmp_path / "lesions"  # a BIDS derivatives dataset of one mask
-    make_nifti("sub-01_label-lesion_mask.nii.gz", folder=dataset / "sub-01" / "anat")
+    dataset = tmp_path / "lesions"  # a BIDS derivatives dataset of one mask, in a template
+    mask = "sub-01_space-MNI152NLin2009cAsym_label-lesion_mask.nii.gz"  # space (issue 27)
+    make_nifti(mask, folder=dataset / "sub-01" / "anat")
     (dataset / "dataset_description.json").write_text(
         '{"Name": "l", "BIDSVersion": "1.10.0", "DatasetType": "derivative"}'
     )
     argv = {
         "heatmap": [str(in_dir), "-o", str(tmp_path / "o.nii.gz")],
         "atlas": [str(in_dir), "-o", str(tmp_path / "atlas")],
-        "bids": [str(dataset), str(tmp_path / "deriv"), "group", "--label", "lesion"],
+        # -v sets the package logger's level too (after -q): undone as well
+        "bids": [str(dataset), str(tmp_path / "deriv"), "group", "--label", "lesion", "-v"],
     }[command]
     if outcome == "error":
         argv[0] = str(tmp_path / "missing")

@@ -1,12 +1,18 @@
 """BIDS out: names that never collide, no silent overwrite, provenance that resolves,
-validator-clean datasets, and the command and workflow that write them."""
+validator-clean datasets, and the command and workflow that write them.
+
+Written against the first BIDS layer and ported to the reworked one (issue 27): maps a
+node made are stored with :func:`~nipype_heatmap.bids.store_group_maps` (the sink's run),
+names come from :mod:`nipype_heatmap.bids.naming`. Where issue 27 changed a behaviour on
+purpose (names carry the selection and the weighting, SpatialReference is a TemplateFlow
+URL, the dataset's GeneratedBy holds this tool only, native spaces need
+--allow-native-space, units count subjects), the expectation follows it and says so.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import nibabel as nb
@@ -15,18 +21,14 @@ import pytest
 from numpy.testing import assert_allclose
 
 from nipype_heatmap.api import compute_heatmap, write_cohort_maps, write_heatmap
-from nipype_heatmap.bids import select_bids_inputs
-from nipype_heatmap.bids.derivatives import (
-    derivative_stem,
-    map_kind,
-    write_cohort_derivatives,
-    write_group_derivative,
-)
+from nipype_heatmap.bids import BIDSSelection, select_bids_inputs, store_group_maps
+from nipype_heatmap.bids.naming import map_stem
 from nipype_heatmap.cli.bids import main
 from nipype_heatmap.interfaces import HeatmapDerivativesSink
-from nipype_heatmap.options import CohortOptions
+from nipype_heatmap.options import CohortOptions, MapOptions
 from nipype_heatmap.workflows import init_bids_heatmap_wf
 
+from .bids_trees import validator_errors
 from .conftest import SHAPE
 from .test_bids import FMRIPREP, SPACE, _save, make_fmriprep_like
 from .test_cli import as_if_not_installed
@@ -59,32 +61,33 @@ def datasets(tmp_path, rng):
     return fmriprep, lesions
 
 
-def validator_errors(dataset):
-    """Run the official BIDS validator; return its errors (an empty list when clean)."""
-    beside = Path(sys.executable).with_name("bids-validator-deno")  # venv not on PATH
-    exe = str(beside) if beside.exists() else shutil.which("bids-validator-deno")
-    if exe is None:
-        pytest.skip("bids-validator-deno is not installed (it is in the 'test' extra)")
-    run = subprocess.run(
-        [exe, str(dataset), "--format", "json"], capture_output=True, text=True, timeout=300
+#: SpatialReference of MNI152NLin2009cAsym maps (TemplateFlow URLs, as fMRIPrep writes them).
+TEMPLATE = "https://templateflow.s3.amazonaws.com/tpl-{0}/tpl-{0}_res-{1}_T1w.nii.gz"
+REFERENCE_RES_02 = TEMPLATE.format(SPACE, "02")
+REFERENCE_RES_01 = TEMPLATE.format(SPACE, "01")  # inputs without res: the template's frame
+
+_OPTIONS = ("use_mean", "clip_to_input_range", "normalize")
+
+
+def _store(heatmap, out_dir, selection, **flags):
+    """Store a map a node made, as the sink does: role (heatmap, heatmap_sidecar, report,
+    figure) -> path. ``flags``: the map's options and the run's (overwrite, command,
+    report, out_desc)."""
+    options = MapOptions(**{k: v for k, v in flags.items() if k in _OPTIONS})
+    rest = {k: v for k, v in flags.items() if k not in _OPTIONS}
+    [written] = store_group_maps(
+        [{"heatmap": str(heatmap)}], [selection], out_dir, options=options, **rest
     )
-    report = json.loads(run.stdout)
-    return [
-        f"{i['code']} {i.get('location', '')}: {i.get('issueMessage', '')[:200]}"
-        for i in report["issues"]["issues"]
-        if i["severity"] == "error"
-    ]
+    return written
 
 
 def _write(selection, out_dir, tmp_path, **flags):
     heatmap = write_heatmap(
         selection.files,
         tmp_path / "tmp" / "h.nii.gz",
-        **{
-            k: v for k, v in flags.items() if k in ("use_mean", "clip_to_input_range", "normalize")
-        },
+        **{k: v for k, v in flags.items() if k in _OPTIONS},
     )
-    return write_group_derivative(heatmap, out_dir, selection, **flags)
+    return _store(heatmap, out_dir, selection, **flags)
 
 
 # -- names -----------------------------------------------------------------------------
@@ -103,7 +106,7 @@ def _write(selection, out_dir, tmp_path, **flags):
     ],
 )
 def test_only_probabilities_are_named_probseg(use_mean, clip, normalize, suffix, expected):
-    assert map_kind(use_mean, clip, normalize, suffix) == expected
+    assert MapOptions(use_mean, clip, normalize).bids_kind(suffix) == expected
 
 
 def test_different_selections_never_share_a_name(datasets):
@@ -113,7 +116,7 @@ def test_different_selections_never_share_a_name(datasets):
         select_bids_inputs(fmriprep, desc="brain", datatype="anat", res="1"),
         select_bids_inputs(fmriprep, desc="brain", datatype="func", res="2", run="1"),
         select_bids_inputs(
-            fmriprep, desc="brain", datatype="func", res="2", several_per_subject=True
+            fmriprep, desc="brain", datatype="func", res="2", several_per_subject="each-file"
         ),
         select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM"),
         select_bids_inputs(fmriprep, suffix="probseg", res="2", label="WM"),
@@ -121,28 +124,31 @@ def test_different_selections_never_share_a_name(datasets):
     names = []
     for selection in selections:
         for flags in ({}, {"use_mean": False}, {"use_mean": False, "clip_to_input_range": False}):
-            names.append(derivative_stem(selection.entities, **flags))
+            names.append(map_stem(selection, MapOptions(**flags)))
     assert len(set(names)) == len(names), names
     assert names[0] == f"space-{SPACE}_res-2_desc-meanBrainMask_probseg"
     assert names[6] == f"task-rest_run-1_space-{SPACE}_res-2_desc-meanBrainMask_probseg"
-    assert names[9] == f"task-rest_space-{SPACE}_res-2_desc-meanBrainMask_probseg"
+    # both runs, each file once: the weighting is in the name (issue 27)
+    assert names[9] == f"task-rest_space-{SPACE}_res-2_desc-meanBrainMaskEachFile_probseg"
 
 
 def test_an_existing_map_from_other_inputs_is_not_replaced(datasets, tmp_path):
+    # A subset of the participants has a name of its own now (desc ...Subset<hash>, issue
+    # 27); an --out-desc given to both gives them one name, and the refusal is as before.
     fmriprep, _ = datasets
     out = tmp_path / "group"
     everyone = select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM")
-    first = _write(everyone, out, tmp_path)
-    before = Path(first.out_file).read_bytes()
-    _write(everyone, out, tmp_path)  # a re-run with the same inputs: fine
+    first = _write(everyone, out, tmp_path, out_desc="gm")
+    before = Path(first["heatmap"]).read_bytes()
+    _write(everyone, out, tmp_path, out_desc="gm")  # a re-run with the same inputs: fine
     some = select_bids_inputs(
         fmriprep, suffix="probseg", res="2", label="GM", participant_label=["01", "02"]
     )
     with pytest.raises(FileExistsError, match="Sources differ.*--overwrite"):
-        _write(some, out, tmp_path)
-    assert Path(first.out_file).read_bytes() == before
-    replaced = _write(some, out, tmp_path, overwrite=True)
-    assert json.loads(Path(replaced.sidecar).read_text())["NumberOfInputs"] == 2
+        _write(some, out, tmp_path, out_desc="gm")
+    assert Path(first["heatmap"]).read_bytes() == before
+    replaced = _write(some, out, tmp_path, out_desc="gm", overwrite=True)
+    assert json.loads(Path(replaced["heatmap_sidecar"]).read_text())["NumberOfInputs"] == 2
 
 
 # -- provenance --------------------------------------------------------------------------
@@ -166,22 +172,29 @@ def test_provenance_resolves_for_two_input_datasets(datasets, tmp_path):
     links = description["DatasetLinks"]
     assert links == {"fmriprep": "../fmriprep", "lesions": "../lesions"}
     assert {s["URL"] for s in description["SourceDatasets"]} == {"bids:fmriprep:", "bids:lesions:"}
-    assert description["GeneratedBy"][0]["Name"] == "nipype_heatmap"
-    assert FMRIPREP in description["GeneratedBy"]
-    assert {"Name": "ITK-SNAP", "Version": "4.0"} in description["GeneratedBy"]
-    for outputs, link, n in ((gm, "fmriprep", 4), (lesion, "lesions", 3)):
-        sidecar = json.loads(Path(outputs.sidecar).read_text())
+    # GeneratedBy is this tool only; the inputs' pipelines are in SourceDatasets (issue 27)
+    assert [g["Name"] for g in description["GeneratedBy"]] == ["nipype_heatmap"]
+    versions = {s["URL"]: s.get("Version") for s in description["SourceDatasets"]}
+    assert versions == {
+        "bids:fmriprep:": f"{FMRIPREP['Name']} {FMRIPREP['Version']}",
+        "bids:lesions:": "ITK-SNAP 4.0",
+    }
+    for outputs, link, n, reference in (
+        (gm, "fmriprep", 4, REFERENCE_RES_02),
+        (lesion, "lesions", 3, REFERENCE_RES_01),
+    ):
+        sidecar = json.loads(Path(outputs["heatmap_sidecar"]).read_text())
         assert len(sidecar["Sources"]) == n
         for uri in sidecar["Sources"]:
             scheme, name, relative = uri.split(":", 2)
             assert (scheme, name) == ("bids", link)
             assert (out / links[name] / relative).resolve().is_file()
-        assert sidecar["SpatialReference"] == SPACE
-    gm_sidecar = json.loads(Path(gm.sidecar).read_text())
+        assert sidecar["SpatialReference"] == reference  # a URL that resolves (issue 27)
+    gm_sidecar = json.loads(Path(gm["heatmap_sidecar"]).read_text())
     assert gm_sidecar["Resolution"] == {"2": "voxels of 2 x 2 x 2 mm"}
     assert gm_sidecar["GeneratedBy"][0]["CommandLine"] == "test gm"
-    assert "Resolution" not in json.loads(Path(lesion.sidecar).read_text())
-    assert lesion.out_file.endswith(f"space-{SPACE}_label-lesion_desc-countMask_heatmap.nii.gz")
+    assert "Resolution" not in json.loads(Path(lesion["heatmap_sidecar"]).read_text())
+    assert lesion["heatmap"].endswith(f"space-{SPACE}_label-lesion_desc-countMask_heatmap.nii.gz")
     assert validator_errors(out) == []
 
 
@@ -195,7 +208,8 @@ def test_a_link_name_taken_by_another_dataset_gets_a_new_name(datasets, tmp_path
     )
     links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
     assert links["fmriprep"] == "../fmriprep" and links["fmriprep2"] == "../../site2/fmriprep"
-    assert json.loads(Path(second.sidecar).read_text())["Sources"][0].startswith("bids:fmriprep2:")
+    sources = json.loads(Path(second["heatmap_sidecar"]).read_text())["Sources"]
+    assert sources[0].startswith("bids:fmriprep2:")
 
 
 def test_stale_root_map_is_not_an_input_and_writing_into_the_input_is_refused(datasets, tmp_path):
@@ -206,18 +220,9 @@ def test_stale_root_map_is_not_an_input_and_writing_into_the_input_is_refused(da
     with pytest.raises(ValueError, match="inside the input dataset"):
         _write(selection, fmriprep / "group", tmp_path)
     inner = _write(selection, fmriprep / "derivatives" / "nipype_heatmap", tmp_path)
-    assert Path(inner.out_file).exists()
+    assert Path(inner["heatmap"]).exists()
     again = select_bids_inputs(fmriprep, desc="brain", datatype="anat", res="2")
     assert again.files == selection.files
-
-
-def test_refuses_to_write_into_a_raw_dataset(datasets, tmp_path):
-    fmriprep, _ = datasets
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
-    with pytest.raises(ValueError, match="raw BIDS dataset"):
-        _write(select_bids_inputs(fmriprep, suffix="probseg", res="2", label="GM"), raw, tmp_path)
 
 
 # -- the command, the interface, the workflow ----------------------------------------------
@@ -294,15 +299,14 @@ def test_sink_interface_takes_the_selection_as_plain_data(datasets, tmp_path):
     heatmap = tmp_path / "h.nii.gz"
     compute_heatmap(selection.files, normalize=True).to_filename(heatmap)
     res = HeatmapDerivativesSink(
-        in_file=str(heatmap),
-        selection=selection.as_dict(),
+        in_files=[str(heatmap)],
+        selections=[selection.as_dict()],
         output_dir=str(tmp_path / "deriv"),
         normalize=True,
     ).run(cwd=str(tmp_path))
-    assert res.outputs.out_file.endswith(
-        f"space-{SPACE}_res-2_label-WM_desc-meanNormProbseg_heatmap.nii.gz"
-    )
-    sidecar = json.loads(open(res.outputs.out_sidecar).read())
+    [out_file] = res.outputs.out_files
+    assert out_file.endswith(f"space-{SPACE}_res-2_label-WM_desc-meanNormProbseg_heatmap.nii.gz")
+    sidecar = json.loads(open(res.outputs.out_sidecars[0]).read())
     assert sidecar["Normalized"] is True
     # no command given: the sink names itself as what wrote the map
     assert sidecar["GeneratedBy"][0]["CommandLine"] == (
@@ -318,13 +322,13 @@ def test_sink_records_the_command_it_is_given_for_the_map_and_its_cohort_maps(
         selection.files, tmp_path / "h.nii.gz", cohort=CohortOptions(coverage=True)
     )
     res = HeatmapDerivativesSink(
-        in_file=written["heatmap"],
-        selection=selection.as_dict(),
+        in_files=[written["heatmap"]],
+        selections=[selection.as_dict()],
         output_dir=str(tmp_path / "deriv"),
-        coverage_file=written["coverage"],
+        coverage_file=[written["coverage"]],
         command="my_pipeline.py --group all",
     ).run(cwd=str(tmp_path))
-    for path in (res.outputs.out_sidecar, res.outputs.out_cohort["coverage"]):
+    for path in (res.outputs.out_sidecars[0], res.outputs.out_cohort[0]["coverage"]):
         sidecar = json.loads(Path(path).with_suffix("").with_suffix(".json").read_text())
         assert sidecar["GeneratedBy"][0]["CommandLine"] == "my_pipeline.py --group all", path
 
@@ -335,14 +339,15 @@ def test_workflow_writes_a_validator_clean_derivative(datasets, tmp_path):
         space=SPACE,
         desc="brain",
         bids_filters={"datatype": "func", "res": "2"},
-        several_per_subject=True,
+        several_per_subject="each-file",
         generate_report=True,
     )
     wf.base_dir = str(tmp_path / "work")
     wf.inputs.inputnode.bids_dir = str(fmriprep)
     wf.inputs.inputnode.output_dir = str(tmp_path / "deriv")
     wf.run()
-    stem = f"task-rest_space-{SPACE}_res-2_desc-meanBrainMask_probseg"
+    # both runs, each file once: the weighting is in the name (issue 27)
+    stem = f"task-rest_space-{SPACE}_res-2_desc-meanBrainMaskEachFile_probseg"
     sidecar = json.loads((tmp_path / "deriv" / f"{stem}.json").read_text())
     assert sidecar["NumberOfInputs"] == 8 and sidecar["SeveralFilesPerSubject"] is True
     assert (tmp_path / "deriv" / f"{stem}.html").exists()
@@ -398,10 +403,20 @@ def test_cohort_maps_are_bids_derivatives_with_their_own_names(lesion_cohort, tm
     table = (out / f"{expected['overlap']}.tsv").read_text()
     assert table == Path(reference["table"]).read_text()
     assert (out / f"space-{SPACE}_label-lesion_desc-meanMask_probseg.nii.gz").exists()
-    # a re-run with another k is another file; the same k with other inputs is refused
+    # a re-run with another k is another file; the same names from other inputs are
+    # refused (a subject added since); a subset of the participants has names of its own
+    # (desc ...Subset<hash>, issue 27)
     assert main([*argv, "--min-count", "3"]) == 0
     assert (out / f"{stem.format('mincount3', 'mask')}.nii.gz").exists()
-    assert main([*argv, "--participant-label", "01", "02", "--coverage"]) == 1
+    coverage = (out / f"{expected['coverage']}.nii.gz").read_bytes()
+    _save(
+        lesion_cohort / "sub-07" / "anat" / f"sub-07_space-{SPACE}_label-lesion_mask.nii.gz",
+        np.ones(SHAPE, np.uint8),
+    )
+    assert main([*argv, "--coverage"]) == 1
+    assert (out / f"{expected['coverage']}.nii.gz").read_bytes() == coverage
+    assert main([*argv, "--participant-label", "01", "02", "--coverage"]) == 0
+    assert len(list(out.glob("*_desc-coverageMaskSubset*_heatmap.nii.gz"))) == 1
     assert validator_errors(out) == []
 
 
@@ -435,7 +450,7 @@ def test_subtraction_by_a_participants_column(lesion_cohort, tmp_path, caplog):
 def test_bids_workflow_stores_cohort_maps(lesion_cohort, tmp_path):
     out = tmp_path / "derivatives" / "nipype_heatmap"
     wf = init_bids_heatmap_wf(
-        space=SPACE, label="lesion", cohort={"coverage": True, "min_fraction": 0.5}
+        space=SPACE, label="lesion", cohort=CohortOptions(coverage=True, min_fraction=0.5)
     )
     wf.base_dir = str(tmp_path / "work")
     wf.inputs.inputnode.bids_dir = str(lesion_cohort)
@@ -450,30 +465,6 @@ def test_bids_workflow_stores_cohort_maps(lesion_cohort, tmp_path):
     files = sorted(lesion_cohort.rglob("sub-*_mask.nii.gz"))
     count = np.sum([nb.load(f).get_fdata() for f in files], axis=0)
     np.testing.assert_array_equal(mask, count >= 3)  # k = ceil(0.5 * 6)
-
-
-def test_a_rerun_sees_new_subjects_and_rewrites_a_deleted_map(datasets, tmp_path, rng):
-    """Nipype caches a node by its inputs' hash: the dataset's listing is not in it (a
-    subject added since the last run) and neither is the map written outside the work
-    folder (deleted since). Both nodes must run again anyway."""
-    _, lesions = datasets
-    out = tmp_path / "deriv"
-    wf = init_bids_heatmap_wf(space=SPACE, label="lesion", overwrite=True)
-    wf.base_dir = str(tmp_path / "work")
-    wf.inputs.inputnode.bids_dir = str(lesions)
-    wf.inputs.inputnode.output_dir = str(out)
-    stem = out / f"space-{SPACE}_label-lesion_desc-meanMask_probseg"
-    wf.run()
-    assert json.loads(stem.with_suffix(".json").read_text())["NumberOfInputs"] == 3
-    stem.with_suffix(".nii.gz").unlink()
-    wf.run()  # nothing changed in the inputs' hashes
-    assert stem.with_suffix(".nii.gz").exists()
-    _save(
-        lesions / "sub-04" / "anat" / f"sub-04_space-{SPACE}_label-lesion_mask.nii.gz",
-        (rng.random(SHAPE) > 0.7).astype(np.uint8),
-    )
-    wf.run()
-    assert json.loads(stem.with_suffix(".json").read_text())["NumberOfInputs"] == 4
 
 
 @pytest.fixture
@@ -498,50 +489,59 @@ def test_a_group_map_with_the_defaults_and_the_dataset_files_around_it(
     about.write_text(json.dumps({**json.loads(about.read_text()), "GeneratedBy": [tracer]}))
     selection = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
     out = tmp_path / "deriv"
-    first = write_group_derivative(maps["heatmap"], out, selection)  # every default
-    assert first.out_file.endswith(f"space-{SPACE}_label-lesion_desc-meanMask_probseg.nii.gz")
-    assert first.report_html is None and not list(out.glob("*.html"))  # no report unasked
-    sidecar = json.loads(Path(first.sidecar).read_text())
+    first = _store(maps["heatmap"], out, selection)  # every default
+    assert first["heatmap"].endswith(f"space-{SPACE}_label-lesion_desc-meanMask_probseg.nii.gz")
+    assert "report" not in first and not list(out.glob("*.html"))  # no report unasked
+    sidecar = json.loads(Path(first["heatmap_sidecar"]).read_text())
+    # the subjects and how they are weighed are stated (issue 27)
     assert sidecar["Description"] == (
-        f"Voxel-wise mean of 6 lesion mask volumes in {SPACE} space (the fraction of inputs "
-        "at each voxel), clipped to the inputs' value range. Made with nipype_heatmap."
+        f"Voxel-wise mean of 6 lesion mask volumes of 6 subjects in {SPACE} space (one file "
+        "per subject: each subject counts once) (the fraction of subjects at each voxel), "
+        "clipped to the inputs' value range. Made with nipype_heatmap."
     )
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["Name"] == "nipype_heatmap group maps"  # BIDS requires one
     readme = out / "README.md"
     assert "nipype_heatmap group maps" in readme.read_text()
     readme.write_text("# Our lab's lesion maps\n")  # the user's own words stay
-    write_group_derivative(maps["heatmap"], out, selection, use_mean=False)
+    _store(maps["heatmap"], out, selection, use_mean=False)
     assert readme.read_text() == "# Our lab's lesion maps\n"
-    generated = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    description = json.loads((out / "dataset_description.json").read_text())
+    generated = description["GeneratedBy"]
     assert len(generated) == len({json.dumps(g, sort_keys=True) for g in generated})  # once each
     assert [g["Name"] for g in generated].count("nipype_heatmap") == 1
-    assert generated.count(tracer) == 1  # the inputs' pipeline, listed once after two maps
+    # the inputs' pipeline is in SourceDatasets, not GeneratedBy (issue 27): listed once
+    # after two maps
+    assert tracer not in generated
+    sources = description["SourceDatasets"]
+    assert [s for s in sources if s["URL"] == "bids:lesions:"] == [
+        {"URL": "bids:lesions:", "Version": "ITK-SNAP 4.0"}
+    ]
 
 
 def test_a_desc_that_is_not_a_bids_label_is_refused():
     entities = {"space": SPACE, "label": "lesion", "suffix": "mask"}
-    assert "_desc-lesionCount_" in derivative_stem(entities, out_desc="lesionCount")
+    selection = BIDSSelection([], "/d", [], entities)
+    assert "_desc-lesionCount_" in map_stem(selection, out_desc="lesionCount")
     with pytest.raises(ValueError, match="'lesion_count' is not a BIDS label"):
-        derivative_stem(entities, out_desc="lesion_count")
+        map_stem(selection, out_desc="lesion_count")
 
 
 @pytest.mark.parametrize(
     ("flags", "units"),
     [
-        ({}, "probability (fraction of inputs)"),
-        ({"use_mean": False, "clip_to_input_range": False}, "count (number of inputs)"),
+        ({}, "probability (fraction of subjects)"),
+        ({"use_mean": False, "clip_to_input_range": False}, "count (number of subjects)"),
         ({"normalize": True}, "normalized value (0 to 1)"),
     ],
 )
 def test_the_report_names_the_map_s_units_and_lists_its_parameters(
     lesion_maps, tmp_path, flags, units
 ):
+    # the units count subjects, the unit of a group map (issue 27)
     selection, maps = lesion_maps
-    outputs = write_group_derivative(
-        maps["heatmap"], tmp_path / "deriv", selection, generate_report=True, **flags
-    )
-    page = Path(outputs.report_html).read_text()
+    outputs = _store(maps["heatmap"], tmp_path / "deriv", selection, report=True, **flags)
+    page = Path(outputs["report"]).read_text()
     assert f"Colour: {units};" in page
     # the parameters table lists the map's parameters (not its sources and description)
     assert "aggregation (mean: probability; sum: count)" in page
@@ -549,20 +549,28 @@ def test_the_report_names_the_map_s_units_and_lists_its_parameters(
 
 
 def test_cohort_derivatives_with_the_defaults(lesion_maps, lesion_cohort, tmp_path):
+    # The sink stores cohort maps with their heatmap (std comes with its variance).
     selection, maps = lesion_maps
     out = tmp_path / "not" / "yet" / "there"  # made, with its parents
-    written = write_cohort_derivatives({"std": maps["std"]}, out, selection)
-    sidecar_file = Path(written["std"]).with_suffix("").with_suffix(".json")
+    node_maps = {name: maps[name] for name in ("heatmap", "std", "variance")}
+    [written] = store_group_maps([node_maps], [selection], out, cohort=CohortOptions(std=True))
+    sidecar_file = Path(written["std_sidecar"])
+    assert sidecar_file == Path(written["std"]).with_suffix("").with_suffix(".json")
     sidecar = json.loads(sidecar_file.read_text())
     assert sidecar["DeltaDegreesOfFreedom"] == 1
-    assert sidecar["SpatialReference"] == SPACE
-    assert f"volumes in {SPACE} space" in sidecar["Description"]
-    # the same name from other inputs is refused unless overwrite is asked for
-    fewer = select_bids_inputs(
-        lesion_cohort, suffix="mask", label="lesion", participant_label=["01", "02"]
+    assert sidecar["SpatialReference"] == REFERENCE_RES_01  # a TemplateFlow URL (issue 27)
+    assert f"subjects in {SPACE} space" in sidecar["Description"]
+    # the same name from other inputs (a subject added since; a subset of the participants
+    # has names of its own now) is refused unless overwrite is asked for; the heatmap gets
+    # another desc, so that the std map is the one in the way
+    _save(
+        lesion_cohort / "sub-07" / "anat" / f"sub-07_space-{SPACE}_label-lesion_mask.nii.gz",
+        np.ones(SHAPE, np.uint8),
     )
-    with pytest.raises(FileExistsError):
-        write_cohort_derivatives({"std": maps["std"]}, out, fewer)
+    more = select_bids_inputs(lesion_cohort, suffix="mask", label="lesion")
+    assert more.subjects[-1] == "07"
+    with pytest.raises(FileExistsError, match=re.escape(written["std"])):
+        store_group_maps([node_maps], [more], out, cohort=CohortOptions(std=True), out_desc="more")
     assert json.loads(sidecar_file.read_text()) == sidecar
 
 
@@ -603,8 +611,9 @@ def test_min_fraction_reaches_the_mask_and_its_name(lesion_cohort, tmp_path, fra
 
 @pytest.mark.parametrize("space", [None, "T1w"], ids=["no-space", "space-T1w"])
 def test_a_map_in_a_native_space_is_not_given_a_template_name(tmp_path, rng, space):
-    # SpatialReference is a template identifier only for standard spaces; for a native
-    # space (no space entity, or space-T1w) it is the first input, as a BIDS URI.
+    # SpatialReference is a template's TemplateFlow URL only for standard spaces; for a
+    # native space (no space entity, or space-T1w), allowed with --allow-native-space, it
+    # is the first input, as a BIDS URI.
     root = tmp_path / "derivatives" / "native"
     root.mkdir(parents=True)
     (root / "dataset_description.json").write_text(
@@ -616,7 +625,9 @@ def test_a_map_in_a_native_space_is_not_given_a_template_name(tmp_path, rng, spa
         _save(root / f"sub-{sub}" / "anat" / name, (rng.random(SHAPE) > 0.5).astype(np.uint8))
     out = tmp_path / "derivatives" / "nipype_heatmap"
     argv = [str(root), str(out), "group", "--label", "lesion", "--coverage", "-q"]
-    assert main(argv) == 0
+    assert main(argv) == 1  # refused unless asked for (issue 27: template spaces only)
+    assert not out.exists()
+    assert main([*argv, "--allow-native-space"]) == 0
     sidecars = sorted(out.glob("*.json"))
     assert len(sidecars) == 3  # the map, the coverage map, dataset_description.json
     for path in sidecars:

@@ -182,43 +182,110 @@ INPUTS = {
     },
     "SelectBIDSInputs": {
         "acquisition": {"desc": "acq entity the inputs must have."},
+        "allow_native_space": {
+            "usedefault": True,
+            "desc": "Accept inputs in a space that is not a template.",
+            "default": False,
+        },
+        "bids_database_dir": {
+            "nohash": True,
+            "desc": "Keep the pybids index here for later runs (created).",
+        },
         "bids_dir": {
             "mandatory": True,
             "desc": "Root of a BIDS (derivatives) dataset.",
             "exists": True,
         },
-        "bids_filters": {"desc": "More entity filters, as in an fMRIPrep BIDS filter file."},
+        "bids_filter_file": {"desc": "A BIDS filter file (JSON), as fMRIPrep's.", "exists": True},
+        "bids_filters": {"desc": "Entity filters, in any shape of a BIDS filter file."},
         "datatype": {"desc": "datatype the inputs must have (anat, func, dwi...)."},
         "desc": {"desc": "desc entity the inputs must have (e.g. brain)."},
-        "label": {"desc": "label entity the inputs must have (e.g. lesion, GM)."},
+        "label": {
+            "desc": "label entity the inputs must have (e.g. lesion, GM); several: one map each."
+        },
         "participant_label": {"desc": "Subjects to include (default: all found)."},
         "res": {"desc": "res entity the inputs must have (e.g. 2)."},
         "run": {"desc": "run entity the inputs must have."},
-        "session": {"desc": "session the inputs must have."},
+        "session": {"desc": "session the inputs must have (the map is then named ses-<label>)."},
         "several_per_subject": {
             "usedefault": True,
-            "desc": "Allow several files per subject and session (each counts once).",
+            "desc": "How to weigh subjects with several files: refused (None), average (each "
+            "subject once, its files averaged first) or each-file.",
+            "default": None,
+        },
+        "space": {
+            "desc": "space entity the inputs must have (a template, e.g. MNI152NLin2009cAsym)."
+        },
+        "suffix": {"desc": "BIDS suffix of the inputs (mask, probseg, dseg...; default: mask)."},
+        "task": {"desc": "task entity the inputs must have."},
+    },
+    "HeatmapOfSubjects": {
+        "clip_to_input_range": {
+            "usedefault": True,
+            "desc": "Clip the map to the range of all finite input values.",
+            "default": True,
+        },
+        "coverage": {
+            "usedefault": True,
+            "desc": "Also write the coverage map (inputs with a finite value).",
             "default": False,
         },
-        "space": {"desc": "space entity the inputs must have (e.g. MNI152NLin2009cAsym)."},
-        "suffix": {
+        "ddof": {
             "usedefault": True,
-            "desc": "BIDS suffix of the inputs (mask, probseg...).",
-            "default": "mask",
+            "desc": "Delta degrees of freedom of std/variance.",
+            "default": 1,
         },
-        "task": {"desc": "task entity the inputs must have."},
+        "in_files": {
+            "mandatory": True,
+            "desc": "The selection's files (hashed, so that a changed file re-runs the node).",
+        },
+        "min_count": {
+            "xor": ["min_fraction"],
+            "desc": "Write the mask of voxels non-zero in at least this many inputs.",
+        },
+        "min_fraction": {
+            "xor": ["min_count"],
+            "desc": "As min_count, with a fraction of the inputs (ceil(F * N)).",
+        },
+        "normalize": {
+            "usedefault": True,
+            "desc": "Min-max scale the finite values of the map to [0, 1].",
+            "default": False,
+        },
+        "num_threads": {
+            "usedefault": True,
+            "nohash": True,
+            "desc": "Reader threads.",
+            "default": 1,
+        },
+        "output_filename": {
+            "usedefault": True,
+            "desc": "Bare file name of the heatmap, ending in .nii or .nii.gz.",
+            "default": "heatmap_volume.nii.gz",
+        },
+        "selection": {
+            "mandatory": True,
+            "desc": "The selection (SelectBIDSInputs): which files are whose.",
+        },
+        "std": {
+            "usedefault": True,
+            "desc": "Also write the standard deviation and variance maps.",
+            "default": False,
+        },
+        "use_mean": {
+            "usedefault": True,
+            "desc": "Voxel-wise mean (probability map); False gives the sum (count map).",
+            "default": True,
+        },
     },
     "HeatmapDerivativesSink": {
         "clip_to_input_range": {
             "usedefault": True,
-            "desc": "Whether it was clipped.",
+            "desc": "Whether they were clipped.",
             "default": True,
         },
-        "command": {"desc": "What made the map (command line or workflow), for provenance."},
-        "coverage_file": {
-            "desc": "Coverage map to store beside it (desc-coverage).",
-            "exists": True,
-        },
+        "command": {"desc": "What made the maps (command line or workflow), for provenance."},
+        "coverage_file": {"desc": "Coverage maps, one per map."},
         "ddof": {
             "usedefault": True,
             "desc": "Delta degrees of freedom of std/variance.",
@@ -226,41 +293,38 @@ INPUTS = {
         },
         "generate_report": {
             "usedefault": True,
-            "desc": "Also write the figure and the HTML report.",
+            "desc": "Also write each map's figure and HTML report.",
             "default": False,
         },
-        "in_file": {"mandatory": True, "desc": "The heatmap to store.", "exists": True},
+        "in_files": {"mandatory": True, "desc": "The heatmaps to store, one per selection."},
         "min_count": {"xor": ["min_fraction"], "desc": "The k of the minimum-overlap mask."},
         "min_fraction": {"xor": ["min_count"], "desc": "The k as a fraction (ceil(F * N))."},
-        "mincount_file": {
-            "desc": "Minimum-overlap mask to store (desc-mincount<k>).",
-            "exists": True,
-        },
-        "normalize": {"usedefault": True, "desc": "Whether it was normalized.", "default": False},
-        "out_desc": {"desc": "desc entity of the map, replacing the automatic one."},
-        "output_dir": {"mandatory": True, "desc": "Root of the derivatives dataset to write."},
-        "overlap_file": {"desc": "Non-zero count map to store (desc-nonzero).", "exists": True},
-        "overlap_table": {
-            "desc": "Minimum-overlap table, stored beside desc-nonzero.",
-            "exists": True,
-        },
-        "overwrite": {
+        "mincount_file": {"desc": "Minimum-overlap masks."},
+        "normalize": {
             "usedefault": True,
-            "desc": "Replace a map of the same name made from other inputs or parameters.",
+            "desc": "Whether they were normalized.",
             "default": False,
         },
-        "selection": {
-            "mandatory": True,
-            "desc": "The selection its inputs came from (SelectBIDSInputs).",
+        "out_desc": {
+            "desc": "desc entity of the map (one map only), replacing the automatic one."
         },
-        "std_file": {"desc": "Standard deviation map to store (desc-std).", "exists": True},
-        "underlay": {"desc": "Anatomical underlay for the report.", "exists": True},
+        "output_dir": {"mandatory": True, "desc": "Root of the derivatives dataset to write."},
+        "overlap_file": {"desc": "Non-zero count maps."},
+        "overlap_table": {"desc": "Minimum-overlap tables."},
+        "overwrite": {
+            "usedefault": True,
+            "desc": "Replace maps of the same names made from other inputs or parameters.",
+            "default": False,
+        },
+        "selections": {"mandatory": True, "desc": "Each map's selection (SelectBIDSInputs)."},
+        "std_file": {"desc": "Standard deviation maps."},
+        "underlay": {"desc": "Anatomical underlay for the reports.", "exists": True},
         "use_mean": {
             "usedefault": True,
-            "desc": "Whether the map is a mean (else a sum).",
+            "desc": "Whether the maps are means (else sums).",
             "default": True,
         },
-        "variance_file": {"desc": "Variance map to store (desc-variance).", "exists": True},
+        "variance_file": {"desc": "Variance maps."},
     },
     "LabelAtlas": {
         "atlas_name": {
@@ -349,16 +413,27 @@ OUTPUTS = {
         "out_file": {"desc": "The updated state, in the node's working directory."},
     },
     "SelectBIDSInputs": {
-        "in_files": {"desc": "The selected files, sorted by path."},
-        "selection": {"desc": "The selection as plain data (BIDSSelection.as_dict())."},
-        "subjects": {"desc": "Subjects found."},
+        "in_files": {"desc": "Each map's files, sorted by path."},
+        "selections": {"desc": "Each map's selection as plain data (BIDSSelection.as_dict())."},
+        "subjects": {"desc": "Each map's subjects."},
+    },
+    "HeatmapOfSubjects": {
+        "coverage_file": {"desc": "Coverage map (uint16/uint32), when asked for."},
+        "input_files": {"desc": "The files used, in order."},
+        "mincount_file": {"desc": "Minimum-overlap mask (uint8), with min_count."},
+        "n_inputs": {"desc": "How many volumes went into the heatmap."},
+        "out_file": {"desc": "The float32 heatmap, in the node's working directory."},
+        "overlap_file": {"desc": "Per-voxel count of non-zero inputs, with min_count."},
+        "overlap_table": {"desc": "TSV of voxels surviving each k, with min_count."},
+        "std_file": {"desc": "Standard deviation map (float32), when asked for."},
+        "variance_file": {"desc": "Variance map (float32), when asked for."},
     },
     "HeatmapDerivativesSink": {
-        "out_cohort": {"desc": "Each stored cohort map's name -> its path."},
-        "out_figures": {"desc": "The report's figure, when asked for."},
-        "out_file": {"desc": "The map, BIDS-named, in the derivatives dataset."},
-        "out_report": {"desc": "The HTML report, when asked for."},
-        "out_sidecar": {"desc": "Its JSON sidecar (Sources, parameters)."},
+        "out_cohort": {"desc": "Per map, each stored cohort map -> its path."},
+        "out_files": {"desc": "The maps, BIDS-named, in the dataset."},
+        "out_reports": {"desc": "Their HTML reports, when asked for."},
+        "out_sidecars": {"desc": "Their JSON sidecars."},
+        "written": {"desc": "Per map, every file written (role -> path)."},
     },
     "LabelAtlas": {
         "dseg_files": {"desc": "Maximum-probability maps, one per threshold, in order."},
@@ -422,16 +497,21 @@ def test_list_inputs_carry_their_metadata_on_the_outer_trait(name):
                 assert not getattr(inner, key, None), f"{name}.{trait_name}: inner {key}"
 
 
+#: Inputs that never change a result: logging, threads, where pybids keeps its index (a
+#: cache, rebuilt when the dataset changes).
+NOT_HASHED = ("debug", "num_threads", "bids_database_dir")
+
+
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_inputs_that_do_not_change_the_result_are_not_hashed(name):
     spec = getattr(interfaces, name).input_spec()
     for trait_name in spec.copyable_trait_names():
-        assert bool(spec.trait(trait_name).nohash) == (trait_name in ("debug", "num_threads")), (
+        assert bool(spec.trait(trait_name).nohash) == (trait_name in NOT_HASHED), (
             f"{name}.{trait_name}"
         )
 
 
-@pytest.mark.parametrize("name", ["HeatmapVolume", "MergeHeatmaps"])
+@pytest.mark.parametrize("name", ["HeatmapVolume", "MergeHeatmaps", "HeatmapOfSubjects"])
 def test_map_interfaces_share_the_option_inputs_and_the_map_outputs(name):
     from nipype_heatmap.interfaces._base import (
         CohortInputSpec,

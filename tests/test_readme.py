@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,15 +49,9 @@ def test_every_cli_flag_in_the_readme_exists():
         for option in action.option_strings
     }
     readme = (ROOT / "README.md").read_text()
-    lines = [line for line in readme.splitlines() if "nipype-heatmap" in line or "`--" in line]
-    used = set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", " ".join(lines)))
+    commands = readme.replace("\\\n", " ")  # a command continued on the next line: one line
+    lines = [line for line in commands.splitlines() if "nipype-heatmap" in line or "`--" in line]
+    used = set(re.findall(r"(?<![\w-])(--?[a-z][a-z_-]*)", " ".join(lines)))
     pip_and_pytest = {"-e", "-m"}
-    unknown = used - known - pip_and_pytest
-    assert unknown - REMOVED_FLAGS == set()
-    if unknown:  # only flags removed on purpose: the README's text about them is stale
-        pytest.xfail(f"README is rewritten in issue 29 (still mentions {sorted(unknown)})")
-
-
-#: Flags removed with the deprecated aliases (0.x), which the README still mentions in its
-#: list of renamed inputs until it is rewritten (issue 29).
-REMOVED_FLAGS = {"--anat"}
+    assert used - known - pip_and_pytest == set()
+    assert "--anat" not in readme  # removed with the deprecated aliases (0.x)

@@ -12,7 +12,14 @@ from nipype.pipeline import engine as pe
 from nipype.pipeline.engine.utils import generate_expanded_graph
 from numpy.testing import assert_allclose, assert_array_equal
 
-from nipype_heatmap.interfaces import HeatmapState, HeatmapVolume, MergeHeatmaps, mem_gb
+from nipype_heatmap.interfaces import (
+    HeatmapOfSubjects,
+    HeatmapState,
+    HeatmapVolume,
+    MergeHeatmaps,
+    mem_gb,
+)
+from nipype_heatmap.options import CohortOptions, MapOptions
 from nipype_heatmap.workflows import (
     SEGMENTERS,
     init_bids_heatmap_wf,
@@ -275,25 +282,39 @@ def test_scaled_atlas_workflow_builds_for_every_option(dense, sparse, thresholds
 @pytest.mark.parametrize("flags", FLAG_SETS, ids=lambda f: "-".join(k for k, v in f.items() if v))
 @pytest.mark.parametrize("cohort", COHORTS, ids=str)
 @pytest.mark.parametrize("report", [False, True], ids=["no-report", "report"])
-def test_bids_heatmap_workflow_builds_for_every_option(flags, cohort, report):
+@pytest.mark.parametrize("weighting", ["each-file", "average"])
+def test_bids_heatmap_workflow_builds_for_every_option(flags, cohort, report, weighting):
+    # The builder takes the options as objects (options=MapOptions, cohort=CohortOptions);
+    # several_per_subject names the weighting ("each-file": each file once, what True was;
+    # "average": each subject once, by HeatmapOfSubjects).
     wf = init_bids_heatmap_wf(
         space="MNI152NLin2009cAsym",
         label="lesion",
         desc="brain",
         participant_label=["01", "02"],
         bids_filters={"res": "2", "run": "1"},
-        several_per_subject=True,
+        several_per_subject=weighting,
         overwrite=True,
         generate_report=report,
-        cohort=cohort,
-        **flags,
+        options=MapOptions(**flags),
+        cohort=CohortOptions(**(cohort or {})),
     )
     select = wf.get_node("select_inputs").interface.inputs
-    assert (select.space, select.label, select.desc) == ("MNI152NLin2009cAsym", "lesion", "brain")
+    # entity filters are lists now (several values: one map each)
+    assert (select.space, select.label, select.desc) == (
+        ["MNI152NLin2009cAsym"],
+        ["lesion"],
+        ["brain"],
+    )
     assert select.participant_label == ["01", "02"]
     assert select.bids_filters == {"res": "2", "run": "1"}
-    assert select.several_per_subject is True
-    heatmap = wf.get_node("heatmap").interface.inputs
+    assert select.several_per_subject == weighting
+    node = wf.get_node("heatmap")
+    assert (
+        type(node.interface)
+        is {"each-file": HeatmapVolume, "average": HeatmapOfSubjects}[weighting]
+    )
+    heatmap = node.interface.inputs
     sink = wf.get_node("ds_heatmap").interface.inputs
     for name, value in flags.items():
         assert getattr(heatmap, name) == value == getattr(sink, name), name
@@ -303,8 +324,16 @@ def test_bids_heatmap_workflow_builds_for_every_option(flags, cohort, report):
     feeds = _feeds(wf)
     stored = {out for out, _ in feeds.get(("heatmap", "ds_heatmap"), [])}
     assert stored == {"out_file"} | _wanted(cohort)
-    cohort_out = ("out_cohort", "out_cohort") in feeds[("ds_heatmap", "outputnode")]
-    assert cohort_out is bool(_wanted(cohort))
+    selected = {("in_files", "in_files")} | (
+        {("selections", "selection")} if weighting == "average" else set()
+    )
+    assert set(feeds[("select_inputs", "heatmap")]) == selected
+    # the sink's outputs are per map (out_cohort: a dict per map, empty when no cohort map
+    # is asked for), so each is wired whatever the options
+    assert set(feeds[("ds_heatmap", "outputnode")]) == {
+        (name, name)
+        for name in ("out_files", "out_sidecars", "out_reports", "out_cohort", "written")
+    }
 
 
 @pytest.mark.parametrize("num_threads", [1, 4])

@@ -1,27 +1,46 @@
-"""BIDS in and out: pick a group map's inputs from a BIDS dataset, write BIDS derivatives.
+"""BIDS in and out: pick group maps' inputs from a BIDS dataset, write BIDS derivatives.
 
-- :mod:`~nipype_heatmap.bids.selection`: strict selection with pybids (the ``bids`` extra);
-- :mod:`~nipype_heatmap.bids.derivatives`: names, sidecars and provenance of group maps.
+- :mod:`~nipype_heatmap.bids.index`: the dataset's index (pybids, the ``bids`` extra), kept
+  in a database folder for later calls;
+- :mod:`~nipype_heatmap.bids.selection`: strict selection (subjects are the unit, template
+  spaces only, filters never widened);
+- :mod:`~nipype_heatmap.bids.metadata`: metadata files read strictly;
+- :mod:`~nipype_heatmap.bids.spaces`: template and native spaces, ``SpatialReference``;
+- :mod:`~nipype_heatmap.bids.naming`: names that carry the selection;
+- :mod:`~nipype_heatmap.bids.derivatives`: the output dataset, its shared files, sidecars;
+- :mod:`~nipype_heatmap.bids.app`: the runs (group maps, subtraction, atlas, the sink's).
 """
 
-from .derivatives import (
-    write_atlas_derivatives,
-    write_cohort_derivatives,
-    write_group_derivative,
+from .app import (
+    accumulate_units,
+    find_label_table,
+    store_group_maps,
+    write_atlas_maps,
+    write_group_maps,
+    write_subtraction_maps,
 )
+from .index import BIDSIndex
 from .selection import (
     BIDSSelection,
     load_filter_file,
+    merge_filters,
     participants_groups,
     select_bids_inputs,
+    select_bids_maps,
 )
 
 __all__ = [
+    "BIDSIndex",
     "BIDSSelection",
+    "accumulate_units",
+    "find_label_table",
     "load_filter_file",
+    "merge_filters",
     "participants_groups",
     "select_bids_inputs",
-    "write_atlas_derivatives",
-    "write_cohort_derivatives",
-    "write_group_derivative",
+    "select_bids_maps",
+    "store_group_maps",
+    "write_atlas_maps",
+    "write_group_maps",
+    "write_subtraction_maps",
 ]

@@ -1,60 +1,97 @@
-"""BIDS in: pick the inputs of a group map from a BIDS (derivatives) dataset, strictly.
+"""BIDS in: pick the inputs of group maps from a BIDS (derivatives) dataset, strictly.
 
-Selection uses pybids (the ``bids`` extra), imported only when called. The rules, in the
-order they are checked (each failure is an error that names the files, and writes nothing):
+The subject is the unit of a group map. The rules, in the order they are checked (each
+failure is an error that names the files and what to do, and nothing is written):
 
-1. Files match the suffix, the ``.nii``/``.nii.gz`` extension, every entity asked for (flags
-   or an fMRIPrep-style filter file) and, when given, the participants. Files without a
-   subject entity (group maps such as this tool's own outputs) are never inputs.
-2. Every entity other than subject, session (and run, with ``several_per_subject``) has one
-   value across the selection, or is absent everywhere: no anat masks averaged with func
-   masks, no GM with WM, no two resolutions. The error says which entity, which values, an
-   example file of each, and the flag that picks one.
-3. Exactly one file per subject and session, unless ``several_per_subject`` (then every
-   file counts once, so a subject with more files weighs more: the error says so).
-4. Every participant asked for has a file.
+1. **Filters are never widened.** Flags and a filter file (:func:`load_filter_file`) are
+   merged entity by entity: a value given both ways must agree (a flag narrows a list of the
+   file), else the error names both. Unknown entity names are refused with the valid ones.
+   A list of values for an entity (``--label GM WM CSF``, ``"label": ["GM", "WM"]``) gives
+   one map per value (:func:`select_bids_maps`), all from one index.
+2. Files match every filter, the suffix (default ``mask``) and ``.nii``/``.nii.gz``; files
+   without a subject entity (group maps, this tool's own) are never inputs. When nothing
+   matches, the error lists, for the entity that excluded everything, the values that exist
+   (``--label gm`` when the labels are ``CSF, GM, WM``).
+3. Every participant asked for has a file.
+4. Every entity other than subject, session and run has one value across the selection
+   (no anat with func masks, GM with WM, 1 mm with 2 mm): the error names the entity, its
+   values, a file of each and the flag that picks one.
+5. **Template spaces only**: a space that is not a template (``T1w``, ``boldref``,
+   ``fsnative``, no space...) is refused with why (see :mod:`~nipype_heatmap.bids.spaces`),
+   unless ``allow_native_space``.
+6. **One file per subject.** Several sessions or runs of a subject are refused, naming the
+   subjects, their files and the ways out: narrow the selection (``--session``, ``--run``...)
+   or say how to weigh them, ``several_per_subject="average"`` (each subject counts once:
+   its files are averaged first, as a lesion overlap needs) or ``"each-file"`` (each file
+   counts once, so subjects with more files weigh more).
+7. Subjects that have matching files but none left after the session or run filter are
+   logged by name (``--session pre`` drops the subjects without that session).
 
 The result, :class:`BIDSSelection`, converts to a plain dict (``as_dict``) so that it
-travels between Nipype nodes as hash-transparent data. Writing the derivative is in
-:mod:`nipype_heatmap.bids.derivatives`.
+travels between Nipype nodes as hash-transparent data.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._optional import require
+from .index import BIDSIndex, IndexedFile
+from .metadata import read_json_object
+from .spaces import native_space_problem
 
 LOGGER = logging.getLogger(__name__)
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 
-#: pybids entity names, in BIDS file-name order, with their file-name keys. These are the
-#: entities that distinguish one selection from another (subject and session excluded).
+#: pybids entity names, in BIDS file-name order, with their file-name keys.
 ENTITY_KEYS = {
+    "session": "ses",
+    "sample": "sample",
     "task": "task",
+    "tracksys": "tracksys",
     "acquisition": "acq",
+    "nucleus": "nuc",
+    "volume": "voi",
     "ceagent": "ce",
+    "tracer": "trc",
+    "staining": "stain",
     "reconstruction": "rec",
     "direction": "dir",
     "run": "run",
+    "modality": "mod",
     "echo": "echo",
+    "flip": "flip",
+    "inv": "inv",
+    "mt": "mt",
+    "part": "part",
+    "proc": "proc",
+    "hemi": "hemi",
     "space": "space",
+    "recording": "recording",
+    "chunk": "chunk",
+    "atlas": "atlas",
+    "roi": "roi",
+    "model": "model",
+    "subset": "subset",
+    "segmentation": "seg",
     "res": "res",
     "den": "den",
     "label": "label",
     "desc": "desc",
 }
 
-#: The command-line flag that picks one value of an entity.
-_FLAGS = {
+#: Every name a filter may use: the entities, and pybids' datatype, suffix and extension.
+FILTER_NAMES = ("subject", *ENTITY_KEYS, "datatype", "suffix", "extension")
+
+#: The command-line flag that sets each filter (the others: --bids-filter-file).
+FLAGS = {
     "datatype": "--datatype",
     "space": "--space",
     "res": "--res",
@@ -64,16 +101,72 @@ _FLAGS = {
     "acquisition": "--acquisition",
     "run": "--run",
     "session": "--session",
+    "suffix": "--suffix",
+    "subject": "--participant-label",
 }
 
-#: Entities never compared across the selection: whose file it is, and which repetition
-#: (several runs of one subject are the "one file per subject" rule's business).
+#: Entities that differ between a subject's files (which session, which run) and are
+#: never compared across subjects.
 _PER_SUBJECT = ("subject", "session", "run", "extension")
+
+#: Weightings when a subject has several files (``several_per_subject``).
+WEIGHTINGS = {
+    None: "one file per subject: each subject counts once",
+    "average": "each subject counts once: a subject's files are averaged first, voxel by "
+    "voxel (NaN and infinite values missing), then the subjects are combined",
+    "each-file": "each file counts once: subjects with more files weigh more",
+}
+
+#: fMRIPrep's filter-file queries (niworkflows' DEFAULT_BIDS_QUERIES): the datatype of the
+#: outputs each one leads to, and the entities those outputs carry in their names.
+FMRIPREP_QUERIES = {
+    "t1w": "anat",
+    "t2w": "anat",
+    "flair": "anat",
+    "roi": "anat",
+    "bold": "func",
+    "sbref": "func",
+    "dwi": "dwi",
+    "asl": "perf",
+    "pet": "pet",
+    "fmap": "fmap",
+}
+_CARRIED = {
+    "anat": ("subject", "session"),  # acq/rec/run pick raw T1w files merged into one anatomy
+}
+_CARRIED_DEFAULT = (
+    "subject",
+    "session",
+    "task",
+    "acquisition",
+    "ceagent",
+    "reconstruction",
+    "direction",
+    "run",
+    "echo",
+    "tracer",
+)
+
+
+class _Marker:
+    """A filter that is not a value: the entity must be absent, or present."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name, self.text = name, text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+#: ``null`` in a filter file: the entity must be absent.
+NONE = _Marker("NONE", "absent (null)")
+#: ``"*"`` in a filter file: the entity must be present, with any value.
+ANY = _Marker("ANY", "present ('*')")
 
 
 @dataclass
 class BIDSSelection:
-    """The inputs picked from a BIDS dataset, and what they have in common.
+    """The inputs of one group map picked from a BIDS dataset, and what they have in common.
 
     Attributes
     ----------
@@ -84,14 +177,22 @@ class BIDSSelection:
     subjects : list of str
         Subject labels (without ``sub-``), sorted.
     entities : dict
-        The entities every file shares (pybids names: ``space``, ``res``, ``label``...), plus
-        ``suffix`` and ``datatype``; they name the derivative.
+        The entities every file shares (pybids names: ``session``, ``space``, ``res``,
+        ``label``...), plus ``suffix`` and ``datatype``; they name the map.
     dataset_name : str
-        The input dataset's ``Name`` (from its ``dataset_description.json``).
+        The input dataset's ``Name``.
     generated_by : list of dict
-        The input dataset's ``GeneratedBy`` (carried into the derivative's provenance).
-    several_per_subject : bool
-        Whether several files per subject and session were allowed.
+        The input dataset's ``GeneratedBy`` (its pipelines).
+    several_per_subject : str or None
+        ``"average"`` or ``"each-file"`` when some subject has several files (how they are
+        weighed), else None.
+    groups : dict
+        Subject -> its files, in order.
+    participants : list of str or None
+        The participants asked for, when they leave out some subject that has matching
+        files (a subset, named in the map's desc); else None.
+    filters : dict
+        The filters that made the selection, as text (for the sidecar).
     """
 
     files: list[str]
@@ -100,7 +201,28 @@ class BIDSSelection:
     entities: dict[str, str] = field(default_factory=dict)
     dataset_name: str = ""
     generated_by: list[dict[str, Any]] = field(default_factory=list)
-    several_per_subject: bool = False
+    several_per_subject: str | None = None
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    participants: list[str] | None = None
+    filters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.groups:  # one file per subject, found from the paths
+            for path in self.files:
+                self.groups.setdefault(_subject_of(path), []).append(path)
+
+    @property
+    def weighting(self) -> str:
+        """How subjects and files are weighed, in words (for sidecars and reports)."""
+        return WEIGHTINGS[self.several_per_subject]
+
+    @property
+    def units(self) -> list[list[str]]:
+        """The inputs of the map: a list of files per unit (a subject when averaging, else
+        one file each), in order."""
+        if self.several_per_subject == "average":
+            return [self.groups[s] for s in self.subjects]
+        return [[f] for f in self.files]
 
     def relpath(self, path: str) -> str:
         """Path of an input relative to its dataset's root (for BIDS URIs)."""
@@ -116,107 +238,291 @@ class BIDSSelection:
         return value if isinstance(value, cls) else cls(**dict(value))
 
 
+def _subject_of(path: str) -> str:
+    match = re.match(r"sub-([A-Za-z0-9]+)_", Path(path).name)
+    return match.group(1) if match else ""
+
+
 def check_label(name: str, value: str | None) -> None:
     """Raise ValueError unless ``value`` is a BIDS label (letters and digits only)."""
     if value is not None and not _LABEL_RE.match(str(value)):
         raise ValueError(f"{name} {value!r} is not a BIDS label (letters and digits only)")
 
 
+# -- filters -------------------------------------------------------------------------------
 def load_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read an fMRIPrep-style BIDS filter file: a JSON object of entity filters.
+    """Read a BIDS filter file: a JSON object, in one of three shapes.
 
-    Either ``{"datatype": "anat", "res": "2"}`` or, as fMRIPrep writes it, one query named
-    ``"heatmap"``: ``{"heatmap": {...}}``. A value may be a string, a list of strings (any
-    of them), ``null`` (the entity must be absent) or ``"*"`` (the entity must be present).
+    - entity filters for this tool's inputs: ``{"datatype": "anat", "res": "2"}``;
+    - the same under a query named ``"heatmap"``: ``{"heatmap": {...}}``;
+    - fMRIPrep's own file, by its query names: ``{"t1w": {"session": "pre"}, "bold":
+      {"task": "rest"}}``. Each query's filters apply to the outputs it led to (``t1w``,
+      ``t2w``, ``flair``, ``roi``: anatomical outputs, ``bold``, ``sbref``: functional
+      ones), for the entities those outputs carry in their names (see
+      :func:`filters_from_file`).
+
+    A value may be a string, a number, a list (one map per value; subjects: any of them),
+    ``null`` (the entity must be absent) or ``"*"`` (present).
 
     Raises
     ------
     ValueError
-        If the file is not such a JSON object (the message names it).
+        Naming the file: not a JSON object, or not one of the shapes above.
     """
-    try:
-        content = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable JSON filter file ({err})") from err
-    if isinstance(content, dict) and isinstance(content.get("heatmap"), dict):
-        content = content["heatmap"]
-    if not isinstance(content, dict) or not all(isinstance(k, str) for k in content):
-        raise ValueError(f"{path}: a BIDS filter file is a JSON object of entity filters")
+    content = read_json_object(path, "BIDS filter file")
+    _shape(content, path)
     return content
 
 
-def _query_value(value: Any) -> Any:
-    from bids.layout import Query
+def _shape(content: Mapping[str, Any], path: Any) -> str:
+    """Which shape a filter file has: ``"entities"``, ``"heatmap"`` or ``"fmriprep"``."""
+    keys = set(content)
+    nested = {k for k, v in content.items() if isinstance(v, dict)}
+    if keys == {"heatmap"} and nested == keys:
+        return "heatmap"
+    if keys and keys <= set(FMRIPREP_QUERIES) and nested == keys:
+        return "fmriprep"
+    if not nested:
+        return "entities"
+    raise ValueError(
+        f"{path}: a BIDS filter file is one JSON object of entity filters "
+        '({"space": "MNI152NLin2009cAsym", "res": "2"}), the same under "heatmap", or '
+        f"fMRIPrep's queries ({', '.join(FMRIPREP_QUERIES)}) each holding entity filters; "
+        f"this one mixes query names and entities ({', '.join(sorted(keys))})"
+    )
 
-    if value is None:
-        return Query.NONE
-    if value == "*":
-        return Query.ANY
-    return value
+
+def filters_from_file(
+    content: Mapping[str, Any], *, path: Any = "filter file", datatype: str | None = None
+) -> dict[str, Any]:
+    """The entity filters of a filter file's content (:func:`load_filter_file`), flat.
+
+    fMRIPrep's queries lead to outputs of one datatype each; the queries for the inputs'
+    ``datatype`` apply (all of them must agree), with the entities those outputs carry (an
+    anatomical query's ``session``; a functional query's ``task``, ``session``, ``run``,
+    ``echo``, ``acquisition``...). A query's other entities (``suffix``, ``part``, an
+    anatomical ``acquisition`` or ``run`` that picked the raw T1w images fMRIPrep merged)
+    say nothing about the outputs and are left out, with a log line.
+
+    Raises
+    ------
+    ValueError
+        If the file has queries for several datatypes and none is chosen (naming them and
+        ``--datatype``), or the queries disagree.
+    """
+    shape = _shape(content, path)
+    if shape == "entities":
+        return dict(content)
+    if shape == "heatmap":
+        return dict(content["heatmap"])
+    kinds: dict[str, list[str]] = {}
+    for query in content:
+        kinds.setdefault(FMRIPREP_QUERIES[query], []).append(query)
+    if datatype is None and len(kinds) > 1:
+        listing = "; ".join(f"{k}: {', '.join(q)}" for k, q in sorted(kinds.items()))
+        raise ValueError(
+            f"{path}: fMRIPrep's filter file has queries for outputs of several datatypes "
+            f"({listing}); a group map uses one kind of input: pass --datatype "
+            f"({' or '.join(sorted(kinds))}) to apply that one's filters"
+        )
+    chosen = datatype if datatype is not None else next(iter(kinds))
+    queries = kinds.get(chosen, [])
+    if not queries:
+        LOGGER.info("%s: no fMRIPrep query applies to %s outputs", path, chosen)
+    merged: dict[str, Any] = {"datatype": chosen}
+    for query in queries:
+        carried = _CARRIED.get(chosen, _CARRIED_DEFAULT)
+        for name, value in content[query].items():
+            if name not in carried:
+                LOGGER.info(
+                    "%s: fMRIPrep's %s filter %s=%r selects the raw images fMRIPrep read, not "
+                    "its %s outputs (they carry no %s entity): not applied",
+                    path,
+                    query,
+                    name,
+                    value,
+                    chosen,
+                    name,
+                )
+                continue
+            if name in merged and _normal(name, merged[name]) != _normal(name, value):
+                raise ValueError(
+                    f"{path}: fMRIPrep's queries {', '.join(queries)} give {name} different "
+                    f"values ({merged[name]!r} and {value!r}); make them agree"
+                )
+            merged[name] = value
+    return merged
 
 
-def select_bids_inputs(
-    bids_dir: str | os.PathLike[str],
+def _normal(name: str, value: Any) -> Any:
+    """A filter value in one form: NONE, ANY, or a tuple of strings (runs without padding)."""
+    if value is None or value is NONE or value == "Query.NONE":
+        return NONE
+    if value == "*" or value is ANY or value == "Query.ANY":
+        return ANY
+    values = value if isinstance(value, (list, tuple)) else [value]
+    out: list[str] = []
+    for one in values:
+        if isinstance(one, bool) or not isinstance(one, (str, int)):
+            raise ValueError(f"{name} {one!r}: a filter value is a string or a number")
+        text = str(one).removeprefix("sub-") if name == "subject" else str(one)
+        if name == "run":
+            if not text.isdigit():
+                raise ValueError(f"run {one!r} is not a run index (a number)")
+            text = str(int(text))
+        elif name == "extension":
+            text = text if text.startswith(".") else f".{text}"
+        elif name != "datatype":
+            check_label(name, text)
+        if text not in out:
+            out.append(text)
+    return tuple(out)
+
+
+def merge_filters(
+    flags: Mapping[str, Any],
+    file_filters: Mapping[str, Any] | None = None,
     *,
-    suffix: str = "mask",
-    space: str | None = None,
-    res: str | None = None,
-    label: str | None = None,
-    desc: str | None = None,
-    datatype: str | None = None,
-    session: str | Sequence[str] | None = None,
-    task: str | None = None,
-    run: str | int | None = None,
-    acquisition: str | None = None,
-    bids_filters: Mapping[str, Any] | None = None,
-    participant_label: Sequence[str] | None = None,
-    several_per_subject: bool = False,
-) -> BIDSSelection:
-    """Pick the 3D inputs of a group map from a BIDS or BIDS-derivatives dataset.
+    file_name: Any = "the filter file",
+) -> dict[str, Any]:
+    """Merge filters from flags and from a filter file, never widening either.
 
-    Parameters
-    ----------
-    bids_dir : str or os.PathLike
-        Root of the dataset (raw, or a derivatives dataset such as fMRIPrep's outputs).
-    suffix : str, default="mask"
-        BIDS suffix of the files (``mask``, ``probseg``, ``dseg``, ``T1w``...).
-    space, res, label, desc, datatype, session, task, run, acquisition : str, optional
-        Entity values the files must have.
-    bids_filters : mapping, optional
-        More entity filters, as in an fMRIPrep filter file (:func:`load_filter_file`);
-        the named arguments win over it.
-    participant_label : sequence of str, optional
-        Subjects to include (with or without ``sub-``); all found otherwise.
-    several_per_subject : bool, default=False
-        Allow several files per subject and session (e.g. every run's mask). Each file then
-        counts once, so a subject with more files weighs more in the map.
+    For each entity given both ways: a value from a flag must be one of the file's (the
+    result is the flag's values that the file allows); ``"*"`` in the file allows any;
+    ``null`` in the file allows none. Entities given one way are taken as given.
 
     Returns
     -------
-    BIDSSelection
+    dict
+        Entity -> NONE, ANY or a tuple of values.
+
+    Raises
+    ------
+    ValueError
+        Naming both sides, when they cannot both hold; naming the valid entities, for an
+        unknown one.
+
+    Examples
+    --------
+    >>> merge_filters({"label": "GM"}, {"label": ["GM", "WM"], "res": 2})
+    {'label': ('GM',), 'res': ('2',)}
+    """
+    merged: dict[str, Any] = {}
+    for name, value in (file_filters or {}).items():
+        _check_name(name, f"{file_name}")
+        merged[name] = _normal(name, value)
+    for name, value in flags.items():
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            continue
+        _check_name(name, FLAGS.get(name, name))
+        mine = _normal(name, value)
+        theirs = merged.get(name)
+        flag = FLAGS.get(name, name)
+        if theirs is None or theirs is ANY:
+            merged[name] = mine
+        elif theirs is NONE:
+            raise ValueError(
+                f"{flag} {' '.join(mine)} conflicts with {file_name}, where {name} is null "
+                f"(files without a {name} entity); drop one of them"
+            )
+        else:
+            kept = tuple(v for v in mine if v in theirs)
+            if not kept:
+                raise ValueError(
+                    f"{flag} {' '.join(mine)} conflicts with {file_name}, where {name} is "
+                    f"{list(theirs)}; filters are never widened: make them agree, or drop "
+                    "one of them"
+                )
+            merged[name] = kept
+    return merged
+
+
+def _check_name(name: str, where: str) -> None:
+    if name not in FILTER_NAMES:
+        raise ValueError(
+            f"{where}: {name!r} is not a BIDS entity that pybids knows; valid names: "
+            f"{', '.join(FILTER_NAMES)}"
+        )
+
+
+# -- selecting -----------------------------------------------------------------------------
+def select_bids_maps(
+    bids_dir: str | os.PathLike[str] | BIDSIndex,
+    *,
+    suffix: str | Sequence[str] | None = None,
+    space: str | Sequence[str] | None = None,
+    res: str | int | Sequence[str | int] | None = None,
+    label: str | Sequence[str] | None = None,
+    desc: str | Sequence[str] | None = None,
+    datatype: str | Sequence[str] | None = None,
+    session: str | Sequence[str] | None = None,
+    task: str | Sequence[str] | None = None,
+    run: str | int | Sequence[str | int] | None = None,
+    acquisition: str | Sequence[str] | None = None,
+    bids_filters: Mapping[str, Any] | None = None,
+    filter_file: str | os.PathLike[str] | None = None,
+    participant_label: Sequence[str] | None = None,
+    several_per_subject: str | None = None,
+    allow_native_space: bool = False,
+    bids_database_dir: str | os.PathLike[str] | None = None,
+) -> list[BIDSSelection]:
+    """Pick the inputs of one or more group maps from a BIDS or BIDS-derivatives dataset.
+
+    Each filter may be one value or several: several values of an entity give one map per
+    value (``label=["GM", "WM", "CSF"]``: three maps; lists of two entities: every
+    combination). All maps come from one index of the dataset.
+
+    Parameters
+    ----------
+    bids_dir : str, os.PathLike or BIDSIndex
+        Root of the dataset (raw, or derivatives such as fMRIPrep's), or its index.
+    suffix : str or list, optional
+        BIDS suffix of the inputs (``mask``, ``probseg``, ``dseg``...); default ``mask``
+        unless the filters give one.
+    space, res, label, desc, datatype, session, task, run, acquisition : str or list
+        Entity values the files must have.
+    bids_filters : mapping, optional
+        Entity filters as a filter file holds them (any shape of :func:`load_filter_file`).
+    filter_file : path-like, optional
+        A filter file to read (named in errors); merged with ``bids_filters`` and the flags.
+    participant_label : sequence of str, optional
+        Subjects to include (with or without ``sub-``); all found otherwise.
+    several_per_subject : {None, "average", "each-file"}, default=None
+        How to weigh a subject with several files (sessions, runs): refused by default;
+        ``"average"``: each subject counts once, its files averaged first; ``"each-file"``:
+        each file counts once.
+    allow_native_space : bool, default=False
+        Accept inputs in a space that is not a template (``T1w``...) or without a space.
+    bids_database_dir : path-like, optional
+        Keep pybids' index there for later calls (see :mod:`~nipype_heatmap.bids.index`).
+
+    Returns
+    -------
+    list of BIDSSelection
+        One per map, in the order of the values given.
 
     Raises
     ------
     FileNotFoundError
-        If ``bids_dir`` is not a BIDS dataset, or nothing matches.
+        If ``bids_dir`` is not a BIDS dataset, or nothing matches (listing what exists).
     ValueError
-        If the selection breaks a rule of the module docstring (naming the files), or a
-        value is not a BIDS label.
+        If the selection breaks a rule of the module docstring (naming the files), a value
+        is not a BIDS label, or a metadata file is malformed.
     ImportError
         If pybids is not installed (``pip install 'nipype_heatmap[bids]'``).
     """
-    require("bids", "selecting inputs from BIDS")
-    from bids import BIDSLayout
-    from bids.layout import Query
-
-    root = Path(bids_dir).absolute()
-    description_file = root / "dataset_description.json"
-    if not description_file.is_file():
-        raise FileNotFoundError(f"{root}: not a BIDS dataset (no dataset_description.json)")
-    description = json.loads(description_file.read_text())
-
-    query: dict[str, Any] = {k: _query_value(v) for k, v in (bids_filters or {}).items()}
-    named = {
+    if several_per_subject not in WEIGHTINGS:
+        raise ValueError(
+            f"several_per_subject={several_per_subject!r}: use None (one file per subject), "
+            '"average" (each subject once, its files averaged first) or "each-file"'
+        )
+    index = (
+        bids_dir
+        if isinstance(bids_dir, BIDSIndex)
+        else BIDSIndex(bids_dir, database_dir=bids_database_dir)
+    )
+    flags = {
+        "suffix": suffix,
         "space": space,
         "res": res,
         "label": label,
@@ -226,124 +532,310 @@ def select_bids_inputs(
         "task": task,
         "run": run,
         "acquisition": acquisition,
+        "subject": list(participant_label) if participant_label else None,
     }
-    for name, value in named.items():
-        if value is not None:
-            values = [value] if isinstance(value, (str, int)) else list(value)
-            for one in values:
-                check_label(name, str(one))
-            if name == "run":  # pybids matches runs as integers
-                values = [int(v) for v in values]
-            query[name] = values[0] if len(values) == 1 else values
-    check_label("suffix", suffix)
-    query["suffix"] = suffix
-    query["extension"] = [".nii.gz", ".nii"]
-    asked = [p.removeprefix("sub-") for p in participant_label] if participant_label else None
-    query["subject"] = asked if asked else Query.ANY  # no subject entity: never an input
+    if filter_file is not None and bids_filters:
+        raise ValueError("give a filter file or bids_filters, not both")
+    content: dict[str, Any] = dict(bids_filters or {})
+    file_name: Any = "bids_filters"
+    if filter_file is not None:
+        content = load_filter_file(filter_file)
+        file_name = f"the filter file {filter_file}"
+    chosen_datatype = datatype if isinstance(datatype, str) else None
+    from_file = filters_from_file(content, path=file_name, datatype=chosen_datatype)
+    filters = merge_filters(flags, from_file, file_name=file_name)
+    filters.setdefault("suffix", ("mask",))
+    extensions = filters.pop("extension", (".nii.gz", ".nii"))
+    if extensions in (NONE, ANY) or not set(extensions) & {".nii.gz", ".nii"}:
+        raise ValueError(
+            f"{file_name}: extension {extensions!r}: the inputs are NIfTI files (.nii.gz, .nii)"
+        )
+    participants = filters.pop("subject", None)
+    if participants is NONE:
+        raise ValueError(f"{file_name}: subject null would leave no input (files need a subject)")
+    asked = list(participants) if isinstance(participants, tuple) else None
+    files = [f for f in index.files if f.entities.get("extension") in extensions]
+    if not files:
+        present = sorted({f.entities.get("extension", "") for f in index.files})
+        raise FileNotFoundError(
+            f"{index.root}: no file of a subject has extension {'|'.join(extensions)} "
+            f"({file_name}); the subjects' NIfTI files have {', '.join(present) or 'none'}"
+        )
+    selections = []
+    dropped: list[str] = []
+    for combination in _combinations(filters):
+        selection, message = _select_one(
+            index,
+            files,
+            combination,
+            asked,
+            several_per_subject=several_per_subject,
+            allow_native_space=allow_native_space,
+        )
+        selections.append(selection)
+        if message and message not in dropped:
+            dropped.append(message)
+    for message in dropped:  # once per call, however many maps it concerns
+        LOGGER.warning("%s", message)
+    return selections
 
-    layout = BIDSLayout(
-        root,
-        validate=False,
-        is_derivative=description.get("DatasetType") == "derivative",
+
+def select_bids_inputs(
+    bids_dir: str | os.PathLike[str] | BIDSIndex, **kwargs: Any
+) -> BIDSSelection:
+    """Pick the inputs of one group map (see :func:`select_bids_maps`, which takes the same
+    arguments).
+
+    Raises
+    ------
+    ValueError
+        If the filters give several maps (several values of an entity).
+    """
+    selections = select_bids_maps(bids_dir, **kwargs)
+    if len(selections) > 1:
+        raise ValueError(
+            f"these filters give {len(selections)} maps (several values of an entity); use "
+            "select_bids_maps for several maps"
+        )
+    return selections[0]
+
+
+def _combinations(filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One filter set per map: every combination of the values of listed entities."""
+    names = list(filters)
+    choices = [
+        [filters[n]] if filters[n] in (NONE, ANY) else [(v,) for v in filters[n]] for n in names
+    ]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*choices)]
+
+
+def _matches(entities: Mapping[str, str], filters: Mapping[str, Any]) -> bool:
+    for name, wanted in filters.items():
+        value = entities.get(name)
+        if wanted is NONE:
+            if value is not None:
+                return False
+        elif wanted is ANY:
+            if value is None:
+                return False
+        elif value not in wanted:
+            return False
+    return True
+
+
+def _describe(filters: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{name}={wanted.text if isinstance(wanted, _Marker) else '|'.join(wanted)}"
+        for name, wanted in filters.items()
     )
-    found = layout.get(return_type="object", **query)
-    described = ", ".join(f"{k}={_show(v)}" for k, v in query.items())
-    if not found:
-        raise FileNotFoundError(f"{root}: no file matches {described}")
 
-    records = [(f.path, f.get_entities(metadata=False)) for f in found]
-    _refuse_mixed_entities(root, records)
-    _refuse_several_per_subject(root, records, several_per_subject)
-    subjects = sorted({str(e["subject"]) for _, e in records})
+
+def _select_one(
+    index: BIDSIndex,
+    files: list[IndexedFile],
+    filters: dict[str, Any],
+    asked: list[str] | None,
+    *,
+    several_per_subject: str | None,
+    allow_native_space: bool,
+) -> tuple[BIDSSelection, str | None]:
+    """One map's selection, and the message on the subjects it dropped (or None)."""
+    root = index.root
+    candidates = [f for f in files if asked is None or f.entities["subject"] in asked]
+    found = [f for f in candidates if _matches(f.entities, filters)]
+    if not found:
+        raise FileNotFoundError(_nothing_matches(root, candidates, files, filters, asked))
+    subjects = sorted({f.entities["subject"] for f in found})
+    everyone = {f.entities["subject"] for f in files if _matches(f.entities, filters)}
+    subset = sorted(asked) if asked and everyone - set(asked) else None
     if asked:
-        missing = sorted(set(asked) - set(subjects))
+        missing = [s for s in asked if s not in subjects]
         if missing:
             raise ValueError(
-                f"{root}: no file matches {described} for subject(s) "
-                f"{', '.join('sub-' + m for m in missing)}; found {len(subjects)} subject(s)"
+                f"{root}: no file matches {_describe(filters)} for "
+                f"{', '.join('sub-' + m for m in missing)}; {len(everyone)} subject(s) have "
+                f"one: {', '.join(sorted(everyone))}"
             )
-    shared = {  # what every file has, with one value: it names the derivative
-        name: str(records[0][1][name])
+    _refuse_mixed_entities(root, found)
+    space = found[0].entities.get("space")
+    problem = native_space_problem(space)
+    if problem and not allow_native_space:
+        raise ValueError(f"{root}: {len(found)} file(s) such as {found[0].path}: {problem}")
+    groups: dict[str, list[str]] = {}
+    for f in found:
+        groups.setdefault(f.entities["subject"], []).append(f.path)
+    crowded = {s: paths for s, paths in groups.items() if len(paths) > 1}
+    if crowded and several_per_subject is None:
+        raise ValueError(_several_files_message(root, crowded, found))
+    message = _dropped(root, candidates, filters, subjects)
+    shared = {
+        name: found[0].entities[name]
         for name in (*ENTITY_KEYS, "suffix", "datatype")
-        if len({str(e.get(name)) for _, e in records}) == 1 and name in records[0][1]
+        if name in found[0].entities
+        and len({f.entities.get(name) for f in found}) == 1
+        and not (name == "run" and crowded)
     }
     LOGGER.info(
-        "Selected %d file(s) from %s for %d subject(s): %s",
-        len(records),
+        "Selected %d file(s) from %s for %d subject(s) (%s): %s",
+        len(found),
         root,
         len(subjects),
+        _describe(filters),
         " ".join(subjects),
     )
-    return BIDSSelection(
-        files=sorted(path for path, _ in records),
+    selection = BIDSSelection(
+        files=sorted(f.path for f in found),
         dataset_root=str(root),
         subjects=subjects,
         entities=shared,
-        dataset_name=str(description.get("Name", root.name)),
-        generated_by=list(description.get("GeneratedBy", [])),
-        several_per_subject=several_per_subject,
+        dataset_name=index.name,
+        generated_by=index.generated_by,
+        several_per_subject=several_per_subject if crowded else None,
+        groups={s: sorted(groups[s]) for s in subjects},
+        participants=subset,
+        filters={
+            name: wanted.text if isinstance(wanted, _Marker) else wanted[0]
+            for name, wanted in filters.items()
+        },
     )
+    return selection, message
 
 
-def _show(value: Any) -> str:
-    return value.name if hasattr(value, "name") and not isinstance(value, str) else str(value)
+def _nothing_matches(
+    root: Path,
+    candidates: list[IndexedFile],
+    files: list[IndexedFile],
+    filters: Mapping[str, Any],
+    asked: list[str] | None,
+) -> str:
+    """Say which filter excluded everything, and the values that exist for it."""
+    who = f" for {', '.join('sub-' + s for s in asked)}" if asked else ""
+    if not candidates:
+        subjects = sorted({f.entities["subject"] for f in files})
+        return (
+            f"{root}: no NIfTI file{who}; the dataset has NIfTI files for "
+            f"{len(subjects)} subject(s): {', '.join(subjects[:20])}"
+        )
+    hints = []
+    for name, wanted in filters.items():
+        others = {n: w for n, w in filters.items() if n != name}
+        rest = [f for f in candidates if _matches(f.entities, others)]
+        if not rest:
+            continue
+        values = sorted({f.entities.get(name, "(none)") for f in rest})
+        flag = FLAGS.get(name, name)
+        asked_text = wanted.text if isinstance(wanted, _Marker) else "|".join(wanted)
+        hints.append(
+            f"no file has {name}={asked_text} ({flag}); where the other filters match, "
+            f"{name} is {', '.join(values[:20])}"
+            + (
+                " (values are case-sensitive)"
+                if any(v.lower() == asked_text.lower() for v in values)
+                else ""
+            )
+        )
+    if not hints:  # several filters exclude everything: what each entity holds at all
+        for name in filters:
+            values = sorted({f.entities.get(name, "(none)") for f in candidates})
+            hints.append(f"{name} values in the dataset: {', '.join(values[:20])}")
+    return f"{root}: no file matches {_describe(filters)}{who}: " + "; ".join(hints)
 
 
-def _refuse_mixed_entities(root: Path, records: list[tuple[str, dict[str, Any]]]) -> None:
-    """Every entity but the subject's and session's has one value (or none) everywhere."""
-    names = sorted({n for _, e in records for n in e} - set(_PER_SUBJECT))
-    order = ["datatype", "space", "res", "label", "desc", "task", "acquisition"]
+def _refuse_mixed_entities(root: Path, found: list[IndexedFile]) -> None:
+    """Every entity but the subject's, session's and run's has one value (or none)."""
+    names = sorted({n for f in found for n in f.entities} - set(_PER_SUBJECT))
+    order = ["datatype", "suffix", "space", "res", "label", "desc", "task", "acquisition"]
     names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
     for name in names:
         groups: dict[str, list[str]] = {}
-        for path, entities in records:
-            groups.setdefault(str(entities.get(name, "(none)")), []).append(path)
+        for f in found:
+            groups.setdefault(f.entities.get(name, "(none)"), []).append(f.path)
         if len(groups) > 1:
             listing = "; ".join(
                 f"{name}={value}: {len(paths)} file(s), e.g. {sorted(paths)[0]}"
                 for value, paths in sorted(groups.items())
             )
-            flag = _FLAGS.get(name, "--bids-filter-file")
+            flag = FLAGS.get(name, "--bids-filter-file")
             raise ValueError(
                 f"{root}: the selection mixes {name} values ({listing}); these are different "
-                f"maps: pick one with {flag}"
+                f"maps: pick one with {flag} (several values give one map each)"
             )
 
 
-def _refuse_several_per_subject(
-    root: Path, records: list[tuple[str, dict[str, Any]]], several_per_subject: bool
-) -> None:
-    """One file per subject and session, unless asked otherwise."""
-    per_subject: dict[tuple[str, str], list[str]] = {}
-    for path, entities in records:
-        key = (str(entities["subject"]), str(entities.get("session", "")))
-        per_subject.setdefault(key, []).append(path)
-    crowded = {key: paths for key, paths in per_subject.items() if len(paths) > 1}
-    if crowded and not several_per_subject:
-        listing = "; ".join(
-            f"sub-{sub}{'_ses-' + ses if ses else ''}: {', '.join(sorted(paths))}"
-            for (sub, ses), paths in sorted(crowded.items())
-        )
-        raise ValueError(
-            f"{root}: {len(crowded)} subject(s) have several matching files ({listing}); "
-            "narrow the selection (--run, --task, --acquisition, --bids-filter-file), or pass "
-            "--several-per-subject to count every file, so that subjects with more files "
-            "weigh more"
-        )
+def _several_files_message(
+    root: Path, crowded: Mapping[str, list[str]], found: list[IndexedFile]
+) -> str:
+    by_path = {f.path: f.entities for f in found}
+    differing: dict[str, set[str]] = {}
+    for paths in crowded.values():
+        for name in ("session", "run", "task", "acquisition", "echo"):
+            values = {by_path[p].get(name, "(none)") for p in paths}
+            if len(values) > 1:
+                differing.setdefault(name, set()).update(values)
+    ways = [
+        f"{FLAGS.get(name, '--bids-filter-file')} "
+        f"{'LABEL' if name != 'run' else 'N'} ({name}s: {', '.join(sorted(values))})"
+        for name, values in differing.items()
+    ]
+    listing = "; ".join(
+        f"sub-{sub}: {', '.join(Path(p).name for p in sorted(paths))}"
+        for sub, paths in sorted(crowded.items())
+    )
+    return (
+        f"{root}: {len(crowded)} subject(s) have several matching files ({listing}). A group "
+        "map counts subjects: narrow the selection to one file per subject"
+        + (f" ({'; '.join(ways)})" if ways else " (--bids-filter-file)")
+        + ", or say how to weigh them: --several-per-subject average (each subject counts "
+        "once: its files are averaged first, as a lesion overlap needs) or "
+        "--several-per-subject each-file (each file counts once, so subjects with more "
+        "files weigh more)"
+    )
 
 
+def _dropped(
+    root: Path, candidates: list[IndexedFile], filters: Mapping[str, Any], kept: Iterable[str]
+) -> str | None:
+    """Say which subjects a session or run filter left out, with what they have."""
+    narrowing = [n for n in ("session", "run") if n in filters]
+    if not narrowing:
+        return None
+    others = {n: w for n, w in filters.items() if n not in narrowing}
+    wider = [f for f in candidates if _matches(f.entities, others)]
+    kept = set(kept)
+    dropped: dict[str, dict[str, set[str]]] = {}
+    for f in wider:
+        sub = f.entities["subject"]
+        if sub not in kept:
+            have = dropped.setdefault(sub, {n: set() for n in narrowing})
+            for n in narrowing:
+                have[n].add(f.entities.get(n, "none"))
+    if not dropped:
+        return None
+    listing = "; ".join(
+        f"sub-{s} ({', '.join(f'{n} {chr(124).join(sorted(v))}' for n, v in have.items())})"
+        for s, have in sorted(dropped.items())
+    )
+    return (
+        f"{root}: {len(dropped)} subject(s) have files matching the other filters but none "
+        f"with {_describe({n: filters[n] for n in narrowing})}, and are not in the map: "
+        f"{listing}"
+    )
+
+
+# -- participants ----------------------------------------------------------------------------
 def participants_groups(
     selection: BIDSSelection,
     column: str,
     group_a: str,
     group_b: str | None = None,
     participants_tsv: str | os.PathLike[str] | None = None,
-) -> tuple[list[str], list[str], dict[str, Any]]:
-    """Split a selection's files into two groups by a ``participants.tsv`` column.
+) -> tuple[list[list[str]], list[list[str]], dict[str, Any]]:
+    """Split a selection's subjects into two groups by a ``participants.tsv`` column.
 
-    Group A holds the files of subjects whose value in ``column`` is ``group_a``; group B
-    those whose value is ``group_b`` (default: any other value). Subjects without a row, or
-    with ``n/a`` or an empty value, are in neither group and are logged.
+    Group A: the subjects whose value in ``column`` is ``group_a``; group B: those whose
+    value is ``group_b`` (default: any other value). Subjects without a row, or with ``n/a``
+    or an empty value, are in neither group and are logged by name. The table is read
+    strictly (:func:`~nipype_heatmap.bids.metadata.read_participants`).
 
     Parameters
     ----------
@@ -359,73 +851,74 @@ def participants_groups(
 
     Returns
     -------
-    files_a, files_b : list of str
-        The files of each group, in selection order.
+    units_a, units_b : list of list of str
+        Each group's subjects, as the files of each (one file, or several to average).
     groups : dict
-        ``Column``, ``GroupA``, ``GroupB`` (``"not <A>"`` by default), ``SubjectsA`` and
-        ``SubjectsB``, for the sidecars.
+        ``Column``, ``GroupA``, ``GroupB`` (``"not <A>"`` by default), ``SubjectsA``,
+        ``SubjectsB`` and ``ParticipantsTable``, for the sidecars.
 
     Raises
     ------
     FileNotFoundError
         If no ``participants.tsv`` is found.
     ValueError
-        If the column is missing or a group is empty.
+        If the table is malformed (naming it and the line), the column is missing, a group
+        is empty, or the selection weighs files rather than subjects.
     """
-    import csv
+    from .metadata import read_participants
 
-    table = _find_participants_tsv(selection.dataset_root, participants_tsv)
-    with open(table, newline="", encoding="utf-8") as fobj:
-        rows = list(csv.DictReader(fobj, delimiter="\t"))
-    if not rows or column not in rows[0]:
-        found = ", ".join(rows[0]) if rows else "none"
-        raise ValueError(f"{table}: no column {column!r} (columns: {found})")
-    values = {
-        str(row.get("participant_id", "")).removeprefix("sub-"): (row.get(column) or "").strip()
-        for row in rows
-    }
+    if selection.several_per_subject == "each-file":
+        raise ValueError(
+            "a subtraction compares the percentages of subjects in two groups: with several "
+            "files per subject, use --several-per-subject average (each subject counts once), "
+            "not each-file"
+        )
+    table_path = _find_participants_tsv(selection.dataset_root, participants_tsv)
+    table, rows = read_participants(table_path)
+    if column not in table.columns:
+        raise ValueError(
+            f"{table_path}: no column {column!r} (columns: {', '.join(table.columns)})"
+        )
     groups: dict[str, list[str]] = {"a": [], "b": []}
-    subjects: dict[str, set[str]] = {"a": set(), "b": set()}
-    left_out = set()
-    for path in selection.files:
-        match = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", selection.relpath(path))
-        subject = match.group(1) if match else ""
-        value = values.get(subject, "")
+    left_out = []
+    for subject in selection.subjects:
+        value = rows.get(subject, {}).get(column, "")
         if value in ("", "n/a"):
-            left_out.add(subject or path)
+            left_out.append(
+                f"sub-{subject} ({'no row' if subject not in rows else value or 'empty'})"
+            )
             continue
         if value == group_a:
-            key = "a"
+            groups["a"].append(subject)
         elif group_b is None or value == group_b:
-            key = "b"
+            groups["b"].append(subject)
         else:
-            left_out.add(subject)
-            continue
-        groups[key].append(path)
-        subjects[key].add(subject)
+            left_out.append(f"sub-{subject} ({value})")
     if left_out:
         LOGGER.warning(
             "%d subject(s) in neither group (no %s value in %s, or another value): %s",
             len(left_out),
             column,
-            table,
-            " ".join(sorted(left_out)),
+            table_path,
+            ", ".join(left_out),
         )
     label_b = group_b if group_b is not None else f"not {group_a}"
     for key, label in (("a", group_a), ("b", label_b)):
         if not groups[key]:
             raise ValueError(
-                f"{table}: no selected subject has {column} = {label!r}; a subtraction needs "
-                "files in both groups"
+                f"{table_path}: no selected subject has {column} = {label!r}; a subtraction "
+                "needs subjects in both groups"
             )
     info = {
         "Column": column,
         "GroupA": group_a,
         "GroupB": label_b,
-        "SubjectsA": sorted(subjects["a"]),
-        "SubjectsB": sorted(subjects["b"]),
+        "SubjectsA": groups["a"],
+        "SubjectsB": groups["b"],
+        "ParticipantsTable": str(table_path),
     }
-    return groups["a"], groups["b"], info
+    units = selection.groups
+    return [units[s] for s in groups["a"]], [units[s] for s in groups["b"]], info
 
 
 def _find_participants_tsv(

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from ._base import MEM_GB, AbsDirectory, AbsFile, core_logs_in_nipype, mem_gb
 from .atlas import LabelAtlas, PartialLabelAtlas
-from .bids import BIDS_ENTITY_FILTERS, HeatmapDerivativesSink, SelectBIDSInputs
+from .bids import (
+    BIDS_ENTITY_FILTERS,
+    HeatmapDerivativesSink,
+    HeatmapOfSubjects,
+    SelectBIDSInputs,
+)
 from .heatmap import HeatmapVolume
 from .state import HeatmapState, MergeHeatmaps, UpdateHeatmapState
 
@@ -19,6 +24,7 @@ __all__ = [
     "AbsDirectory",
     "AbsFile",
     "HeatmapDerivativesSink",
+    "HeatmapOfSubjects",
     "HeatmapState",
     "HeatmapVolume",
     "LabelAtlas",

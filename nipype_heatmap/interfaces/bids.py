@@ -1,11 +1,14 @@
-"""BIDS in and out as Nipype nodes: ``SelectBIDSInputs`` and ``HeatmapDerivativesSink``."""
+"""BIDS in and out as Nipype nodes: ``SelectBIDSInputs``, ``HeatmapOfSubjects`` and
+``HeatmapDerivativesSink``."""
 
 from __future__ import annotations
+
+import os
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
-    OutputMultiObject,
+    InputMultiObject,
     SimpleInterface,
     Str,
     TraitedSpec,
@@ -13,16 +16,28 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ._base import AbsDirectory, AbsFile
+from ._base import (
+    IFLOGGER,
+    AbsDirectory,
+    AbsFile,
+    CohortInputSpec,
+    MapOptionsInputSpec,
+    MapsOutputSpec,
+    cohort_options,
+    core_logs_in_nipype,
+    map_options,
+    set_map_outputs,
+)
 
 #: Entity filters of SelectBIDSInputs and init_bids_heatmap_wf: name -> description.
 BIDS_ENTITY_FILTERS = {
-    "space": "space entity the inputs must have (e.g. MNI152NLin2009cAsym).",
+    "suffix": "BIDS suffix of the inputs (mask, probseg, dseg...; default: mask).",
+    "space": "space entity the inputs must have (a template, e.g. MNI152NLin2009cAsym).",
     "res": "res entity the inputs must have (e.g. 2).",
-    "label": "label entity the inputs must have (e.g. lesion, GM).",
+    "label": "label entity the inputs must have (e.g. lesion, GM); several: one map each.",
     "desc": "desc entity the inputs must have (e.g. brain).",
     "datatype": "datatype the inputs must have (anat, func, dwi...).",
-    "session": "session the inputs must have.",
+    "session": "session the inputs must have (the map is then named ses-<label>).",
     "task": "task entity the inputs must have.",
     "run": "run entity the inputs must have.",
     "acquisition": "acq entity the inputs must have.",
@@ -33,34 +48,49 @@ class _SelectBIDSInputsInputSpec(BaseInterfaceInputSpec):
     bids_dir = AbsDirectory(
         exists=True, mandatory=True, desc="Root of a BIDS (derivatives) dataset."
     )
-    suffix = Str("mask", usedefault=True, desc="BIDS suffix of the inputs (mask, probseg...).")
     bids_filters = traits.Dict(
-        Str(), traits.Any(), desc="More entity filters, as in an fMRIPrep BIDS filter file."
+        Str(), traits.Any(), desc="Entity filters, in any shape of a BIDS filter file."
     )
+    bids_filter_file = AbsFile(exists=True, desc="A BIDS filter file (JSON), as fMRIPrep's.")
     participant_label = traits.List(Str(), desc="Subjects to include (default: all found).")
-    several_per_subject = traits.Bool(
-        False,
+    several_per_subject = traits.Enum(
+        None,
+        "average",
+        "each-file",
         usedefault=True,
-        desc="Allow several files per subject and session (each counts once).",
+        desc="How to weigh subjects with several files: refused (None), average (each "
+        "subject once, its files averaged first) or each-file.",
+    )
+    allow_native_space = traits.Bool(
+        False, usedefault=True, desc="Accept inputs in a space that is not a template."
+    )
+    bids_database_dir = AbsDirectory(
+        nohash=True, desc="Keep the pybids index here for later runs (created)."
     )
 
 
 for _entity, _desc in BIDS_ENTITY_FILTERS.items():
-    _SelectBIDSInputsInputSpec.add_class_trait(_entity, Str(desc=_desc))
+    _SelectBIDSInputsInputSpec.add_class_trait(_entity, InputMultiObject(Str(), desc=_desc))
 
 
 class _SelectBIDSInputsOutputSpec(TraitedSpec):
-    in_files = OutputMultiObject(File(exists=True), desc="The selected files, sorted by path.")
-    selection = traits.Dict(desc="The selection as plain data (BIDSSelection.as_dict()).")
-    subjects = traits.List(Str(), desc="Subjects found.")
+    in_files = traits.List(
+        traits.List(File(exists=True)), desc="Each map's files, sorted by path."
+    )
+    selections = traits.List(
+        traits.Dict(), desc="Each map's selection as plain data (BIDSSelection.as_dict())."
+    )
+    subjects = traits.List(traits.List(Str()), desc="Each map's subjects.")
 
 
 class SelectBIDSInputs(SimpleInterface):
-    """Select a group map's inputs from a BIDS dataset by entities (needs pybids).
+    """Select group maps' inputs from a BIDS dataset by entities (needs pybids).
 
-    The rules (one value per entity, one file per subject and session, every participant
-    asked for present) are those of :func:`nipype_heatmap.bids.select_bids_inputs`; a
-    broken rule is an error naming the files.
+    Several values of an entity (``label=["GM", "WM"]``) give one map each, from one index.
+    The rules (one file per subject, template spaces only, one value per entity, filters
+    never widened, every participant asked for present) are those of
+    :func:`nipype_heatmap.bids.select_bids_maps`; a broken rule is an error naming the
+    files.
     """
 
     input_spec = _SelectBIDSInputsInputSpec
@@ -68,71 +98,140 @@ class SelectBIDSInputs(SimpleInterface):
     _always_run = True  # the dataset's listing is not in Nipype's hash of bids_dir
 
     def _run_interface(self, runtime):
-        from ..bids import select_bids_inputs
+        from ..bids import select_bids_maps
 
         def value(name):
             v = getattr(self.inputs, name)
             return v if isdefined(v) and v not in ([], {}) else None
 
-        selection = select_bids_inputs(
-            self.inputs.bids_dir,
-            suffix=self.inputs.suffix,
-            bids_filters=value("bids_filters"),
-            participant_label=value("participant_label"),
-            several_per_subject=self.inputs.several_per_subject,
-            **{name: value(name) for name in BIDS_ENTITY_FILTERS},
-        )
-        self._results["in_files"] = selection.files
-        self._results["selection"] = selection.as_dict()
-        self._results["subjects"] = selection.subjects
+        with core_logs_in_nipype():
+            selections = select_bids_maps(
+                self.inputs.bids_dir,
+                bids_filters=value("bids_filters"),
+                filter_file=value("bids_filter_file"),
+                participant_label=value("participant_label"),
+                several_per_subject=self.inputs.several_per_subject,
+                allow_native_space=self.inputs.allow_native_space,
+                bids_database_dir=value("bids_database_dir"),
+                **{name: value(name) for name in BIDS_ENTITY_FILTERS},
+            )
+        self._results["in_files"] = [s.files for s in selections]
+        self._results["selections"] = [s.as_dict() for s in selections]
+        self._results["subjects"] = [s.subjects for s in selections]
         return runtime
 
 
-class _HeatmapDerivativesSinkInputSpec(BaseInterfaceInputSpec):
-    in_file = AbsFile(exists=True, mandatory=True, desc="The heatmap to store.")
+class _HeatmapOfSubjectsInputSpec(MapOptionsInputSpec, CohortInputSpec):
+    in_files = InputMultiObject(
+        AbsFile(exists=True),
+        mandatory=True,
+        desc="The selection's files (hashed, so that a changed file re-runs the node).",
+    )
     selection = traits.Dict(
-        mandatory=True, desc="The selection its inputs came from (SelectBIDSInputs)."
+        mandatory=True, desc="The selection (SelectBIDSInputs): which files are whose."
+    )
+    num_threads = traits.Int(1, usedefault=True, nohash=True, desc="Reader threads.")
+
+
+class HeatmapOfSubjects(SimpleInterface):
+    """A heatmap in which each subject counts once: a subject's files (sessions, runs) are
+    averaged first, in memory, then the subjects are combined (the
+    ``several_per_subject="average"`` weighting of :mod:`nipype_heatmap.bids`).
+
+    Writes what :class:`~nipype_heatmap.interfaces.HeatmapVolume` writes, in the node's
+    working directory; ``n_inputs`` counts subjects.
+    """
+
+    input_spec = _HeatmapOfSubjectsInputSpec
+    output_spec = MapsOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..api import plan_maps, write_maps
+        from ..bids import BIDSSelection, accumulate_units
+        from ..io import OutputPlan, check_output_filename
+
+        selection = BIDSSelection.from_any(self.inputs.selection)
+        if sorted(map(os.path.abspath, self.inputs.in_files)) != sorted(selection.files):
+            raise ValueError("in_files must be the selection's files (SelectBIDSInputs)")
+        options, cohort = map_options(self.inputs), cohort_options(self.inputs)
+        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        units = selection.units
+        with core_logs_in_nipype(), OutputPlan() as plan:
+            plan_maps(plan, out_file, cohort, len(units))
+            plan.refuse_inputs(selection.files)
+            acc = accumulate_units(
+                units,
+                overlap=cohort.overlap,
+                spread=cohort.std,
+                num_threads=self.inputs.num_threads,
+            )
+            write_maps(acc, plan, options, cohort)
+            written = plan.commit()
+        IFLOGGER.info("HeatmapOfSubjects: %d subject(s) -> %s", acc.n_inputs, out_file)
+        set_map_outputs(self._results, written, acc)
+        return runtime
+
+
+#: The cohort maps the sink stores: its input -> the map's role.
+_COHORT_INPUTS = {
+    "coverage_file": "coverage",
+    "std_file": "std",
+    "variance_file": "variance",
+    "overlap_file": "overlap",
+    "mincount_file": "mincount",
+    "overlap_table": "table",
+}
+
+
+class _HeatmapDerivativesSinkInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(
+        AbsFile(exists=True), mandatory=True, desc="The heatmaps to store, one per selection."
+    )
+    selections = traits.List(
+        traits.Dict(), mandatory=True, desc="Each map's selection (SelectBIDSInputs)."
     )
     output_dir = AbsDirectory(mandatory=True, desc="Root of the derivatives dataset to write.")
-    use_mean = traits.Bool(True, usedefault=True, desc="Whether the map is a mean (else a sum).")
-    clip_to_input_range = traits.Bool(True, usedefault=True, desc="Whether it was clipped.")
-    normalize = traits.Bool(False, usedefault=True, desc="Whether it was normalized.")
-    out_desc = Str(desc="desc entity of the map, replacing the automatic one.")
+    use_mean = traits.Bool(True, usedefault=True, desc="Whether the maps are means (else sums).")
+    clip_to_input_range = traits.Bool(True, usedefault=True, desc="Whether they were clipped.")
+    normalize = traits.Bool(False, usedefault=True, desc="Whether they were normalized.")
+    out_desc = Str(desc="desc entity of the map (one map only), replacing the automatic one.")
     overwrite = traits.Bool(
         False,
         usedefault=True,
-        desc="Replace a map of the same name made from other inputs or parameters.",
+        desc="Replace maps of the same names made from other inputs or parameters.",
     )
-    command = Str(desc="What made the map (command line or workflow), for provenance.")
+    command = Str(desc="What made the maps (command line or workflow), for provenance.")
     generate_report = traits.Bool(
-        False, usedefault=True, desc="Also write the figure and the HTML report."
+        False, usedefault=True, desc="Also write each map's figure and HTML report."
     )
-    underlay = AbsFile(exists=True, desc="Anatomical underlay for the report.")
-    coverage_file = AbsFile(exists=True, desc="Coverage map to store beside it (desc-coverage).")
-    std_file = AbsFile(exists=True, desc="Standard deviation map to store (desc-std).")
-    variance_file = AbsFile(exists=True, desc="Variance map to store (desc-variance).")
-    overlap_file = AbsFile(exists=True, desc="Non-zero count map to store (desc-nonzero).")
-    mincount_file = AbsFile(exists=True, desc="Minimum-overlap mask to store (desc-mincount<k>).")
-    overlap_table = AbsFile(exists=True, desc="Minimum-overlap table, stored beside desc-nonzero.")
+    underlay = AbsFile(exists=True, desc="Anatomical underlay for the reports.")
+    coverage_file = InputMultiObject(AbsFile(exists=True), desc="Coverage maps, one per map.")
+    std_file = InputMultiObject(AbsFile(exists=True), desc="Standard deviation maps.")
+    variance_file = InputMultiObject(AbsFile(exists=True), desc="Variance maps.")
+    overlap_file = InputMultiObject(AbsFile(exists=True), desc="Non-zero count maps.")
+    mincount_file = InputMultiObject(AbsFile(exists=True), desc="Minimum-overlap masks.")
+    overlap_table = InputMultiObject(AbsFile(exists=True), desc="Minimum-overlap tables.")
     ddof = traits.Int(1, usedefault=True, desc="Delta degrees of freedom of std/variance.")
     min_count = traits.Int(xor=["min_fraction"], desc="The k of the minimum-overlap mask.")
     min_fraction = traits.Float(xor=["min_count"], desc="The k as a fraction (ceil(F * N)).")
 
 
 class _HeatmapDerivativesSinkOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="The map, BIDS-named, in the derivatives dataset.")
-    out_sidecar = File(exists=True, desc="Its JSON sidecar (Sources, parameters).")
-    out_report = File(desc="The HTML report, when asked for.")
-    out_figures = OutputMultiObject(File(exists=True), desc="The report's figure, when asked for.")
-    out_cohort = traits.Dict(desc="Each stored cohort map's name -> its path.")
+    out_files = traits.List(File(exists=True), desc="The maps, BIDS-named, in the dataset.")
+    out_sidecars = traits.List(File(exists=True), desc="Their JSON sidecars.")
+    out_reports = traits.List(File(exists=True), desc="Their HTML reports, when asked for.")
+    out_cohort = traits.List(traits.Dict(), desc="Per map, each stored cohort map -> its path.")
+    written = traits.List(traits.Dict(), desc="Per map, every file written (role -> path).")
 
 
 class HeatmapDerivativesSink(SimpleInterface):
-    """Write a group heatmap into a BIDS derivatives dataset, with sidecar and provenance.
+    """Store group heatmaps (and their cohort maps) in a BIDS derivatives dataset, with
+    sidecars, reports and provenance, through one output plan.
 
     A group-level sink: unlike niworkflows' ``DerivativesDataSink``, it names files without a
     subject entity, at the dataset root; names, overwriting and provenance follow
-    :mod:`nipype_heatmap.bids.derivatives`.
+    :mod:`nipype_heatmap.bids` (:func:`~nipype_heatmap.bids.store_group_maps`), exactly as
+    ``nipype-heatmap-bids`` writes them.
     """
 
     input_spec = _HeatmapDerivativesSinkInputSpec
@@ -140,50 +239,58 @@ class HeatmapDerivativesSink(SimpleInterface):
     _always_run = True  # writes outside its working directory
 
     def _run_interface(self, runtime):
-        from ..bids.derivatives import write_group_derivative
+        from ..bids import store_group_maps
+        from ..options import CohortOptions, MapOptions
 
         def optional(name):
             v = getattr(self.inputs, name)
             return v if isdefined(v) else None
 
-        outputs = write_group_derivative(
-            self.inputs.in_file,
-            self.inputs.output_dir,
-            self.inputs.selection,
-            use_mean=self.inputs.use_mean,
-            clip_to_input_range=self.inputs.clip_to_input_range,
-            normalize=self.inputs.normalize,
-            out_desc=optional("out_desc"),
-            overwrite=self.inputs.overwrite,
-            command=optional("command") or "nipype_heatmap.interfaces.HeatmapDerivativesSink",
-            generate_report=self.inputs.generate_report,
-            underlay=optional("underlay"),
+        n_maps = len(self.inputs.in_files)
+        if len(self.inputs.selections) != n_maps:
+            raise ValueError(
+                f"{n_maps} map(s) for {len(self.inputs.selections)} selection(s): give one "
+                "selection per map"
+            )
+        maps = [{"heatmap": path} for path in self.inputs.in_files]
+        for trait, role in _COHORT_INPUTS.items():
+            files = optional(trait)
+            if files:
+                if len(files) != n_maps:
+                    raise ValueError(f"{trait}: {len(files)} file(s) for {n_maps} map(s)")
+                for one, path in zip(maps, files, strict=True):
+                    one[role] = path
+        first = maps[0]
+        cohort = CohortOptions(
+            coverage="coverage" in first,
+            std="std" in first,
+            ddof=self.inputs.ddof,
+            min_count=optional("min_count") if "mincount" in first else None,
+            min_fraction=optional("min_fraction") if "mincount" in first else None,
         )
-        self._results["out_file"] = outputs.out_file
-        self._results["out_sidecar"] = outputs.sidecar
-        cohort = {
-            name: optional(f"{name}_file")
-            for name in ("coverage", "std", "variance", "overlap", "mincount")
-            if optional(f"{name}_file")
-        }
-        if cohort:
-            from ..bids.derivatives import write_cohort_derivatives
-            from ..options import CohortOptions
-
-            n_inputs = len(self.inputs.selection["files"])
-            self._results["out_cohort"] = write_cohort_derivatives(
-                cohort,
+        if "mincount" in first and not cohort.overlap:
+            raise ValueError("mincount_file needs min_count or min_fraction (its k)")
+        with core_logs_in_nipype():
+            written = store_group_maps(
+                maps,
+                self.inputs.selections,
                 self.inputs.output_dir,
-                self.inputs.selection,
-                table=optional("overlap_table"),
-                ddof=self.inputs.ddof,
-                min_count=CohortOptions(
-                    min_count=optional("min_count"), min_fraction=optional("min_fraction")
-                ).min_count_for(n_inputs),
+                options=MapOptions(
+                    self.inputs.use_mean, self.inputs.clip_to_input_range, self.inputs.normalize
+                ),
+                cohort=cohort,
+                out_desc=optional("out_desc"),
                 overwrite=self.inputs.overwrite,
                 command=optional("command") or "nipype_heatmap.interfaces.HeatmapDerivativesSink",
+                report=self.inputs.generate_report,
+                underlay=optional("underlay"),
             )
-        if outputs.report_html:
-            self._results["out_report"] = outputs.report_html
-            self._results["out_figures"] = outputs.figures
+        self._results["written"] = written
+        self._results["out_files"] = [w["heatmap"] for w in written]
+        self._results["out_sidecars"] = [w["heatmap_sidecar"] for w in written]
+        if self.inputs.generate_report:
+            self._results["out_reports"] = [w["report"] for w in written]
+        self._results["out_cohort"] = [
+            {r: p for r, p in w.items() if r in cohort.maps() or r == "table"} for w in written
+        ]
         return runtime
