@@ -340,7 +340,7 @@ class LabelAtlasAccumulator:
             origin, counts = self.boxes[label]
             view = _view(dense, origin, counts.shape)
             view[...] = probability(counts, self.n_inputs)
-            yield memoryview(flat).cast("B")
+            yield flat.data.cast("B")
             view[...] = 0
 
     def max_probability(self, threshold: float) -> tuple[np.ndarray, int]:
@@ -529,7 +529,7 @@ class SparseAtlas:
         for label in self.label_list:
             positions, counts = self.entries(label)
             flat[positions] = probability(counts, self.n_inputs)
-            yield memoryview(flat).cast("B")
+            yield flat.data.cast("B")
             flat[positions] = 0
 
     def counts_of(self, label: int) -> np.ndarray:

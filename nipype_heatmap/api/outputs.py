@@ -6,6 +6,9 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
+
+import nibabel as nb
 
 from ..accumulate import HeatmapAccumulator
 from ..io import (
@@ -14,6 +17,7 @@ from ..io import (
     same_target,
     split_nifti_name,
 )
+from ..io.writing import Chunks
 from ..maps import cohort_images, overlap_table_text
 from ..options import CohortOptions, MapOptions
 from ..state import state_chunks
@@ -26,6 +30,7 @@ __all__ = [
     "plan_maps",
     "plan_maps_of",
     "write_maps",
+    "MapTargets",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -111,14 +116,30 @@ def plan_inputs_and_mincount(
     return files
 
 
+class MapTargets(Protocol):
+    """Where :func:`write_maps` writes: an :class:`~nipype_heatmap.io.OutputPlan`, or a view
+    of one that names its roles otherwise (the BIDS mode's, one per map set)."""
+
+    def __contains__(self, role: object) -> bool: ...
+
+    def write(self, role: str, chunks: Chunks) -> None: ...
+
+    def write_image(self, role: str, img: nb.Nifti1Image) -> None: ...
+
+    def write_text(self, role: str, text: str) -> None: ...
+
+
 def write_maps(
-    acc: HeatmapAccumulator, plan: OutputPlan, options: MapOptions, cohort: CohortOptions
+    acc: HeatmapAccumulator, plan: MapTargets, options: MapOptions, cohort: CohortOptions
 ) -> None:
     """The one writer: the heatmap, the cohort maps and their table, and the state, each
     into its role of ``plan`` when declared there (nothing is committed here)."""
     if "heatmap" in plan:
         plan.write_image("heatmap", acc.map_image(options))
-    images, table = cohort_images(acc, cohort)
+    if any(name in plan for name in (*cohort.maps(), "table")):
+        images, table = cohort_images(acc, cohort)
+    else:  # no map declared (a state updated alone): the cohort options do not matter
+        images, table = {}, None
     for name, img in images.items():
         if name in plan:
             plan.write_image(name, img)

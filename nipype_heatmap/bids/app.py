@@ -35,6 +35,7 @@ from ..io import (
     OutputPlan,
     ReadAhead,
     check_volume_header,
+    load_image,
     locked,
     read_header,
     read_volume,
@@ -51,6 +52,17 @@ from .derivatives import (
 )
 from .naming import COHORT_MAPS, atlas_stem, cohort_stem, map_stem, subtraction_fields
 from .selection import BIDSSelection, participants_groups
+
+__all__ = [
+    "accumulate_units",
+    "find_label_table",
+    "heatmap_image",
+    "store_group_maps",
+    "subject_mean",
+    "write_atlas_maps",
+    "write_group_maps",
+    "write_subtraction_maps",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -419,19 +431,19 @@ def write_group_maps(
     FileExistsError
         If a map of the same name made from other inputs or parameters is there.
     """
-    selections = [BIDSSelection.from_any(s) for s in selections]
-    if out_desc is not None and len(selections) > 1:
-        raise ValueError(f"--out-desc {out_desc} would give {len(selections)} maps one name")
-    dataset = OutputDataset(output_dir, {s.dataset_root for s in selections})
+    chosen = [BIDSSelection.from_any(s) for s in selections]
+    if out_desc is not None and len(chosen) > 1:
+        raise ValueError(f"--out-desc {out_desc} would give {len(chosen)} maps one name")
+    dataset = OutputDataset(output_dir, {s.dataset_root for s in chosen})
     with OutputPlan() as plan:
         sets = [
             _declare(
                 plan, dataset.path, f"map{i}", s, options, cohort, out_desc=out_desc, report=report
             )
-            for i, s in enumerate(selections)
+            for i, s in enumerate(chosen)
         ]
         dataset.declare(plan)
-        for s in selections:
+        for s in chosen:
             plan.refuse_inputs(s.files)
         if _maps is not None:
             for node_maps in _maps:
@@ -492,7 +504,7 @@ def _compute(plan, maps: _MapSet, options, cohort, num_threads, progress, debug)
 def _copy(plan, maps: _MapSet, node_maps: Mapping[str, str], options: MapOptions) -> None:
     """The sink's step 2: a node's maps into the plan (counts of integer inputs in an
     integer type, as the direct route writes them)."""
-    image = nb.load(node_maps["heatmap"])
+    image = load_image(node_maps["heatmap"])
     maps.exact = _integer_inputs(maps.selection.files)
     if not (options.use_mean or options.normalize) and maps.exact:
         data = np.asanyarray(image.dataobj)
@@ -505,7 +517,7 @@ def _copy(plan, maps: _MapSet, node_maps: Mapping[str, str], options: MapOptions
     maps.image = image
     plan.write_image(maps.role("heatmap"), image)
     for name in maps.cohort_stems:
-        plan.write_image(maps.role(name), nb.load(node_maps[name]))
+        plan.write_image(maps.role(name), load_image(node_maps[name]))
     if "table" in node_maps and maps.role("table") in plan:
         plan.write_text(maps.role("table"), Path(node_maps["table"]).read_text())
 
@@ -816,7 +828,7 @@ def write_atlas_maps(
             plan.refuse_inputs([table_file], "label table")
         threshold_of = {f"th{threshold_label(t)}": float(t) for t in thresholds}
 
-        def check(links):
+        def check(links: Mapping[Path, str]) -> list[str]:
             uris = dataset.uris(selection, links)
             for role in names:
                 if role == "table" or (role == "sparse" and not sparse):

@@ -48,6 +48,22 @@ from .metadata import read_dataset_description
 from .selection import BIDSSelection
 from .spaces import spatial_reference
 
+__all__ = [
+    "BIDS_VERSION",
+    "BIDSIGNORE",
+    "CODE_URL",
+    "DATASET_ROLES",
+    "MISSING_VALUE_RULE",
+    "README_TEXT",
+    "check_output_dir",
+    "generated_by",
+    "mask_type",
+    "OutputDataset",
+    "refuse_replacing",
+    "selection_fields",
+    "space_reference",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 BIDS_VERSION = "1.10.0"

@@ -31,6 +31,11 @@ from .._optional import require
 from ..io import locked
 from .metadata import read_dataset_description
 
+__all__ = [
+    "BIDSIndex",
+    "IndexedFile",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 #: Folders never indexed (at any depth), and files that are not NIfTI.

@@ -18,6 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "read_dataset_description",
+    "read_json_object",
+    "read_participants",
+    "read_tsv",
+    "Table",
+]
+
 _SUBJECT_RE = re.compile(r"^sub-([A-Za-z0-9]+)$")
 
 

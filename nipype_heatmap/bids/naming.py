@@ -29,6 +29,20 @@ from typing import Any
 from ..options import MapOptions
 from .selection import ENTITY_KEYS, BIDSSelection, check_label
 
+__all__ = [
+    "COHORT_MAPS",
+    "atlas_stem",
+    "bids_label_of",
+    "camel",
+    "cohort_stem",
+    "entity_prefix",
+    "map_stem",
+    "selection_tags",
+    "stem",
+    "subset_tag",
+    "subtraction_fields",
+]
+
 #: The cohort maps: name -> (desc prefix, suffix, what the values are).
 COHORT_MAPS = {
     "coverage": ("coverage", "heatmap", "number of inputs with a finite value"),

@@ -46,6 +46,24 @@ from .index import BIDSIndex, IndexedFile
 from .metadata import read_json_object
 from .spaces import native_space_problem
 
+__all__ = [
+    "ANY",
+    "ENTITY_KEYS",
+    "FILTER_NAMES",
+    "FLAGS",
+    "FMRIPREP_QUERIES",
+    "NONE",
+    "WEIGHTINGS",
+    "BIDSSelection",
+    "check_label",
+    "filters_from_file",
+    "load_filter_file",
+    "merge_filters",
+    "participants_groups",
+    "select_bids_inputs",
+    "select_bids_maps",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
@@ -235,7 +253,9 @@ class BIDSSelection:
     @classmethod
     def from_any(cls, value: BIDSSelection | Mapping[str, Any]) -> BIDSSelection:
         """Accept a selection or its :meth:`as_dict` form."""
-        return value if isinstance(value, cls) else cls(**dict(value))
+        if isinstance(value, BIDSSelection):
+            return value
+        return cls(**dict(value))
 
 
 def _subject_of(path: str) -> str:

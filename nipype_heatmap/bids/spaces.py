@@ -17,6 +17,14 @@ two digits; ``01`` when the inputs have no ``res`` (the template's own frame).
 
 from __future__ import annotations
 
+__all__ = [
+    "NATIVE_SPACES",
+    "TEMPLATE_SPACES",
+    "is_template",
+    "native_space_problem",
+    "spatial_reference",
+]
+
 #: TemplateFlow template identifiers of volumetric templates, and the other BIDS standard
 #: template identifiers (BIDS appendix "Coordinate systems").
 TEMPLATE_SPACES = frozenset(

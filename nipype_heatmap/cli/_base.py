@@ -9,8 +9,14 @@ from collections.abc import Callable
 
 from .._runtime import retain_freed_memory
 
+__all__ = [
+    "add_nprocs_option",
+    "check_report_extra",
+    "run_reporting_errors",
+]
 
-def add_nprocs_option(parser: argparse.ArgumentParser) -> None:
+
+def add_nprocs_option(parser: argparse._ActionsContainer) -> None:
     """The ``--nprocs`` option (as fMRIPrep's), shared by both commands."""
     parser.add_argument(
         "--nprocs",

@@ -12,6 +12,13 @@ from collections.abc import Sequence
 
 from ._base import add_nprocs_option, check_report_extra, run_reporting_errors
 
+__all__ = [
+    "EXAMPLES",
+    "command_line",
+    "get_parser",
+    "main",
+]
+
 EXAMPLES = """\
 examples:
   # GM, WM and CSF probability maps from fMRIPrep outputs, 2 mm MNI grid, with reports

@@ -22,6 +22,20 @@ from nipype.interfaces.base import (
 from .._docs import SHORT
 from ..options import CohortOptions, MapOptions
 
+__all__ = [
+    "MEM_GB",
+    "AbsDirectory",
+    "AbsFile",
+    "cohort_options",
+    "CohortInputSpec",
+    "core_logs_in_nipype",
+    "map_options",
+    "MapOptionsInputSpec",
+    "MapsOutputSpec",
+    "mem_gb",
+    "set_map_outputs",
+]
+
 IFLOGGER = logging.getLogger("nipype.interface")
 
 #: Peak memory (GB) of one single-threaded heatmap node on the MNI 1 mm grid
@@ -50,7 +64,7 @@ class _AbsolutePathMixin:
     """
 
     def validate(self, objekt, name, value, return_pathlike=False):
-        value = super().validate(objekt, name, value, return_pathlike=False)
+        value = super().validate(objekt, name, value, return_pathlike=False)  # type: ignore[misc]
         return os.path.abspath(value)
 
 

@@ -29,6 +29,13 @@ from ._base import (
     set_map_outputs,
 )
 
+__all__ = [
+    "BIDS_ENTITY_FILTERS",
+    "HeatmapDerivativesSink",
+    "HeatmapOfSubjects",
+    "SelectBIDSInputs",
+]
+
 #: Entity filters of SelectBIDSInputs and init_bids_heatmap_wf: name -> description.
 BIDS_ENTITY_FILTERS = {
     "suffix": "BIDS suffix of the inputs (mask, probseg, dseg...; default: mask).",

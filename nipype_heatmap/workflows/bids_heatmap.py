@@ -19,6 +19,11 @@ from ..interfaces import (
 )
 from ..options import CohortOptions, MapOptions
 
+__all__ = [
+    "init_bids_heatmap_wf",
+    "Values",
+]
+
 #: Each cohort map's output of the heatmap node (and input of the sink).
 _COHORT_FILES = {
     "coverage": ["coverage_file"],
@@ -188,9 +193,7 @@ def init_bids_heatmap_wf(
     for key, value in filters.items():
         if value is None:
             continue
-        if key in ("participant_label",):
-            value = [str(v) for v in value]
-        elif isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple)):
             value = [str(v) for v in value]
         elif isinstance(value, int):
             value = str(value)

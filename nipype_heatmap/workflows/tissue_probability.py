@@ -189,12 +189,14 @@ def _otsu_segment(in_file, brain_mask):
 def _apply_mask(in_file, mask_file):
     """Zero the voxels outside a brain mask (FAST expects a brain-extracted image)."""
     import os
+    from typing import cast
 
     import nibabel as nb
     import numpy as np
+    from nibabel.spatialimages import SpatialImage
 
-    img = nb.load(in_file)
-    mask = np.asanyarray(nb.load(mask_file).dataobj) > 0
+    img = cast(SpatialImage, nb.load(in_file))
+    mask = np.asanyarray(cast(SpatialImage, nb.load(mask_file)).dataobj) > 0
     data = img.get_fdata(dtype=np.float32) * mask
     base = os.path.basename(in_file)
     stem = base[: -len(".nii.gz")] if base.endswith(".nii.gz") else os.path.splitext(base)[0]
