@@ -1123,3 +1123,60 @@ def test_an_update_may_remove_every_input_it_had_while_it_adds_others(masks, tmp
     want = accumulate_files(masks[3:5], overlap=True, spread=True)
     _assert_same(_maps(acc), _maps(want))
     assert_array_equal(acc.affine, want.affine)  # the new first input is the reference
+
+
+# -- found by the state machine (tests/test_state_machine.py) ----------------------------------
+def test_merged_maps_refuse_to_overwrite_an_input_of_a_merged_state(masks, tmp_path):
+    # The inputs of the merged states are inputs of the maps, though this run does not
+    # read them: writing a map over one would lose it (its hash no longer matches).
+    state = _state(masks[:3], tmp_path / "state.nii.gz")
+    before = open(masks[1], "rb").read()
+    with pytest.raises(
+        ValueError,
+        match=re.escape(masks[1]) + ": the heatmap would overwrite the input of a merged state",
+    ):
+        api.merge_and_write([state], masks[1])
+    assert open(masks[1], "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["inputs", "state.nii.gz"]
+
+
+def test_a_state_updated_without_maps_ignores_cohort_options_it_cannot_make(masks, tmp_path):
+    # No out_file, no map: the state saved without cohort statistics is updated all the same.
+    state = save_state(accumulate_files(masks[:2], digests=True), tmp_path / "state.nii.gz")
+    acc, written = api.update_state(
+        state, add=masks[2:3], cohort=CohortOptions(min_count=1, std=True)
+    )
+    assert written == {"state": state}
+    assert load_state(state).sources == masks[:3]
+    # With maps the options matter, and are refused before anything is written.
+    with pytest.raises(ValueError, match="not tracked"):
+        api.update_state(
+            state, add=masks[3:4], out_file=tmp_path / "m.nii.gz", cohort=CohortOptions(std=True)
+        )
+    assert load_state(state).sources == masks[:3]
+
+
+def test_removing_a_path_takes_out_the_input_recorded_under_it_not_its_link(masks, tmp_path):
+    link = tmp_path / "inputs" / "m0_link.nii.gz"
+    os.link(masks[0], link)
+    state = _state([masks[0], str(link), masks[1]], tmp_path / "state.nii.gz")
+    assert update_state(state, remove=[masks[0]]).sources == [str(link), masks[1]]
+    state = _state([masks[0], str(link), masks[1]], tmp_path / "state2.nii.gz")
+    assert update_state(state, remove=[str(link)]).sources == [masks[0], masks[1]]
+
+
+def test_an_int64_input_past_2_to_the_53_keeps_its_exact_range_in_the_state(make_nifti, tmp_path):
+    # float(2**53 + 1) == 2**53: a float range said the sum was within 2**53 and exact, the
+    # state stored it as float64 (2**53), and removing the input left -1.
+    data = np.zeros(SHAPE, np.int64)
+    data[1, 2, 3] = 2**53 + 1
+    big = str(make_nifti("big.nii", data))
+    other = str(make_nifti("other.nii", np.zeros(SHAPE, np.uint8)))
+    acc = accumulate_files([big, other], digests=True)
+    assert acc.records[0].value_range == (0, 2**53 + 1)
+    assert not acc.exact
+    state = save_state(acc, tmp_path / "state.nii.gz")
+    assert load_state(state).records[0].value_range == (0, 2**53 + 1)
+    after = update_state(state, remove=[big])
+    assert after.exact
+    assert_array_equal(after.sum.values, 0)

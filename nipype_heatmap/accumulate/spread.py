@@ -245,7 +245,8 @@ class Spread:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The variance and standard deviation as float32 maps (NaN where ``n - ddof <= 0``).
 
-        Computed in float64, a block of voxels at a time, then rounded once to float32.
+        Computed in float64, a block of voxels at a time, then rounded once to float32 (a
+        variance past float32's largest value, of inputs near 1e20 and beyond, is inf).
         """
         count = n.value
         var32 = np.empty(self.shape, np.float32, order="F")
@@ -266,7 +267,8 @@ class Spread:
                     var = _numerator(count, sums[block], part).astype(np.float64)
                     var /= n_b * denominator
             np.copyto(var, np.nan, where=denominator <= 0)
-            flats[0][block] = var
+            with np.errstate(over="ignore"):  # past float32's range: inf, as numpy casts
+                flats[0][block] = var
             np.sqrt(var, out=var)
             flats[1][block] = var
         return var32, std32

@@ -47,6 +47,7 @@ class SourceRecord:
         Absolute path of the file.
     value_range : tuple of float or None
         The file's finite value range (after scaling); None when it has no finite value.
+        Python ints for an integer volume, so that bounds past 2**53 stay exact.
     header : bytes
         The file's header block, as read (its own byte order): the reference header and
         grid when this file becomes the first input.
@@ -185,7 +186,7 @@ def values_on_grid(volume: Volume, grid: Grid) -> Values:
         listed = array.reshape(-1, order="F")[nonzero]
         lo = min(listed.min().item(), 0) if listed.size else 0
         hi = max(listed.max().item(), 0) if listed.size else 0
-        value_range: tuple[float, float] | None = (float(lo), float(hi))
+        value_range: tuple[float, float] | None = (lo, hi)  # Python ints: exact
         complete = True
     else:
         value_range, complete = _finite_range(array)
@@ -205,11 +206,11 @@ def _finite_range(array: np.ndarray) -> tuple[tuple[float, float] | None, bool]:
     """The finite range of an array, and whether every value is finite."""
     lo, hi = array.min(), array.max()
     if np.isfinite(lo) and np.isfinite(hi):
-        return (float(lo), float(hi)), True
+        return (lo.item(), hi.item()), True  # ints for integers (exact past 2**53)
     finite = array[np.isfinite(array)]
     if finite.size == 0:
         return None, False
-    return (float(finite.min()), float(finite.max())), False
+    return (finite.min().item(), finite.max().item()), False
 
 
 def volume_record(volume: Volume) -> SourceRecord:
@@ -265,7 +266,7 @@ def records_from_json(meta: dict) -> list[SourceRecord]:
         if image_class not in IMAGE_CLASSES:
             raise ValueError(f"unknown ImageClass {image_class!r}")
         if value_range is not None:
-            lo, hi = (float(v) for v in value_range)
+            lo, hi = (v if type(v) is int else float(v) for v in value_range)
             if not lo <= hi:
                 raise ValueError(f"the Range of {item['Path']} is not [min, max]: {value_range}")
             value_range = (lo, hi)

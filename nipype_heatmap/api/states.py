@@ -54,6 +54,7 @@ def merge_and_write(
         for folder in {os.path.dirname(os.path.abspath(f)) for f in state_files}:
             recover_interrupted_commits(folder)  # a state an interrupted run was replacing
         acc = merge_states(state_files)
+        plan.refuse_inputs((r.path for r in acc.records), "input of a merged state")
         plan_maps(plan, out_file, cohort, acc.n_inputs)
         write_maps(acc, plan, options, cohort)
         return acc, plan.commit()
@@ -221,13 +222,15 @@ def _removal_indices(
                 "to remove (inputs are matched by their recorded path, or a link to the same "
                 "file)"
             )
-        if acc.records[found[-1]].digest is None:
+        exact = [i for i in found if acc.records[i].path == path]
+        index = (exact or found)[-1]  # the input recorded under this name, else a link
+        if acc.records[index].digest is None:
             raise ValueError(
                 f"{path}: the state {state_path} has no content hash of this input (it was "
                 "saved without hashes), so its removal cannot be checked; recompute the state "
                 "from the files to keep (--save-state records every hash)"
             )
-        indices.append(found[-1])
+        indices.append(index)
     return indices
 
 
