@@ -904,13 +904,12 @@ def render_map_report(
 
     Examples
     --------
-    >>> out = render_map_report(  # doctest: +SKIP
-    ...     "space-MNI152NLin2009cAsym_label-GM_desc-meanProbseg_probseg.nii.gz",
-    ...     kind="probability",
-    ...     title="GM probability, 40 subjects",
-    ...     space="MNI152NLin2009cAsym",
+    >>> from nipype_heatmap import generate_heatmap_volume
+    >>> count = generate_heatmap_volume(
+    ...     mask_dir, "maps", output_filename="lesion_count.nii.gz", use_mean=False
     ... )
-    >>> sorted(out)  # doctest: +SKIP
+    >>> out = render_map_report(count, kind="count", title="Lesion count, 3 masks")
+    >>> sorted(out)
     ['html', 'png']
     """
     if kind not in KINDS:

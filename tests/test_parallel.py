@@ -315,11 +315,14 @@ def test_retained_memory_lets_each_volume_reuse_the_last_ones_pages(tmp_path):
         mask[x : x + 15, y : y + 15, z : z + 15] = 1
         files.append(str(tmp_path / f"sub-{i:02d}_mask.nii.gz"))
         nb.Nifti1Image(mask, np.eye(4)).to_filename(files[-1])
-    faults = {}
-    for mode in ("default", "retain"):
-        run = [sys.executable, "-c", _FAULTS, mode, *files]
-        faults[mode] = int(subprocess.run(run, check=True, capture_output=True).stdout)
-    assert faults["retain"] < faults["default"] / 2, faults
+    # The median of three runs of each, alternated: glibc's dynamic threshold lets the
+    # default reuse some pages too, depending on how the threads' frees interleave.
+    faults: dict[str, list[int]] = {"default": [], "retain": []}
+    for _ in range(3):
+        for mode in faults:
+            run = [sys.executable, "-c", _FAULTS, mode, *files]
+            faults[mode].append(int(subprocess.run(run, check=True, capture_output=True).stdout))
+    assert np.median(faults["retain"]) < np.median(faults["default"]) / 2, faults
 
 
 def test_retain_freed_memory_changes_nothing_without_glibc(monkeypatch):
