@@ -20,6 +20,7 @@ from nipype.interfaces.base import (
 )
 
 from .._docs import SHORT
+from ..io import check_output_filename
 from ..options import CohortOptions, MapOptions
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MapOptionsInputSpec",
     "MapsOutputSpec",
     "mem_gb",
+    "output_in_cwd",
     "set_map_outputs",
 ]
 
@@ -143,6 +145,12 @@ class MapsOutputSpec(TraitedSpec):
     overlap_file = File(exists=True, desc="Per-voxel count of non-zero inputs, with min_count.")
     mincount_file = File(exists=True, desc="Minimum-overlap mask (uint8), with min_count.")
     overlap_table = File(exists=True, desc="TSV of voxels surviving each k, with min_count.")
+
+
+def output_in_cwd(runtime, filename: str) -> str:
+    """``filename`` (checked: a bare ``.nii``/``.nii.gz`` name) in the node's working
+    directory, where an interface writes its outputs."""
+    return os.path.join(runtime.cwd, check_output_filename(filename))
 
 
 def map_options(inputs) -> MapOptions:

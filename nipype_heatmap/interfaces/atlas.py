@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -17,8 +15,7 @@ from nipype.interfaces.base import (
 )
 
 from .._docs import SHORT
-from ..io import check_output_filename
-from ._base import AbsFile, core_logs_in_nipype
+from ._base import AbsFile, core_logs_in_nipype, output_in_cwd
 
 __all__ = [
     "LabelAtlas",
@@ -147,7 +144,7 @@ class PartialLabelAtlas(SimpleInterface):
     def _run_interface(self, runtime):
         from ..atlas import accumulate_labels, save_atlas
 
-        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        out_file = output_in_cwd(runtime, self.inputs.output_filename)
         with core_logs_in_nipype():
             acc = accumulate_labels(
                 self.inputs.in_files,

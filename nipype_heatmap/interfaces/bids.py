@@ -26,6 +26,7 @@ from ._base import (
     cohort_options,
     core_logs_in_nipype,
     map_options,
+    output_in_cwd,
     set_map_outputs,
 )
 
@@ -155,13 +156,13 @@ class HeatmapOfSubjects(SimpleInterface):
     def _run_interface(self, runtime):
         from ..api import plan_maps, write_maps
         from ..bids import BIDSSelection, accumulate_units
-        from ..io import OutputPlan, check_output_filename
+        from ..io import OutputPlan
 
         selection = BIDSSelection.from_any(self.inputs.selection)
         if sorted(map(os.path.abspath, self.inputs.in_files)) != sorted(selection.files):
             raise ValueError("in_files must be the selection's files (SelectBIDSInputs)")
         options, cohort = map_options(self.inputs), cohort_options(self.inputs)
-        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        out_file = output_in_cwd(runtime, self.inputs.output_filename)
         units = selection.units
         with core_logs_in_nipype(), OutputPlan() as plan:
             plan_maps(plan, out_file, cohort, len(units))

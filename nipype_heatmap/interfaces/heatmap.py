@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from nipype.interfaces.base import InputMultiObject, SimpleInterface, isdefined, traits
 
 from .._docs import SHORT
 from ..api import make_maps
-from ..io import check_output_filename
 from ._base import (
     IFLOGGER,
     AbsDirectory,
@@ -19,6 +16,7 @@ from ._base import (
     cohort_options,
     core_logs_in_nipype,
     map_options,
+    output_in_cwd,
     set_map_outputs,
 )
 
@@ -73,7 +71,7 @@ class HeatmapVolume(SimpleInterface):
         return isdefined(self.inputs.nii_folder)
 
     def _run_interface(self, runtime):
-        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        out_file = output_in_cwd(runtime, self.inputs.output_filename)
         inputs = (
             [self.inputs.nii_folder] if isdefined(self.inputs.nii_folder) else self.inputs.in_files
         )

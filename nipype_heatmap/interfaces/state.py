@@ -3,8 +3,6 @@ exact updates (``UpdateHeatmapState``)."""
 
 from __future__ import annotations
 
-import os
-
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -19,7 +17,6 @@ from nipype.interfaces.base import (
 
 from .._docs import SHORT
 from ..api import accumulate_files, merge_and_write, update_state
-from ..io import check_output_filename
 from ..state import save_state
 from ._base import (
     IFLOGGER,
@@ -30,6 +27,7 @@ from ._base import (
     cohort_options,
     core_logs_in_nipype,
     map_options,
+    output_in_cwd,
     set_map_outputs,
 )
 
@@ -77,7 +75,7 @@ class HeatmapState(SimpleInterface):
     output_spec = _HeatmapStateOutputSpec
 
     def _run_interface(self, runtime):
-        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        out_file = output_in_cwd(runtime, self.inputs.output_filename)
         with core_logs_in_nipype():
             acc = accumulate_files(
                 self.inputs.in_files,
@@ -113,7 +111,7 @@ class MergeHeatmaps(SimpleInterface):
     output_spec = MapsOutputSpec
 
     def _run_interface(self, runtime):
-        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        out_file = output_in_cwd(runtime, self.inputs.output_filename)
         with core_logs_in_nipype():
             acc, written = merge_and_write(
                 self.inputs.in_files,
@@ -163,7 +161,7 @@ class UpdateHeatmapState(SimpleInterface):
     output_spec = _UpdateHeatmapStateOutputSpec
 
     def _run_interface(self, runtime):
-        out_file = os.path.join(runtime.cwd, check_output_filename(self.inputs.output_filename))
+        out_file = output_in_cwd(runtime, self.inputs.output_filename)
         with core_logs_in_nipype():
             acc, written = update_state(
                 self.inputs.in_file,
