@@ -38,6 +38,38 @@ def slurm_cluster(tmp_path_factory):
     cluster.stop()
 
 
+# -- the BIDS trees of tests/bids_trees.py, made once a session -----------------------------
+@pytest.fixture(scope="session")
+def fmriprep(tmp_path_factory) -> Path:
+    """An fMRIPrep-like derivatives dataset (see ``bids_trees.py``)."""
+    from . import bids_trees
+
+    return bids_trees.shared(tmp_path_factory, "fmriprep")
+
+
+@pytest.fixture(scope="session")
+def lesions(tmp_path_factory) -> Path:
+    """A lesion-mask derivatives dataset (see ``bids_trees.py``)."""
+    from . import bids_trees
+
+    return bids_trees.shared(tmp_path_factory, "lesions")
+
+
+@pytest.fixture(scope="session")
+def fp_index(fmriprep):
+    """The fMRIPrep dataset's index, made once (selections take it instead of a path)."""
+    from nipype_heatmap.bids import BIDSIndex
+
+    return BIDSIndex(fmriprep)
+
+
+@pytest.fixture(scope="session")
+def lesion_index(lesions):
+    from nipype_heatmap.bids import BIDSIndex
+
+    return BIDSIndex(lesions)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261121)
@@ -123,6 +155,31 @@ def _nipype_crashfiles_in_tmp(tmp_path_factory, monkeypatch):
 
 
 UNPRIVILEGED_UID = 65534  # "nobody" on Debian
+
+
+def fill_the_disk_at(monkeypatch, nth: int) -> list[str]:
+    """Make the ``nth`` output file a run writes fail as on a full disk (ENOSPC after its
+    first 100 bytes); return the list of the files it starts writing, in order."""
+    import errno
+
+    from nipype_heatmap.io import writing
+
+    real_write = writing.Temporary.write
+    calls: list[str] = []
+
+    def write(self, chunks):
+        calls.append(self.out_file)
+        if len(calls) == nth:
+
+            def full_disk():
+                yield b"\0" * 100
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            chunks = full_disk()
+        return real_write(self, chunks)
+
+    monkeypatch.setattr(writing.Temporary, "write", write)
+    return calls
 
 
 def run_unprivileged(code: str) -> str:

@@ -19,7 +19,7 @@ from nipype_heatmap.accumulate import labels as label_counts
 from nipype_heatmap.atlas.tables import _is_hex_color
 from nipype_heatmap.cli.atlas import main as atlas_main
 
-from .conftest import SHAPE, default_affine
+from .conftest import SHAPE, default_affine, fill_the_disk_at
 from .test_cli import as_if_not_installed
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -1080,26 +1080,8 @@ def test_a_failure_while_the_atlas_is_written_keeps_the_old_set_whole(
     # The disk fills while the fourth of eleven files is written: the run fails naming
     # that file, and every file of the earlier atlas is as it was (no probseg of N=4 beside
     # a table of N=3), with no temporary file left.
-    import errno
-
-    from nipype_heatmap.io import writing
-
     files, out, before = atlas_of_three
-    real_write = writing.Temporary.write
-    calls = []
-
-    def write(self, chunks):
-        calls.append(self.out_file)
-        if len(calls) == 4:
-
-            def full_disk():
-                yield b"\0" * 100
-                raise OSError(errno.ENOSPC, "No space left on device")
-
-            chunks = full_disk()
-        return real_write(self, chunks)
-
-    monkeypatch.setattr(writing.Temporary, "write", write)
+    calls = fill_the_disk_at(monkeypatch, 4)
     assert atlas_main([*files, "-o", str(out), "--sparse", "--dense", "-q"]) == 1
     err = capsys.readouterr().err
     assert calls[3] in err and "No space left on device" in err

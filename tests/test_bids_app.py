@@ -25,16 +25,6 @@ from .bids_trees import SPACE, validator_errors
 pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
 
 
-@pytest.fixture(scope="session")
-def fmriprep(tmp_path_factory):
-    return bids_trees.shared(tmp_path_factory, "fmriprep")
-
-
-@pytest.fixture(scope="session")
-def lesions(tmp_path_factory):
-    return bids_trees.shared(tmp_path_factory, "lesions")
-
-
 def _same_maps(a: Path, b: Path) -> None:
     """Two output datasets hold the same maps, bit for bit, and the same sidecars but for
     the command line."""

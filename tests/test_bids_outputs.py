@@ -32,33 +32,11 @@ from nipype_heatmap.cli.bids import main
 from nipype_heatmap.io import recover_interrupted_commits
 from nipype_heatmap.options import CohortOptions, MapOptions
 
-from . import bids_trees
 from .bids_trees import SHAPE, SPACE, copy_of, save, validator_errors
 
 pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
 
 COUNT = MapOptions(use_mean=False, clip_to_input_range=False)
-_INDEXES: dict[str, BIDSIndex] = {}
-
-
-@pytest.fixture(scope="session")
-def fmriprep(tmp_path_factory):
-    return bids_trees.shared(tmp_path_factory, "fmriprep")
-
-
-@pytest.fixture(scope="session")
-def lesions(tmp_path_factory):
-    return bids_trees.shared(tmp_path_factory, "lesions")
-
-
-@pytest.fixture(scope="session")
-def fp_index(fmriprep):
-    return _INDEXES.setdefault("fmriprep", BIDSIndex(fmriprep))
-
-
-@pytest.fixture(scope="session")
-def lesion_index(lesions):
-    return _INDEXES.setdefault("lesions", BIDSIndex(lesions))
 
 
 def _data(path) -> np.ndarray:

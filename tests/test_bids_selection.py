@@ -29,29 +29,6 @@ from .bids_trees import SPACE, copy_of
 
 pytest.importorskip("bids", reason="BIDS selection needs the 'bids' extra (pybids)")
 
-_INDEXES: dict[str, BIDSIndex] = {}
-
-
-@pytest.fixture(scope="session")
-def fmriprep(tmp_path_factory):
-    return bids_trees.shared(tmp_path_factory, "fmriprep")
-
-
-@pytest.fixture(scope="session")
-def lesions(tmp_path_factory):
-    return bids_trees.shared(tmp_path_factory, "lesions")
-
-
-@pytest.fixture(scope="session")
-def fp_index(fmriprep):
-    """The fMRIPrep dataset's index, made once (selections take it instead of a path)."""
-    return _INDEXES.setdefault("fmriprep", BIDSIndex(fmriprep))
-
-
-@pytest.fixture(scope="session")
-def lesion_index(lesions):
-    return _INDEXES.setdefault("lesions", BIDSIndex(lesions))
-
 
 GM = {"suffix": "probseg", "label": "GM", "space": SPACE, "res": "2"}
 

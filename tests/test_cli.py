@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose
 
 from nipype_heatmap.cli.heatmap import main
 
-from .conftest import SHAPE, reference_heatmap
+from .conftest import SHAPE, fill_the_disk_at, reference_heatmap
 
 
 def test_folder_to_mean_map(make_nifti, in_dir, tmp_path, capsys):
@@ -528,26 +528,8 @@ def test_a_rerun_whose_third_map_cannot_be_written_keeps_every_earlier_map(
     # The disk fills while the std map (the third file) is written: exit 1 naming it, and
     # every earlier file (heatmap, coverage, std, variance, ..., state) byte for byte as
     # it was: never a new heatmap beside an old std map; no temporary file left.
-    import errno
-
-    from nipype_heatmap.io import writing
-
     argv, out, before = cohort_maps
-    real_write = writing.Temporary.write
-    calls = []
-
-    def write(self, chunks):
-        calls.append(self.out_file)
-        if len(calls) == 3:
-
-            def full_disk():
-                yield b"\0" * 100
-                raise OSError(errno.ENOSPC, "No space left on device")
-
-            chunks = full_disk()
-        return real_write(self, chunks)
-
-    monkeypatch.setattr(writing.Temporary, "write", write)
+    calls = fill_the_disk_at(monkeypatch, 3)
     capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr().err
