@@ -2,8 +2,12 @@
 
 - :mod:`~nipype_heatmap.bids.index`: the dataset's index (pybids, the ``bids`` extra), kept
   in a database folder for later calls;
+- :mod:`~nipype_heatmap.bids.filters`: entity filters from flags and filter files, merged
+  without widening;
 - :mod:`~nipype_heatmap.bids.selection`: strict selection (subjects are the unit, template
   spaces only, filters never widened);
+- :mod:`~nipype_heatmap.bids.participants`: a selection's subjects split into two groups by
+  a ``participants.tsv`` column;
 - :mod:`~nipype_heatmap.bids.metadata`: metadata files read strictly;
 - :mod:`~nipype_heatmap.bids.spaces`: template and native spaces, ``SpatialReference``;
 - :mod:`~nipype_heatmap.bids.naming`: names that carry the selection;
@@ -19,15 +23,10 @@ from .app import (
     write_group_maps,
     write_subtraction_maps,
 )
+from .filters import load_filter_file, merge_filters
 from .index import BIDSIndex
-from .selection import (
-    BIDSSelection,
-    load_filter_file,
-    merge_filters,
-    participants_groups,
-    select_bids_inputs,
-    select_bids_maps,
-)
+from .participants import participants_groups
+from .selection import BIDSSelection, select_bids_inputs, select_bids_maps
 
 __all__ = [
     "BIDSIndex",

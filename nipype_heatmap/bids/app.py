@@ -51,7 +51,8 @@ from .derivatives import (
     selection_fields,
 )
 from .naming import COHORT_MAPS, atlas_stem, cohort_stem, map_stem, subtraction_fields
-from .selection import BIDSSelection, participants_groups
+from .participants import participants_groups
+from .selection import BIDSSelection
 
 __all__ = [
     "accumulate_units",
