@@ -58,7 +58,10 @@ def no_reading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an input was read before the outputs were checked")
 
-    for target in ("nipype_heatmap.bids.app.accumulate_units", "nipype_heatmap.io.read_volume"):
+    for target in (
+        "nipype_heatmap.bids.group_maps.accumulate_units",
+        "nipype_heatmap.io.read_volume",
+    ):
         monkeypatch.setattr(target, refuse)
 
 

@@ -16,7 +16,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from nipype_heatmap import report
-from nipype_heatmap.report import decide_display, even_cuts, histogram
+from nipype_heatmap.report import decide_display, even_cuts, figures, histogram, pages
 
 from .conftest import default_affine
 
@@ -286,7 +286,7 @@ def test_a_4d_map_is_refused_before_anything_is_drawn(tmp_path, monkeypatch):
     def no_drawing():
         raise AssertionError("drawing started")
 
-    monkeypatch.setattr(report, "_plotting", no_drawing)
+    monkeypatch.setattr(pages, "plotting_modules", no_drawing)
     with pytest.raises(ValueError, match=re.escape(f"{path}: the report draws one 3D map")):
         report.render_map_report(path, kind="value", title="t")
     with pytest.raises(ValueError, match=r"shape \(7, 8, 9, 2\).*pick a volume"):
@@ -346,7 +346,7 @@ def test_headings_and_row_names_cover_no_cut(blob_map):
     img = nb.load(blob_map)
     values = np.asarray(img.dataobj, dtype=np.float64)
     display = decide_display(values, "count")
-    fig = report._draw_map_figure(
+    fig = figures.draw_map_figure(
         img,
         None,
         display,
@@ -394,7 +394,7 @@ def test_the_colour_bar_and_the_histogram_use_the_decided_scale(rng):
     values[0, 0, 0] = 23
     display = decide_display(values, "count")
     img = _image(report.drawable(values))
-    fig = report._draw_map_figure(
+    fig = figures.draw_map_figure(
         img, None, display, values, title="t", units="count (number of inputs)",
         underlay_sentence="none", n_cuts=3, n_mosaic=7,
     )  # fmt: skip
@@ -471,14 +471,14 @@ def test_page_says_what_made_the_map(blob_map, tmp_path):
     ],
 )
 def test_make_report_takes_the_kind_from_the_sidecar(parameters, kind):
-    assert report._kind_from_parameters(parameters) == kind
+    assert pages._kind_from_parameters(parameters) == kind
 
 
 def test_make_report_takes_the_space_from_the_sidecar():
-    assert report._space_from_parameters({"SpatialReference": SPACE}) == SPACE
+    assert pages._space_from_parameters({"SpatialReference": SPACE}) == SPACE
     uri = "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"
-    assert report._space_from_parameters({"SpatialReference": uri}) is None
-    assert report._space_from_parameters({}) is None
+    assert pages._space_from_parameters({"SpatialReference": uri}) is None
+    assert pages._space_from_parameters({}) is None
 
 
 @needs_plotting

@@ -78,7 +78,10 @@ DEFAULT_TESTS = {
     "nipype_heatmap/cli/heatmap.py": "tests/test_cli.py tests/test_cohort.py tests/test_update.py",
     "nipype_heatmap/cli/_base.py": "tests/test_cli.py tests/test_parallel.py",
     "nipype_heatmap/_runtime.py": "tests/test_parallel.py",
-    "nipype_heatmap/report.py": "tests/test_report.py",
+    "nipype_heatmap/report/display.py": "tests/test_report.py",
+    "nipype_heatmap/report/figures.py": "tests/test_report.py",
+    "nipype_heatmap/report/pages.py": "tests/test_report.py",
+    "nipype_heatmap/report/atlas.py": "tests/test_report.py",
 }
 
 

@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..options import MapOptions
-from .selection import ENTITY_KEYS, BIDSSelection, check_label
+from .filters import ENTITY_KEYS, check_label
+from .selection import BIDSSelection
 
 __all__ = [
     "COHORT_MAPS",
