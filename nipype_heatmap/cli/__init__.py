@@ -7,3 +7,5 @@
 Each parses its arguments, sets up logging, calls the library and maps exceptions to exit
 statuses (:mod:`~nipype_heatmap.cli._base`).
 """
+
+__all__: list[str] = []  # the programs are the modules; nothing to import from here
