@@ -279,8 +279,12 @@ def _add_new(
     progress: bool | None,
     debug: bool,
 ) -> None:
-    """Add files to a state, hashing them; refuse one that is an input already under
-    another name (the same file and content), log equal copies."""
+    """Add files to a state, hashing them, and log those with the content of an input.
+
+    Files that are inputs already (the same path, or the file at a recorded path now) were
+    refused before (:func:`_refuse_already_added`). An inode number recorded earlier is not
+    compared: the system gives freed numbers to new files, so a match may be an equal copy.
+    """
     before = {r.digest: r for r in acc.records if r.digest}
     start = acc.n_inputs
     add_files(acc, to_add, digests=True, num_threads=num_threads, progress=progress, debug=debug)
@@ -288,11 +292,6 @@ def _add_new(
         old = before.get(record.digest) if record.digest else None
         if old is None:
             continue
-        if old.identity is not None and old.identity == record.identity:
-            raise ValueError(
-                f"{record.path}: the same file as the state's input {old.path} (same device, "
-                "inode and content); it would be counted twice"
-            )
         LOGGER.info(
             "%s: identical content to the input %s; counted as its own input (equal "
             "copies are legitimate, e.g. empty masks)",
