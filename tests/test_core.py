@@ -454,6 +454,55 @@ def test_all_nan_input_before_finite_ones_keeps_the_clip_range(make_nifti):
     assert np.all(out == 0.75)  # sum 1.0 clipped to the finite input range [0.25, 0.75]
 
 
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_no_volume_outlives_its_turn_the_first_included(make_nifti, rng, monkeypatch, num_threads):
+    # Memory does not grow with the files: a volume's voxels go once it is added (the
+    # first file's too, which is read before the others to set the grid).
+    import weakref
+
+    files = [make_nifti(f"p{i}.nii.gz", rng.random(SHAPE).astype(np.float32)) for i in range(7)]
+    alive = []
+    real_add = HeatmapAccumulator.add
+
+    def add(self, x):
+        real_add(self, x)
+        # the volume added before the previous one must be gone (the previous one may be
+        # the loop's until the next read is asked for)
+        assert all(ref() is None for ref in alive[:-1]), [ref() is None for ref in alive]
+        alive.append(weakref.ref(x.array))
+
+    monkeypatch.setattr(HeatmapAccumulator, "add", add)
+    acc = accumulate_files(files, num_threads=num_threads)
+    assert acc.n_inputs == 7 and len(alive) == 7
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "bool", "int16", "uint16", "int32", "int64"])
+def test_the_listing_of_non_zero_voxels_is_flatnonzero_or_none(dtype):
+    # The block scan of _kernels.sparse_positions: whole blocks, a partial last block, a
+    # volume smaller than a block, values in any byte of a wide type. None (add densely)
+    # is always allowed; a listing must be exact; a lesion-like blob must be listed.
+    from nipype_heatmap.accumulate import _kernels
+
+    rng = np.random.default_rng(7)
+    for shape in [(3, 4, 5), (64, 60, 56), (61, 67, 13), (128, 8, 8)]:
+        for fraction in (0.0, 0.0005, 0.01, 0.05, 0.3):
+            array = np.zeros(shape, dtype, order="F")
+            flat = array.reshape(-1, order="F")
+            where = rng.random(flat.size) < fraction
+            flat[where] = True if dtype == "bool" else rng.integers(1, 100, where.sum())
+            if dtype in ("int32", "int64") and where.any():  # a value only in a high byte
+                flat[np.flatnonzero(where)[0]] = 1 << 24
+            positions = _kernels.sparse_positions(array)
+            if positions is not None:
+                assert_array_equal(positions, np.flatnonzero(flat))
+    blob = np.zeros((63, 61, 57), dtype, order="F")  # not whole blocks: a partial last one
+    blob[20:26, 30:35, 10:14] = 1  # a lesion: a few hundred voxels together
+    blob[-1, -1, -1] = 1  # and one in the last, partial block
+    assert_array_equal(_kernels.sparse_positions(blob), np.flatnonzero(blob.ravel(order="F")))
+    assert _kernels.sparse_positions(np.ones((64, 60, 56), dtype, order="F")) is None
+    assert _kernels.sparse_positions(np.ascontiguousarray(blob)) is None  # C order: no
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32])
 def test_sparse_masks_add_only_their_nonzero_voxels_with_the_same_result(

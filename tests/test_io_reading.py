@@ -711,6 +711,21 @@ def test_prepare_runs_on_the_reader_threads_and_its_errors_come_at_that_file_s_t
     assert threads and all(name.startswith("heatmap-read") for name in threads)
 
 
+def test_entering_a_read_ahead_starts_the_first_reads(tmp_path):
+    # The first reads run while the caller still works on something else (the first
+    # volume): they start when the block is entered, not when iteration begins.
+    paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(4)]
+    read = threading.Event()
+
+    def prepare(volume):
+        read.set()
+        return int(volume.data.max())
+
+    with no_worker_thread_left(), io.ReadAhead(paths, read_ahead=2, prepare=prepare) as values:
+        assert read.wait(timeout=30), "no read started before the iteration"
+        assert list(values) == [0, 1, 2, 3]
+
+
 def test_leaving_a_read_ahead_early_leaves_no_reader_thread(tmp_path):
     paths = [str(_write(tmp_path / f"v{i}.nii.gz", np.full(SHAPE, i, np.uint8))) for i in range(6)]
     with no_worker_thread_left(), io.ReadAhead(paths, read_ahead=3, workers=3) as volumes:

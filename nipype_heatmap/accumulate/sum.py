@@ -114,7 +114,9 @@ class VoxelSum:
 
     def _float(self) -> np.ndarray:
         """Switch ``S`` to float64 for good (an exact conversion) and return it."""
-        if self.exact:
+        if self.exact and self.low == self.high == 0:  # every voxel is 0: nothing to convert
+            self._total = np.zeros(self._total.shape, np.float64, order="F")
+        elif self.exact:
             self._total = self._total.astype(np.float64, order="F")
         elif not self._total.flags.writeable:  # loaded from a file: a read-only view
             self._total = np.array(self._total, order="F")

@@ -79,12 +79,12 @@ def accumulate_files(
     paths = [os.path.abspath(os.fspath(f)) for f in files]
     if not paths:
         raise ValueError("no input file given; pass at least one 3D NIfTI file")
-    first = read_volume(paths[0], digest=digests)
-    acc = HeatmapAccumulator(Reference.of(first), overlap=overlap, spread=spread)
+    head = [read_volume(paths[0], digest=digests)]  # handed over: add_files empties it
+    acc = HeatmapAccumulator(Reference.of(head[0]), overlap=overlap, spread=spread)
     return add_files(
         acc,
         paths,
-        first=first,
+        first=head,
         digests=digests,
         debug=debug,
         progress=progress,
@@ -102,14 +102,15 @@ def add_files(
     progress: bool | None = None,
     num_threads: int | None = None,
 ) -> HeatmapAccumulator:
-    """Add files to an accumulator, in order (see :func:`accumulate_files`); ``first`` is
-    the first file's volume when it was read already."""
+    """Add files to an accumulator, in order (see :func:`accumulate_files`).
+
+    ``first``, when the first file was read already, is a list holding its volume: it is
+    taken out of the list, so that its memory goes once it is added, as every other
+    volume's does."""
     grid = acc.reference.grid
-    for path in files[1 if first is not None else 0 :]:
-        check_volume_header(path, read_header(path), grid)
     threads = resolve_num_threads(num_threads)
     level = logging.INFO if debug else logging.DEBUG
-    rest = files[1:] if first is not None else files
+    rest = files[1:] if first else files
 
     def prepare(volume):
         return values_on_grid(volume, grid)
@@ -120,17 +121,24 @@ def add_files(
             rest, read_ahead=max(2, threads), workers=threads, digest=digests, prepare=prepare
         ) as values,
     ):
-        for x in _chain([prepare(first)] if first is not None else [], values):
+        # every header is checked before the first voxel is added (while the first files
+        # are read: reading adds nothing)
+        for path in rest:
+            check_volume_header(path, read_header(path), grid)
+        for x in _chain(first, prepare, values):
             acc.add(x)
             if not x.complete:
                 LOGGER.info("%s: voxels that are NaN or infinite count as missing", x.path)
             LOGGER.log(level, "%s: finite value range %s", x.path, x.value_range)
             bar.update(1)
+            del x  # before the next read starts: no more volumes in memory than read ahead
     return acc
 
 
-def _chain(head, tail):
-    yield from head
+def _chain(head: list | None, prepare, tail):
+    """The prepared volume of ``head`` (taken out of it), then ``tail``'s."""
+    if head:
+        yield prepare(head.pop())
     yield from tail
 
 

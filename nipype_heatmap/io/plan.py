@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -195,7 +196,9 @@ class OutputPlan:
     def involves(self, path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` is one of the declared outputs or files read (a state)."""
         target = _Target.of(path)
-        return self.is_output(path) or any(target.same(read) for _, read, _ in self._reads)
+        return any(target.same(output) for output in self._targets.values()) or any(
+            target.same(read) for _, read, _ in self._reads
+        )
 
     # -- writing ----------------------------------------------------------------------
     def write(self, role: str, chunks: Chunks) -> None:
@@ -295,22 +298,26 @@ class OutputPlan:
 
 @dataclass(frozen=True)
 class _Target:
-    """What a path names, computed once: its real path (links resolved, for files that do
-    not exist yet) and, for an existing file, its identity (device and inode: hard links)."""
+    """What a path names: for an existing file, its identity (device and inode: through
+    links, hard links too); for a file that does not exist yet, its real path (links
+    resolved), computed only when that comparison is needed."""
 
     path: str
-    real: str
     identity: tuple[int, int] | None
 
     @classmethod
     def of(cls, path: str | os.PathLike[str]) -> _Target:
         absolute = os.path.abspath(os.fspath(path))
-        return cls(absolute, os.path.realpath(absolute), file_identity(absolute))
+        return cls(absolute, file_identity(absolute))
+
+    @functools.cached_property
+    def real(self) -> str:
+        return os.path.realpath(self.path)
 
     def same(self, other: _Target) -> bool:
-        return self.real == other.real or (
-            self.identity is not None and self.identity == other.identity
-        )
+        if self.identity is not None and other.identity is not None:
+            return self.identity == other.identity  # two existing files
+        return self.real == other.real  # an existing file is never a path that is not one
 
 
 def same_target(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

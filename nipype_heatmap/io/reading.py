@@ -298,7 +298,7 @@ def _parse_header(
                 with np.errstate(all="ignore"):
                     if not extensions:
                         return header_class(bytes(buf[:size]), check=False)
-                    end = int(header_class(bytes(buf[:size]), check=False).get_data_offset())
+                    end = _vox_offset(buf, size, order)
                     end = end if size < end <= len(buf) else size
                     return header_class.from_fileobj(io.BytesIO(buf[:end]), check=True)
             except Exception as err:  # noqa: BLE001 - any parser failure: invalid header
@@ -314,6 +314,14 @@ def _parse_header(
         f"{path}: not a NIfTI-1 or NIfTI-2 image (no NIfTI header size at its start); "
         "convert it to .nii or .nii.gz first (e.g. with nibabel or mrconvert)"
     )
+
+
+def _vox_offset(buf: bytes | memoryview, size: int, order: str) -> int:
+    """``vox_offset`` of a NIfTI-1 (float32 at byte 108) or NIfTI-2 (int64 at byte 168)
+    header, as ``get_data_offset`` reads it, without making a header object."""
+    dtype = np.dtype("f4" if size == 348 else "i8").newbyteorder("<" if order == "little" else ">")
+    at = 108 if size == 348 else 168
+    return int(np.frombuffer(buf, dtype, count=1, offset=at)[0])  # NaN: ValueError
 
 
 def _check_header(header: nb.nifti1.Nifti1Header, nbytes: int) -> None:
@@ -342,11 +350,19 @@ def _check_header(header: nb.nifti1.Nifti1Header, nbytes: int) -> None:
                 f"the {name} affine holds NaN or infinite values (check pixdim, the "
                 "quaternion and the sform)"
             )
-        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        if abs(_det3(affine[:3, :3])) < 1e-12:
             raise ValueError(
                 f"the {name} affine is singular (a zero voxel size or collapsed axes): the "
                 "voxel grid has no defined position in space"
             )
+
+
+def _det3(m: np.ndarray) -> float:
+    """The determinant of a 3x3 matrix, in plain arithmetic: ``numpy.linalg.det`` goes
+    through LAPACK, whose OpenBLAS build wakes its worker threads, which then spin for a
+    while on CPUs the reader threads need (a tenth of a 100-file job's time)."""
+    (a, b, c), (d, e, f), (g, h, i) = np.asarray(m, dtype=np.float64).tolist()
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
 
 
 def read_header(path: str | os.PathLike[str]) -> nb.nifti1.Nifti1Header:
@@ -488,9 +504,10 @@ def make_volume(
 class ReadAhead:
     """The volumes of ``paths`` in order, each read on a reader thread ahead of its turn.
 
-    Use as a context manager (or call :meth:`close`): leaving the block cancels the reads
-    not started and waits for those running, on the caller's thread, so that no reader
-    thread outlives it.
+    Use as a context manager (or call :meth:`close`): entering the block starts the first
+    ``read_ahead`` reads, so that they run while the caller still works on something else
+    (the first volume); leaving it cancels the reads not started and waits for those
+    running, on the caller's thread, so that no reader thread outlives it.
 
     Parameters
     ----------
@@ -501,7 +518,7 @@ class ReadAhead:
         volumes are in memory); 0 reads each file on the caller's thread when its turn
         comes.
     workers : int, default=2
-        Reader threads (ISA-L and numpy release the GIL: they inflate in parallel).
+        Reader threads (libdeflate and numpy release the GIL: they inflate in parallel).
     digest : bool, default=False
         Hash each file (see :class:`Volume`).
     prepare : callable, optional
@@ -532,26 +549,30 @@ class ReadAhead:
         self._prepare = prepare
         self._pool = thread_pool(workers, "read") if self._ahead and len(self._paths) > 1 else None
         self._queue: deque[Future[Any]] = deque()
+        self._pending = iter(self._paths)
 
     def _read(self, path: str) -> Any:
         volume = read_volume(path, digest=self._digest)
         return volume if self._prepare is None else self._prepare(volume)
+
+    def _fill(self) -> None:
+        """Start reads until ``read_ahead`` are queued (or no file is left)."""
+        assert self._pool is not None
+        while len(self._queue) < self._ahead:
+            path = next(self._pending, None)
+            if path is None:
+                return
+            self._queue.append(self._pool.submit(self._read, path))
 
     def __iter__(self) -> Iterator[Any]:
         if self._pool is None:
             for path in self._paths:
                 yield self._read(path)
             return
-        pending = iter(self._paths)
-        for path in pending:
-            self._queue.append(self._pool.submit(self._read, path))
-            if len(self._queue) >= self._ahead:
-                break
+        self._fill()
         while self._queue:
             item = self._queue.popleft().result()
-            nxt = next(pending, None)
-            if nxt is not None:
-                self._queue.append(self._pool.submit(self._read, nxt))
+            self._fill()
             yield item
             del item
 
@@ -562,6 +583,8 @@ class ReadAhead:
             self._queue.clear()
 
     def __enter__(self) -> ReadAhead:
+        if self._pool is not None:
+            self._fill()  # the first reads run while the caller still works on its own
         return self
 
     def __exit__(self, *exc: object) -> None:
