@@ -204,10 +204,12 @@ class Spread:
             old = 1.0 / count if count else 0.0
             new = 1.0 / (count + 1)
             xs, ss, ms = _flat(x.array), _flat(total), _flat(m2)
+            work = np.empty((3, min(BLOCK, xs.size)))  # x, d and e of a block, reused
             for block in _blocks(xs.size):
-                xb = xs[block].astype(np.float64)
-                d = xb - ss[block] * old
-                e = xb - (ss[block] + xb) * new
+                xb, d, e = work[:, : block.stop - block.start]
+                np.copyto(xb, xs[block])
+                np.subtract(xb, np.multiply(ss[block], old, out=d), out=d)  # x - S/n
+                np.subtract(xb, np.multiply(np.add(ss[block], xb, out=e), new, out=e), out=e)
                 d *= e
                 ms[block] += d
             return

@@ -76,6 +76,8 @@ class VoxelSum:
 
     def as_float(self) -> np.ndarray:
         """``S`` in float64 (a copy while it is kept in integers)."""
+        if self.exact and self.low == self.high == 0:  # every voxel is 0: nothing to convert
+            return np.zeros(self._total.shape, np.float64, order="F")
         if self.exact:
             return self._total.astype(np.float64, order="F")
         return self._total
@@ -114,10 +116,8 @@ class VoxelSum:
 
     def _float(self) -> np.ndarray:
         """Switch ``S`` to float64 for good (an exact conversion) and return it."""
-        if self.exact and self.low == self.high == 0:  # every voxel is 0: nothing to convert
-            self._total = np.zeros(self._total.shape, np.float64, order="F")
-        elif self.exact:
-            self._total = self._total.astype(np.float64, order="F")
+        if self.exact:
+            self._total = self.as_float()
         elif not self._total.flags.writeable:  # loaded from a file: a read-only view
             self._total = np.array(self._total, order="F")
         return self._total
