@@ -207,6 +207,7 @@ def _removal_indices(
     at that path now (not by the recorded inode: files restored under their paths get new
     ones, and the system gives freed ones to other files); each once."""
     indices: list[int] = []
+    identities = _recorded_files_now(acc) if remove else []
     for item in remove:
         path = os.path.abspath(os.fspath(item))
         identity = file_identity(path)
@@ -214,7 +215,7 @@ def _removal_indices(
             i
             for i, r in enumerate(acc.records)
             if i not in indices
-            and (r.path == path or (identity is not None and file_identity(r.path) == identity))
+            and (r.path == path or (identity is not None and identities[i] == identity))
         ]
         if not found:
             raise ValueError(
@@ -238,10 +239,11 @@ def _refuse_already_added(acc: HeatmapAccumulator, state_path: str, to_add: Sequ
     """Refuse a file to add that is already an input: the same path, or the file (device and
     inode) at its recorded path now, whatever inode was recorded (files restored or synced
     under their paths get new ones)."""
+    identities = _recorded_files_now(acc) if to_add else []
     for path in to_add:
         identity = file_identity(path)
         for number, record in enumerate(acc.records, start=1):
-            same_file = identity is not None and file_identity(record.path) == identity
+            same_file = identity is not None and identities[number - 1] == identity
             if record.path == path or same_file:
                 raise ValueError(
                     f"{path}: already an input of the state {state_path} (input {number}, "
@@ -249,6 +251,11 @@ def _refuse_already_added(acc: HeatmapAccumulator, state_path: str, to_add: Sequ
                     "the old version is still there (the removal checks its hash), then add "
                     "the new one"
                 )
+
+
+def _recorded_files_now(acc: HeatmapAccumulator) -> list[tuple[int, int] | None]:
+    """The identity (device, inode) of the file at each input's recorded path now."""
+    return [file_identity(r.path) for r in acc.records]
 
 
 def _check_unchanged(digest: str | None, record: SourceRecord, to_do: str) -> None:

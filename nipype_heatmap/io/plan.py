@@ -300,7 +300,7 @@ class OutputPlan:
 class _Target:
     """What a path names: for an existing file, its identity (device and inode: through
     links, hard links too); for a file that does not exist yet, its real path (links
-    resolved), computed only when that comparison is needed."""
+    resolved), computed only when two such paths are compared."""
 
     path: str
     identity: tuple[int, int] | None
@@ -317,7 +317,9 @@ class _Target:
     def same(self, other: _Target) -> bool:
         if self.identity is not None and other.identity is not None:
             return self.identity == other.identity  # two existing files
-        return self.real == other.real  # an existing file is never a path that is not one
+        if (self.identity is None) != (other.identity is None):
+            return False  # an existing file is never a path where no file is
+        return self.real == other.real  # two files to be: where their links lead
 
 
 def same_target(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
