@@ -18,11 +18,7 @@ Variants (see ``bench_tricks.py``):
   nothing);
 - ``isal-reader``: gzip members inflated by ISA-L's zlib-compatible inflater instead of
   libdeflate (``io.inflating._member_inflater`` returns :func:`_inflate_with_isal` below,
-  the same rules: the reader the package would have without libdeflate);
-- ``separate-passes``: the cohort statistics each in a pass of its own
-  (``accumulate.spread.Spread.takes_sum_along`` says no: the sum, the non-zero count and
-  the spread are then updated one after the other, as for the inputs that cannot go in
-  one pass).
+  the same rules: the reader the package would have without libdeflate).
 """
 
 from __future__ import annotations
@@ -34,7 +30,6 @@ import numpy as np
 import nipype_heatmap.accumulate._kernels as kernels
 import nipype_heatmap.cli._base as base
 import nipype_heatmap.io.inflating as inflating
-from nipype_heatmap.accumulate.spread import Spread
 from nipype_heatmap.cli.heatmap import main as heatmap_main
 
 CALLS = {"patched": 0}
@@ -77,10 +72,6 @@ def _inflate_with_isal(raw, pos, out, got):
     return len(raw) - pos - len(stream.unused_data), len(content)
 
 
-def _separate_passes(self, x, n, s) -> bool:
-    return False
-
-
 def _isal_inflater():
     return _inflate_with_isal
 
@@ -91,7 +82,6 @@ PATCHES = {
     "int64-sums": (kernels, "integer_sum_dtype", _int64_sums),
     "no-retain": (base, "retain_freed_memory", _no_retain),
     "isal-reader": (inflating, "_member_inflater", _isal_inflater),
-    "separate-passes": (Spread, "takes_sum_along", _separate_passes),
 }
 VARIANTS = ("shipped", *PATCHES)
 

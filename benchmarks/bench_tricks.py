@@ -16,19 +16,15 @@ command as shipped (``shipped``, through the same runner) in the same alternatin
 - ``retain_freed_memory`` (``no-retain``: ``cli._base.retain_freed_memory`` does nothing)
   on the 100 masks and the 30 probability maps;
 - the libdeflate reader (``isal-reader``: the same rules with ISA-L's inflater, see
-  ``_variant.py``) on both;
-- one pass for the cohort statistics (``separate-passes``: the sum, the non-zero count and
-  Welford's spread each in a pass of its own) on the 30 probability maps with
-  ``--coverage --std --min-count 2``.
+  ``_variant.py``) on both.
 
-The job is ``nipype-heatmap DATA -o OUT -q`` (and the cohort flags for ``probs-cohort``).
-A trick's gain is the time that the job takes longer without it, in % of the job as
-shipped: the median over rounds of (without / with) - 1, with its quartiles (a slow minute
-of the machine hits both runs of a round); the ratio of the medians is printed too. The
-verdict: **keep** if it buys >= 10 % of a job's time, or if it keeps the memory promise
-(peak RSS >= 10 % lower with it); otherwise **remove**. Each variant's maps (the mean, and
-the std of the cohort job) are checked to equal the shipped command's, voxel for voxel (a
-trick must not change a result). Writes ``results/tricks.json``.
+The job is ``nipype-heatmap DATA -o OUT -q``. A trick's gain is the time that the job takes
+longer without it, in % of the job as shipped: the median over rounds of (without / with)
+- 1, with its quartiles (a slow minute of the machine hits both runs of a round); the
+ratio of the medians is printed too. The verdict: **keep** if it buys >= 10 % of a job's
+time, or if it keeps the memory promise (peak RSS >= 10 % lower with it); otherwise
+**remove**. Each variant's map is checked to equal the shipped command's, voxel for voxel
+(a trick must not change a result). Writes ``results/tricks.json``.
 """
 
 from __future__ import annotations
@@ -77,26 +73,14 @@ TRICKS = {
         "ISA-L's inflater, member by member (the fallback)",
         ("masks", "probs"),
     ),
-    "separate-passes": (
-        "one pass for the cohort statistics (_kernels.welford_step)",
-        "the sum, the non-zero count and the spread each in a pass of its own",
-        ("probs-cohort",),
-    ),
-}
-
-#: job -> (data set, extra flags of the command)
-JOBS = {
-    "masks": ("masks", ()),
-    "probs": ("probs", ()),
-    "probs-cohort": ("probs", ("--coverage", "--std", "--min-count", "2")),
 }
 
 #: Keep a trick that buys at least this share of a job's time, or of its peak RSS.
 THRESHOLD = 0.10
 
 
-def job_commands(data: Path, out: Path, variants, flags=()) -> dict[str, list[str]]:
-    """The job, ``nipype-heatmap DATA -o OUT -q [FLAGS]``, as each variant."""
+def job_commands(data: Path, out: Path, variants) -> dict[str, list[str]]:
+    """The job, ``nipype-heatmap DATA -o OUT -q``, as each variant."""
     return {
         v: [
             PY,
@@ -107,31 +91,19 @@ def job_commands(data: Path, out: Path, variants, flags=()) -> dict[str, list[st
             "-o",
             str(out / f"{v}.nii.gz"),
             "-q",
-            *flags,
         ]
         for v in variants
     }
 
 
-def measure(name: str, data: Path, repeats: int, flags=()) -> dict:
+def measure(name: str, data: Path, repeats: int) -> dict:
     """Time the job on one data set as shipped and as every variant measured on it."""
     variants = [SHIPPED, *(v for v, (_, _, jobs) in TRICKS.items() if name in jobs)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        cmds = job_commands(data, out, variants, flags)
+        cmds = job_commands(data, out, variants)
         medians, rss, times = alternate(cmds, repeats)
-        maps = [""] + (["_std"] if "--std" in flags else [])
-        found = [
-            next((r for r in results if not r["identical"]), results[0])
-            for results in zip(
-                *(
-                    compare([(out / f"{SHIPPED}{m}.nii.gz", out / f"{v}{m}.nii.gz")
-                             for v in variants[1:]])
-                    for m in maps
-                ),
-                strict=True,
-            )
-        ]  # fmt: skip
+        found = compare([(out / f"{SHIPPED}.nii.gz", out / f"{v}.nii.gz") for v in variants[1:]])
     gains = {}
     for variant in variants[1:]:
         per_round = paired(times, variant, SHIPPED)
@@ -179,10 +151,7 @@ def main() -> int:
     args = parser.parse_args()
     data = ensure_data(args.data, ["masks", "probs"], args.quick)
     print(ensure_bytecode())
-    jobs = {
-        name: measure(name, data[dataset], args.repeats, flags)
-        for name, (dataset, flags) in JOBS.items()
-    }
+    jobs = {name: measure(name, data[name], args.repeats) for name in ("masks", "probs")}
 
     print(f"\n### each trick on its job, medians of {args.repeats} alternating rounds\n")
     rows = []

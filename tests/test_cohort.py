@@ -856,36 +856,3 @@ def test_subtraction_reorders_files_stored_in_another_voxel_order(make_nifti, rn
         img = maps[name]
         assert_array_equal(np.asanyarray(img.dataobj), want.astype(np.float32), err_msg=name)
         assert_array_equal(img.affine, reference.affine)
-
-
-def test_the_one_pass_cohort_step_gives_the_bits_of_separate_passes(make_nifti, rng, monkeypatch):
-    # _kernels.welford_step adds a complete volume to the sum, the spread and the non-zero
-    # count in one pass: the same operations per voxel as one pass each (binary masks
-    # first, then float maps with zeros, one stored in another voxel order, then a mask).
-    files = [make_nifti(f"a{i}.nii.gz") for i in range(2)]
-    for i in range(3):
-        data = rng.random(SHAPE).astype(np.float32) * 10 - 2
-        data[np.abs(data) < 1] = 0.0  # zeros, and negative values
-        files.append(make_nifti(f"b{i}.nii.gz", data, dtype=np.float32))
-    flipped = rng.random(SHAPE).astype(np.float32)
-    files.append(make_nifti("c.nii.gz", flipped[::-1], dtype=np.float32, affine=_flipped_x()))
-    files.append(make_nifti("d.nii.gz"))
-    one_pass = accumulate_files(files, overlap=True, spread=True)
-    monkeypatch.setattr(spread_module.Spread, "takes_sum_along", lambda self, x, n, s: False)
-    separate = accumulate_files(files, overlap=True, spread=True)
-    for a, b in (
-        (one_pass.sum.values, separate.sum.values),
-        (one_pass.spread.m2, separate.spread.m2),
-        (one_pass.nonzero.counts, separate.nonzero.counts),
-    ):
-        assert a is not None and a.dtype == b.dtype
-        assert a.tobytes(order="F") == b.tobytes(order="F")
-    assert one_pass.spread.form == "welford" and not one_pass.sum.exact
-
-
-def _flipped_x() -> np.ndarray:
-    """The default affine with the first voxel axis reversed (the same grid in space)."""
-    affine = default_affine().copy()
-    affine[:, 0] *= -1
-    affine[:3, 3] -= affine[:3, 0] * (SHAPE[0] - 1)
-    return affine

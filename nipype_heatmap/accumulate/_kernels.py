@@ -7,10 +7,6 @@ job's time (see the docs' performance page):
 - **sparse adds**: a lesion mask has few non-zero voxels; they are listed once, on the
   reader thread (:func:`sparse_positions`, a block scan several times faster than
   ``numpy.flatnonzero``), and only those are added (:func:`add`);
-- **one pass for the cohort statistics**: a complete volume goes into the sum, Welford's
-  ``M2`` and the non-zero count in one pass over the voxels, a cache-sized block at a time
-  (:func:`welford_step`): each array travels through memory once per volume, not once per
-  statistic;
 - **narrow exact integer sums**: while every input is an unscaled integer volume, the sum
   is kept in the smallest integer type that cannot overflow (:func:`integer_sum_dtype`):
   uint8 for up to 255 binary masks, an eighth of the memory traffic (and of the pages to
@@ -29,9 +25,6 @@ SPARSE_FRACTION = 8
 #: Bytes per block of the scan for non-zero voxels, and how many blocks the first look skips.
 BLOCK_BYTES = 1024
 SAMPLE_STEP = 16
-
-#: Voxels per block of :func:`welford_step`: its few float64 work arrays stay in the cache.
-BLOCK = 1 << 15
 
 #: Integer sums are exact while every partial sum is an integer that float64 represents
 #: exactly (and so does any integer type it fits).
@@ -104,42 +97,3 @@ def add(total: np.ndarray, values: np.ndarray, nonzero: np.ndarray | None, sign:
         np.add(total, values, out=total, casting="unsafe")
     else:
         np.subtract(total, values, out=total, casting="unsafe")
-
-
-def welford_step(
-    m2: np.ndarray,
-    total: np.ndarray,
-    values: np.ndarray,
-    count: int,
-    *,
-    add: bool,
-    nonzero: np.ndarray | None = None,
-) -> None:
-    """Welford's step for a volume with a value at every voxel, in place, in one pass.
-
-    Per voxel, with ``n = count`` inputs so far and ``S`` the sum before this one:
-    ``M2 += (x - S/n) (x - (S + x)/(n + 1))``; with ``add``, also ``S += x``; with
-    ``nonzero``, also ``nonzero += (x != 0)``. The operations per voxel are those of the
-    separate whole-array steps (the same bits), a block of :data:`BLOCK` voxels at a time.
-    ``m2``, ``total`` and ``nonzero`` are Fortran-ordered; ``values`` is on their grid.
-    """
-    old = 1.0 / count if count else 0.0
-    new = 1.0 / (count + 1)
-    xs = values.reshape(-1, order="F")  # a copy only of a re-ordered view
-    ss, ms = total.reshape(-1, order="F"), m2.reshape(-1, order="F")
-    nz = None if nonzero is None else nonzero.reshape(-1, order="F")
-    work = np.empty((3, min(BLOCK, xs.size)))  # x, d and e of a block, reused
-    for start in range(0, xs.size, BLOCK):
-        block = slice(start, min(start + BLOCK, xs.size))
-        xb, d, e = work[:, : block.stop - block.start]
-        sb = ss[block]
-        np.copyto(xb, xs[block])  # float64 once
-        np.subtract(xb, np.multiply(sb, old, out=d), out=d)  # d = x - S/n
-        np.add(sb, xb, out=e)  # S + x
-        if add:
-            np.copyto(sb, e)
-        np.subtract(xb, np.multiply(e, new, out=e), out=e)  # e = x - (S + x)/(n + 1)
-        d *= e
-        ms[block] += d
-        if nz is not None:
-            np.add(nz[block], xb != 0, out=nz[block], casting="unsafe")

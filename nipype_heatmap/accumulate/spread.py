@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _kernels
 from .values import Values
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,9 +39,9 @@ __all__ = [
 #: While ``n * (bound of S2) < 2**62``, the exact numerator ``n S2 - S**2`` fits int64.
 EXACT_SQUARES_LIMIT = 2**62
 
-#: Voxels per step of the block loops (the fold, the variance maps): a few float64 arrays
-#: of it stay in the cache, and no temporary of a whole volume is made.
-BLOCK = _kernels.BLOCK
+#: Voxels per step of the Welford updates: a few float64 arrays of it stay in the cache,
+#: and no temporary of a whole volume is made.
+BLOCK = 1 << 15
 
 Conform = Callable[[np.ndarray], np.ndarray]
 
@@ -100,13 +99,6 @@ class NonzeroCount:
         if not x.complete:  # NaN != 0, but a missing value is no hit
             hit &= np.isfinite(x.array)
         ufunc(self.counts, hit, out=self.counts, casting="unsafe")
-
-    def counts_to_update(self, x: Values, s: VoxelSum) -> np.ndarray | None:
-        """The counts array that ``x``'s non-zero voxels are to be added to (made from the
-        sum, before ``S`` changes, when ``x`` ends its being the sum); None while it is."""
-        if self.counts is None and not _binary(x):
-            self.counts = self.value(s)
-        return self.counts
 
     def value(self, s: VoxelSum) -> np.ndarray:
         """The counts (uint32; from the sum while it is the count)."""
@@ -177,29 +169,6 @@ class Spread:
             self._fold(n, s)
         self._welford(x, n.value, s.as_float())
 
-    def takes_sum_along(self, x: Values, n: FiniteCount, s: VoxelSum) -> bool:
-        """Whether :meth:`add_with_sum` can add ``x``: a volume with a value at every voxel,
-        the same count everywhere, and one that goes into Welford's ``M2`` and a float
-        ``S`` (not an integer volume kept exactly)."""
-        exact_here = x.integer and (self.exact or s.exact)
-        return x.complete and not np.ndim(n.value) and not exact_here
-
-    def add_with_sum(
-        self, x: Values, n: FiniteCount, s: VoxelSum, nonzero: np.ndarray | None
-    ) -> None:
-        """``S += x`` together with this update, in one pass (see
-        :func:`_kernels.welford_step`), and ``nonzero += (x != 0)`` when given; for an
-        ``x`` that :meth:`takes_sum_along`. ``n`` is the count before ``x``."""
-        if self.exact:
-            self._fold(n, s)
-        m2, count = self.m2, int(n.value)
-        assert m2 is not None  # folded above
-
-        def kernel(total: np.ndarray) -> None:
-            _kernels.welford_step(m2, total, x.array, count, add=True, nonzero=nonzero)
-
-        s.add(x, kernel=kernel)
-
     def subtract(self, x: Values, n: FiniteCount, s: VoxelSum) -> None:
         """Undo :meth:`add` of ``x``, before ``n`` and ``S`` change.
 
@@ -229,8 +198,20 @@ class Spread:
         """Welford's step for one volume: ``d = x - S/n``, ``M2 += d (x - (S + x)/(n + 1))``."""
         m2 = self.m2
         assert m2 is not None  # folded before any Welford step
-        if x.complete and not np.ndim(count):  # every voxel has a value, the same count
-            _kernels.welford_step(m2, total, x.array, int(count), add=False)
+        if x.complete and not np.ndim(count):
+            # Every voxel has a value and the same count: a block of voxels at a time (the
+            # same operations per voxel as on whole arrays, without volume temporaries).
+            old = 1.0 / count if count else 0.0
+            new = 1.0 / (count + 1)
+            xs, ss, ms = _flat(x.array), _flat(total), _flat(m2)
+            work = np.empty((3, min(BLOCK, xs.size)))  # x, d and e of a block, reused
+            for block in _blocks(xs.size):
+                xb, d, e = work[:, : block.stop - block.start]
+                np.copyto(xb, xs[block])
+                np.subtract(xb, np.multiply(ss[block], old, out=d), out=d)  # x - S/n
+                np.subtract(xb, np.multiply(np.add(ss[block], xb, out=e), new, out=e), out=e)
+                d *= e
+                ms[block] += d
             return
         values = x.array.astype(np.float64, copy=False)
         with np.errstate(invalid="ignore"):

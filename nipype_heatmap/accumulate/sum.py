@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import nibabel as nb
 import numpy as np
@@ -82,19 +82,15 @@ class VoxelSum:
             return self._total.astype(np.float64, order="F")
         return self._total
 
-    def add(self, x: Values, kernel: Callable[[np.ndarray], None] | None = None) -> None:
-        """``S += x`` where ``x`` is finite. ``kernel(S)``, for an ``x`` with a value at
-        every voxel that goes into a float ``S``, does the adding instead (with other
-        statistics, in one pass)."""
-        self._step(x, +1, kernel)
+    def add(self, x: Values) -> None:
+        """``S += x`` where ``x`` is finite."""
+        self._step(x, +1)
 
     def subtract(self, x: Values) -> None:
         """``S -= x`` where ``x`` is finite (an input that was added)."""
         self._step(x, -1)
 
-    def _step(
-        self, x: Values, sign: int, kernel: Callable[[np.ndarray], None] | None = None
-    ) -> None:
+    def _step(self, x: Values, sign: int) -> None:
         size = x.record.magnitude
         before = self.magnitude
         self.magnitude = max(0.0, before + sign * size)
@@ -111,10 +107,7 @@ class VoxelSum:
                 self.low, self.high = low, high
                 return
         total = self._float()
-        if kernel is not None:
-            assert x.complete and sign > 0
-            kernel(total)
-        elif x.complete:
+        if x.complete:
             _kernels.add(total, x.array, None, sign)
         else:
             ufunc = np.add if sign > 0 else np.subtract
@@ -216,9 +209,7 @@ class FiniteCount:
         """``n -= isfinite(x)`` (an input that was added)."""
         self._step(x, -1)
 
-    def _step(
-        self, x: Values, sign: int, kernel: Callable[[np.ndarray], None] | None = None
-    ) -> None:
+    def _step(self, x: Values, sign: int) -> None:
         self.n_inputs += sign
         if x.complete and self.per_voxel is None:
             return
@@ -372,17 +363,11 @@ class HeatmapAccumulator:
     # -- adding -------------------------------------------------------------------------
     def add(self, x: Values) -> None:
         """Add one input's values (on the reference grid: :func:`values_on_grid`)."""
-        spread, nonzero = self._spread, self._nonzero
-        if spread is not None and spread.takes_sum_along(x, self._count, self._sum):
-            # one pass over the voxels for S, the spread and the non-zero count
-            counts = None if nonzero is None else nonzero.counts_to_update(x, self._sum)
-            spread.add_with_sum(x, self._count, self._sum, counts)
-        else:
-            if spread is not None:  # before S and n change
-                spread.add(x, self._count, self._sum)
-            if nonzero is not None:
-                nonzero.add(x, self._sum)
-            self._sum.add(x)
+        if self._spread is not None:  # before S and n change
+            self._spread.add(x, self._count, self._sum)
+        if self._nonzero is not None:
+            self._nonzero.add(x, self._sum)
+        self._sum.add(x)
         self._count.add(x)
         self.records.append(x.record)
 
