@@ -11,7 +11,6 @@ with status 3 instead of reporting a gain of zero.
 Variants (see ``bench_tricks.py``):
 
 - ``shipped``: nothing switched off;
-- ``no-sparse``: masks are added densely (``_kernels.sparse_positions`` returns None);
 - ``int64-sums``: exact integer sums in int64 instead of the narrowest type that cannot
   overflow (``_kernels.integer_sum_dtype``; still None beyond the exact range);
 - ``no-retain``: the allocator keeps its defaults (``cli._base.retain_freed_memory`` does
@@ -41,10 +40,6 @@ def _counted(function):
         return function(*args, **kwargs)
 
     return wrapper
-
-
-def _no_sparse(array):
-    return None
 
 
 def _int64_sums(low, high):
@@ -78,7 +73,6 @@ def _isal_inflater():
 
 #: variant -> (module, attribute, replacement)
 PATCHES = {
-    "no-sparse": (kernels, "sparse_positions", _no_sparse),
     "int64-sums": (kernels, "integer_sum_dtype", _int64_sums),
     "no-retain": (base, "retain_freed_memory", _no_retain),
     "isal-reader": (inflating, "_member_inflater", _isal_inflater),

@@ -9,8 +9,6 @@ ARGS``) that then runs the ``nipype-heatmap`` command, so that every variant is 
 process like the real command; the trick's cost is measured on the job it is for, with the
 command as shipped (``shipped``, through the same runner) in the same alternating rounds:
 
-- sparse adds of masks (``no-sparse``: ``_kernels.sparse_positions`` returns None) on the
-  100 masks;
 - narrow exact integer sums (``int64-sums``: ``_kernels.integer_sum_dtype`` gives int64
   within the exact range, None beyond) on the 100 masks, time and peak RSS;
 - ``retain_freed_memory`` (``no-retain``: ``cli._base.retain_freed_memory`` does nothing)
@@ -53,11 +51,6 @@ SHIPPED = "shipped"
 
 #: variant -> (the trick it switches off, what runs instead, the jobs it is measured on)
 TRICKS = {
-    "no-sparse": (
-        "sparse adds of masks (_kernels.sparse_positions)",
-        "every mask added densely",
-        ("masks",),
-    ),
     "int64-sums": (
         "narrow exact integer sums (_kernels.integer_sum_dtype)",
         "exact integer sums in int64",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -21,7 +20,7 @@ from nipype_heatmap.api import (
     generate_heatmap_volume,
     write_heatmap,
 )
-from nipype_heatmap.io import ReadAhead, read_volume
+from nipype_heatmap.io import read_volume
 from nipype_heatmap.options import MapOptions
 
 from .conftest import SHAPE, default_affine, file_digest, no_worker_thread_left, reference_heatmap
@@ -474,74 +473,6 @@ def test_no_volume_outlives_its_turn_the_first_included(make_nifti, rng, monkeyp
     monkeypatch.setattr(HeatmapAccumulator, "add", add)
     acc = accumulate_files(files, num_threads=num_threads)
     assert acc.n_inputs == 7 and len(alive) == 7
-
-
-@pytest.mark.parametrize("dtype", ["uint8", "bool", "int16", "uint16", "int32", "int64"])
-def test_the_listing_of_non_zero_voxels_is_flatnonzero_or_none(dtype):
-    # The block scan of _kernels.sparse_positions: whole blocks, a partial last block, a
-    # volume smaller than a block, values in any byte of a wide type. None (add densely)
-    # is always allowed; a listing must be exact; a lesion-like blob must be listed.
-    from nipype_heatmap.accumulate import _kernels
-
-    rng = np.random.default_rng(7)
-    for shape in [(3, 4, 5), (64, 60, 56), (61, 67, 13), (128, 8, 8)]:
-        for fraction in (0.0, 0.0005, 0.01, 0.05, 0.3):
-            array = np.zeros(shape, dtype, order="F")
-            flat = array.reshape(-1, order="F")
-            where = rng.random(flat.size) < fraction
-            flat[where] = True if dtype == "bool" else rng.integers(1, 100, where.sum())
-            if dtype in ("int32", "int64") and where.any():  # a value only in a high byte
-                flat[np.flatnonzero(where)[0]] = 1 << 24
-            positions = _kernels.sparse_positions(array)
-            if positions is not None:
-                assert_array_equal(positions, np.flatnonzero(flat))
-    blob = np.zeros((63, 61, 57), dtype, order="F")  # not whole blocks: a partial last one
-    blob[20:26, 30:35, 10:14] = 1  # a lesion: a few hundred voxels together
-    blob[-1, -1, -1] = 1  # and one in the last, partial block
-    assert_array_equal(_kernels.sparse_positions(blob), np.flatnonzero(blob.ravel(order="F")))
-    assert _kernels.sparse_positions(np.ones((64, 60, 56), dtype, order="F")) is None
-    assert _kernels.sparse_positions(np.ascontiguousarray(blob)) is None  # C order: no
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32])
-def test_sparse_masks_add_only_their_nonzero_voxels_with_the_same_result(
-    make_nifti, rng, dtype, workers
-):
-    # Reader threads list the non-zero voxels of sparse integer volumes (few lesion voxels),
-    # one reader thread as several, and only those are added; dense, scaled and re-ordered
-    # volumes take the dense path.
-    files = []
-    BIG = (64, 60, 56)  # big enough for blocks of non-zero voxels to be sparse
-    for i in range(6):
-        data = np.zeros(BIG, dtype)
-        data[tuple(rng.integers(0, n, 5) for n in BIG)] = rng.integers(1, 100, 5)
-        affine = None
-        if i == 2:  # the same grid, x axis flipped: positions must not be reused as listed
-            data = data[::-1]
-            affine = np.diag([-2.0, 2.0, 2.0, 1.0])
-            affine[:3, 3] = [-6.0 + 2.0 * (BIG[0] - 1), -8.0, -9.0]
-        files.append(str(make_nifti(f"s{i}.nii.gz", data, affine=affine)))
-    files.append(str(make_nifti("dense.nii.gz", rng.integers(0, 3, BIG).astype(dtype))))
-    reference = Reference.of(read_volume(files[0]))
-
-    def prepare(volume):
-        return values_on_grid(volume, reference.grid)
-
-    with ReadAhead(files, read_ahead=2, workers=workers, prepare=prepare) as values:
-        listed = list(values)
-    assert listed[0].nonzero is not None and listed[-1].nonzero is None
-    sparse, dense = HeatmapAccumulator(reference), HeatmapAccumulator(reference)
-    for x in listed:
-        sparse.add(x)
-        dense.add(dataclasses.replace(x, nonzero=None))  # without the listing: the dense path
-    for use_mean in (True, False):
-        options = MapOptions(use_mean=use_mean, clip_to_input_range=False)
-        a = sparse.aggregate(options)
-        b = dense.aggregate(options)
-        assert_array_equal(a.view(np.uint64), b.view(np.uint64))
-    assert sparse.exact and sparse.sum.values.sum() > 0
-    assert_array_equal(sparse.sum.values, dense.sum.values)
 
 
 # Gaps found by the mutation run of the former core.py (tools/mutate.py; the code is now in

@@ -9,6 +9,7 @@ rendered and their screenshots checked for content.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -117,11 +118,54 @@ def test_workflow_graphs_are_drawn(site):
     assert any("merge_heatmaps" in g.read_text() for g in graphs)
 
 
-def test_performance_table_is_rendered_from_the_results_files(site):
+def test_performance_page_is_rendered_from_the_results_files(site):
     page = (site / "performance.html").read_text()
+    results = ROOT / "benchmarks" / "results"
+    names = sorted(p.stem for p in results.glob("*.json") if p.stem != "schema")
+    assert names and not any(name.endswith("-quick") for name in names)
+    for name in names:
+        assert f"benchmarks/results/{name}.json" in page, name
+    heatmap = json.loads((results / "heatmap.json").read_text())
+    masks = heatmap["data_sets"]["masks"]["contestants"]
     assert "nidataset" in page and "mrmath" in page and "nilearn" in page
-    assert "is an <strong>example</strong>" in page  # example.json is marked as such
-    assert "12.24x" in page  # 7.431 s / 0.607 s, computed at build time
+    # the ratio column is computed at build time from the medians in the file
+    cli = masks["nipype-heatmap (CLI)"]["median_s"]
+    nidataset = masks["nidataset generate_heatmap_volume"]["median_s"]
+    assert f"{nidataset / cli:.2f}" in page
+    assert "MISSED" in page or "holds" in page  # the targets' verdicts
+
+
+def test_a_results_file_the_page_cannot_show_is_refused_naming_it(tmp_path):
+    pytest.importorskip("sphinx", reason="the docs extra is not installed")
+    sys.path.insert(0, str(ROOT / "docs" / "sphinxext"))
+    try:
+        from benchmark_table import load_results
+    finally:
+        sys.path.pop(0)
+    from sphinx.errors import ExtensionError
+
+    good = {
+        "benchmark": "cohort",
+        "quick": False,
+        "machine": {"date": "d", "cpu": "c", "cores": 2, "memory_gib": 1, "python": "3",
+                    "nipype_heatmap": "0.1.0"},
+    }  # fmt: skip
+    path = tmp_path / "cohort.json"
+    path.write_text(json.dumps(good))
+    assert load_results(path)["benchmark"] == "cohort"
+    for broken, says in (
+        ({**good, "quick": True}, "--quick run"),
+        ({**good, "benchmark": "nope"}, "'benchmark' must be one of"),
+        ({**good, "machine": {"cpu": "c"}}, "'machine' lacks 'date'"),
+        ({**good, "targets": [{"target": "t"}]}, "needs 'holds'"),
+    ):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ExtensionError, match=says) as err:
+            load_results(path)
+        assert str(path) in str(err.value)
+    path.write_text("{")
+    with pytest.raises(ExtensionError, match="not a readable JSON file"):
+        load_results(path)
 
 
 @pytest.mark.parametrize(

@@ -88,13 +88,6 @@ class NonzeroCount:
                 return
             self.counts = self.value(s)  # the sum, until now
         ufunc = np.add if sign > 0 else np.subtract
-        if x.nonzero is not None:
-            flat = _flat(self.counts)
-            if sign > 0:
-                flat[x.nonzero] += np.uint32(1)
-            else:
-                flat[x.nonzero] -= np.uint32(1)
-            return
         hit = x.array != 0
         if not x.complete:  # NaN != 0, but a missing value is no hit
             hit &= np.isfinite(x.array)
@@ -342,13 +335,5 @@ def _numerator(count, s1: np.ndarray, s2: np.ndarray | None) -> np.ndarray:
 
 def _add_squares(squares: np.ndarray, x: Values, sign: int) -> None:
     """``S2 += x**2`` (``sign=-1``: ``-=``), exactly in int64."""
-    if x.nonzero is not None:
-        flat = _flat(squares)
-        part = np.square(_flat(x.array)[x.nonzero], dtype=np.int64)
-        if sign > 0:
-            flat[x.nonzero] += part
-        else:
-            flat[x.nonzero] -= part
-        return
     ufunc = np.add if sign > 0 else np.subtract
     ufunc(squares, np.square(x.array, dtype=np.int64), out=squares)

@@ -103,12 +103,12 @@ class VoxelSum:
                     self._total = self._total.astype(
                         np.promote_types(self._total.dtype, wanted), order="F"
                     )
-                _kernels.add(self._total, x.array, x.nonzero, sign)
+                _kernels.add(self._total, x.array, sign)
                 self.low, self.high = low, high
                 return
         total = self._float()
         if x.complete:
-            _kernels.add(total, x.array, None, sign)
+            _kernels.add(total, x.array, sign)
         else:
             ufunc = np.add if sign > 0 else np.subtract
             ufunc(total, x.array, out=total, where=np.isfinite(x.array))

@@ -19,7 +19,6 @@ import nibabel as nb
 import numpy as np
 
 from ..io import Grid, Volume, file_identity
-from . import _kernels
 
 __all__ = [
     "IMAGE_CLASSES",
@@ -138,9 +137,6 @@ class Values:
         Min and max of the finite values; None when none is finite.
     complete : bool
         Whether every voxel is finite (integers always are).
-    nonzero : numpy.ndarray or None
-        For a sparse integer volume (a lesion mask), the flat Fortran-order positions of
-        its non-zero voxels, so that sums add only those (see ``_kernels``).
     record : SourceRecord
         What is kept of the input.
     """
@@ -148,7 +144,6 @@ class Values:
     array: np.ndarray
     value_range: tuple[float, float] | None
     complete: bool
-    nonzero: np.ndarray | None
     record: SourceRecord
 
     @property
@@ -179,17 +174,7 @@ def values_on_grid(volume: Volume, grid: Grid) -> Values:
         if volume.inter:
             array += volume.inter
     integer = array.dtype.kind in "biu"
-    nonzero = None
-    if integer:
-        nonzero = _kernels.sparse_positions(array)
-    if nonzero is not None:
-        listed = array.reshape(-1, order="F")[nonzero]
-        lo = min(listed.min().item(), 0) if listed.size else 0
-        hi = max(listed.max().item(), 0) if listed.size else 0
-        value_range: tuple[float, float] | None = (lo, hi)  # Python ints: exact
-        complete = True
-    else:
-        value_range, complete = _finite_range(array)
+    value_range, complete = _finite_range(array)
     record = SourceRecord(
         volume.path,
         value_range,
@@ -199,7 +184,7 @@ def values_on_grid(volume: Volume, grid: Grid) -> Values:
         file_identity(volume.path),
         integer,
     )
-    return Values(array, value_range, complete, nonzero, record)
+    return Values(array, value_range, complete, record)
 
 
 def _finite_range(array: np.ndarray) -> tuple[tuple[float, float] | None, bool]:

@@ -102,4 +102,4 @@ def subject_mean(values: Sequence[Values]) -> Values:
     record = SourceRecord(
         head.path, value_range, head.header, head.image_class, None, None, integer=False
     )
-    return Values(mean, value_range, bool(finite.size == mean.size), None, record)
+    return Values(mean, value_range, bool(finite.size == mean.size), record)
