@@ -22,7 +22,8 @@ Then times, as the command does it, ``select_bids_maps(label=["GM", "WM", "CSF"]
 
 With ``--reference``, also once: pybids' own default indexing of the dataset (every file,
 with its JSON metadata), what ``nipype-heatmap-bids`` did per call before (19.7 s on 9,247
-files / 120 subjects in the report of issue 27). Prints medians.
+files / 120 subjects in the report of issue 27). Prints medians and writes
+``benchmarks/results/bids_index.json``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+from _common import write_results
 
 SPACE = "MNI152NLin2009cAsym"
 
@@ -150,8 +152,19 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(f'{v:.3f}' for v in values)})")  # fmt: skip
     ratio = statistics.median(times["first call"]) / statistics.median(times["second call"])
     print(f"second call {ratio:.0f}x faster than the first")
+    medians = {kind: round(statistics.median(values), 4) for kind, values in times.items()}
     if args.reference:
-        print(f"pybids' default indexing (once): {reference(dataset):.3f} s")
+        medians["pybids' default indexing (once)"] = round(reference(dataset), 4)
+        print(f"pybids' default indexing (once): {medians[list(medians)[-1]]:.3f} s")
+    write_results(
+        "bids_index",
+        {
+            "settings": {"repeats": args.repeats, "subjects": args.subjects, "files": n_files},
+            "median_s": medians,
+            "times_s": {kind: [round(t, 4) for t in values] for kind, values in times.items()},
+            "ratios": {"first call / second call": round(ratio, 1)},
+        },
+    )
     return 0
 
 
