@@ -671,3 +671,24 @@ def test_locks_leave_no_descriptor_open(tmp_path):
         with pytest.raises(OSError), io.locked(tmp_path / "no" / "x.lock", what="x"):
             pass
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_a_folder_made_at_an_output_path_while_writing_stops_the_commit_first(tmp_path, outputs):
+    # Between planning and the commit something makes a folder where an output goes: the
+    # commit says so, naming it, before any rename (the other outputs keep their files).
+    paths = {"heatmap": tmp_path / "map.nii", "table": tmp_path / "table.tsv"}
+    paths = dict(list(paths.items())[:outputs])
+    for path in paths.values():
+        path.write_bytes(b"old")
+    with io.OutputPlan() as plan:
+        _declare(plan, paths)
+        for role in paths:
+            plan.write(role, [b"new"])
+        last = list(paths.values())[-1]
+        last.unlink()
+        last.mkdir()
+        with pytest.raises(IsADirectoryError, match=re.escape(f"{last}: output path is now")):
+            plan.commit()
+    assert [p.read_bytes() for p in paths.values() if p != last] == [b"old"] * (outputs - 1)
+    assert _leftovers(tmp_path) == []
