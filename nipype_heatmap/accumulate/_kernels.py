@@ -34,10 +34,3 @@ def integer_sum_dtype(low: int, high: int) -> np.dtype | None:
         if info.min <= low and high <= info.max:
             return dtype
     return None  # pragma: no cover - int64 holds everything within 2**53
-
-
-def add(total: np.ndarray, values: np.ndarray, sign: int) -> None:
-    """``total += values`` (``sign=-1``: ``-=``) in place, where ``values`` are finite, in
-    ``total``'s type (the caller chose one that holds the result)."""
-    ufunc = np.add if sign > 0 else np.subtract
-    ufunc(total, values, out=total, casting="unsafe")

@@ -94,6 +94,7 @@ class VoxelSum:
         size = x.record.magnitude
         before = self.magnitude
         self.magnitude = max(0.0, before + sign * size)
+        ufunc = np.add if sign > 0 else np.subtract
         if self.exact and x.integer:
             lo, hi = (int(v) for v in x.value_range or (0, 0))
             low, high = self.low + sign * min(lo, 0), self.high + sign * max(hi, 0)
@@ -103,14 +104,15 @@ class VoxelSum:
                     self._total = self._total.astype(
                         np.promote_types(self._total.dtype, wanted), order="F"
                     )
-                _kernels.add(self._total, x.array, sign)
+                ufunc(
+                    self._total, x.array, out=self._total, casting="unsafe"
+                )  # a type that holds it
                 self.low, self.high = low, high
                 return
         total = self._float()
         if x.complete:
-            _kernels.add(total, x.array, sign)
+            ufunc(total, x.array, out=total, casting="unsafe")
         else:
-            ufunc = np.add if sign > 0 else np.subtract
             ufunc(total, x.array, out=total, where=np.isfinite(x.array))
         self.rounding += UNIT_ROUNDOFF * (before + size)
 
