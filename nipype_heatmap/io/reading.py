@@ -298,7 +298,7 @@ def _parse_header(
                 with np.errstate(all="ignore"):
                     if not extensions:
                         return header_class(bytes(buf[:size]), check=False)
-                    end = _vox_offset(buf, size, order)
+                    end = int(header_class(bytes(buf[:size]), check=False).get_data_offset())
                     end = end if size < end <= len(buf) else size
                     return header_class.from_fileobj(io.BytesIO(buf[:end]), check=True)
             except Exception as err:  # noqa: BLE001 - any parser failure: invalid header
@@ -314,14 +314,6 @@ def _parse_header(
         f"{path}: not a NIfTI-1 or NIfTI-2 image (no NIfTI header size at its start); "
         "convert it to .nii or .nii.gz first (e.g. with nibabel or mrconvert)"
     )
-
-
-def _vox_offset(buf: bytes | memoryview, size: int, order: str) -> int:
-    """``vox_offset`` of a NIfTI-1 (float32 at byte 108) or NIfTI-2 (int64 at byte 168)
-    header, as ``get_data_offset`` reads it, without making a header object."""
-    dtype = np.dtype("f4" if size == 348 else "i8").newbyteorder("<" if order == "little" else ">")
-    at = 108 if size == 348 else 168
-    return int(np.frombuffer(buf, dtype, count=1, offset=at)[0])  # NaN: ValueError
 
 
 def _check_header(header: nb.nifti1.Nifti1Header, nbytes: int) -> None:
