@@ -190,15 +190,15 @@ class OutputPlan:
 
     def is_output(self, path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` is one of the declared outputs (the file there, by identity)."""
-        target = _Target.of(path)
-        return any(target.same(output) for output in self._targets.values())
+        return self._names_output(_Target.of(path))
 
     def involves(self, path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` is one of the declared outputs or files read (a state)."""
         target = _Target.of(path)
-        return any(target.same(output) for output in self._targets.values()) or any(
-            target.same(read) for _, read, _ in self._reads
-        )
+        return self._names_output(target) or any(target.same(r) for _, r, _ in self._reads)
+
+    def _names_output(self, target: _Target) -> bool:
+        return any(target.same(output) for output in self._targets.values())
 
     # -- writing ----------------------------------------------------------------------
     def write(self, role: str, chunks: Chunks) -> None:
