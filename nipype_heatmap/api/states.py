@@ -169,7 +169,9 @@ def update_state(
             if out_file is not None:
                 plan_fixed_maps(plan, out_file, cohort)
             acc = load_state(state_path)
-            indices = _removal_indices(acc, state_path, remove)
+            # the file at each recorded path now: what a file to add or remove is matched to
+            identities = [file_identity(r.path) for r in acc.records] if add or remove else []
+            indices = _removal_indices(acc, state_path, remove, identities)
             plan.refuse_inputs([acc.records[i].path for i in indices], "input to remove")
             kept = [r.path for i, r in enumerate(acc.records) if i not in indices]
             plan.refuse_inputs(kept, "input of the state")
@@ -177,7 +179,7 @@ def update_state(
             to_add = plan_inputs_and_mincount(plan, add, cohort, n_kept, allow_empty=True)
             if n_kept + len(to_add) < 1:
                 raise ValueError(f"{state_path}: removing every input would leave an empty state")
-            _refuse_already_added(acc, state_path, to_add)
+            _refuse_already_added(acc, state_path, to_add, identities)
             warn_duplicates(to_add)
             if to_add:  # first, so that every input may go: a state is never empty
                 _add_new(acc, to_add, num_threads=num_threads, progress=progress, debug=debug)
@@ -201,13 +203,16 @@ def update_state(
 
 
 def _removal_indices(
-    acc: HeatmapAccumulator, state_path: str, remove: Sequence[str | os.PathLike[str]]
+    acc: HeatmapAccumulator,
+    state_path: str,
+    remove: Sequence[str | os.PathLike[str]],
+    identities: Sequence[tuple[int, int] | None],
 ) -> list[int]:
     """The positions of the inputs to remove: by their recorded path, or a link to the file
-    at that path now (not by the recorded inode: files restored under their paths get new
-    ones, and the system gives freed ones to other files); each once."""
+    at that path now (``identities``, one per input; not by the recorded inode: files
+    restored under their paths get new ones, and the system gives freed ones to other
+    files); each once."""
     indices: list[int] = []
-    identities = _recorded_files_now(acc) if remove else []
     for item in remove:
         path = os.path.abspath(os.fspath(item))
         identity = file_identity(path)
@@ -235,11 +240,15 @@ def _removal_indices(
     return indices
 
 
-def _refuse_already_added(acc: HeatmapAccumulator, state_path: str, to_add: Sequence[str]):
+def _refuse_already_added(
+    acc: HeatmapAccumulator,
+    state_path: str,
+    to_add: Sequence[str],
+    identities: Sequence[tuple[int, int] | None],
+):
     """Refuse a file to add that is already an input: the same path, or the file (device and
-    inode) at its recorded path now, whatever inode was recorded (files restored or synced
-    under their paths get new ones)."""
-    identities = _recorded_files_now(acc) if to_add else []
+    inode) at its recorded path now (``identities``), whatever inode was recorded (files
+    restored or synced under their paths get new ones)."""
     for path in to_add:
         identity = file_identity(path)
         for number, record in enumerate(acc.records, start=1):
@@ -251,11 +260,6 @@ def _refuse_already_added(acc: HeatmapAccumulator, state_path: str, to_add: Sequ
                     "the old version is still there (the removal checks its hash), then add "
                     "the new one"
                 )
-
-
-def _recorded_files_now(acc: HeatmapAccumulator) -> list[tuple[int, int] | None]:
-    """The identity (device, inode) of the file at each input's recorded path now."""
-    return [file_identity(r.path) for r in acc.records]
 
 
 def _check_unchanged(digest: str | None, record: SourceRecord, to_do: str) -> None:
