@@ -58,6 +58,10 @@ _LEFT = 0.55
 _RIGHT = 0.15
 _DPI = 80
 
+#: What every cut of a report figure shares (nilearn's plot options): white on black, no
+#: dimming of the underlay, L/R and coordinates written, no title or colour bar of its own.
+_CUTS = {"colorbar": False, "black_bg": True, "dim": 0, "annotate": True, "title": None}
+
 
 # -- reading -------------------------------------------------------------------------------
 def load_3d(
@@ -332,11 +336,7 @@ def draw_map_figure(
         "vmax": display.vmax,
         "cmap": colormap(display.cmap),
         "symmetric_cbar": display.kind == "signed",
-        "colorbar": False,
-        "black_bg": True,
-        "dim": 0,
-        "annotate": True,
-        "title": None,
+        **_CUTS,
         "figure": fig,
         "resampling_interpolation": "nearest" if display.kind == "count" else "continuous",
     }
@@ -493,11 +493,7 @@ def draw_atlas_figure(
         "cmap": cmap,
         "vmin": 0.5,
         "vmax": n_labels + 0.5,
-        "colorbar": False,
-        "black_bg": True,
-        "dim": 0,
-        "annotate": True,
-        "title": None,
+        **_CUTS,
         "figure": fig,
         "alpha": 0.9,
     }
