@@ -717,3 +717,16 @@ def test_removals_with_missing_values_equal_a_recompute(make_nifti, rng, removed
     expected = accumulate_files(kept)
     assert_array_equal(acc.count.value, expected.count.value)
     assert_allclose(acc.aggregate(MapOptions()), expected.aggregate(MapOptions()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_header_is_checked_before_the_first_voxel_is_added(make_nifti, monkeypatch, threads):
+    # A last file on another grid is refused before any volume is added (no minutes of
+    # reading before an error that its header gave away), naming the file.
+    files = [str(make_nifti(f"m{i}.nii")) for i in range(4)]
+    files.append(str(make_nifti("other.nii", np.zeros((3, 3, 3), np.uint8))))
+    added = []
+    monkeypatch.setattr(HeatmapAccumulator, "add", lambda self, x: added.append(x.path))
+    with pytest.raises(ValueError, match=re.escape(files[-1])):
+        accumulate_files(files, num_threads=threads)
+    assert added == []

@@ -296,3 +296,33 @@ def test_what_cannot_be_read_is_not_an_own_file(tmp_path):
     assert not io.is_own_file(damaged)
     assert not io.is_own_file(tmp_path)  # a folder
     assert not io.is_own_file(tmp_path / "missing.nii.gz")
+
+
+# -- collect_inputs: folders and files in order, the plan's defaults ----------------------
+def test_collect_inputs_lists_folders_and_files_without_a_plan(make_nifti, tmp_path):
+    folder = [str(make_nifti(f"m{i}.nii.gz")) for i in (2, 0, 1)]
+    extra = str(make_nifti("x.nii", folder=tmp_path / "other"))
+    assert api.collect_inputs([os.path.dirname(folder[0]), extra]) == [*sorted(folder), extra]
+    with pytest.raises(ValueError, match="no input file given"):
+        api.collect_inputs([])  # empty is an error unless allowed
+    assert api.collect_inputs([], allow_empty=True) == []
+    with pytest.raises(FileNotFoundError, match="nope.nii: no such file or folder"):
+        api.collect_inputs([tmp_path / "nope.nii"])
+
+
+def test_collect_inputs_refuses_an_explicit_output_by_default(make_nifti, tmp_path):
+    mask = str(make_nifti("m.nii.gz"))
+    with io.OutputPlan() as plan:
+        plan.add("heatmap", mask)
+        with pytest.raises(ValueError, match=re.escape(mask)):
+            api.collect_inputs([mask], plan)
+        assert api.collect_inputs([mask], plan, refuse=False) == [mask]
+
+
+def test_a_plan_without_a_heatmap_leaves_out_no_map_by_its_name(make_nifti, tmp_path):
+    # Only a heatmap's side maps are left out by name (<stem>_coverage...): a plan that
+    # writes a state alone keeps every file of the folder, whatever its name.
+    files = [str(make_nifti(n)) for n in ("a.nii.gz", "a_coverage.nii.gz", "b_std.nii.gz")]
+    with io.OutputPlan() as plan:
+        plan.add("state", tmp_path / "state.nii.gz")
+        assert api.collect_inputs([os.path.dirname(files[0])], plan) == sorted(files)

@@ -659,6 +659,49 @@ def test_removing_2_to_the_60_from_an_int64_state_leaves_exactly_1(make_nifti, t
     _assert_same(_maps(acc), _maps(accumulate_files([one], overlap=True, spread=True)))
 
 
+# -- the promise's edges: when an updated state is kept, when it is recomputed --------------
+def test_a_float_state_is_kept_up_to_the_documented_rounding_bound(make_nifti, rng):
+    # R <= 2 n u M keeps the state (equality included); a hair above, it is recomputed
+    floats = [(rng.random(SHAPE) * 100).astype(np.float32) for _ in range(3)]
+    acc = accumulate_files([str(make_nifti(f"f{i}.nii", x)) for i, x in enumerate(floats)])
+    bound = 2 * acc.n_inputs * 2.0**-53 * acc.sum.magnitude
+    assert 0 < acc.sum.rounding <= bound
+    acc.sum.rounding = bound
+    assert api.within_promise(acc)
+    acc.sum.rounding = bound * (1 + 2**-40)
+    assert not api.within_promise(acc)
+
+
+def test_integer_sums_past_2_to_the_53_are_held_to_the_rounding_bound_only(make_nifti):
+    # Sums beyond 2**53 cannot be exact, in a recompute either: such a float sum is kept
+    # within the rounding bound (a bound at 2**54 would recompute it for nothing)...
+    acc = accumulate_files([str(make_nifti("big.nii", np.full(SHAPE, 2**53 + 2, np.int64)))])
+    assert not acc.exact and acc.sum.rounding > 0
+    assert api.within_promise(acc)
+    # ...while sums within 2**53 that are no longer exact integers are never kept
+    acc = accumulate_files([str(make_nifti("one.nii", np.ones(SHAPE, np.int64)))])
+    acc.sum._float()  # as after adding and removing a huge input
+    assert not acc.exact and acc.sum.rounding == 0
+    assert not api.within_promise(acc)
+
+
+def test_an_integer_spread_in_welford_form_is_kept_only_where_exact_squares_overflow(
+    make_nifti,
+):
+    # n * max(x**2) == 2**62 is the first product that does not fit the exact int64 form:
+    # the spread went to Welford's form, as a recompute's would, and the state is kept
+    one_big = str(make_nifti("b.nii", np.full(SHAPE, 2**31, np.int64)))
+    acc = accumulate_files([one_big], spread=True)
+    assert acc.exact and not acc.spread.exact
+    assert api.within_promise(acc)
+    # below it, a recompute keeps the exact form: a state in Welford's form is recomputed
+    small = str(make_nifti("s.nii", np.full(SHAPE, 2**31 - 1, np.int64)))
+    acc = accumulate_files([small], spread=True)
+    assert acc.spread.exact
+    acc.spread._fold(acc.count, acc.sum)  # as after adding and removing a huge input
+    assert not api.within_promise(acc)
+
+
 # -- representation changes: reference moves, exactness comes back ---------------------------
 def _reordered(make_nifti, name, data, how):
     """The same image stored with its voxel axes flipped and/or permuted (x and y

@@ -67,7 +67,7 @@ DEFAULT_TESTS = {
     "nipype_heatmap/maps.py": "tests/test_cohort.py",
     "nipype_heatmap/state.py": "tests/test_state.py tests/test_update.py",
     "nipype_heatmap/api/inputs.py": "tests/test_core.py tests/test_io_discovery.py "
-    "tests/test_parallel.py",
+    "tests/test_parallel.py tests/test_cohort.py",
     "nipype_heatmap/api/outputs.py": "tests/test_cohort.py tests/test_io_discovery.py "
     "tests/test_cli.py",
     "nipype_heatmap/api/heatmaps.py": "tests/test_core.py tests/test_cohort.py tests/test_cli.py",
