@@ -730,3 +730,18 @@ def test_every_header_is_checked_before_the_first_voxel_is_added(make_nifti, mon
     with pytest.raises(ValueError, match=re.escape(files[-1])):
         accumulate_files(files, num_threads=threads)
     assert added == []
+
+
+def test_accumulating_hashes_no_file_and_logs_each_at_debug_level_by_default(make_nifti, caplog):
+    # Content hashes cost a pass over every file: only states ask for them. Per-file lines
+    # are debug output unless asked for (a cohort of 300 files must not flood the log).
+    files = [str(make_nifti(f"m{i}.nii")) for i in range(3)]
+    with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
+        acc = accumulate_files(files)
+        assert [r.digest for r in acc.records] == [None] * 3
+        api.add_files(acc, [str(make_nifti("more.nii"))])
+    assert acc.records[-1].digest is None
+    assert "finite value range" not in caplog.text
+    with caplog.at_level(logging.INFO, logger="nipype_heatmap"):
+        accumulate_files(files, debug=True)
+    assert caplog.text.count("finite value range") == 3

@@ -321,8 +321,10 @@ def test_collect_inputs_refuses_an_explicit_output_by_default(make_nifti, tmp_pa
 
 def test_a_plan_without_a_heatmap_leaves_out_no_map_by_its_name(make_nifti, tmp_path):
     # Only a heatmap's side maps are left out by name (<stem>_coverage...): a plan that
-    # writes a state alone keeps every file of the folder, whatever its name.
-    files = [str(make_nifti(n)) for n in ("a.nii.gz", "a_coverage.nii.gz", "b_std.nii.gz")]
+    # writes a state alone keeps every map of this tool in the folder, whatever its name.
+    masks = [make_nifti(f"m{i}.nii.gz") for i in range(2)]
+    maps = tmp_path / "maps"
+    files = [write_heatmap(masks, maps / n) for n in ("a.nii.gz", "a_coverage.nii.gz")]
     with io.OutputPlan() as plan:
         plan.add("state", tmp_path / "state.nii.gz")
-        assert api.collect_inputs([os.path.dirname(files[0])], plan) == sorted(files)
+        assert api.collect_inputs([maps], plan) == sorted(files)

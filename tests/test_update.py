@@ -1024,6 +1024,38 @@ def test_maps_merged_after_an_interrupted_update_are_those_of_its_completed_stat
     _assert_maps_of(written, masks[:4])
 
 
+def test_an_update_into_another_folder_starts_from_the_completed_state(
+    masks, tmp_path, monkeypatch
+):
+    # The interrupted set is beside the state; this update writes elsewhere (its outputs'
+    # folders hold no journal): it must still complete that set before reading the state.
+    state, heatmap = _saved_with_maps(masks, tmp_path)
+    with monkeypatch.context() as patch:
+        _killed_after_the_first_rename(patch, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    elsewhere = tmp_path / "elsewhere"
+    acc, written = api.update_state(
+        state,
+        add=[masks[4]],
+        out_state=elsewhere / "s.nii.gz",
+        out_file=elsewhere / "map.nii.gz",
+        cohort=_COHORT,
+    )
+    assert acc.sources == masks[:5]
+    assert load_state(state).sources == masks[:4]  # the interrupted set, completed
+    _assert_maps_of(written, masks[:5])
+
+
+def test_merged_maps_never_overwrite_a_state_they_merge(masks, tmp_path):
+    first = _state(masks[:2], tmp_path / "a.nii.gz")
+    second = _state(masks[2:4], tmp_path / "b.nii.gz")
+    before = open(first, "rb").read()
+    with pytest.raises(ValueError, match=re.escape(str(first))):
+        api.merge_and_write([first, second], first)
+    assert open(first, "rb").read() == before
+
+
 # -- collisions: no output of an update is a file it reads ------------------------------------
 COLLISIONS = {
     # name: (update_state arguments from the state, the masks and their folder; the file
