@@ -170,6 +170,41 @@ def test_no_traceback_for_any_failure(
     assert err.startswith("nipype-heatmap: ")
 
 
+def test_ctrl_c_while_the_maps_are_put_in_place_says_to_run_again(
+    make_nifti, in_dir, tmp_path, capsys, monkeypatch
+):
+    # Some maps are replaced already: the one line must not say "no output written"; the
+    # same command then completes the set.
+    from nipype_heatmap.io import writing
+
+    for i in range(3):
+        make_nifti(f"m{i}.nii.gz")
+    out = tmp_path / "out" / "map.nii.gz"
+    argv = [str(in_dir), "-o", str(out), "--coverage", "--std", "-q"]
+    real_rename, renamed = writing.Temporary.rename, []
+
+    def rename(self):
+        if renamed:
+            raise KeyboardInterrupt
+        real_rename(self)
+        renamed.append(self.out_file)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writing.Temporary, "rename", rename)
+        assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no output written" not in err
+    assert err.startswith(f"nipype-heatmap: {out.parent}: interrupted while replacing")
+    assert err.endswith("run the command again")
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "map.nii.gz",
+        "map_coverage.nii.gz",
+        "map_std.nii.gz",
+        "map_variance.nii.gz",
+    ]
+
+
 def test_quiet_hides_the_progress_bar(make_nifti, in_dir, tmp_path, capsys, monkeypatch):
     make_nifti("a.nii.gz")
     make_nifti("b.nii.gz")

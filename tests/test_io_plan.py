@@ -383,6 +383,39 @@ def test_a_commit_killed_between_renames_is_completed_by_the_next_run(
     assert str(finals["coverage"]) in caplog.text and str(finals["table"]) in caplog.text
 
 
+def test_ctrl_c_between_renames_says_what_is_in_place_and_what_to_do(tmp_path, monkeypatch):
+    # An interrupt there is still an interrupt (KeyboardInterrupt), but not one after which
+    # "no output was written": it names the folders, keeps the rest with the journal, and
+    # says to run again.
+    one, two = tmp_path / "one", tmp_path / "two"
+    finals = {"heatmap": one / "map.nii", "coverage": two / "cov.nii"}
+    real_rename, renamed = writing.Temporary.rename, []
+
+    def rename(self):
+        if renamed:
+            raise KeyboardInterrupt
+        real_rename(self)
+        renamed.append(self.out_file)
+
+    monkeypatch.setattr(writing.Temporary, "rename", rename)
+    with io.OutputPlan() as plan:
+        for role, path in finals.items():
+            plan.add(role, path, nifti=False)
+            plan.write(role, [role.encode()])
+        with pytest.raises(io.CommitInterrupted) as caught:
+            plan.commit()
+    assert isinstance(caught.value, KeyboardInterrupt)
+    message = str(caught.value)
+    assert message.startswith(f"{one}, {two}: interrupted while replacing the outputs")
+    assert message.endswith("completes the set: run the command again")
+    assert renamed == [str(finals["heatmap"])]
+    assert any(JOURNAL_PREFIX in n for n in os.listdir(two))  # the rest, for the next run
+    monkeypatch.setattr(writing.Temporary, "rename", real_rename)
+    with io.OutputPlan() as plan:
+        plan.add("other", two / "other.nii", nifti=False)
+    assert finals["coverage"].read_bytes() == b"coverage"
+
+
 def _hand_made_journal(folder, finals, *, name="abc"):
     """Temporary files and a journal, as a commit killed before its first rename leaves."""
     renames = []

@@ -98,8 +98,8 @@ def run_reporting_errors(prog: str, job: Callable[[], str], args: argparse.Names
     retain_freed_memory()  # a command owns its process (see the function)
     try:
         result = job()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no output written", file=sys.stderr)
+    except KeyboardInterrupt as err:  # during a commit of several files, it says what now
+        print(f"{prog}: {err or 'interrupted; no output written'}", file=sys.stderr)
         return 130
     except (ValueError, OSError, ImportError) as err:
         if debug:

@@ -30,6 +30,7 @@ from .discovery import (
 from .grid import AFFINE_TOL_MM, Grid, grid_distance_mm
 from .locking import LockTimeout, locked
 from .plan import (
+    CommitInterrupted,
     OutputPlan,
     PlannedOutput,
     recover_interrupted_commits,
@@ -54,6 +55,7 @@ from .writing import check_output_filename, header_bytes
 __all__ = [
     "AFFINE_TOL_MM",
     "NIFTI_SUFFIXES",
+    "CommitInterrupted",
     "Grid",
     "LockTimeout",
     "OutputPlan",

@@ -59,6 +59,7 @@ from .writing import (
 
 __all__ = [
     "JOURNAL_PREFIX",
+    "CommitInterrupted",
     "OutputPlan",
     "PlannedOutput",
     "recover_interrupted_commits",
@@ -67,6 +68,12 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
+
+
+class CommitInterrupted(KeyboardInterrupt):
+    """Ctrl-C between the renames of a commit: some outputs are in place, the rest are
+    kept with a journal for the next run into their folders (the message says which)."""
+
 
 #: Journal files of commits under way (or interrupted): ``<prefix><id>.json``.
 JOURNAL_PREFIX = ".nipype_heatmap-commit-"
@@ -239,6 +246,8 @@ class OutputPlan:
             replaced), or a rename fails for the system. An error or an interrupt (Ctrl-C)
             between the renames of several files leaves the rest, complete, for the next
             run into those folders to put in place, as after a kill (module doc).
+        CommitInterrupted
+            On Ctrl-C between those renames (a ``KeyboardInterrupt`` that says so).
         """
         missing = [role for role in self._outputs if role not in self._written]
         if missing:
@@ -265,14 +274,21 @@ class OutputPlan:
                     for temporary in self._written.values():  # the journal's, from now on
                         temporary.close(keep=True)
                     self._written.clear()
+                    rest = (
+                        "the files not yet in place are kept with a journal, and the next "
+                        "run writing there completes the set: run the command again"
+                    )
+                    if isinstance(err, KeyboardInterrupt):
+                        raise CommitInterrupted(
+                            f"{', '.join(folders)}: interrupted while replacing the "
+                            f"outputs; {rest}"
+                        ) from err
                     if not isinstance(err, OSError):
                         raise
                     raise type(err)(
                         err.errno,
                         f"{', '.join(folders)}: replacing the outputs failed part way "
-                        f"({err.strerror or err}); the files not yet in place are kept with "
-                        "a journal, and the next run writing there completes the set: run "
-                        "the command again",
+                        f"({err.strerror or err}); {rest}",
                     ) from err
                 for folder in folders:
                     fsync_folder(folder)
