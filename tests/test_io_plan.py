@@ -324,6 +324,16 @@ def test_a_commit_of_several_files_holds_the_folder_locks_and_journals_its_renam
             os.close(fd)
 
 
+def test_a_commit_outside_a_with_block_leaves_no_descriptor_open(tmp_path):
+    before = len(os.listdir("/proc/self/fd"))
+    plan = io.OutputPlan()
+    for name in ("a.nii", "b.nii"):
+        plan.add(name, tmp_path / name, nifti=False)
+        plan.write(name, [b"x"])
+    plan.commit()  # the temporaries' locks go with the commit, not with a with block
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_a_single_file_needs_no_lock_and_no_journal(tmp_path, monkeypatch):
     def no_lock(*args, **kwargs):
         raise AssertionError("a lock taken for one file")
@@ -404,12 +414,17 @@ def test_ctrl_c_between_renames_says_what_is_in_place_and_what_to_do(tmp_path, m
             plan.write(role, [role.encode()])
         with pytest.raises(io.CommitInterrupted) as caught:
             plan.commit()
+        assert not plan.committed
     assert isinstance(caught.value, KeyboardInterrupt)
     message = str(caught.value)
     assert message.startswith(f"{one}, {two}: interrupted while replacing the outputs")
     assert message.endswith("completes the set: run the command again")
     assert renamed == [str(finals["heatmap"])]
-    assert any(JOURNAL_PREFIX in n for n in os.listdir(two))  # the rest, for the next run
+    journals = [two / n for n in os.listdir(two) if n.startswith(JOURNAL_PREFIX)]
+    assert len(journals) == 1  # the rest, for the next run: readable as the outputs are
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(journals[0].stat().st_mode) == 0o644 & ~umask
     monkeypatch.setattr(writing.Temporary, "rename", real_rename)
     with io.OutputPlan() as plan:
         plan.add("other", two / "other.nii", nifti=False)
@@ -440,10 +455,16 @@ def test_a_hand_made_journal_is_completed_when_an_output_is_declared_there(tmp_p
     assert "interrupted write of 2 file(s)" in caplog.text
 
 
+def _open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
 def test_recover_interrupted_commits_returns_what_it_put_in_place(tmp_path):
-    finals = [tmp_path / "map.nii"]
+    finals = [tmp_path / "map.nii", tmp_path / "cov.nii"]
     _hand_made_journal(tmp_path, finals)
-    assert io.recover_interrupted_commits(tmp_path) == [str(finals[0])]
+    before = _open_descriptors()  # probing each temporary's lock leaves nothing open
+    assert io.recover_interrupted_commits(tmp_path) == [str(f) for f in finals]
+    assert _open_descriptors() == before
     assert io.recover_interrupted_commits(tmp_path) == []
     assert io.recover_interrupted_commits(tmp_path / "missing") == []
 
