@@ -182,6 +182,24 @@ def fill_the_disk_at(monkeypatch, nth: int) -> list[str]:
     return calls
 
 
+def stop_after_the_first_rename(monkeypatch, exception=KeyboardInterrupt) -> list[str]:
+    """Make the next commit raise ``exception`` after its first rename, as a Ctrl-C (or an
+    exit) between its renames would; return the list that receives the renamed file."""
+    from nipype_heatmap.io import writing
+
+    real_rename = writing.Temporary.rename
+    renamed: list[str] = []
+
+    def rename(self):
+        if renamed:
+            raise exception
+        real_rename(self)
+        renamed.append(self.out_file)
+
+    monkeypatch.setattr(writing.Temporary, "rename", rename)
+    return renamed
+
+
 def run_unprivileged(code: str) -> str:
     """Run Python code as an unprivileged user; return its standard output.
 

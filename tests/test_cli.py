@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose
 
 from nipype_heatmap.cli.heatmap import main
 
-from .conftest import SHAPE, fill_the_disk_at, reference_heatmap
+from .conftest import SHAPE, fill_the_disk_at, reference_heatmap, stop_after_the_first_rename
 
 
 def test_folder_to_mean_map(make_nifti, in_dir, tmp_path, capsys):
@@ -175,22 +175,12 @@ def test_ctrl_c_while_the_maps_are_put_in_place_says_to_run_again(
 ):
     # Some maps are replaced already: the one line must not say "no output written"; the
     # same command then completes the set.
-    from nipype_heatmap.io import writing
-
     for i in range(3):
         make_nifti(f"m{i}.nii.gz")
     out = tmp_path / "out" / "map.nii.gz"
     argv = [str(in_dir), "-o", str(out), "--coverage", "--std", "-q"]
-    real_rename, renamed = writing.Temporary.rename, []
-
-    def rename(self):
-        if renamed:
-            raise KeyboardInterrupt
-        real_rename(self)
-        renamed.append(self.out_file)
-
     with monkeypatch.context() as patch:
-        patch.setattr(writing.Temporary, "rename", rename)
+        stop_after_the_first_rename(patch)
         assert main(argv) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no output written" not in err

@@ -24,7 +24,7 @@ from nipype_heatmap.io import locking, writing
 from nipype_heatmap.io import plan as plan_module
 from nipype_heatmap.io.plan import JOURNAL_PREFIX
 
-from .conftest import run_unprivileged
+from .conftest import run_unprivileged, stop_after_the_first_rename
 
 
 def _leftovers(folder):
@@ -399,22 +399,15 @@ def test_ctrl_c_between_renames_says_what_is_in_place_and_what_to_do(tmp_path, m
     # says to run again.
     one, two = tmp_path / "one", tmp_path / "two"
     finals = {"heatmap": one / "map.nii", "coverage": two / "cov.nii"}
-    real_rename, renamed = writing.Temporary.rename, []
-
-    def rename(self):
-        if renamed:
-            raise KeyboardInterrupt
-        real_rename(self)
-        renamed.append(self.out_file)
-
-    monkeypatch.setattr(writing.Temporary, "rename", rename)
-    with io.OutputPlan() as plan:
-        for role, path in finals.items():
-            plan.add(role, path, nifti=False)
-            plan.write(role, [role.encode()])
-        with pytest.raises(io.CommitInterrupted) as caught:
-            plan.commit()
-        assert not plan.committed
+    with monkeypatch.context() as patch:
+        renamed = stop_after_the_first_rename(patch)
+        with io.OutputPlan() as plan:
+            for role, path in finals.items():
+                plan.add(role, path, nifti=False)
+                plan.write(role, [role.encode()])
+            with pytest.raises(io.CommitInterrupted) as caught:
+                plan.commit()
+            assert not plan.committed
     assert isinstance(caught.value, KeyboardInterrupt)
     message = str(caught.value)
     assert message.startswith(f"{one}, {two}: interrupted while replacing the outputs")
@@ -425,7 +418,6 @@ def test_ctrl_c_between_renames_says_what_is_in_place_and_what_to_do(tmp_path, m
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(journals[0].stat().st_mode) == 0o644 & ~umask
-    monkeypatch.setattr(writing.Temporary, "rename", real_rename)
     with io.OutputPlan() as plan:
         plan.add("other", two / "other.nii", nifti=False)
     assert finals["coverage"].read_bytes() == b"coverage"

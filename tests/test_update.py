@@ -17,7 +17,7 @@ from nipype_heatmap.io import LockTimeout, read_volume
 from nipype_heatmap.maps import cohort_images
 from nipype_heatmap.state import load_state, read_metadata, save_state
 
-from .conftest import SHAPE, default_affine, no_worker_thread_left
+from .conftest import SHAPE, default_affine, no_worker_thread_left, stop_after_the_first_rename
 
 FLIP_X = np.diag([-1.0, 1, 1, 1]) @ np.eye(4)
 
@@ -946,22 +946,15 @@ def test_a_folder_in_the_way_of_a_map_leaves_the_state_and_its_maps_as_they_were
     _assert_maps_of(written, masks[:5])
 
 
-def _killed_after_the_first_rename(monkeypatch, exception):
-    """Make the next commit stop after its first rename, as a Ctrl-C (or an exit) there
-    would; return the list that receives the renamed file."""
-    from nipype_heatmap.io import writing
-
-    real_rename = writing.Temporary.rename
-    renamed = []
-
-    def rename(self):
-        if renamed:
-            raise exception
-        real_rename(self)
-        renamed.append(self.out_file)
-
-    monkeypatch.setattr(writing.Temporary, "rename", rename)
-    return renamed
+def _interrupted_update(masks, tmp_path, monkeypatch):
+    """A state of masks[:3] with its maps, then an update adding masks[3] stopped by Ctrl-C
+    after its first rename; return the state, the heatmap and the renamed files."""
+    state, heatmap = _saved_with_maps(masks, tmp_path)
+    with monkeypatch.context() as patch:
+        renamed = stop_after_the_first_rename(patch)
+        with pytest.raises(KeyboardInterrupt):
+            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    return state, heatmap, renamed
 
 
 @pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
@@ -974,7 +967,7 @@ def test_the_next_run_completes_a_set_interrupted_between_its_renames(
     api.make_maps(masks[:5], ref / "map.nii.gz", cohort=_COHORT, state_file=ref / "s.nii.gz")
     newer = _snapshot(ref)
     with monkeypatch.context() as patch:
-        renamed = _killed_after_the_first_rename(patch, exception)
+        renamed = stop_after_the_first_rename(patch, exception)
         with pytest.raises(exception):
             api.make_maps(
                 masks[:5], out / "map.nii.gz", cohort=_COHORT, state_file=out / "s.nii.gz"
@@ -993,11 +986,7 @@ def test_the_next_run_completes_a_set_interrupted_between_its_renames(
 def test_an_update_after_an_interrupted_one_starts_from_its_completed_state(
     masks, tmp_path, monkeypatch, caplog
 ):
-    state, heatmap = _saved_with_maps(masks, tmp_path)
-    with monkeypatch.context() as patch:
-        renamed = _killed_after_the_first_rename(patch, KeyboardInterrupt)
-        with pytest.raises(KeyboardInterrupt):
-            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    state, heatmap, renamed = _interrupted_update(masks, tmp_path, monkeypatch)
     assert renamed == [str(heatmap)]  # the new heatmap, beside the old state
     assert load_state(state).sources == masks[:3]
     # the next update of that state takes the interrupted one's set, state included, as
@@ -1013,11 +1002,7 @@ def test_an_update_after_an_interrupted_one_starts_from_its_completed_state(
 def test_maps_merged_after_an_interrupted_update_are_those_of_its_completed_state(
     masks, tmp_path, monkeypatch
 ):
-    state, heatmap = _saved_with_maps(masks, tmp_path)
-    with monkeypatch.context() as patch:
-        _killed_after_the_first_rename(patch, KeyboardInterrupt)
-        with pytest.raises(KeyboardInterrupt):
-            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    state, heatmap, _ = _interrupted_update(masks, tmp_path, monkeypatch)
     # the maps of the state, written where the interrupted update wrote them
     acc, written = api.merge_and_write([state], heatmap, cohort=_COHORT)
     assert acc.sources == masks[:4] and load_state(state).sources == masks[:4]
@@ -1029,11 +1014,7 @@ def test_an_update_into_another_folder_starts_from_the_completed_state(
 ):
     # The interrupted set is beside the state; this update writes elsewhere (its outputs'
     # folders hold no journal): it must still complete that set before reading the state.
-    state, heatmap = _saved_with_maps(masks, tmp_path)
-    with monkeypatch.context() as patch:
-        _killed_after_the_first_rename(patch, KeyboardInterrupt)
-        with pytest.raises(KeyboardInterrupt):
-            api.update_state(state, add=[masks[3]], out_file=heatmap, cohort=_COHORT)
+    state, heatmap, _ = _interrupted_update(masks, tmp_path, monkeypatch)
     elsewhere = tmp_path / "elsewhere"
     acc, written = api.update_state(
         state,
