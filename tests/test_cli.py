@@ -149,12 +149,16 @@ def test_output_named_like_an_input_exits_1_and_keeps_the_input(make_nifti, in_d
 
 
 @pytest.mark.parametrize(
-    ("error", "status"),
-    [(RuntimeError("boom"), 1), (MemoryError("too big"), 1), (KeyboardInterrupt(), 130)],
+    ("error", "status", "says"),
+    [
+        (RuntimeError("boom"), 1, "error: unexpected RuntimeError: boom"),
+        (MemoryError("too big"), 1, "error: unexpected MemoryError: too big"),
+        (KeyboardInterrupt(), 130, "interrupted; no output written"),
+    ],
     ids=["unexpected", "memory", "ctrl_c"],
 )
 def test_no_traceback_for_any_failure(
-    make_nifti, in_dir, tmp_path, capsys, monkeypatch, error, status
+    make_nifti, in_dir, tmp_path, capsys, monkeypatch, error, status, says
 ):
     from nipype_heatmap import api
 
@@ -167,7 +171,7 @@ def test_no_traceback_for_any_failure(
     assert main([str(in_dir), "-o", str(tmp_path / "o.nii.gz"), "-q"]) == status
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert err.startswith("nipype-heatmap: ")
+    assert err.startswith(f"nipype-heatmap: {says}")
 
 
 def test_ctrl_c_while_the_maps_are_put_in_place_says_to_run_again(

@@ -99,7 +99,7 @@ def run_reporting_errors(prog: str, job: Callable[[], str], args: argparse.Names
     try:
         result = job()
     except KeyboardInterrupt as err:  # during a commit of several files, it says what now
-        print(f"{prog}: {err or 'interrupted; no output written'}", file=sys.stderr)
+        print(f"{prog}: {str(err) or 'interrupted; no output written'}", file=sys.stderr)
         return 130
     except (ValueError, OSError, ImportError) as err:
         if debug:
