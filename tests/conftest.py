@@ -182,6 +182,18 @@ def fill_the_disk_at(monkeypatch, nth: int) -> list[str]:
     return calls
 
 
+def open_descriptors() -> set[str]:
+    """This process's open file descriptors (Linux: ``/proc/self/fd``)."""
+    return set(os.listdir("/proc/self/fd"))
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it, then set back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def stop_after_the_first_rename(monkeypatch, exception=KeyboardInterrupt) -> list[str]:
     """Make the next commit raise ``exception`` after its first rename, as a Ctrl-C (or an
     exit) between its renames would; return the list that receives the renamed file."""

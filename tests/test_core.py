@@ -23,7 +23,14 @@ from nipype_heatmap.api import (
 from nipype_heatmap.io import read_volume
 from nipype_heatmap.options import MapOptions
 
-from .conftest import SHAPE, default_affine, file_digest, no_worker_thread_left, reference_heatmap
+from .conftest import (
+    SHAPE,
+    current_umask,
+    default_affine,
+    file_digest,
+    no_worker_thread_left,
+    reference_heatmap,
+)
 
 FLAGS = list(itertools.product([True, False], repeat=3))
 SUM = MapOptions(use_mean=False)  # the clipped sum
@@ -282,9 +289,7 @@ def test_gzip_output_is_gzip_and_uncompressed_is_not(make_nifti, in_dir, tmp_pat
 def test_output_mode_follows_umask(make_nifti, in_dir, tmp_path):
     make_nifti("a.nii.gz")
     out = generate_heatmap_volume(in_dir, tmp_path)
-    mask = os.umask(0)
-    os.umask(mask)
-    assert os.stat(out).st_mode & 0o777 == 0o666 & ~mask
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~current_umask()
 
 
 def test_rerun_into_input_folder_is_idempotent(make_nifti, in_dir):

@@ -24,7 +24,12 @@ from nipype_heatmap.io import locking, writing
 from nipype_heatmap.io import plan as plan_module
 from nipype_heatmap.io.plan import JOURNAL_PREFIX
 
-from .conftest import run_unprivileged, stop_after_the_first_rename
+from .conftest import (
+    current_umask,
+    open_descriptors,
+    run_unprivileged,
+    stop_after_the_first_rename,
+)
 
 
 def _leftovers(folder):
@@ -325,13 +330,13 @@ def test_a_commit_of_several_files_holds_the_folder_locks_and_journals_its_renam
 
 
 def test_a_commit_outside_a_with_block_leaves_no_descriptor_open(tmp_path):
-    before = len(os.listdir("/proc/self/fd"))
+    before = open_descriptors()
     plan = io.OutputPlan()
     for name in ("a.nii", "b.nii"):
         plan.add(name, tmp_path / name, nifti=False)
         plan.write(name, [b"x"])
     plan.commit()  # the temporaries' locks go with the commit, not with a with block
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert open_descriptors() == before
 
 
 def test_a_single_file_needs_no_lock_and_no_journal(tmp_path, monkeypatch):
@@ -415,9 +420,7 @@ def test_ctrl_c_between_renames_says_what_is_in_place_and_what_to_do(tmp_path, m
     assert renamed == [str(finals["heatmap"])]
     journals = [two / n for n in os.listdir(two) if n.startswith(JOURNAL_PREFIX)]
     assert len(journals) == 1  # the rest, for the next run: readable as the outputs are
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(journals[0].stat().st_mode) == 0o644 & ~umask
+    assert stat.S_IMODE(journals[0].stat().st_mode) == 0o644 & ~current_umask()
     with io.OutputPlan() as plan:
         plan.add("other", two / "other.nii", nifti=False)
     assert finals["coverage"].read_bytes() == b"coverage"
@@ -447,16 +450,12 @@ def test_a_hand_made_journal_is_completed_when_an_output_is_declared_there(tmp_p
     assert "interrupted write of 2 file(s)" in caplog.text
 
 
-def _open_descriptors():
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_recover_interrupted_commits_returns_what_it_put_in_place(tmp_path):
     finals = [tmp_path / "map.nii", tmp_path / "cov.nii"]
     _hand_made_journal(tmp_path, finals)
-    before = _open_descriptors()  # probing each temporary's lock leaves nothing open
+    before = open_descriptors()  # probing each temporary's lock leaves nothing open
     assert io.recover_interrupted_commits(tmp_path) == [str(f) for f in finals]
-    assert _open_descriptors() == before
+    assert open_descriptors() == before
     assert io.recover_interrupted_commits(tmp_path) == []
     assert io.recover_interrupted_commits(tmp_path / "missing") == []
 
@@ -710,13 +709,13 @@ def test_locks_leave_no_descriptor_open(tmp_path):
     lock = tmp_path / "x.lock"
     with io.locked(lock, what="x"):
         pass
-    before = set(os.listdir("/proc/self/fd"))
+    before = open_descriptors()
     for _ in range(3):
         with io.locked(lock, what="x"), io.locked(tmp_path, what="folder"):
             pass
         with pytest.raises(OSError), io.locked(tmp_path / "no" / "x.lock", what="x"):
             pass
-    assert set(os.listdir("/proc/self/fd")) == before
+    assert open_descriptors() == before
 
 
 @pytest.mark.parametrize("outputs", [1, 2])

@@ -23,7 +23,7 @@ from nipype_heatmap import io
 from nipype_heatmap.api import generate_heatmap_volume, write_heatmap
 from nipype_heatmap.io import writing
 
-from .conftest import file_digest, no_worker_thread_left, run_unprivileged
+from .conftest import file_digest, no_worker_thread_left, open_descriptors, run_unprivileged
 
 
 def _members(data: bytes) -> int:
@@ -434,10 +434,6 @@ def test_a_cleaner_running_during_a_write_leaves_it_alone(tmp_path):
 # Gaps found by the mutation run of io/writing.py (tools/mutate.py).
 
 
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
 def test_writes_and_clean_ups_leave_no_file_descriptor_open(tmp_path):
     # A long-lived process (a Nipype worker writing thousands of maps) must not run out
@@ -445,7 +441,7 @@ def test_writes_and_clean_ups_leave_no_file_descriptor_open(tmp_path):
     out = tmp_path / "map.nii.gz"
     stale = tmp_path / ".map.nii.gz.def456.part"
     io.write_atomic([b"warm-up"], out)  # imports and lazy set-up happen before counting
-    before = _open_fds()
+    before = open_descriptors()
     for _ in range(3):
         stale.write_bytes(b"left by a killed run")
         assert writing.remove_stale_temporaries(out) == [str(stale)]
@@ -459,7 +455,7 @@ def test_writes_and_clean_ups_leave_no_file_descriptor_open(tmp_path):
         with io.OutputPlan() as plan:  # a failed run
             plan.add("a", tmp_path / "a.nii")
             plan.write("a", [b"never committed"])
-    assert _open_fds() == before
+    assert open_descriptors() == before
 
 
 def test_everything_is_on_disk_before_the_rename_and_the_rename_is_made_durable(
